@@ -1,0 +1,356 @@
+//! The engine: one `wasmtime::Engine` per process with epoch interruption, the linkers every guest is
+//! instantiated against, the compiled-code cache, and the executor guests run on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+
+use crate::cache::{ArtifactKind, ModuleCache, sha256};
+use crate::error::{Error, Result, boxed};
+use crate::host::{P1Host, P2Host};
+
+/// How often the epoch advances; the granularity of kills, timeouts and yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How instances get their memories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocator {
+    /// Allocate per instance (best for one guest per process).
+    #[default]
+    OnDemand,
+    /// Pre-reserve slots for many instances (best for a process that runs many guests); falls back
+    /// to on-demand when the host refuses the reservation.
+    Pooling,
+}
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Instance allocation strategy.
+    pub allocator: Allocator,
+    /// Where private directories for tmpfs mounts are made (default: the system temp dir).
+    pub scratch_dir: Option<PathBuf>,
+}
+
+/// A compiled workload, ready to be prepared any number of times.
+#[derive(Clone)]
+pub struct Program {
+    pub(crate) name: String,
+    pub(crate) kind: ProgramKind,
+}
+
+#[derive(Clone)]
+pub(crate) enum ProgramKind {
+    Module(Module),
+    Component(Component),
+}
+
+impl Program {
+    /// The workload's name (usually its path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True for a component, false for a core module.
+    pub fn is_component(&self) -> bool {
+        matches!(self.kind, ProgramKind::Component(_))
+    }
+}
+
+/// Where a [`Program`] came from, for observability and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadedFrom {
+    /// Compiled now (and stored in the cache when there is one).
+    Compiled,
+    /// Loaded from the compiled-code cache.
+    Cache,
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    pub(crate) cache: Option<ModuleCache>,
+    pub(crate) p1: wasmtime::Linker<P1Host>,
+    /// `p1` plus socket descriptors, for modules granted pre-opened listeners.
+    pub(crate) p1_sockets: wasmtime::Linker<P1Host>,
+    pub(crate) p2: wasmtime::component::Linker<P2Host>,
+    /// The executor this runtime made for itself, when created outside tokio.
+    owned_executor: Option<tokio::runtime::Runtime>,
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) scratch_dir: PathBuf,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(rt) = self.owned_executor.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The sandbox engine. Cheap to clone; share one per process across threads.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn base_config() -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    c.wasm_component_model(true);
+    c.max_wasm_stack(1 << 20);
+    c
+}
+
+impl Runtime {
+    /// Creates the engine, its linkers and the epoch ticker. Inside a tokio runtime, guests run on
+    /// it; otherwise the runtime owns a small multi-threaded executor.
+    pub fn new(config: RuntimeConfig) -> Result<Self> {
+        let engine = match config.allocator {
+            Allocator::OnDemand => Engine::new(&base_config()),
+            Allocator::Pooling => {
+                let mut c = base_config();
+                let mut pool = PoolingAllocationConfig::default();
+                pool.total_memories(1000)
+                    .total_tables(1000)
+                    .total_core_instances(1000)
+                    .total_component_instances(1000)
+                    .max_memories_per_component(50)
+                    .max_tables_per_component(50)
+                    .max_core_instances_per_component(100);
+                c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+                Engine::new(&c).or_else(|e| {
+                    tracing::info!(error = %e, "pooling allocator unavailable; allocating on demand");
+                    Engine::new(&base_config())
+                })
+            }
+        }
+        .map_err(|e| Error::Engine { source: boxed(e) })?;
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(|d| ModuleCache::open(d, &engine))
+            .transpose()?;
+        let mut p1 = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1, |h: &mut P1Host| &mut h.wasi)
+            .map_err(|e| Error::Engine { source: boxed(e) })?;
+        let mut p1_sockets = p1.clone();
+        crate::p1net::add_to_linker(&mut p1_sockets)
+            .map_err(|e| Error::Engine { source: boxed(e) })?;
+        let mut p2 = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut p2)
+            .map_err(|e| Error::Engine { source: boxed(e) })?;
+        let (owned_executor, handle) = match tokio::runtime::Handle::try_current() {
+            Ok(h) => (None, h),
+            Err(_) => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("wasmbox-guest")
+                    .enable_all()
+                    .build()
+                    .map_err(|source| Error::Executor { source })?;
+                let h = rt.handle().clone();
+                (Some(rt), h)
+            }
+        };
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("wasmbox-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|source| Error::Executor { source })?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                cache,
+                p1,
+                p1_sockets,
+                p2,
+                owned_executor,
+                handle,
+                scratch_dir: config.scratch_dir.unwrap_or_else(std::env::temp_dir),
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// The tokio runtime guests run on.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.inner.handle.clone()
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Reads and loads a wasm file from the host (the CLI's named ambient-authority entry point).
+    pub fn load_file(&self, path: &Path) -> Result<(Program, LoadedFrom)> {
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadWasm {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load(&path.display().to_string(), &bytes)
+    }
+
+    /// Loads wasm (binary or text) named `name`: from the cache when compiled before, else compiles
+    /// and caches it. Precompiled native code is refused.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<(Program, LoadedFrom)> {
+        let binary = to_binary(name, bytes)?;
+        let is_component = binary.get(4..8) != Some(&[1, 0, 0, 0]);
+        let kind = if is_component {
+            ArtifactKind::Component
+        } else {
+            ArtifactKind::Module
+        };
+        let digest = sha256(&binary);
+        let engine = &self.inner.engine;
+        if let Some(cache) = &self.inner.cache {
+            if let Some(path) = cache.lookup(&digest, kind)? {
+                match deserialize(engine, &path, kind) {
+                    Ok(k) => {
+                        tracing::debug!(name, path = %path.display(), "compiled code from cache");
+                        return Ok((self.program(name, k), LoadedFrom::Cache));
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
+                        cache.evict(&path);
+                    }
+                }
+            }
+        }
+        let compile_err = |e| Error::Compile {
+            name: name.to_string(),
+            source: boxed(e),
+        };
+        let (k, serialized) = match kind {
+            ArtifactKind::Module => {
+                let m = Module::from_binary(engine, &binary).map_err(compile_err)?;
+                let s = self.inner.cache.as_ref().map(|_| m.serialize()).transpose();
+                (ProgramKind::Module(m), s)
+            }
+            ArtifactKind::Component => {
+                let c = Component::from_binary(engine, &binary).map_err(compile_err)?;
+                let s = self.inner.cache.as_ref().map(|_| c.serialize()).transpose();
+                (ProgramKind::Component(c), s)
+            }
+        };
+        if let (Some(cache), Some(bytes)) = (&self.inner.cache, serialized.map_err(compile_err)?) {
+            // A cache that cannot be written slows later starts but must not fail this one.
+            if let Err(e) = cache.store(&digest, kind, &bytes) {
+                tracing::warn!(error = %e, "could not store compiled code");
+            }
+        }
+        Ok((self.program(name, k), LoadedFrom::Compiled))
+    }
+
+    fn program(&self, name: &str, kind: ProgramKind) -> Program {
+        Program {
+            name: name.to_string(),
+            kind,
+        }
+    }
+}
+
+fn deserialize(engine: &Engine, path: &Path, kind: ArtifactKind) -> wasmtime::Result<ProgramKind> {
+    // SAFETY: `path` is in our own cache, which `ModuleCache` only accepts when the directory and
+    // the file are owned by this user and writable by nobody else, and whose files only we write
+    // (from `serialize` of code this engine compiled). Nothing from an image or a user ever lands
+    // there.
+    #[allow(
+        unsafe_code,
+        reason = "loading our own compiled code from our private cache"
+    )]
+    unsafe {
+        Ok(match kind {
+            ArtifactKind::Module => ProgramKind::Module(Module::deserialize_file(engine, path)?),
+            ArtifactKind::Component => {
+                ProgramKind::Component(Component::deserialize_file(engine, path)?)
+            }
+        })
+    }
+}
+
+/// Checks the bytes are wasm (or wasm text) and returns the binary.
+fn to_binary(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    let not_wasm = |reason: String| Error::NotWasm {
+        name: name.to_string(),
+        reason,
+    };
+    if Engine::detect_precompiled(bytes).is_some() {
+        return Err(Error::Precompiled {
+            name: name.to_string(),
+        });
+    }
+    if bytes.starts_with(b"\0asm") {
+        if bytes.len() < 8 {
+            return Err(not_wasm("truncated header".into()));
+        }
+        return Ok(bytes.to_vec());
+    }
+    if bytes.is_empty() {
+        return Err(not_wasm("the file is empty".into()));
+    }
+    if bytes.starts_with(b"\x7fELF") {
+        return Err(not_wasm("it is an ELF native executable".into()));
+    }
+    let looks_text = std::str::from_utf8(bytes).is_ok_and(|s| {
+        let t = s.trim_start();
+        t.starts_with('(') || t.starts_with(";;")
+    });
+    if looks_text {
+        return wat::parse_bytes(bytes)
+            .map(|b| b.into_owned())
+            .map_err(|e| not_wasm(format!("wasm text does not parse: {e}")));
+    }
+    let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    Err(not_wasm(format!(
+        "no wasm magic number (starts with bytes {})",
+        head.join(" ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_non_wasm_with_reasons() {
+        let e = to_binary("x", b"").unwrap_err().to_string();
+        assert!(e.contains("empty"), "{e}");
+        let e = to_binary("x", b"\x7fELF\x02\x01").unwrap_err().to_string();
+        assert!(e.contains("ELF"), "{e}");
+        let e = to_binary("x", b"#!/bin/sh\necho").unwrap_err().to_string();
+        assert!(e.contains("23 21 2f 62"), "{e}");
+        let e = to_binary("x", b"\0asm\x01").unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        let e = to_binary("x", b"(module (func $f (unknown)))")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wasm text"), "{e}");
+        assert!(to_binary("x", b"(module)").is_ok());
+    }
+
+    #[test]
+    fn rejects_precompiled() {
+        let engine = Engine::default();
+        let bytes = engine.precompile_module(b"(module)").unwrap();
+        let e = to_binary("evil.cwasm", &bytes).unwrap_err();
+        assert!(matches!(e, Error::Precompiled { .. }), "{e}");
+    }
+}

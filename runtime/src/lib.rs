@@ -1,0 +1,35 @@
+//! wasmbox's sandbox engine: turns an OCI runtime bundle (or a wasm file) plus a capability
+//! [`Policy`] into a running guest in wasmtime, with filesystem and network access limited to what
+//! the policy grants.
+//!
+//! ```no_run
+//! use wasmbox_runtime::{Policy, Runtime, RuntimeConfig, Stdio};
+//! let rt = Runtime::new(RuntimeConfig::default())?;
+//! let (program, _) = rt.load_file("hello.wasm".as_ref())?;
+//! let policy = Policy { args: vec!["hello.wasm".into()], cwd: "/".into(), ..Default::default() };
+//! let running = rt.prepare(&program, policy)?.start(Stdio::inherit())?;
+//! let status = running.wait();
+//! std::process::exit(status.code());
+//! # Ok::<(), wasmbox_runtime::Error>(())
+//! ```
+
+pub mod cache;
+mod engine;
+mod error;
+mod exit;
+mod host;
+pub mod net;
+mod p1net;
+pub mod policy;
+mod sandbox;
+mod wasi;
+
+pub use engine::{Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig};
+pub use error::{Error, Result};
+pub use exit::{
+    EXIT_MEMORY_LIMIT, EXIT_RUNTIME_ERROR, EXIT_TIMEOUT, EXIT_TRAP, ExitReason, ExitStatus,
+};
+pub use net::NetPolicy;
+pub use policy::{Bundle, DirGrant, Limits, Policy};
+pub use sandbox::{KillHandle, Prepared, Running};
+pub use wasi::{Input, Output, Stdio};

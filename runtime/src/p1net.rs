@@ -1,0 +1,762 @@
+//! Pre-opened listening sockets for WASI preview 1 modules.
+//!
+//! Preview 1 has no `socket`/`bind`: a server gets an already-listening socket from the host (as
+//! with `wasmtime run --tcplisten`). wasmtime-wasi's preview 1 implementation has no socket
+//! descriptors, so for guests granted a listen address this module shadows the descriptor calls
+//! that can meet a socket (`sock_*`, `fd_read`, `fd_write`, `fd_close`, `fd_fdstat_*`,
+//! `fd_filestat_get`, `poll_oneoff`) and hands every other descriptor to wasmtime-wasi unchanged.
+//!
+//! Socket descriptors are numbered from [`SOCKET_FD_BASE`], far above the numbers wasmtime-wasi
+//! hands out, so the two tables never collide. The guest finds its listeners through the
+//! environment: `LISTEN_FDS` (how many) and `LISTEN_FDS_START` (the first), consecutive.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use wasmtime::{AsContextMut, Caller, Extern, Linker};
+use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
+
+use crate::error::{Error, Result};
+use crate::host::P1Host;
+use crate::net::{AddrUse, NetPolicy, Protocol};
+
+/// First descriptor number used for sockets.
+pub const SOCKET_FD_BASE: u32 = 1 << 24;
+
+const MODULE: &str = "wasi_snapshot_preview1";
+
+// errno values of WASI preview 1.
+const SUCCESS: i32 = 0;
+const EAGAIN: i32 = 6;
+const ECONNRESET: i32 = 15;
+const EFAULT: i32 = 21;
+const EINTR: i32 = 27;
+const EINVAL: i32 = 28;
+const EIO: i32 = 29;
+const ENOTCONN: i32 = 53;
+const ENOTSUP: i32 = 58;
+const EPIPE: i32 = 64;
+
+const FILETYPE_SOCKET_STREAM: u8 = 6;
+const FDFLAGS_NONBLOCK: u16 = 0x4;
+const ALL_RIGHTS: u64 = (1 << 29) - 1;
+
+enum Sock {
+    Listener(AsyncFd<TcpListener>),
+    Stream(AsyncFd<TcpStream>),
+}
+
+struct Entry {
+    sock: Sock,
+    nonblocking: bool,
+}
+
+/// The sockets of one preview 1 guest.
+#[derive(Default)]
+pub(crate) struct Sockets {
+    fds: HashMap<u32, Entry>,
+    next: u32,
+    net: NetPolicy,
+}
+
+/// The listen grants that name one address and one port, which can be pre-opened.
+pub(crate) fn preopenable(net: &NetPolicy) -> Vec<SocketAddr> {
+    net.listen
+        .iter()
+        .filter(|g| {
+            g.protocol == Protocol::Tcp
+                && g.ports.start() == g.ports.end()
+                && g.prefix == if g.addr.is_ipv4() { 32 } else { 128 }
+        })
+        .map(|g| SocketAddr::new(g.addr, *g.ports.start()))
+        .collect()
+}
+
+impl Sockets {
+    /// Binds a listener for each pre-openable listen grant and tells the guest where they are.
+    /// Must run inside the executor's context.
+    pub(crate) fn open(net: &NetPolicy, b: &mut wasmtime_wasi::WasiCtxBuilder) -> Result<Self> {
+        let mut s = Sockets {
+            next: SOCKET_FD_BASE,
+            net: net.clone(),
+            ..Default::default()
+        };
+        let addrs = preopenable(net);
+        for addr in &addrs {
+            let l = TcpListener::bind(addr)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    register(l)
+                })
+                .map_err(|source| Error::Listen {
+                    addr: *addr,
+                    source,
+                })?;
+            s.insert(Sock::Listener(l));
+        }
+        if !addrs.is_empty() {
+            b.env("LISTEN_FDS", addrs.len().to_string());
+            b.env("LISTEN_FDS_START", SOCKET_FD_BASE.to_string());
+        }
+        Ok(s)
+    }
+
+    fn insert(&mut self, sock: Sock) -> u32 {
+        let fd = self.next;
+        self.next += 1;
+        self.fds.insert(
+            fd,
+            Entry {
+                sock,
+                nonblocking: false,
+            },
+        );
+        fd
+    }
+}
+
+/// Registers an owned socket with the executor's reactor.
+fn register<T: std::os::fd::AsRawFd>(sock: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: `sock` is an owned std socket; it owns its descriptor, and `AsyncFd` keeps it (never
+    // replacing or closing it) until the `AsyncFd` is dropped, which is what `register` requires.
+    #[allow(
+        unsafe_code,
+        reason = "registering an owned socket with tokio's reactor"
+    )]
+    unsafe {
+        AsyncFd::register(sock).map_err(|e| e.into_parts().1)
+    }
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        WouldBlock => EAGAIN,
+        ConnectionReset | ConnectionAborted => ECONNRESET,
+        BrokenPipe => EPIPE,
+        NotConnected => ENOTCONN,
+        Interrupted => EINTR,
+        InvalidInput => EINVAL,
+        _ => EIO,
+    }
+}
+
+/// Guest memory access with bounds checks; out-of-bounds is `EFAULT`.
+struct Mem<'a>(&'a mut [u8]);
+
+impl Mem<'_> {
+    fn slice(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], i32> {
+        let start = ptr as usize;
+        let end = start.checked_add(len as usize).ok_or(EFAULT)?;
+        self.0.get_mut(start..end).ok_or(EFAULT)
+    }
+    fn u32(&mut self, ptr: u32) -> Result<u32, i32> {
+        Ok(u32::from_le_bytes(
+            self.slice(ptr, 4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self, ptr: u32) -> Result<u64, i32> {
+        Ok(u64::from_le_bytes(
+            self.slice(ptr, 8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn put(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), i32> {
+        self.slice(ptr, bytes.len() as u32)?.copy_from_slice(bytes);
+        Ok(())
+    }
+    /// The (ptr, len) pairs of an iovec array.
+    fn iovs(&mut self, iovs: u32, n: u32) -> Result<Vec<(u32, u32)>, i32> {
+        (0..n)
+            .map(|i| {
+                let at = iovs
+                    .checked_add(i.checked_mul(8).ok_or(EFAULT)?)
+                    .ok_or(EFAULT)?;
+                Ok((self.u32(at)?, self.u32(at + 4)?))
+            })
+            .collect()
+    }
+}
+
+fn memory(caller: &mut Caller<'_, P1Host>) -> wasmtime::Result<wasmtime::Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Ok(m),
+        _ => wasmtime::bail!("missing required memory export"),
+    }
+}
+
+/// Runs `f` on the socket at `fd` if there is one; otherwise `None` and the call is delegated.
+fn is_socket(caller: &Caller<'_, P1Host>, fd: i32) -> bool {
+    caller.data().sockets.fds.contains_key(&(fd as u32))
+}
+
+/// Delegates a call to wasmtime-wasi's implementation, as its own linker glue would.
+macro_rules! delegate {
+    ($caller:ident, $func:ident, async ($($arg:expr),*)) => {{
+        let fuel = $caller.as_context_mut().hostcall_fuel();
+        let mem = memory(&mut $caller)?;
+        let (data, host) = mem.data_and_store_mut(&mut $caller);
+        let ctx = &mut host.wasi;
+        wiggle::WasiSnapshotPreview1Fuel::set(ctx, fuel);
+        let mut gm = wiggle::GuestMemory::Unshared(data);
+        p1::$func(ctx, &mut gm, $($arg),*).await
+    }};
+    ($caller:ident, $func:ident, ($($arg:expr),*)) => {{
+        let fuel = $caller.as_context_mut().hostcall_fuel();
+        let mem = memory(&mut $caller)?;
+        let (data, host) = mem.data_and_store_mut(&mut $caller);
+        let ctx = &mut host.wasi;
+        wiggle::WasiSnapshotPreview1Fuel::set(ctx, fuel);
+        let mut gm = wiggle::GuestMemory::Unshared(data);
+        p1::$func(ctx, &mut gm, $($arg),*)
+    }};
+}
+
+mod wiggle {
+    //! Names for the pieces of wiggle the delegation needs.
+    pub(super) use ::wiggle::GuestMemory;
+    use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
+
+    /// Sets the per-call copy budget exactly as wasmtime-wasi's own glue does.
+    pub(super) struct WasiSnapshotPreview1Fuel;
+    impl WasiSnapshotPreview1Fuel {
+        pub(super) fn set(ctx: &mut wasmtime_wasi::p1::WasiP1Ctx, fuel: usize) {
+            ctx.set_hostcall_fuel(fuel);
+        }
+    }
+}
+
+/// Reads into the guest's first non-empty iovec; waits unless the socket is non-blocking.
+async fn recv(
+    caller: &mut Caller<'_, P1Host>,
+    fd: u32,
+    iovs: u32,
+    n: u32,
+    peek: bool,
+) -> wasmtime::Result<Result<u32, i32>> {
+    let mem = memory(caller)?;
+    let target = {
+        let mut m = Mem(mem.data_mut(&mut *caller));
+        match m.iovs(iovs, n) {
+            Ok(v) => v.into_iter().find(|(_, len)| *len > 0),
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+    let Some((ptr, len)) = target else {
+        return Ok(Ok(0));
+    };
+    let len = len.min(1 << 20) as usize;
+    let mut buf = vec![0u8; len];
+    let entry = caller
+        .data()
+        .sockets
+        .fds
+        .get(&fd)
+        .expect("checked by caller");
+    let Sock::Stream(s) = &entry.sock else {
+        return Ok(Err(ENOTCONN));
+    };
+    let nonblocking = entry.nonblocking;
+    let got = loop {
+        let r = if peek {
+            s.get_ref().peek(&mut buf)
+        } else {
+            (&*s.get_ref()).read(&mut buf)
+        };
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !nonblocking => {
+                let mut g = match s.readable().await {
+                    Ok(g) => g,
+                    Err(e) => break Err(e),
+                };
+                g.clear_ready();
+            }
+            r => break r,
+        }
+    };
+    let got = match got {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(errno_of(&e))),
+    };
+    let mut m = Mem(mem.data_mut(&mut *caller));
+    Ok(m.put(ptr, &buf[..got]).map(|()| got as u32))
+}
+
+/// Writes the guest's iovecs; waits for room unless the socket is non-blocking.
+async fn send(
+    caller: &mut Caller<'_, P1Host>,
+    fd: u32,
+    ciovs: u32,
+    n: u32,
+) -> wasmtime::Result<Result<u32, i32>> {
+    let mem = memory(caller)?;
+    let bufs: Vec<Vec<u8>> = {
+        let mut m = Mem(mem.data_mut(&mut *caller));
+        let iovs = match m.iovs(ciovs, n) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut out = Vec::new();
+        for (p, l) in iovs {
+            match m.slice(p, l) {
+                Ok(s) => out.push(s.to_vec()),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        out
+    };
+    let entry = caller
+        .data()
+        .sockets
+        .fds
+        .get(&fd)
+        .expect("checked by caller");
+    let Sock::Stream(s) = &entry.sock else {
+        return Ok(Err(ENOTCONN));
+    };
+    let nonblocking = entry.nonblocking;
+    let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+    loop {
+        match (&*s.get_ref()).write_vectored(&slices) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !nonblocking => {
+                match s.writable().await {
+                    Ok(mut g) => g.clear_ready(),
+                    Err(e) => return Ok(Err(errno_of(&e))),
+                }
+            }
+            Err(e) => return Ok(Err(errno_of(&e))),
+            Ok(k) => return Ok(Ok(k as u32)),
+        }
+    }
+}
+
+async fn accept(caller: &mut Caller<'_, P1Host>, fd: u32, flags: i32) -> Result<u32, i32> {
+    let host = caller.data_mut();
+    let entry = host.sockets.fds.get(&fd).expect("checked by caller");
+    let Sock::Listener(l) = &entry.sock else {
+        return Err(EINVAL);
+    };
+    let nonblocking = entry.nonblocking;
+    let (stream, peer) = loop {
+        match l.get_ref().accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !nonblocking => {
+                match l.readable().await {
+                    Ok(mut g) => g.clear_ready(),
+                    Err(e) => return Err(errno_of(&e)),
+                }
+            }
+            Err(e) => return Err(errno_of(&e)),
+            Ok(c) => break c,
+        }
+    };
+    if !host.sockets.net.allows(&peer, AddrUse::TcpAccept) {
+        return Err(ECONNRESET);
+    }
+    let stream = stream
+        .set_nonblocking(true)
+        .and_then(|()| register(stream))
+        .map_err(|e| errno_of(&e))?;
+    let new = host.sockets.insert(Sock::Stream(stream));
+    if flags as u16 & FDFLAGS_NONBLOCK != 0 {
+        host.sockets
+            .fds
+            .get_mut(&new)
+            .expect("just inserted")
+            .nonblocking = true;
+    }
+    Ok(new)
+}
+
+/// One `poll_oneoff` subscription over sockets and clocks.
+enum Sub {
+    Clock {
+        userdata: u64,
+        deadline: tokio::time::Instant,
+    },
+    Read {
+        userdata: u64,
+        fd: u32,
+    },
+    Write {
+        userdata: u64,
+        fd: u32,
+    },
+}
+
+async fn poll(
+    caller: &mut Caller<'_, P1Host>,
+    input: u32,
+    out: u32,
+    n: u32,
+) -> wasmtime::Result<Result<u32, i32>> {
+    let mem = memory(caller)?;
+    let subs = {
+        let mut m = Mem(mem.data_mut(&mut *caller));
+        let mut subs = Vec::new();
+        for i in 0..n {
+            let at = input + i * 48;
+            let parse = |m: &mut Mem<'_>| -> Result<Sub, i32> {
+                let userdata = m.u64(at)?;
+                let tag = m.slice(at + 8, 1)?[0];
+                Ok(match tag {
+                    0 => {
+                        let timeout = m.u64(at + 24)?;
+                        let flags = u16::from_le_bytes(m.slice(at + 40, 2)?.try_into().expect("2"));
+                        if flags & 1 != 0 {
+                            return Err(ENOTSUP);
+                        }
+                        Sub::Clock {
+                            userdata,
+                            deadline: tokio::time::Instant::now() + Duration::from_nanos(timeout),
+                        }
+                    }
+                    1 => Sub::Read {
+                        userdata,
+                        fd: m.u32(at + 16)?,
+                    },
+                    2 => Sub::Write {
+                        userdata,
+                        fd: m.u32(at + 16)?,
+                    },
+                    _ => return Err(EINVAL),
+                })
+            };
+            match parse(&mut m) {
+                Ok(s) => subs.push(s),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        subs
+    };
+    // Mixing sockets with other descriptors in one poll is not supported.
+    let sockets = &caller.data().sockets;
+    for s in &subs {
+        if let Sub::Read { fd, .. } | Sub::Write { fd, .. } = s {
+            if !sockets.fds.contains_key(fd) {
+                return Ok(Err(ENOTSUP));
+            }
+        }
+    }
+    let mut sleeps: Vec<Option<std::pin::Pin<Box<tokio::time::Sleep>>>> = subs
+        .iter()
+        .map(|s| match s {
+            Sub::Clock { deadline, .. } => Some(Box::pin(tokio::time::sleep_until(*deadline))),
+            _ => None,
+        })
+        .collect();
+    // (userdata, type, error)
+    let events: Vec<(u64, u8, u16)> = std::future::poll_fn(|cx| {
+        let mut ready = Vec::new();
+        for (i, s) in subs.iter().enumerate() {
+            match s {
+                Sub::Clock { userdata, .. } => {
+                    if sleeps[i]
+                        .as_mut()
+                        .expect("clock has sleep")
+                        .as_mut()
+                        .poll(cx)
+                        .is_ready()
+                    {
+                        ready.push((*userdata, 0u8, 0u16));
+                    }
+                }
+                Sub::Read { userdata, fd } | Sub::Write { userdata, fd } => {
+                    let read = matches!(s, Sub::Read { .. });
+                    let e = &sockets.fds[fd];
+                    let r = match (&e.sock, read) {
+                        (Sock::Listener(l), true) => l.poll_read_ready(cx).map(|r| r.map(drop)),
+                        (Sock::Listener(_), false) => Poll::Pending,
+                        (Sock::Stream(st), true) => st.poll_read_ready(cx).map(|r| r.map(drop)),
+                        (Sock::Stream(st), false) => st.poll_write_ready(cx).map(|r| r.map(drop)),
+                    };
+                    if let Poll::Ready(r) = r {
+                        let err = r.err().map(|e| errno_of(&e) as u16).unwrap_or(0);
+                        ready.push((*userdata, if read { 1 } else { 2 }, err));
+                    }
+                }
+            }
+        }
+        if ready.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(ready)
+        }
+    })
+    .await;
+    let mut m = Mem(mem.data_mut(&mut *caller));
+    for (i, (userdata, typ, err)) in events.iter().enumerate() {
+        let at = out + i as u32 * 32;
+        let mut ev = [0u8; 32];
+        ev[0..8].copy_from_slice(&userdata.to_le_bytes());
+        ev[8..10].copy_from_slice(&err.to_le_bytes());
+        ev[10] = *typ;
+        if *typ != 0 {
+            // nbytes: unknown but non-zero means "ready".
+            ev[16..24].copy_from_slice(&1u64.to_le_bytes());
+        }
+        if let Err(e) = m.put(at, &ev) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(events.len() as u32))
+}
+
+fn write_result(
+    caller: &mut Caller<'_, P1Host>,
+    r: Result<u32, i32>,
+    ptr: i32,
+) -> wasmtime::Result<i32> {
+    match r {
+        Ok(v) => {
+            let mem = memory(caller)?;
+            let mut m = Mem(mem.data_mut(caller));
+            Ok(m.put(ptr as u32, &v.to_le_bytes())
+                .map(|()| SUCCESS)
+                .unwrap_or_else(|e| e))
+        }
+        Err(e) => Ok(e),
+    }
+}
+
+/// Shadows the descriptor calls on `linker` (which already holds wasmtime-wasi's preview 1) with
+/// ones that also understand socket descriptors.
+pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
+    l.allow_shadowing(true);
+    l.func_wrap_async(
+        MODULE,
+        "sock_accept",
+        |mut c: Caller<'_, P1Host>, (fd, flags, ret): (i32, i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, sock_accept, (fd, flags, ret));
+                }
+                let r = accept(&mut c, fd as u32, flags).await;
+                write_result(&mut c, r, ret)
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "sock_recv",
+        |mut c: Caller<'_, P1Host>,
+         (fd, iovs, n, flags, ret, ret_flags): (i32, i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, sock_recv, (fd, iovs, n, flags, ret, ret_flags));
+                }
+                let r = recv(&mut c, fd as u32, iovs as u32, n as u32, flags & 1 != 0).await?;
+                let code = write_result(&mut c, r, ret)?;
+                if code != SUCCESS {
+                    return Ok(code);
+                }
+                // roflags is a u16: no flags to report.
+                let mem = memory(&mut c)?;
+                let mut m = Mem(mem.data_mut(&mut c));
+                Ok(m.put(ret_flags as u32, &0u16.to_le_bytes())
+                    .map(|()| SUCCESS)
+                    .unwrap_or_else(|e| e))
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "sock_send",
+        |mut c: Caller<'_, P1Host>, (fd, iovs, n, flags, ret): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, sock_send, (fd, iovs, n, flags, ret));
+                }
+                let r = send(&mut c, fd as u32, iovs as u32, n as u32).await?;
+                write_result(&mut c, r, ret)
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "sock_shutdown",
+        |mut c: Caller<'_, P1Host>, (fd, how): (i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, sock_shutdown, (fd, how));
+                }
+                let e = &c.data().sockets.fds[&(fd as u32)];
+                let Sock::Stream(s) = &e.sock else {
+                    return Ok(ENOTCONN);
+                };
+                let how = match how {
+                    1 => Shutdown::Read,
+                    2 => Shutdown::Write,
+                    3 => Shutdown::Both,
+                    _ => return Ok(EINVAL),
+                };
+                Ok(s.get_ref()
+                    .shutdown(how)
+                    .map(|()| SUCCESS)
+                    .unwrap_or_else(|e| errno_of(&e)))
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_read",
+        |mut c: Caller<'_, P1Host>, (fd, iovs, n, ret): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, fd_read, async (fd, iovs, n, ret));
+                }
+                let r = recv(&mut c, fd as u32, iovs as u32, n as u32, false).await?;
+                write_result(&mut c, r, ret)
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_write",
+        |mut c: Caller<'_, P1Host>, (fd, iovs, n, ret): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, fd_write, async (fd, iovs, n, ret));
+                }
+                let r = send(&mut c, fd as u32, iovs as u32, n as u32).await?;
+                write_result(&mut c, r, ret)
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_close",
+        |mut c: Caller<'_, P1Host>, (fd,): (i32,)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, fd_close, async (fd));
+                }
+                c.data_mut().sockets.fds.remove(&(fd as u32));
+                Ok(SUCCESS)
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, P1Host>, (fd, ptr): (i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, fd_fdstat_get, async (fd, ptr));
+                }
+                let nonblocking = c.data().sockets.fds[&(fd as u32)].nonblocking;
+                let mut st = [0u8; 24];
+                st[0] = FILETYPE_SOCKET_STREAM;
+                let flags = if nonblocking { FDFLAGS_NONBLOCK } else { 0 };
+                st[2..4].copy_from_slice(&flags.to_le_bytes());
+                st[8..16].copy_from_slice(&ALL_RIGHTS.to_le_bytes());
+                st[16..24].copy_from_slice(&ALL_RIGHTS.to_le_bytes());
+                let mem = memory(&mut c)?;
+                let mut m = Mem(mem.data_mut(&mut c));
+                Ok(m.put(ptr as u32, &st)
+                    .map(|()| SUCCESS)
+                    .unwrap_or_else(|e| e))
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_fdstat_set_flags",
+        |mut c: Caller<'_, P1Host>, (fd, flags): (i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, fd_fdstat_set_flags, (fd, flags));
+                }
+                let e = c
+                    .data_mut()
+                    .sockets
+                    .fds
+                    .get_mut(&(fd as u32))
+                    .expect("checked");
+                e.nonblocking = flags as u16 & FDFLAGS_NONBLOCK != 0;
+                Ok(SUCCESS)
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_filestat_get",
+        |mut c: Caller<'_, P1Host>, (fd, ptr): (i32, i32)| {
+            Box::new(async move {
+                if !is_socket(&c, fd) {
+                    return delegate!(c, fd_filestat_get, async (fd, ptr));
+                }
+                let mut st = [0u8; 64];
+                st[16] = FILETYPE_SOCKET_STREAM;
+                let mem = memory(&mut c)?;
+                let mut m = Mem(mem.data_mut(&mut c));
+                Ok(m.put(ptr as u32, &st)
+                    .map(|()| SUCCESS)
+                    .unwrap_or_else(|e| e))
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "poll_oneoff",
+        |mut c: Caller<'_, P1Host>, (input, out, n, ret): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let names_socket = {
+                    let mem = memory(&mut c)?;
+                    let (data, host) = mem.data_and_store_mut(&mut c);
+                    let mut m = Mem(data);
+                    (0..n as u32).any(|i| {
+                        let at = input as u32 + i * 48;
+                        matches!(m.slice(at + 8, 1).map(|t| t[0]), Ok(1 | 2))
+                            && m.u32(at + 16)
+                                .is_ok_and(|fd| host.sockets.fds.contains_key(&fd))
+                    })
+                };
+                if !names_socket {
+                    return delegate!(c, poll_oneoff, async (input, out, n, ret));
+                }
+                let r = poll(&mut c, input as u32, out as u32, n as u32).await?;
+                write_result(&mut c, r, ret)
+            })
+        },
+    )?;
+    l.allow_shadowing(false);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_single_addresses_are_preopened() {
+        let net = NetPolicy {
+            listen: vec![
+                "127.0.0.1:8080".parse().unwrap(),
+                "127.0.0.1:8000-8010".parse().unwrap(),
+                "10.0.0.0/8:80".parse().unwrap(),
+                "udp:127.0.0.1:53".parse().unwrap(),
+                "[::1]:9000".parse().unwrap(),
+            ],
+            ..Default::default()
+        };
+        let v = preopenable(&net);
+        assert_eq!(
+            v,
+            vec![
+                "127.0.0.1:8080".parse().unwrap(),
+                "[::1]:9000".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn errno_mapping() {
+        let e = std::io::Error::from(std::io::ErrorKind::WouldBlock);
+        assert_eq!(errno_of(&e), EAGAIN);
+        let e = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(errno_of(&e), EPIPE);
+    }
+}

@@ -1,0 +1,435 @@
+//! Capability policy: what a guest is given (arguments, environment, directories, network, limits),
+//! and how an OCI runtime bundle's `config.json` turns into one.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::{Mount, Spec};
+
+use crate::error::{Error, Result};
+use crate::net::{Grant, NetPolicy};
+
+/// Annotation: comma-separated [`Grant`]s the guest may connect to.
+pub const ANNOTATION_NET_CONNECT: &str = "wasmbox.net.connect";
+/// Annotation: comma-separated [`Grant`]s the guest may listen on.
+pub const ANNOTATION_NET_LISTEN: &str = "wasmbox.net.listen";
+/// Annotation: `true` lets the guest resolve host names.
+pub const ANNOTATION_NET_DNS: &str = "wasmbox.net.dns";
+/// Annotation: wall-clock deadline in seconds.
+pub const ANNOTATION_TIMEOUT: &str = "wasmbox.timeout";
+
+/// Filesystem types that are kernel interfaces and are never exposed to a guest.
+const KERNEL_FS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "devpts",
+    "mqueue",
+    "cgroup",
+    "cgroup2",
+    "devtmpfs",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "bpf",
+    "hugetlbfs",
+    "configfs",
+    "fusectl",
+    "pstore",
+    "binfmt_misc",
+];
+/// Guest directories whose contents are kernel interfaces; nothing is ever mounted at or under them.
+const KERNEL_DIRS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// A host directory granted to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Absolute path the guest sees it at.
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+}
+
+/// Resource limits of one guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Cap on the bytes of all linear memories and tables together.
+    pub memory: Option<u64>,
+    /// Wall-clock deadline from start.
+    pub timeout: Option<Duration>,
+}
+
+/// Everything a guest is granted. Nothing outside it is reachable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `argv`, starting with the program name.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Initial working directory (absolute guest path).
+    pub cwd: String,
+    /// The export to call instead of the default entry (`_start` or `wasi:cli/run`).
+    pub export: Option<String>,
+    /// Directories, the rootfs (at `/`) first when there is one.
+    pub dirs: Vec<DirGrant>,
+    /// Guest paths that get a fresh private empty directory each start (tmpfs mounts).
+    pub scratch: Vec<String>,
+    /// Network grants.
+    pub net: NetPolicy,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// A guest path made absolute and normal, or `None` when it tries to climb with `..`.
+pub fn normalize_guest_path(p: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str()?.to_string()),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+fn is_kernel_path(guest: &str) -> bool {
+    KERNEL_DIRS
+        .iter()
+        .any(|k| guest == *k || guest.starts_with(&format!("{k}/")))
+}
+
+impl Policy {
+    /// Splits `name#export` in `args[0]` into the program path and the export to call.
+    pub fn split_export(arg0: &str) -> (&str, Option<&str>) {
+        match arg0.rsplit_once('#') {
+            Some((p, e)) if !e.is_empty() && !e.contains('/') => (p, Some(e)),
+            _ => (arg0, None),
+        }
+    }
+
+    /// Adds a directory grant, checking the guest path.
+    pub fn grant_dir(&mut self, host: PathBuf, guest: &str, read_only: bool) -> Result<(), String> {
+        let guest = normalize_guest_path(guest).ok_or("guest path must not contain '..'")?;
+        if is_kernel_path(&guest) {
+            return Err(format!("{guest} is reserved for kernel interfaces"));
+        }
+        self.dirs.retain(|d| d.guest != guest);
+        self.dirs.push(DirGrant {
+            host,
+            guest,
+            read_only,
+        });
+        Ok(())
+    }
+}
+
+/// A runtime bundle read from disk: the policy and where the entry wasm lives.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// The parsed `config.json`.
+    pub spec: Spec,
+    /// The policy derived from it.
+    pub policy: Policy,
+    /// Host path of the rootfs.
+    pub rootfs: PathBuf,
+    /// Path of the entry wasm inside the rootfs (relative to it).
+    pub entry: PathBuf,
+}
+
+impl Bundle {
+    /// Reads `DIR/config.json` and derives the policy.
+    pub fn load(dir: &Path) -> Result<Bundle> {
+        let path = dir.join("config.json");
+        let bad = |reason: String| Error::Spec {
+            path: path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        let spec: Spec = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        Self::from_spec(dir, spec)
+    }
+
+    /// Derives the policy from an already parsed spec of the bundle at `dir`.
+    pub fn from_spec(dir: &Path, spec: Spec) -> Result<Bundle> {
+        let path = dir.join("config.json");
+        let bad = |reason: String| Error::Spec {
+            path: path.clone(),
+            reason,
+        };
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| bad("no process".into()))?;
+        let args = process.args().clone().unwrap_or_default();
+        let Some(arg0) = args.first() else {
+            return Err(bad("process.args is empty".into()));
+        };
+        let (program, export) = Policy::split_export(arg0);
+        let cwd = normalize_guest_path(&process.cwd().to_string_lossy())
+            .ok_or_else(|| bad("process.cwd must not contain '..'".into()))?;
+        let entry_guest = if program.starts_with('/') {
+            program.to_string()
+        } else {
+            format!("{cwd}/{program}")
+        };
+        let entry_guest = normalize_guest_path(&entry_guest)
+            .ok_or_else(|| bad(format!("entrypoint {program:?} must not contain '..'")))?;
+        let entry = PathBuf::from(entry_guest.trim_start_matches('/'));
+        let root = spec.root().as_ref().ok_or_else(|| bad("no root".into()))?;
+        let rootfs = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            dir.join(root.path())
+        };
+        let mut policy = Policy {
+            args: std::iter::once(program.to_string())
+                .chain(args.iter().skip(1).cloned())
+                .collect(),
+            env: process
+                .env()
+                .iter()
+                .flatten()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd,
+            export: export.map(str::to_string),
+            ..Default::default()
+        };
+        policy.dirs.push(DirGrant {
+            host: rootfs.clone(),
+            guest: "/".into(),
+            read_only: root.readonly().unwrap_or(false),
+        });
+        for m in spec.mounts().iter().flatten() {
+            apply_mount(&mut policy, m, dir).map_err(bad)?;
+        }
+        if let Some(mem) = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+        {
+            if mem > 0 {
+                policy.limits.memory = Some(mem as u64);
+            }
+        }
+        let empty = HashMap::new();
+        let ann = spec.annotations().as_ref().unwrap_or(&empty);
+        apply_annotations(&mut policy, ann).map_err(bad)?;
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            spec,
+            policy,
+            rootfs,
+            entry,
+        })
+    }
+}
+
+impl Bundle {
+    /// Reads the entry wasm from the rootfs through cap-std, so a symlinked entrypoint cannot
+    /// reach outside the rootfs.
+    pub fn read_entry(&self) -> Result<Vec<u8>> {
+        let err = |source| Error::ReadEntry {
+            entry: format!("/{}", self.entry.display()),
+            rootfs: self.rootfs.clone(),
+            source,
+        };
+        // Ambient authority, named: opening the bundle's rootfs directory.
+        let root = cap_std::fs::Dir::open_ambient_dir(&self.rootfs, cap_std::ambient_authority())
+            .map_err(err)?;
+        root.read(&self.entry).map_err(err)
+    }
+}
+
+/// Applies the `wasmbox.*` annotations to a policy.
+pub fn apply_annotations(policy: &mut Policy, ann: &HashMap<String, String>) -> Result<(), String> {
+    let grants = |key: &str| -> Result<Vec<Grant>, String> {
+        ann.get(key)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        s.parse::<Grant>()
+                            .map_err(|e| format!("annotation {key}: {e}"))
+                    })
+                    .collect()
+            })
+            .unwrap_or(Ok(Vec::new()))
+    };
+    policy.net.connect.extend(grants(ANNOTATION_NET_CONNECT)?);
+    policy.net.listen.extend(grants(ANNOTATION_NET_LISTEN)?);
+    if let Some(v) = ann.get(ANNOTATION_NET_DNS) {
+        policy.net.dns = match v.as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                return Err(format!(
+                    "annotation {ANNOTATION_NET_DNS}: expected true or false, got {v:?}"
+                ));
+            }
+        };
+    }
+    if let Some(v) = ann.get(ANNOTATION_TIMEOUT) {
+        let secs: f64 = v
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite() && *s > 0.0)
+            .ok_or_else(|| {
+                format!("annotation {ANNOTATION_TIMEOUT}: expected seconds, got {v:?}")
+            })?;
+        policy.limits.timeout = Some(Duration::from_secs_f64(secs));
+    }
+    Ok(())
+}
+
+fn apply_mount(policy: &mut Policy, m: &Mount, bundle: &Path) -> Result<(), String> {
+    let dest = m.destination().to_string_lossy();
+    let guest = normalize_guest_path(&dest)
+        .ok_or_else(|| format!("mount destination {dest:?} must not contain '..'"))?;
+    let typ = m.typ().as_deref().unwrap_or("");
+    let opts = m.options().clone().unwrap_or_default();
+    let is_bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");
+    if is_kernel_path(&guest) || KERNEL_FS.contains(&typ) {
+        tracing::debug!(destination = %guest, r#type = typ, "kernel mount not exposed");
+        return Ok(());
+    }
+    if typ == "tmpfs" {
+        policy.scratch.retain(|g| *g != guest);
+        policy.scratch.push(guest);
+        return Ok(());
+    }
+    if !is_bind {
+        tracing::debug!(destination = %guest, r#type = typ, "mount type not exposed");
+        return Ok(());
+    }
+    let source = m
+        .source()
+        .as_ref()
+        .ok_or_else(|| format!("bind mount at {guest} has no source"))?;
+    let source = if source.is_absolute() {
+        source.clone()
+    } else {
+        bundle.join(source)
+    };
+    let meta = std::fs::metadata(&source)
+        .map_err(|e| format!("bind mount source {}: {e}", source.display()))?;
+    if !meta.is_dir() {
+        // WASI grants directories; a single-file bind (e.g. /etc/hosts) cannot be granted
+        // without exposing its siblings, so it is left out rather than widened.
+        tracing::warn!(source = %source.display(), destination = %guest, "file bind mount not exposed to the guest");
+        return Ok(());
+    }
+    let read_only = opts.iter().any(|o| o == "ro");
+    policy.grant_dir(source, &guest, read_only)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_guest_paths() {
+        assert_eq!(normalize_guest_path("/a/./b/").as_deref(), Some("/a/b"));
+        assert_eq!(normalize_guest_path("a").as_deref(), Some("/a"));
+        assert_eq!(normalize_guest_path("/").as_deref(), Some("/"));
+        assert_eq!(normalize_guest_path("/a/../b"), None);
+    }
+
+    #[test]
+    fn splits_export() {
+        assert_eq!(
+            Policy::split_export("/app.wasm#run"),
+            ("/app.wasm", Some("run"))
+        );
+        assert_eq!(Policy::split_export("/app.wasm"), ("/app.wasm", None));
+        assert_eq!(Policy::split_export("/a#b/c.wasm"), ("/a#b/c.wasm", None));
+    }
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn spec_to_policy() {
+        let host = tempfile::tempdir().unwrap();
+        let data = host.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(host.path().join("hosts"), "x").unwrap();
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs", "readonly": true},
+            "process": {"cwd": "/app", "args": ["main.wasm#go", "x"], "env": ["A=1", "B=2=3"],
+                        "user": {"uid": 0, "gid": 0}},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "ro"]},
+                {"destination": "/etc/hosts", "type": "bind", "source": host.path().join("hosts"), "options": ["rbind"]}
+            ],
+            "linux": {"resources": {"memory": {"limit": 1048576}}},
+            "annotations": {"wasmbox.net.connect": "127.0.0.1:80, udp:10.0.0.0/8:53", "wasmbox.net.dns": "true"}
+        }));
+        let b = Bundle::from_spec(host.path(), s).unwrap();
+        assert_eq!(b.entry, PathBuf::from("app/main.wasm"));
+        assert_eq!(b.rootfs, host.path().join("rootfs"));
+        let p = &b.policy;
+        assert_eq!(p.args, vec!["main.wasm", "x"]);
+        assert_eq!(p.export.as_deref(), Some("go"));
+        assert_eq!(
+            p.env,
+            vec![("A".into(), "1".into()), ("B".into(), "2=3".into())]
+        );
+        assert_eq!(p.cwd, "/app");
+        assert_eq!(p.dirs.len(), 2);
+        assert_eq!(p.dirs[0].guest, "/");
+        assert!(p.dirs[0].read_only);
+        assert_eq!(
+            p.dirs[1],
+            DirGrant {
+                host: data,
+                guest: "/data".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(p.scratch, vec!["/tmp".to_string()]);
+        assert_eq!(p.limits.memory, Some(1048576));
+        assert_eq!(p.net.connect.len(), 2);
+        assert!(p.net.dns);
+    }
+
+    #[test]
+    fn spec_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
+        let e = Bundle::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("config.json"), "{e}");
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "process": {"cwd": "/", "args": ["../../x.wasm"], "user": {"uid": 0, "gid": 0}}
+        }));
+        let e = Bundle::from_spec(dir.path(), s).unwrap_err().to_string();
+        assert!(e.contains(".."), "{e}");
+        let s = spec(serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "process": {"cwd": "/", "args": ["/a.wasm"], "user": {"uid": 0, "gid": 0}},
+            "annotations": {"wasmbox.net.connect": "example.com:80"}
+        }));
+        let e = Bundle::from_spec(dir.path(), s).unwrap_err().to_string();
+        assert!(
+            e.contains("wasmbox.net.connect") && e.contains("example.com"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! The life of one guest: prepare (link against the sandbox's imports, check the entry), start
+//! (build its WASI context and store, run it on the executor), kill (from any thread, at once),
+//! wait (its [`ExitStatus`]).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::{Store, UpdateDeadline, Val};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use crate::engine::{Program, ProgramKind, Runtime};
+use crate::error::{Error, Result, boxed};
+use crate::exit::{ExitReason, ExitStatus};
+use crate::host::{HasLimiter, Limiter, P1Host, P2Host};
+use crate::p1net::Sockets;
+use crate::policy::Policy;
+use crate::wasi::{Stdio, build_ctx};
+
+enum Pre {
+    Module {
+        pre: wasmtime::InstancePre<P1Host>,
+        export: String,
+        init: bool,
+    },
+    Command(CommandPre<P2Host>),
+    ComponentExport {
+        pre: wasmtime::component::InstancePre<P2Host>,
+        export: String,
+    },
+}
+
+/// A guest linked and checked, ready to start (an OCI "created" container).
+pub struct Prepared {
+    runtime: Runtime,
+    name: String,
+    policy: Policy,
+    pre: Pre,
+}
+
+impl Runtime {
+    /// Links `program` against the sandbox and checks its entry, without running anything.
+    pub fn prepare(&self, program: &Program, policy: Policy) -> Result<Prepared> {
+        let name = program.name.clone();
+        let link = |e| Error::Link {
+            name: name.clone(),
+            source: boxed(e),
+        };
+        let pre = match &program.kind {
+            ProgramKind::Module(m) => {
+                let export = policy.export.clone().unwrap_or_else(|| "_start".into());
+                let ok = m
+                    .get_export(&export)
+                    .and_then(|e| e.func().map(|f| f.params().len() == 0))
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(Error::ExportNotFound { name, export });
+                }
+                let init = export != "_start" && m.get_export("_initialize").is_some();
+                let linker = if crate::p1net::preopenable(&policy.net).is_empty() {
+                    &self.inner.p1
+                } else {
+                    &self.inner.p1_sockets
+                };
+                Pre::Module {
+                    pre: linker.instantiate_pre(m).map_err(link)?,
+                    export,
+                    init,
+                }
+            }
+            ProgramKind::Component(c) => {
+                let pre = self.inner.p2.instantiate_pre(c).map_err(link)?;
+                match &policy.export {
+                    None => Pre::Command(
+                        CommandPre::new(pre)
+                            .map_err(|_| Error::NotCommand { name: name.clone() })?,
+                    ),
+                    Some(export) => {
+                        let ty = c.component_type();
+                        let ok = ty.exports(self.engine()).any(|(n, item)| {
+                            n == export
+                                && matches!(item.ty, ComponentItem::ComponentFunc(ref f) if f.params().len() == 0)
+                        });
+                        if !ok {
+                            return Err(Error::ExportNotFound {
+                                name,
+                                export: export.clone(),
+                            });
+                        }
+                        Pre::ComponentExport {
+                            pre,
+                            export: export.clone(),
+                        }
+                    }
+                }
+            }
+        };
+        for d in &policy.dirs {
+            if !d.host.is_dir() {
+                return Err(Error::Preopen {
+                    host: d.host.clone(),
+                    guest: d.guest.clone(),
+                    source: "not a directory".into(),
+                });
+            }
+        }
+        Ok(Prepared {
+            runtime: self.clone(),
+            name,
+            policy,
+            pre,
+        })
+    }
+}
+
+struct Shared {
+    /// Signal the guest was killed with; 0 while not killed.
+    kill_signal: AtomicI32,
+    kill: tokio::sync::Notify,
+    status: Mutex<Option<ExitStatus>>,
+    done: Condvar,
+    watch: tokio::sync::watch::Sender<Option<ExitStatus>>,
+}
+
+/// Stops a guest at once, from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct KillHandle(Arc<Shared>);
+
+impl KillHandle {
+    /// Kills the guest as if by signal `signal`: it stops at its next instruction or, if blocked
+    /// in the host, at once. Its status becomes `128 + signal`. Returns false if it had already
+    /// been killed or ended.
+    pub fn kill(&self, signal: i32) -> bool {
+        if self.0.status.lock().expect("status lock").is_some() {
+            return false;
+        }
+        let first = self
+            .0
+            .kill_signal
+            .compare_exchange(0, signal.max(1), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if first {
+            self.0.kill.notify_one();
+        }
+        first
+    }
+}
+
+/// A started guest.
+pub struct Running {
+    shared: Arc<Shared>,
+}
+
+impl Running {
+    /// A handle that kills this guest.
+    pub fn kill_handle(&self) -> KillHandle {
+        KillHandle(self.shared.clone())
+    }
+
+    /// Blocks until the guest ends. Do not call from inside an async task; use [`Running::wait_async`].
+    pub fn wait(&self) -> ExitStatus {
+        let mut st = self.shared.status.lock().expect("status lock");
+        loop {
+            if let Some(s) = st.clone() {
+                return s;
+            }
+            st = self.shared.done.wait(st).expect("status lock");
+        }
+    }
+
+    /// Waits for the guest to end.
+    pub async fn wait_async(&self) -> ExitStatus {
+        let mut rx = self.shared.watch.subscribe();
+        let st = rx
+            .wait_for(|s| s.is_some())
+            .await
+            .expect("status sender lives in Running");
+        st.clone().expect("waited for Some")
+    }
+
+    /// The status if the guest has ended.
+    pub fn try_status(&self) -> Option<ExitStatus> {
+        self.shared.status.lock().expect("status lock").clone()
+    }
+}
+
+/// Private directories standing in for tmpfs mounts; removed when the guest ends.
+struct Scratch(Vec<tempfile::TempDir>);
+
+impl Prepared {
+    /// The workload's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The policy it will run under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Starts the guest with `stdio`.
+    pub fn start(self, stdio: Stdio) -> Result<Running> {
+        let inner = &self.runtime.inner;
+        // Sockets register with the executor's reactor.
+        let _enter = inner.handle.enter();
+        let mut scratch = Scratch(Vec::new());
+        let mut scratch_grants: Vec<(PathBuf, String)> = Vec::new();
+        for guest in &self.policy.scratch {
+            let dir = tempfile::Builder::new()
+                .prefix("wasmbox-tmpfs-")
+                .tempdir_in(&inner.scratch_dir)
+                .map_err(|source| Error::Scratch {
+                    guest: guest.clone(),
+                    source,
+                })?;
+            scratch_grants.push((dir.path().to_path_buf(), guest.clone()));
+            scratch.0.push(dir);
+        }
+        let mut builder = build_ctx(&self.policy, &scratch_grants, stdio)?;
+        let limiter = Limiter::new(self.policy.limits.memory);
+        let hit = limiter.hit.clone();
+        let shared = Arc::new(Shared {
+            kill_signal: AtomicI32::new(0),
+            kill: tokio::sync::Notify::new(),
+            status: Mutex::new(None),
+            done: Condvar::new(),
+            watch: tokio::sync::watch::Sender::new(None),
+        });
+        let timeout = self.policy.limits.timeout;
+        let memory_limit = self.policy.limits.memory.unwrap_or(0);
+        let engine = inner.engine.clone();
+        let fut: std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>> =
+            match self.pre {
+                Pre::Module { pre, export, init } => {
+                    let sockets = Sockets::open(&self.policy.net, &mut builder)?;
+                    let host = P1Host {
+                        wasi: builder.build_p1(),
+                        limiter,
+                        sockets,
+                    };
+                    let store = new_store(&engine, host);
+                    Box::pin(run_module(store, pre, export, init))
+                }
+                Pre::Command(pre) => {
+                    let host = P2Host {
+                        ctx: builder.build(),
+                        table: Default::default(),
+                        limiter,
+                    };
+                    Box::pin(run_command(new_store(&engine, host), pre))
+                }
+                Pre::ComponentExport { pre, export } => {
+                    let host = P2Host {
+                        ctx: builder.build(),
+                        table: Default::default(),
+                        limiter,
+                    };
+                    Box::pin(run_component_export(new_store(&engine, host), pre, export))
+                }
+            };
+        let task_shared = shared.clone();
+        let name = self.name.clone();
+        inner.handle.spawn(async move {
+            let started = Instant::now();
+            let deadline = async {
+                match timeout {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let reason = tokio::select! {
+                biased;
+                () = task_shared.kill.notified() => {
+                    ExitReason::Signaled(task_shared.kill_signal.load(Ordering::SeqCst))
+                }
+                () = deadline => ExitReason::Timeout(timeout.unwrap_or_default()),
+                r = fut => classify(r, &hit, memory_limit, &task_shared),
+            };
+            drop(scratch);
+            let status = ExitStatus { reason };
+            tracing::debug!(name, %status, elapsed = ?started.elapsed(), "guest ended");
+            *task_shared.status.lock().expect("status lock") = Some(status.clone());
+            task_shared.done.notify_all();
+            task_shared.watch.send_replace(Some(status));
+        });
+        Ok(Running { shared })
+    }
+}
+
+fn new_store<T: HasLimiter>(engine: &wasmtime::Engine, host: T) -> Store<T> {
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| h.limiter());
+    store.set_epoch_deadline(1);
+    // Yield to the executor every tick: other guests progress, and kill and timeout are noticed.
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    store
+}
+
+fn classify(
+    r: wasmtime::Result<i32>,
+    hit: &std::sync::atomic::AtomicBool,
+    memory_limit: u64,
+    shared: &Shared,
+) -> ExitReason {
+    let sig = shared.kill_signal.load(Ordering::SeqCst);
+    match r {
+        _ if sig != 0 => ExitReason::Signaled(sig),
+        Ok(code) => ExitReason::Exited(code),
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                ExitReason::Exited(exit.0)
+            } else if hit.load(Ordering::SeqCst) {
+                ExitReason::MemoryLimit(memory_limit)
+            } else {
+                tracing::info!(error = ?e, "guest trapped");
+                ExitReason::Trap(trap_message(&e))
+            }
+        }
+    }
+}
+
+/// The trap's cause and the innermost frame, on one line.
+fn trap_message(e: &wasmtime::Error) -> String {
+    let cause = e.root_cause().to_string();
+    let frame = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|bt| bt.frames().first())
+        .map(|f| {
+            let name = f.func_name().unwrap_or("<unnamed>");
+            match f.module_offset() {
+                Some(off) => format!(" in {name} at offset {off:#x}"),
+                None => format!(" in {name}"),
+            }
+        })
+        .unwrap_or_default();
+    format!("{cause}{frame}")
+}
+
+async fn run_module(
+    mut store: Store<P1Host>,
+    pre: wasmtime::InstancePre<P1Host>,
+    export: String,
+    init: bool,
+) -> wasmtime::Result<i32> {
+    let instance = pre.instantiate_async(&mut store).await?;
+    if init {
+        let f = instance.get_typed_func::<(), ()>(&mut store, "_initialize")?;
+        f.call_async(&mut store, ()).await?;
+    }
+    let f = instance
+        .get_func(&mut store, &export)
+        .ok_or_else(|| wasmtime::format_err!("export {export} vanished"))?;
+    let n = f.ty(&store).results().len();
+    let mut results = vec![Val::I32(0); n];
+    f.call_async(&mut store, &[], &mut results).await?;
+    Ok(0)
+}
+
+async fn run_command(mut store: Store<P2Host>, pre: CommandPre<P2Host>) -> wasmtime::Result<i32> {
+    let cmd = pre.instantiate_async(&mut store).await?;
+    Ok(match cmd.wasi_cli_run().call_run(&mut store).await? {
+        Ok(()) => 0,
+        Err(()) => 1,
+    })
+}
+
+async fn run_component_export(
+    mut store: Store<P2Host>,
+    pre: wasmtime::component::InstancePre<P2Host>,
+    export: String,
+) -> wasmtime::Result<i32> {
+    let instance = pre.instantiate_async(&mut store).await?;
+    let f = instance
+        .get_func(&mut store, &export)
+        .ok_or_else(|| wasmtime::format_err!("export {export} vanished"))?;
+    let n = f.ty(&store).results().len();
+    let mut results = vec![wasmtime::component::Val::Bool(false); n];
+    f.call_async(&mut store, &[], &mut results).await?;
+    Ok(0)
+}

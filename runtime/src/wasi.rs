@@ -1,0 +1,184 @@
+//! Turns a [`Policy`] and stdio into a WASI context. Every path (CLI, runc-compatible runtime,
+//! shim) goes through [`build_ctx`], so what a guest is granted cannot drift between them.
+
+use std::net::SocketAddr;
+
+use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::error::{Error, Result, boxed};
+use crate::net::AddrUse;
+use crate::policy::Policy;
+
+/// Where a guest's stdin comes from.
+#[derive(Debug, Default)]
+pub enum Input {
+    /// The host process's stdin.
+    Inherit,
+    /// Empty.
+    #[default]
+    Null,
+    /// A file or FIFO.
+    File(std::fs::File),
+    /// Fixed bytes.
+    Bytes(Vec<u8>),
+}
+
+/// Where a guest's stdout or stderr goes.
+#[derive(Debug, Default, Clone)]
+pub enum Output {
+    /// The host process's stream.
+    Inherit,
+    /// Discarded.
+    #[default]
+    Null,
+    /// A file or FIFO.
+    File(std::sync::Arc<std::fs::File>),
+    /// An in-memory buffer, readable with [`Output::contents`].
+    Memory(wasmtime_wasi::p2::pipe::MemoryOutputPipe),
+}
+
+impl Output {
+    /// A fresh in-memory buffer (up to 64 MiB).
+    pub fn memory() -> Self {
+        Output::Memory(wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(64 << 20))
+    }
+
+    /// What an in-memory buffer holds.
+    pub fn contents(&self) -> Vec<u8> {
+        match self {
+            Output::Memory(p) => p.contents().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The three standard streams of a guest.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    /// stdin.
+    pub stdin: Input,
+    /// stdout.
+    pub stdout: Output,
+    /// stderr.
+    pub stderr: Output,
+}
+
+impl Stdio {
+    /// The host process's own streams.
+    pub fn inherit() -> Self {
+        Self {
+            stdin: Input::Inherit,
+            stdout: Output::Inherit,
+            stderr: Output::Inherit,
+        }
+    }
+}
+
+fn file_clone(f: &std::fs::File) -> std::fs::File {
+    f.try_clone().expect("duplicating a stdio descriptor")
+}
+
+fn put(b: &mut WasiCtxBuilder, s: impl StdoutStream + 'static, stderr: bool) {
+    if stderr {
+        b.stderr(s);
+    } else {
+        b.stdout(s);
+    }
+}
+
+fn set_output(b: &mut WasiCtxBuilder, out: Output, stderr: bool) {
+    match out {
+        Output::Inherit if stderr => {
+            b.inherit_stderr();
+        }
+        Output::Inherit => {
+            b.inherit_stdout();
+        }
+        Output::Null => put(b, wasmtime_wasi::p2::pipe::SinkOutputStream, stderr),
+        Output::File(f) => put(
+            b,
+            wasmtime_wasi::cli::OutputFile::new(file_clone(&f)),
+            stderr,
+        ),
+        Output::Memory(p) => put(b, p, stderr),
+    }
+}
+
+/// The WASI context builder for a guest: arguments, environment, working directory, the directory
+/// grants (`dirs` plus `scratch`, each a host directory and its guest path), stdio and the network
+/// policy. Nothing is granted that the policy does not name.
+pub(crate) fn build_ctx(
+    policy: &Policy,
+    scratch: &[(std::path::PathBuf, String)],
+    stdio: Stdio,
+) -> Result<WasiCtxBuilder> {
+    let mut b = WasiCtxBuilder::new();
+    b.args(&policy.args);
+    b.envs(&policy.env);
+    // Components read the working directory from wasi:cli; preview 1 libcs have no such call,
+    // so it is also passed as PWD.
+    b.initial_cwd(&policy.cwd);
+    if !policy.env.iter().any(|(k, _)| k == "PWD") {
+        b.env("PWD", &policy.cwd);
+    }
+    match stdio.stdin {
+        Input::Inherit => {
+            b.inherit_stdin();
+        }
+        Input::Null => {
+            b.stdin(wasmtime_wasi::p2::pipe::ClosedInputStream);
+        }
+        Input::File(f) => {
+            b.stdin(wasmtime_wasi::cli::InputFile::new(f));
+        }
+        Input::Bytes(v) => {
+            b.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(v));
+        }
+    }
+    set_output(&mut b, stdio.stdout, false);
+    set_output(&mut b, stdio.stderr, true);
+    for d in &policy.dirs {
+        let perms = if d.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(&d.host, &d.guest, perms)
+            .map_err(|e| Error::Preopen {
+                host: d.host.clone(),
+                guest: d.guest.clone(),
+                source: boxed(e),
+            })?;
+    }
+    for (host, guest) in scratch {
+        b.preopened_dir(host, guest, FsPerms::ReadWrite)
+            .map_err(|e| Error::Preopen {
+                host: host.clone(),
+                guest: guest.clone(),
+                source: boxed(e),
+            })?;
+    }
+    let net = policy.net.clone();
+    b.allow_tcp(net.any());
+    b.allow_udp(net.any());
+    b.allow_ip_name_lookup(net.dns);
+    b.socket_addr_check(move |addr: SocketAddr, use_: SocketAddrUse| {
+        let use_ = match use_ {
+            SocketAddrUse::TcpBind => AddrUse::TcpBind,
+            SocketAddrUse::TcpListen => AddrUse::TcpListen,
+            SocketAddrUse::TcpAccept => AddrUse::TcpAccept,
+            SocketAddrUse::TcpConnect => AddrUse::TcpConnect,
+            SocketAddrUse::UdpBind => AddrUse::UdpBind,
+            SocketAddrUse::UdpSend => AddrUse::UdpSend,
+            SocketAddrUse::UdpReceive => AddrUse::UdpReceive,
+        };
+        let ok = net.allows(&addr, use_);
+        if !ok {
+            tracing::debug!(%addr, ?use_, "socket address denied");
+        }
+        Box::pin(async move { ok })
+    });
+    Ok(b)
+}

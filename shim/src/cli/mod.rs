@@ -1,0 +1,65 @@
+//! The `wasmbox` command line: one subcommand per file, each `FooCommand::execute(self)`.
+
+mod options;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wasmbox_runtime::EXIT_RUNTIME_ERROR;
+
+pub use options::{CacheOptions, SandboxOptions, parse_duration, parse_size};
+pub use run::RunCommand;
+
+/// wasmbox: run WebAssembly workloads as sandboxed containers.
+#[derive(Parser, Debug)]
+#[command(name = "wasmbox", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (e.g. `debug`, `wasmbox_runtime=trace`); also from `WASMBOX_LOG`.
+    #[arg(long, global = true, env = "WASMBOX_LOG", default_value = "warn")]
+    pub log_level: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a wasm module or component, or an OCI runtime bundle, in a sandbox.
+    Run(RunCommand),
+}
+
+/// Entry point of the `wasmbox` binary: parses, runs, maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                EXIT_RUNTIME_ERROR
+            } else {
+                0
+            };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run(c) => c.execute(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("wasmbox: error: {e:#}");
+            ExitCode::from(EXIT_RUNTIME_ERROR as u8)
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Options shared by every command that starts a guest: grants, limits and the cache.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use wasmbox_runtime::net::Grant;
+use wasmbox_runtime::{Policy, RuntimeConfig};
+
+/// What a guest is granted beyond its image or bundle.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SandboxOptions {
+    /// Grant a host directory: `HOST:GUEST[:ro|rw]` (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]")]
+    pub volumes: Vec<String>,
+    /// Set an environment variable: `KEY=VALUE`, or `KEY` to copy it from wasmbox's environment.
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Cap on the guest's memories and tables together (e.g. `64m`, `1g`, bytes).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Wall-clock deadline (e.g. `10s`, `500ms`, `2m`); the guest is stopped with code 124.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Grant the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let the guest connect to `[tcp:|udp:]ADDR[/PREFIX]:PORT[-PORT]` (repeatable).
+    #[arg(long = "allow-connect", value_name = "GRANT")]
+    pub allow_connect: Vec<String>,
+    /// Let the guest listen on `[tcp:|udp:]ADDR:PORT` (repeatable). Preview 1 modules get it as a
+    /// pre-opened listening socket.
+    #[arg(long = "listen", value_name = "GRANT")]
+    pub listen: Vec<String>,
+    /// Let the guest resolve host names.
+    #[arg(long = "allow-dns")]
+    pub allow_dns: bool,
+}
+
+impl SandboxOptions {
+    /// Applies the options on top of `policy` (flags win over the bundle or image).
+    pub fn apply(&self, policy: &mut Policy) -> Result<()> {
+        for v in &self.volumes {
+            let (host, guest, ro) = parse_volume(v)?;
+            let meta = std::fs::metadata(&host)
+                .with_context(|| format!("volume {v:?}: host path {}", host.display()))?;
+            if !meta.is_dir() {
+                bail!(
+                    "volume {v:?}: {} is not a directory (only directories can be granted)",
+                    host.display()
+                );
+            }
+            policy
+                .grant_dir(host, &guest, ro)
+                .map_err(|reason| anyhow::anyhow!("volume {v:?}: {reason}"))?;
+        }
+        for e in &self.env {
+            let (k, val) = match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), std::env::var(e).unwrap_or_default()),
+            };
+            if k.is_empty() {
+                bail!("env {e:?}: empty variable name");
+            }
+            policy.env.retain(|(ek, _)| *ek != k);
+            policy.env.push((k, val));
+        }
+        if let Some(w) = &self.workdir {
+            policy.cwd = wasmbox_runtime::policy::normalize_guest_path(w)
+                .with_context(|| format!("workdir {w:?}: must not contain '..'"))?;
+        }
+        if let Some(m) = self.memory {
+            policy.limits.memory = Some(m);
+        }
+        if let Some(t) = self.timeout {
+            policy.limits.timeout = Some(t);
+        }
+        if self.read_only {
+            if let Some(root) = policy.dirs.iter_mut().find(|d| d.guest == "/") {
+                root.read_only = true;
+            }
+        }
+        for g in &self.allow_connect {
+            policy.net.connect.push(g.parse::<Grant>()?);
+        }
+        for g in &self.listen {
+            policy.net.listen.push(g.parse::<Grant>()?);
+        }
+        policy.net.dns |= self.allow_dns;
+        Ok(())
+    }
+}
+
+fn parse_volume(v: &str) -> Result<(PathBuf, String, bool)> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (host, guest, ro) = match parts.as_slice() {
+        [h, g] => (*h, *g, false),
+        [h, g, "ro"] => (*h, *g, true),
+        [h, g, "rw"] => (*h, *g, false),
+        [_, _, o] => bail!("volume {v:?}: unknown option {o:?} (expected ro or rw)"),
+        _ => bail!("volume {v:?}: expected HOST:GUEST[:ro]"),
+    };
+    if host.is_empty() || guest.is_empty() {
+        bail!("volume {v:?}: expected HOST:GUEST[:ro]");
+    }
+    if !guest.starts_with('/') {
+        bail!("volume {v:?}: guest path must be absolute");
+    }
+    Ok((PathBuf::from(host), guest.to_string(), ro))
+}
+
+/// Where compiled code is cached.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CacheOptions {
+    /// Compiled-code cache directory (default `/var/cache/wasmbox` for root, else
+    /// `$XDG_CACHE_HOME/wasmbox`).
+    #[arg(long, env = "WASMBOX_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile without reading or writing the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl CacheOptions {
+    /// The runtime configuration these options ask for.
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir
+                    .clone()
+                    .or_else(wasmbox_runtime::cache::default_dir)
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// Parses a size: bytes, or a number with `k`, `m`, `g` (powers of 1024; `b`, `ib` suffixes allowed).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 64m, 1g, 1048576)"))
+}
+
+/// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)");
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn volumes() {
+        assert_eq!(
+            parse_volume("/a:/b:ro").unwrap(),
+            ("/a".into(), "/b".into(), true)
+        );
+        assert_eq!(
+            parse_volume("/a:/b").unwrap(),
+            ("/a".into(), "/b".into(), false)
+        );
+        for bad in ["/a", "/a:b", "/a:/b:rx", ":/b", "/a:/b:ro:x"] {
+            let e = parse_volume(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! wasmbox's front ends: the `wasmbox` command line (and, later, the containerd shim). They own
+//! every process-level concern (argv, signals, exit codes, logging) and compose the `runtime` and
+//! `images` crates.
+
+pub mod cli;
