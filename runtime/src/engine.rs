@@ -141,6 +141,18 @@ impl Runtime {
         let mut p1 = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1, |h: &mut P1Host| &mut h.wasi)
             .map_err(|e| Error::Engine { source: boxed(e) })?;
+        // Any status a container can report (0..=255) is the guest's exit code; wasmtime-wasi
+        // would turn 126 and up into a trap.
+        p1.allow_shadowing(true)
+            .func_wrap(
+                "wasi_snapshot_preview1",
+                "proc_exit",
+                |_: wasmtime::Caller<'_, P1Host>, status: i32| -> wasmtime::Result<()> {
+                    Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(status & 0xff)))
+                },
+            )
+            .map_err(|e| Error::Engine { source: boxed(e) })?;
+        p1.allow_shadowing(false);
         let mut p1_sockets = p1.clone();
         crate::p1net::add_to_linker(&mut p1_sockets)
             .map_err(|e| Error::Engine { source: boxed(e) })?;

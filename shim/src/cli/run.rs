@@ -13,7 +13,7 @@ use super::options::{CacheOptions, SandboxOptions};
 #[command(trailing_var_arg = true)]
 pub struct RunCommand {
     /// An OCI runtime bundle directory (`config.json` + rootfs) to run instead of a file.
-    #[arg(long, value_name = "DIR", conflicts_with = "wasm")]
+    #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
     /// Grants and limits.
     #[command(flatten)]
@@ -21,7 +21,8 @@ pub struct RunCommand {
     /// Cache options.
     #[command(flatten)]
     pub cache: CacheOptions,
-    /// The wasm file (`FILE.wasm`, or `FILE.wasm#export` to call another export).
+    /// The wasm file (`FILE.wasm`, or `FILE.wasm#export` to call another export); with
+    /// `--bundle`, the first guest argument.
     #[arg(value_name = "WASM", required_unless_present = "bundle")]
     pub wasm: Option<String>,
     /// Arguments passed to the guest (after its name).
@@ -34,14 +35,16 @@ impl RunCommand {
     pub fn execute(self) -> Result<i32> {
         let runtime = Runtime::new(self.cache.runtime_config())?;
         let (program, mut policy) = match (&self.bundle, &self.wasm) {
-            (Some(dir), _) => {
+            (Some(dir), first) => {
                 let bundle = Bundle::load(dir)?;
                 let bytes = bundle.read_entry()?;
                 let name = format!("{}:/{}", dir.display(), bundle.entry.display());
                 let (program, _) = runtime.load(&name, &bytes)?;
                 let mut policy = bundle.policy;
-                if !self.args.is_empty() {
+                // Arguments after the bundle replace the spec's (as `docker run IMAGE CMD`).
+                if let Some(first) = first {
                     policy.args.truncate(1);
+                    policy.args.push(first.clone());
                     policy.args.extend(self.args.iter().cloned());
                 }
                 (program, policy)

@@ -1,0 +1,163 @@
+//! Helpers: find the binary and the example guests, run commands, build bundles.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository's `examples/` directory.
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// An example guest by relative path, e.g. `files/files.wasm`.
+pub fn guest(rel: &str) -> PathBuf {
+    let p = examples().join(rel);
+    assert!(p.exists(), "missing example {}", p.display());
+    p
+}
+
+/// The built `wasmbox` binary (next to this test's deps directory).
+pub fn wasmbox_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("wasmbox");
+    assert!(
+        bin.exists(),
+        "{} not built; run cargo test --workspace",
+        bin.display()
+    );
+    bin
+}
+
+/// A `wasmbox` command with a private cache directory.
+pub struct Wasmbox {
+    /// Holds the cache directory.
+    pub cache: tempfile::TempDir,
+}
+
+impl Wasmbox {
+    pub fn new() -> Self {
+        Self {
+            cache: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(wasmbox_bin());
+        c.env("WASMBOX_CACHE_DIR", self.cache.path().join("c"))
+            .env_remove("WASMBOX_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `wasmbox ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Out {
+        let out = self.cmd().args(args).output().expect("spawn wasmbox");
+        Out::from(out)
+    }
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        Out {
+            code: o
+                .status
+                .code()
+                .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0)),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Out {
+    /// Asserts the exit code, showing everything on failure.
+    #[track_caller]
+    pub fn code(&self, want: i32) -> &Self {
+        assert_eq!(self.code, want, "unexpected exit code: {self:#?}");
+        self
+    }
+
+    /// Asserts a runtime error: exit 125 and a single `wasmbox: error:` line containing each of `needles`.
+    #[track_caller]
+    pub fn runtime_error(&self, needles: &[&str]) {
+        self.code(125);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one error line: {self:#?}");
+        assert!(lines[0].starts_with("wasmbox: error: "), "{self:#?}");
+        for n in needles {
+            assert!(lines[0].contains(n), "error line lacks {n:?}: {self:#?}");
+        }
+        assert!(!self.stderr.contains("panicked"), "{self:#?}");
+    }
+}
+
+/// Writes an OCI runtime bundle: `config.json` from `config` (with `root` and `process`
+/// defaults filled in) and a rootfs holding the `files` guest at `/files.wasm`.
+pub fn bundle(dir: &Path, config: serde_json::Value) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::copy(guest("files/files.wasm"), rootfs.join("files.wasm")).unwrap();
+    let mut c = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs"},
+        "process": {"cwd": "/", "args": ["/files.wasm"], "user": {"uid": 0, "gid": 0}},
+    });
+    merge(&mut c, config);
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&c).unwrap(),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// A TCP server on loopback that answers each connection's first line with `pong\n`.
+pub struct PongServer {
+    pub port: u16,
+}
+
+impl PongServer {
+    pub fn start() -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let mut line = String::new();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let _ = r.read_line(&mut line);
+                let _ = (&c).write_all(b"pong\n");
+            }
+        });
+        Self { port }
+    }
+}
+
+/// A loopback port nobody listens on (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,309 @@
+//! Filesystem capabilities: what a guest is granted, and attempts to get out of it.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::common::{Out, Wasmbox, bundle, guest};
+
+/// A host layout: `secret.txt` outside the grant, `vol/` granted, `vol/inside.txt` inside.
+struct Host {
+    dir: tempfile::TempDir,
+}
+
+const SECRET: &str = "host secret, never to be read by a guest";
+
+impl Host {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret.txt"), SECRET).unwrap();
+        std::fs::create_dir(dir.path().join("vol")).unwrap();
+        std::fs::write(dir.path().join("vol/inside.txt"), "inside").unwrap();
+        Host { dir }
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn vol(&self) -> String {
+        self.path("vol").display().to_string()
+    }
+    fn assert_secret_untouched(&self) {
+        assert_eq!(
+            std::fs::read_to_string(self.path("secret.txt")).unwrap(),
+            SECRET
+        );
+        let names: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut names = names;
+        names.sort();
+        assert_eq!(
+            names,
+            ["secret.txt", "vol"],
+            "nothing created outside the grant"
+        );
+    }
+}
+
+fn files(wb: &Wasmbox, vol: &str, args: &[&str]) -> Out {
+    let f = guest("files/files.wasm");
+    let mut a = vec!["run", "-v", vol, f.to_str().unwrap()];
+    a.extend_from_slice(args);
+    wb.run(&a)
+}
+
+#[track_caller]
+fn denied(out: &Out) {
+    assert_eq!(out.code, 1, "operation should fail: {out:#?}");
+    assert!(out.stdout.starts_with("error: "), "{out:#?}");
+    assert!(!out.stdout.contains(SECRET), "secret leaked: {out:#?}");
+}
+
+#[test]
+fn granted_directory_is_readable_and_writable() {
+    let h = Host::new();
+    let wb = Wasmbox::new();
+    let vol = format!("{}:/data", h.vol());
+    let out = files(&wb, &vol, &["cat", "/data/inside.txt"]);
+    out.code(0);
+    assert_eq!(out.stdout, "inside");
+    files(&wb, &vol, &["write", "/data/new.txt", "made by guest"]).code(0);
+    assert_eq!(
+        std::fs::read_to_string(h.path("vol/new.txt")).unwrap(),
+        "made by guest"
+    );
+    files(&wb, &vol, &["mkdir", "/data/sub"]).code(0);
+    assert!(h.path("vol/sub").is_dir());
+    let out = files(&wb, &vol, &["ls", "/data"]);
+    assert_eq!(out.stdout, "inside.txt\nnew.txt\nsub\n");
+    h.assert_secret_untouched();
+}
+
+#[test]
+fn nothing_else_of_the_host_is_reachable() {
+    let h = Host::new();
+    let wb = Wasmbox::new();
+    let vol = format!("{}:/data", h.vol());
+    for path in ["/etc/passwd", "/", "/proc/self/environ", "/tmp"] {
+        denied(&files(&wb, &vol, &["cat", path]));
+    }
+    denied(&files(
+        &wb,
+        &vol,
+        &["cat", &h.path("secret.txt").display().to_string()],
+    ));
+    denied(&files(&wb, &vol, &["ls", "/"]));
+    h.assert_secret_untouched();
+}
+
+#[test]
+fn dotdot_cannot_climb_out() {
+    let h = Host::new();
+    let wb = Wasmbox::new();
+    let vol = format!("{}:/data", h.vol());
+    for p in [
+        "/data/../secret.txt",
+        "/data/../../secret.txt",
+        "/data/sub/../../secret.txt",
+        "../secret.txt",
+    ] {
+        denied(&files(&wb, &vol, &["cat", p]));
+        denied(&files(&wb, &vol, &["write", p, "pwned"]));
+    }
+    denied(&files(&wb, &vol, &["mkdir", "/data/../evil"]));
+    denied(&files(
+        &wb,
+        &vol,
+        &["mv", "/data/inside.txt", "/data/../moved"],
+    ));
+    denied(&files(
+        &wb,
+        &vol,
+        &["link", "/data/../secret.txt", "/data/hard"],
+    ));
+    assert!(!h.path("vol/hard").exists());
+    h.assert_secret_untouched();
+}
+
+#[test]
+fn symlinks_inside_a_grant_cannot_point_out() {
+    let h = Host::new();
+    symlink("../secret.txt", h.path("vol/rel-escape")).unwrap();
+    symlink(h.path("secret.txt"), h.path("vol/abs-escape")).unwrap();
+    symlink("..", h.path("vol/up")).unwrap();
+    let wb = Wasmbox::new();
+    let vol = format!("{}:/data", h.vol());
+    for p in [
+        "/data/rel-escape",
+        "/data/abs-escape",
+        "/data/up/secret.txt",
+    ] {
+        denied(&files(&wb, &vol, &["cat", p]));
+        denied(&files(&wb, &vol, &["write", p, "pwned"]));
+        denied(&files(&wb, &vol, &["truncate", p, "0"]));
+    }
+    // Trailing slashes and dots do not change that.
+    for p in [
+        "/data/rel-escape/",
+        "/data/up/",
+        "/data/up/.",
+        "/data/abs-escape/.",
+    ] {
+        denied(&files(&wb, &vol, &["cat", p]));
+        denied(&files(&wb, &vol, &["ls", p]));
+    }
+    // A link the guest makes itself is no better.
+    let _ = files(&wb, &vol, &["symlink", "../secret.txt", "/data/made"]);
+    denied(&files(&wb, &vol, &["cat", "/data/made"]));
+    denied(&files(&wb, &vol, &["write", "/data/made", "pwned"]));
+    let _ = files(
+        &wb,
+        &vol,
+        &[
+            "symlink",
+            &h.path("secret.txt").display().to_string(),
+            "/data/made-abs",
+        ],
+    );
+    denied(&files(&wb, &vol, &["cat", "/data/made-abs"]));
+    h.assert_secret_untouched();
+}
+
+#[test]
+fn rootfs_absolute_symlink_does_not_reach_the_host() {
+    let h = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), serde_json::json!({}));
+    let rootfs = b.join("rootfs");
+    std::fs::create_dir(rootfs.join("etc")).unwrap();
+    symlink("/etc/shadow", rootfs.join("etc/shadow-link")).unwrap();
+    symlink(h.path("secret.txt"), rootfs.join("secret-link")).unwrap();
+    let wb = Wasmbox::new();
+    let bundle_arg = b.display().to_string();
+    for p in ["/etc/shadow-link", "/secret-link"] {
+        let out = wb.run(&["run", "--bundle", &bundle_arg, "cat", p]);
+        denied(&out);
+        assert!(!out.stdout.contains("root:"), "{out:#?}");
+        let out = wb.run(&["run", "--bundle", &bundle_arg, "write", p, "pwned"]);
+        denied(&out);
+    }
+    h.assert_secret_untouched();
+    // The rootfs itself is granted at `/`.
+    let out = wb.run(&["run", "--bundle", &bundle_arg, "ls", "/"]);
+    out.code(0);
+    assert_eq!(out.stdout, "etc\nfiles.wasm\nsecret-link\n");
+}
+
+fn mtime(p: &Path) -> std::time::SystemTime {
+    std::fs::symlink_metadata(p).unwrap().modified().unwrap()
+}
+
+#[test]
+fn read_only_grant_refuses_every_write() {
+    let h = Host::new();
+    std::fs::create_dir(h.path("vol/dir")).unwrap();
+    let before = mtime(&h.path("vol/inside.txt"));
+    let wb = Wasmbox::new();
+    let vol = format!("{}:/data:ro", h.vol());
+    let out = files(&wb, &vol, &["cat", "/data/inside.txt"]);
+    out.code(0);
+    assert_eq!(out.stdout, "inside");
+    let attempts: &[&[&str]] = &[
+        &["write", "/data/inside.txt", "x"],
+        &["write", "/data/new.txt", "x"],
+        &["append", "/data/inside.txt", "x"],
+        &["truncate", "/data/inside.txt", "0"],
+        &["openrw", "/data/inside.txt"],
+        &["rm", "/data/inside.txt"],
+        &["mv", "/data/inside.txt", "/data/renamed.txt"],
+        &["mkdir", "/data/newdir"],
+        &["rmdir", "/data/dir"],
+        &["touch", "/data/inside.txt"],
+        &["touch", "/data/dir"],
+        &["symlink", "inside.txt", "/data/link"],
+        &["link", "/data/inside.txt", "/data/hard"],
+    ];
+    for a in attempts {
+        let out = files(&wb, &vol, a);
+        assert_eq!(
+            out.code, 1,
+            "{a:?} should fail on a read-only grant: {out:#?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(h.path("vol/inside.txt")).unwrap(),
+        "inside"
+    );
+    assert_eq!(mtime(&h.path("vol/inside.txt")), before);
+    let mut names: Vec<String> = std::fs::read_dir(h.path("vol"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["dir", "inside.txt"]);
+    h.assert_secret_untouched();
+}
+
+#[test]
+fn read_only_rootfs_and_read_only_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), serde_json::json!({"root": {"readonly": true}}));
+    let wb = Wasmbox::new();
+    let arg = b.display().to_string();
+    let out = wb.run(&["run", "--bundle", &arg, "write", "/x", "y"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(!b.join("rootfs/x").exists());
+    let dir2 = tempfile::tempdir().unwrap();
+    let b2 = bundle(dir2.path(), serde_json::json!({}));
+    let arg2 = b2.display().to_string();
+    wb.run(&["run", "--bundle", &arg2, "write", "/x", "y"])
+        .code(0);
+    assert!(b2.join("rootfs/x").exists());
+    let out = wb.run(&["run", "--read-only", "--bundle", &arg2, "write", "/z", "y"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(!b2.join("rootfs/z").exists());
+}
+
+#[test]
+fn spec_mounts_bind_ro_tmpfs_and_kernel_mounts() {
+    let h = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(
+        dir.path(),
+        serde_json::json!({"mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/data", "type": "bind", "source": h.path("vol"), "options": ["rbind", "ro"]},
+            {"destination": "/rw", "type": "bind", "source": h.path("vol"), "options": ["rbind", "rw"]}
+        ]}),
+    );
+    let arg = b.display().to_string();
+    let wb = Wasmbox::new();
+    let out = wb.run(&["run", "--bundle", &arg, "cat", "/data/inside.txt"]);
+    out.code(0);
+    assert_eq!(out.stdout, "inside");
+    assert_eq!(
+        wb.run(&["run", "--bundle", &arg, "write", "/data/x", "y"])
+            .code,
+        1
+    );
+    wb.run(&["run", "--bundle", &arg, "write", "/rw/x", "y"])
+        .code(0);
+    assert!(h.path("vol/x").exists());
+    // tmpfs: writable, private, fresh each run.
+    wb.run(&["run", "--bundle", &arg, "write", "/tmp/t", "y"])
+        .code(0);
+    assert_eq!(wb.run(&["run", "--bundle", &arg, "cat", "/tmp/t"]).code, 1);
+    // Kernel mounts are never exposed.
+    for p in [
+        "/proc/self/status",
+        "/sys/kernel/hostname",
+        "/proc/1/environ",
+    ] {
+        let out = wb.run(&["run", "--bundle", &arg, "cat", p]);
+        assert_eq!(out.code, 1, "{p}: {out:#?}");
+    }
+    assert_eq!(wb.run(&["run", "--bundle", &arg, "ls", "/dev"]).code, 1);
+}
