@@ -54,14 +54,9 @@ log() { echo "build.sh: $*" >&2; }
 ensure_zig() {
     local have
     have="$("$PYTHON" -m ziglang version 2>/dev/null || true)"
-    if [[ -z "$have" ]]; then
-        log "installing ziglang==${ZIGLANG_VERSION} from PyPI"
-        "$PYTHON" -m pip install --quiet "ziglang==${ZIGLANG_VERSION}"
-        have="$("$PYTHON" -m ziglang version)"
-    fi
     if [[ "$have" != "$ZIGLANG_VERSION" ]]; then
-        log "warning: zig $have found, the committed binaries were built with $ZIGLANG_VERSION"
-        log "         (pip install ziglang==$ZIGLANG_VERSION to reproduce them exactly)"
+        log "installing ziglang==${ZIGLANG_VERSION} from PyPI (found: ${have:-none})"
+        "$PYTHON" -m pip install --quiet "ziglang==${ZIGLANG_VERSION}"
     fi
 }
 

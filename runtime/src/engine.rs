@@ -232,17 +232,17 @@ impl Runtime {
         };
         let digest = sha256(&binary);
         let engine = &self.inner.engine;
-        if let Some(cache) = &self.inner.cache {
-            if let Some(path) = cache.lookup(&digest, kind)? {
-                match deserialize(engine, &path, kind) {
-                    Ok(k) => {
-                        tracing::debug!(name, path = %path.display(), "compiled code from cache");
-                        return Ok((self.program(name, k), LoadedFrom::Cache));
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
-                        cache.evict(&path);
-                    }
+        if let Some(cache) = &self.inner.cache
+            && let Some(path) = cache.lookup(&digest, kind)?
+        {
+            match deserialize(engine, &path, kind) {
+                Ok(k) => {
+                    tracing::debug!(name, path = %path.display(), "compiled code from cache");
+                    return Ok((self.program(name, k), LoadedFrom::Cache));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
+                    cache.evict(&path);
                 }
             }
         }

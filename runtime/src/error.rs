@@ -90,6 +90,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A stdio stream could not be attached to the guest.
+    #[error("attaching the guest's {stream}")]
+    Stdio {
+        /// `stdin`, `stdout` or `stderr`.
+        stream: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The runtime bundle's config is unusable.
     #[error("bundle config {path}: {reason}")]
     Spec {

@@ -33,11 +33,11 @@ impl Limiter {
 
     fn grow(&mut self, current: u64, desired: u64) -> wasmtime::Result<bool> {
         let next = self.used.saturating_sub(current).saturating_add(desired);
-        if let Some(limit) = self.limit {
-            if next > limit {
-                self.hit.store(true, Ordering::SeqCst);
-                wasmtime::bail!("memory limit of {limit} bytes exceeded (asked for {next} bytes)");
-            }
+        if let Some(limit) = self.limit
+            && next > limit
+        {
+            self.hit.store(true, Ordering::SeqCst);
+            wasmtime::bail!("memory limit of {limit} bytes exceeded (asked for {next} bytes)");
         }
         self.used = next;
         Ok(true)

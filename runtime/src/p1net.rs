@@ -264,7 +264,7 @@ async fn recv(
         let r = if peek {
             s.get_ref().peek(&mut buf)
         } else {
-            (&*s.get_ref()).read(&mut buf)
+            s.get_ref().read(&mut buf)
         };
         match r {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !nonblocking => {
@@ -320,7 +320,7 @@ async fn send(
     let nonblocking = entry.nonblocking;
     let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
     loop {
-        match (&*s.get_ref()).write_vectored(&slices) {
+        match s.get_ref().write_vectored(&slices) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !nonblocking => {
                 match s.writable().await {
                     Ok(mut g) => g.clear_ready(),
@@ -434,10 +434,10 @@ async fn poll(
     // Mixing sockets with other descriptors in one poll is not supported.
     let sockets = &caller.data().sockets;
     for s in &subs {
-        if let Sub::Read { fd, .. } | Sub::Write { fd, .. } = s {
-            if !sockets.fds.contains_key(fd) {
-                return Ok(Err(ENOTSUP));
-            }
+        if let Sub::Read { fd, .. } | Sub::Write { fd, .. } = s
+            && !sockets.fds.contains_key(fd)
+        {
+            return Ok(Err(ENOTSUP));
         }
     }
     let mut sleeps: Vec<Option<std::pin::Pin<Box<tokio::time::Sleep>>>> = subs

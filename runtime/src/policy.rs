@@ -215,10 +215,9 @@ impl Bundle {
             .and_then(|l| l.resources().as_ref())
             .and_then(|r| r.memory().as_ref())
             .and_then(|m| m.limit())
+            && mem > 0
         {
-            if mem > 0 {
-                policy.limits.memory = Some(mem as u64);
-            }
+            policy.limits.memory = Some(mem as u64);
         }
         let empty = HashMap::new();
         let ann = spec.annotations().as_ref().unwrap_or(&empty);

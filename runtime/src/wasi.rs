@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdoutStream};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -76,8 +76,19 @@ impl Stdio {
     }
 }
 
-fn file_clone(f: &std::fs::File) -> std::fs::File {
-    f.try_clone().expect("duplicating a stdio descriptor")
+fn is_fifo(f: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    f.metadata().is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Stdin from a file or FIFO that never blocks an executor thread: a FIFO is read through the
+/// reactor, anything else through tokio's blocking pool. Needs the executor's context.
+fn async_input(f: std::fs::File) -> std::io::Result<AsyncStdinStream> {
+    Ok(if is_fifo(&f) {
+        AsyncStdinStream::new(tokio::net::unix::pipe::Receiver::from_file(f)?)
+    } else {
+        AsyncStdinStream::new(tokio::fs::File::from_std(f))
+    })
 }
 
 fn put(b: &mut WasiCtxBuilder, s: impl StdoutStream + 'static, stderr: bool) {
@@ -88,7 +99,7 @@ fn put(b: &mut WasiCtxBuilder, s: impl StdoutStream + 'static, stderr: bool) {
     }
 }
 
-fn set_output(b: &mut WasiCtxBuilder, out: Output, stderr: bool) {
+fn set_output(b: &mut WasiCtxBuilder, out: Output, stderr: bool) -> std::io::Result<()> {
     match out {
         Output::Inherit if stderr => {
             b.inherit_stderr();
@@ -97,13 +108,19 @@ fn set_output(b: &mut WasiCtxBuilder, out: Output, stderr: bool) {
             b.inherit_stdout();
         }
         Output::Null => put(b, wasmtime_wasi::p2::pipe::SinkOutputStream, stderr),
-        Output::File(f) => put(
-            b,
-            wasmtime_wasi::cli::OutputFile::new(file_clone(&f)),
-            stderr,
-        ),
+        Output::File(f) => {
+            let f = f.try_clone()?;
+            if is_fifo(&f) {
+                // A FIFO's reader may be slow: write through the reactor, never blocking a thread.
+                let tx = tokio::net::unix::pipe::Sender::from_file(f)?;
+                put(b, AsyncStdoutStream::new(64 << 10, tx), stderr)
+            } else {
+                put(b, wasmtime_wasi::cli::OutputFile::new(f), stderr)
+            }
+        }
         Output::Memory(p) => put(b, p, stderr),
     }
+    Ok(())
 }
 
 /// The WASI context builder for a guest: arguments, environment, working directory, the directory
@@ -131,14 +148,23 @@ pub(crate) fn build_ctx(
             b.stdin(wasmtime_wasi::p2::pipe::ClosedInputStream);
         }
         Input::File(f) => {
-            b.stdin(wasmtime_wasi::cli::InputFile::new(f));
+            b.stdin(async_input(f).map_err(|source| Error::Stdio {
+                stream: "stdin",
+                source,
+            })?);
         }
         Input::Bytes(v) => {
             b.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(v));
         }
     }
-    set_output(&mut b, stdio.stdout, false);
-    set_output(&mut b, stdio.stderr, true);
+    set_output(&mut b, stdio.stdout, false).map_err(|source| Error::Stdio {
+        stream: "stdout",
+        source,
+    })?;
+    set_output(&mut b, stdio.stderr, true).map_err(|source| Error::Stdio {
+        stream: "stderr",
+        source,
+    })?;
     for d in &policy.dirs {
         let perms = if d.read_only {
             FsPerms::ReadOnly

@@ -79,10 +79,10 @@ impl SandboxOptions {
         if let Some(t) = self.timeout {
             policy.limits.timeout = Some(t);
         }
-        if self.read_only {
-            if let Some(root) = policy.dirs.iter_mut().find(|d| d.guest == "/") {
-                root.read_only = true;
-            }
+        if self.read_only
+            && let Some(root) = policy.dirs.iter_mut().find(|d| d.guest == "/")
+        {
+            root.read_only = true;
         }
         for g in &self.allow_connect {
             policy.net.connect.push(g.parse::<Grant>()?);

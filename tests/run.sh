@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, then runs every check and test.
+# Usable on a fresh machine; CI runs exactly this (see .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbox-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: $(cargo --version)"
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+step "format"
+cargo fmt --all -- --check
+
+step "example guests are reproducible from their sources"
+WASMBOX_SKIP_BINDGEN=1 bash examples/build.sh --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "tests"
+cargo test --workspace
