@@ -70,6 +70,8 @@ pub enum LoadedFrom {
     Compiled,
     /// Loaded from the compiled-code cache.
     Cache,
+    /// Already loaded by this runtime: the same compiled code is shared.
+    Memory,
 }
 
 pub(crate) struct Inner {
@@ -84,11 +86,18 @@ pub(crate) struct Inner {
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) scratch_dir: PathBuf,
     stop_ticker: Arc<AtomicBool>,
+    /// Cache writes still in flight; joined on drop so a short-lived process leaves them complete.
+    cache_writes: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Everything this runtime has loaded, by wasm digest: one compiled copy per module.
+    loaded: std::sync::Mutex<std::collections::HashMap<[u8; 32], ProgramKind>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        for h in self.cache_writes.get_mut().expect("cache writes").drain(..) {
+            let _ = h.join();
+        }
         if let Some(rt) = self.owned_executor.take() {
             rt.shutdown_background();
         }
@@ -197,6 +206,8 @@ impl Runtime {
                 handle,
                 scratch_dir: config.scratch_dir.unwrap_or_else(std::env::temp_dir),
                 stop_ticker,
+                cache_writes: Default::default(),
+                loaded: Default::default(),
             }),
         })
     }
@@ -231,6 +242,39 @@ impl Runtime {
             ArtifactKind::Module
         };
         let digest = sha256(&binary);
+        if let Some(k) = self.inner.loaded.lock().expect("loaded").get(&digest) {
+            return Ok((self.program(name, k.clone()), LoadedFrom::Memory));
+        }
+        let (k, from) = self.compile_or_cached(name, &binary, digest, kind)?;
+        self.inner
+            .loaded
+            .lock()
+            .expect("loaded")
+            .insert(digest, k.clone());
+        Ok((self.program(name, k), from))
+    }
+
+    /// Waits until compiled code written in the background is in the cache.
+    pub fn flush_cache(&self) {
+        let pending: Vec<_> = self
+            .inner
+            .cache_writes
+            .lock()
+            .expect("cache writes")
+            .drain(..)
+            .collect();
+        for h in pending {
+            let _ = h.join();
+        }
+    }
+
+    fn compile_or_cached(
+        &self,
+        name: &str,
+        binary: &[u8],
+        digest: [u8; 32],
+        kind: ArtifactKind,
+    ) -> Result<(ProgramKind, LoadedFrom)> {
         let engine = &self.inner.engine;
         if let Some(cache) = &self.inner.cache
             && let Some(path) = cache.lookup(&digest, kind)?
@@ -238,7 +282,7 @@ impl Runtime {
             match deserialize(engine, &path, kind) {
                 Ok(k) => {
                     tracing::debug!(name, path = %path.display(), "compiled code from cache");
-                    return Ok((self.program(name, k), LoadedFrom::Cache));
+                    return Ok((k, LoadedFrom::Cache));
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
@@ -250,25 +294,50 @@ impl Runtime {
             name: name.to_string(),
             source: boxed(e),
         };
-        let (k, serialized) = match kind {
+        let k = match kind {
             ArtifactKind::Module => {
-                let m = Module::from_binary(engine, &binary).map_err(compile_err)?;
-                let s = self.inner.cache.as_ref().map(|_| m.serialize()).transpose();
-                (ProgramKind::Module(m), s)
+                ProgramKind::Module(Module::from_binary(engine, binary).map_err(compile_err)?)
             }
             ArtifactKind::Component => {
-                let c = Component::from_binary(engine, &binary).map_err(compile_err)?;
-                let s = self.inner.cache.as_ref().map(|_| c.serialize()).transpose();
-                (ProgramKind::Component(c), s)
+                ProgramKind::Component(Component::from_binary(engine, binary).map_err(compile_err)?)
             }
         };
-        if let (Some(cache), Some(bytes)) = (&self.inner.cache, serialized.map_err(compile_err)?) {
-            // A cache that cannot be written slows later starts but must not fail this one.
-            if let Err(e) = cache.store(&digest, kind, &bytes) {
-                tracing::warn!(error = %e, "could not store compiled code");
+        if let Some(cache) = &self.inner.cache {
+            // Serializing and fsyncing is off the start path: the guest runs meanwhile, and the
+            // write is joined when the runtime is dropped. A write that fails only costs a later
+            // recompile.
+            let cache = cache.clone();
+            let program = k.clone();
+            let name = name.to_string();
+            let job = std::thread::Builder::new()
+                .name("wasmbox-cache".into())
+                .spawn(move || {
+                    let bytes = match &program {
+                        ProgramKind::Module(m) => m.serialize(),
+                        ProgramKind::Component(c) => c.serialize(),
+                    };
+                    match bytes {
+                        Ok(bytes) => {
+                            if let Err(e) = cache.store(&digest, kind, &bytes) {
+                                tracing::warn!(name, error = %e, "could not store compiled code");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(name, error = %e, "could not serialize compiled code")
+                        }
+                    }
+                });
+            match job {
+                Ok(h) => self
+                    .inner
+                    .cache_writes
+                    .lock()
+                    .expect("cache writes")
+                    .push(h),
+                Err(e) => tracing::warn!(error = %e, "could not start the cache writer"),
             }
         }
-        Ok((self.program(name, k), LoadedFrom::Compiled))
+        Ok((k, LoadedFrom::Compiled))
     }
 
     fn program(&self, name: &str, kind: ProgramKind) -> Program {

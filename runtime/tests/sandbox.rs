@@ -183,7 +183,9 @@ fn cache_hit_on_second_load_and_across_runtimes() {
     let wasm = example("hello/hello.wasm");
     let rt = Runtime::new(cfg.clone()).unwrap();
     assert_eq!(rt.load_file(&wasm).unwrap().1, LoadedFrom::Compiled);
-    assert_eq!(rt.load_file(&wasm).unwrap().1, LoadedFrom::Cache);
+    // The same runtime shares its compiled copy.
+    assert_eq!(rt.load_file(&wasm).unwrap().1, LoadedFrom::Memory);
+    rt.flush_cache();
     let rt2 = Runtime::new(cfg).unwrap();
     let (prog, from) = rt2.load_file(&wasm).unwrap();
     assert_eq!(from, LoadedFrom::Cache);
@@ -213,8 +215,9 @@ fn damaged_cache_entry_is_recompiled() {
         ..Default::default()
     };
     let wasm = example("hello/hello.wasm");
-    let rt = Runtime::new(cfg).unwrap();
+    let rt = Runtime::new(cfg.clone()).unwrap();
     rt.load_file(&wasm).unwrap();
+    rt.flush_cache();
     let entry = std::fs::read_dir(dir.path())
         .unwrap()
         .next()
@@ -222,7 +225,10 @@ fn damaged_cache_entry_is_recompiled() {
         .unwrap()
         .path();
     std::fs::write(&entry, b"garbage").unwrap();
+    let rt = Runtime::new(cfg.clone()).unwrap();
     assert_eq!(rt.load_file(&wasm).unwrap().1, LoadedFrom::Compiled);
+    drop(rt);
+    let rt = Runtime::new(cfg).unwrap();
     assert_eq!(rt.load_file(&wasm).unwrap().1, LoadedFrom::Cache);
 }
 
