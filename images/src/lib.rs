@@ -1,1 +1,7 @@
-//! x
+//! wasmbox's image handling: the content-addressed store, safe layer unpacking, and (as it grows)
+//! registry pull and push, layout import and export, and wasm detection.
+
+pub mod digest;
+pub mod unpack;
+
+pub use digest::Digest;
