@@ -2,6 +2,8 @@
 //! registry pull and push, layout import and export, and wasm detection.
 
 pub mod digest;
+pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;
+pub use store::{Store, StoreError};

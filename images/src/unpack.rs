@@ -93,15 +93,11 @@ pub enum Compression {
 impl Compression {
     /// From an OCI/Docker layer media type, when it says.
     pub fn from_media_type(mt: &str) -> Option<Self> {
-        if mt.ends_with("+gzip")
-            || mt.ends_with(".tar.gzip")
-            || mt.ends_with("tar.gzip")
-            || mt.ends_with(".gzip")
-        {
+        if mt.ends_with("gzip") {
             Some(Self::Gzip)
-        } else if mt.ends_with("+zstd") || mt.ends_with(".zstd") {
+        } else if mt.ends_with("zstd") {
             Some(Self::Zstd)
-        } else if mt.ends_with(".tar") || mt.ends_with("layer.v1.tar") {
+        } else if mt.ends_with(".tar") {
             Some(Self::None)
         } else {
             None

@@ -345,3 +345,21 @@ fn garbage_is_a_read_error() {
     let e = f.unpack(vec![0x1f, 0x8b, 1, 2, 3]).unwrap_err();
     assert!(matches!(e, UnpackError::Read(_)), "{e}");
 }
+
+#[test]
+fn compression_from_media_types() {
+    use Compression::*;
+    for (mt, want) in [
+        ("application/vnd.oci.image.layer.v1.tar+gzip", Some(Gzip)),
+        (
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            Some(Gzip),
+        ),
+        ("application/vnd.oci.image.layer.v1.tar+zstd", Some(Zstd)),
+        ("application/vnd.oci.image.layer.v1.tar", Some(None)),
+        ("application/vnd.docker.image.rootfs.diff.tar", Some(None)),
+        ("application/wasm", Option::None),
+    ] {
+        assert_eq!(Compression::from_media_type(mt), want, "{mt}");
+    }
+}
