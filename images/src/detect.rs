@@ -1,0 +1,265 @@
+//! Which images hold wasm, and where the entry is, following the rules in DESIGN.md
+//! ("Which wasm, which entry").
+
+use serde_json::Value;
+
+/// Config media type of CNCF wasm OCI artifacts.
+pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// Layer media types that are wasm binaries themselves.
+pub const WASM_LAYERS: &[&str] = &[
+    "application/wasm",
+    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+    "application/vnd.wasm.content.layer.v1+wasm",
+];
+/// Platform OS names of wasm images (with architecture `wasm`).
+pub const WASM_OS: &[&str] = &["wasi", "wasip1", "wasip2"];
+/// Annotations (or config labels) that mark a compat image as wasm.
+pub const VARIANT_KEYS: &[&str] = &["module.wasm.image/variant", "run.oci.handler"];
+
+/// Where an image's wasm lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Form {
+    /// The entry is a layer that is a wasm binary (layer index and digest).
+    Artifact {
+        /// Index in `layers`.
+        index: usize,
+        /// The layer's digest.
+        digest: String,
+    },
+    /// The wasm is a file in the unpacked rootfs, named by the entrypoint.
+    Compat,
+}
+
+/// The outcome of looking at an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Where the wasm is.
+    pub form: Form,
+    /// Which rule said so (for `inspect` and logs).
+    pub because: String,
+}
+
+/// What an image offers, as read from its manifest and config.
+pub struct ImageFacts<'a> {
+    /// The manifest.
+    pub manifest: &'a Value,
+    /// The config blob, parsed (may be `{}` for artifacts).
+    pub config: &'a Value,
+    /// Platform from the index entry or the config (`os`, `architecture`).
+    pub platform: Option<(&'a str, &'a str)>,
+}
+
+impl ImageFacts<'_> {
+    fn layers(&self) -> &[Value] {
+        self.manifest["layers"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// `args[0]` of the image config: the entrypoint's first word, else the cmd's.
+    pub fn arg0(&self) -> Option<&str> {
+        let c = &self.config["config"];
+        c["Entrypoint"][0].as_str().or_else(|| c["Cmd"][0].as_str())
+    }
+
+    fn platform(&self) -> Option<(&str, &str)> {
+        self.platform.or_else(|| {
+            Some((
+                self.config["os"].as_str()?,
+                self.config["architecture"].as_str()?,
+            ))
+        })
+    }
+
+    fn variant(&self) -> Option<(&'static str, &str)> {
+        for key in VARIANT_KEYS {
+            let v = self.manifest["annotations"][key]
+                .as_str()
+                .or_else(|| self.config["config"]["Labels"][key].as_str());
+            if let Some(v) = v {
+                return Some((key, v));
+            }
+        }
+        None
+    }
+
+    /// Says whether (and how) the image is wasm. `None` means the manifest and config do not say;
+    /// the caller may still find the wasm magic at the entrypoint after unpacking.
+    pub fn detect(&self) -> Option<Detection> {
+        let config_type = self.manifest["config"]["mediaType"].as_str().unwrap_or("");
+        if config_type == WASM_CONFIG {
+            let digest = self.layers().first()?["digest"].as_str()?.to_string();
+            return Some(Detection {
+                form: Form::Artifact { index: 0, digest },
+                because: format!("config media type {WASM_CONFIG}"),
+            });
+        }
+        for (index, l) in self.layers().iter().enumerate() {
+            let mt = l["mediaType"].as_str().unwrap_or("");
+            if WASM_LAYERS.contains(&mt) {
+                return Some(Detection {
+                    form: Form::Artifact {
+                        index,
+                        digest: l["digest"].as_str()?.to_string(),
+                    },
+                    because: format!("layer {index} has media type {mt}"),
+                });
+            }
+        }
+        if let Some((os, arch)) = self.platform()
+            && WASM_OS.contains(&os)
+            && arch == "wasm"
+        {
+            return Some(Detection {
+                form: Form::Compat,
+                because: format!("platform {os}/{arch}"),
+            });
+        }
+        if let Some((key, v)) = self.variant() {
+            let smart_ok = self
+                .arg0()
+                .is_some_and(|a| a.ends_with(".wasm") || a.ends_with(".wat"));
+            let yes = match v {
+                "compat" | "wasm" => true,
+                "compat-smart" | "wasm-smart" => smart_ok,
+                _ => false,
+            };
+            if yes {
+                return Some(Detection {
+                    form: Form::Compat,
+                    because: format!("{key}={v}"),
+                });
+            }
+        }
+        None
+    }
+
+    /// What the image is, in words, for refusing one that holds no wasm.
+    pub fn describe(&self) -> String {
+        let platform = self
+            .platform()
+            .map(|(o, a)| format!("platform {o}/{a}"))
+            .unwrap_or_else(|| "no platform".into());
+        let mut types: Vec<&str> = self
+            .layers()
+            .iter()
+            .filter_map(|l| l["mediaType"].as_str())
+            .collect();
+        types.dedup();
+        let entry = self
+            .arg0()
+            .map(|a| format!("entrypoint {a}"))
+            .unwrap_or_else(|| "no entrypoint".into());
+        format!(
+            "{platform}, {} layer(s) ({}), {entry}",
+            self.layers().len(),
+            types.join(", ")
+        )
+    }
+}
+
+/// True when `bytes` start like a wasm module or component.
+pub fn is_wasm(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn facts<'a>(m: &'a Value, c: &'a Value) -> ImageFacts<'a> {
+        ImageFacts {
+            manifest: m,
+            config: c,
+            platform: None,
+        }
+    }
+
+    const TAR: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+    #[test]
+    fn wasm_artifact_config() {
+        let m = json!({"config": {"mediaType": WASM_CONFIG}, "layers": [{"mediaType": "application/wasm", "digest": "sha256:aa"}]});
+        let d = facts(&m, &json!({})).detect().unwrap();
+        assert_eq!(
+            d.form,
+            Form::Artifact {
+                index: 0,
+                digest: "sha256:aa".into()
+            }
+        );
+    }
+
+    #[test]
+    fn wasm_layer_media_types() {
+        for mt in WASM_LAYERS {
+            let m = json!({"config": {"mediaType": "application/vnd.oci.image.config.v1+json"},
+                           "layers": [{"mediaType": TAR, "digest": "sha256:00"}, {"mediaType": mt, "digest": "sha256:bb"}]});
+            let d = facts(&m, &json!({})).detect().unwrap();
+            assert_eq!(
+                d.form,
+                Form::Artifact {
+                    index: 1,
+                    digest: "sha256:bb".into()
+                },
+                "{mt}"
+            );
+        }
+    }
+
+    #[test]
+    fn wasm_platforms() {
+        let m = json!({"layers": [{"mediaType": TAR, "digest": "sha256:00"}]});
+        for os in WASM_OS {
+            let c = json!({"os": os, "architecture": "wasm"});
+            assert_eq!(facts(&m, &c).detect().unwrap().form, Form::Compat, "{os}");
+        }
+        let c = json!({"os": "linux", "architecture": "amd64"});
+        assert!(facts(&m, &c).detect().is_none());
+        let index_platform = ImageFacts {
+            manifest: &m,
+            config: &c,
+            platform: Some(("wasip2", "wasm")),
+        };
+        assert!(index_platform.detect().is_some());
+    }
+
+    #[test]
+    fn variant_annotations_and_smart_forms() {
+        let c_wasm = json!({"config": {"Entrypoint": ["/app.wasm"]}});
+        let c_sh = json!({"config": {"Cmd": ["/bin/sh"]}});
+        for key in VARIANT_KEYS {
+            for (v, on_wasm, on_sh) in [
+                ("compat", true, true),
+                ("wasm", true, true),
+                ("compat-smart", true, false),
+                ("wasm-smart", true, false),
+                ("other", false, false),
+            ] {
+                let m = json!({"annotations": {*key: v}, "layers": []});
+                assert_eq!(facts(&m, &c_wasm).detect().is_some(), on_wasm, "{key}={v}");
+                assert_eq!(facts(&m, &c_sh).detect().is_some(), on_sh, "{key}={v}");
+                // The same as a config label.
+                let m = json!({"layers": []});
+                let c = json!({"config": {"Entrypoint": ["/app.wasm"], "Labels": {*key: v}}});
+                assert_eq!(facts(&m, &c).detect().is_some(), on_wasm, "label {key}={v}");
+            }
+        }
+    }
+
+    #[test]
+    fn plain_linux_image_is_described() {
+        let m = json!({"layers": [{"mediaType": TAR}, {"mediaType": TAR}]});
+        let c = json!({"os": "linux", "architecture": "amd64", "config": {"Cmd": ["/bin/sh"]}});
+        let f = facts(&m, &c);
+        assert!(f.detect().is_none());
+        assert_eq!(
+            f.describe(),
+            format!("platform linux/amd64, 2 layer(s) ({TAR}), entrypoint /bin/sh")
+        );
+        assert!(is_wasm(b"\0asm\x01\0\0\0"));
+        assert!(!is_wasm(b"\x7fELF"));
+    }
+}
