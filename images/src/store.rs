@@ -71,6 +71,19 @@ fn io_err(op: &'static str, path: impl Into<String>) -> impl FnOnce(io::Error) -
     move |source| StoreError::Io { op, path, source }
 }
 
+/// A missing blob is [`StoreError::MissingBlob`]; any other failure names the operation.
+fn blob_err(op: &'static str, d: &Digest, rel: String) -> impl FnOnce(io::Error) -> StoreError {
+    let digest = d.clone();
+    move |source| match source.kind() {
+        io::ErrorKind::NotFound => StoreError::MissingBlob { digest },
+        _ => StoreError::Io {
+            op,
+            path: rel,
+            source,
+        },
+    }
+}
+
 /// A descriptor as stored in `index.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
@@ -227,27 +240,13 @@ impl Store {
     /// Reads a whole blob.
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
         let rel = Self::blob_rel(d);
-        self.dir.read(&rel).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::MissingBlob { digest: d.clone() },
-            _ => StoreError::Io {
-                op: "reading",
-                path: rel,
-                source: e,
-            },
-        })
+        self.dir.read(&rel).map_err(blob_err("reading", d, rel))
     }
 
     /// Opens a blob for streaming.
     pub fn open_blob(&self, d: &Digest) -> Result<cap_std::fs::File> {
         let rel = Self::blob_rel(d);
-        self.dir.open(&rel).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::MissingBlob { digest: d.clone() },
-            _ => StoreError::Io {
-                op: "opening",
-                path: rel,
-                source: e,
-            },
-        })
+        self.dir.open(&rel).map_err(blob_err("opening", d, rel))
     }
 
     fn tmp_name(&self) -> String {
