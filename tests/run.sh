@@ -21,5 +21,8 @@ WASMBOX_SKIP_BINDGEN=1 bash examples/build.sh --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "binaries the end-to-end tests drive"
+cargo build --workspace --bins
+
 step "tests"
 cargo test --workspace

@@ -22,7 +22,7 @@ pub fn wasmbox_bin() -> PathBuf {
     let bin = dir.join("wasmbox");
     assert!(
         bin.exists(),
-        "{} not built; run cargo test --workspace",
+        "{} not built: run `cargo build --workspace --bins` first (tests/run.sh does)",
         bin.display()
     );
     bin
