@@ -3,8 +3,12 @@
 
 pub mod detect;
 pub mod digest;
+pub mod image;
+pub mod reference;
 pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;
+pub use image::{Image, ImageError};
+pub use reference::Reference;
 pub use store::{Store, StoreError};

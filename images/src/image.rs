@@ -1,0 +1,514 @@
+//! An image in the store: its manifest, config and wasm form, and the OCI runtime bundle it turns
+//! into (the contract with the runtime crate).
+
+use std::path::Path;
+
+use cap_std::fs::Dir;
+use serde_json::{Value, json};
+
+use crate::detect::{Detection, Form, ImageFacts, is_wasm};
+use crate::digest::Digest;
+use crate::store::{Store, StoreError};
+use crate::unpack::{Budget, Compression, UnpackError, unpack_layer};
+
+/// Manifest media types that are indexes (lists of per-platform manifests).
+const INDEX_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Where an artifact's wasm is placed in its bundle's rootfs.
+pub const ARTIFACT_ENTRY: &str = "app.wasm";
+
+/// Errors about one image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A store operation failed.
+    #[error("image {image}")]
+    Store {
+        /// The image.
+        image: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// A manifest or config does not parse.
+    #[error("image {image}: {what} is malformed: {reason}")]
+    Malformed {
+        /// The image.
+        image: String,
+        /// Which document.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The image holds no wasm.
+    #[error("image {image} holds no wasm: {found}")]
+    NotWasm {
+        /// The image.
+        image: String,
+        /// What it holds instead.
+        found: String,
+    },
+    /// No manifest of an index fits.
+    #[error("image {image} has no wasm or {host} platform among {platforms}")]
+    NoPlatform {
+        /// The image.
+        image: String,
+        /// The host platform.
+        host: String,
+        /// What the index offers.
+        platforms: String,
+    },
+    /// A layer did not unpack.
+    #[error("image {image}, layer {layer}")]
+    Unpack {
+        /// The image.
+        image: String,
+        /// The layer's digest.
+        layer: String,
+        /// Why.
+        #[source]
+        source: UnpackError,
+    },
+    /// Writing the bundle failed.
+    #[error("image {image}: writing bundle {path}")]
+    Bundle {
+        /// The image.
+        image: String,
+        /// Where.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An image read from the store.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The reference it was opened by.
+    pub name: String,
+    /// Digest of the (platform) manifest.
+    pub manifest_digest: Digest,
+    /// The manifest.
+    pub manifest: Value,
+    /// The config blob.
+    pub config: Value,
+    /// How it holds wasm, if the manifest and config say.
+    pub detection: Option<Detection>,
+}
+
+fn host_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    ("linux", arch)
+}
+
+impl Image {
+    /// Opens `name` (a canonical reference in the store). For an index, picks the `wasi/wasm`,
+    /// `wasip1/wasm` or `wasip2/wasm` manifest, else the host's platform.
+    pub fn open(store: &Store, name: &str) -> Result<Image, ImageError> {
+        let serr = |source| ImageError::Store {
+            image: name.to_string(),
+            source,
+        };
+        let bad = |what: &str, reason: String| ImageError::Malformed {
+            image: name.to_string(),
+            what: what.to_string(),
+            reason,
+        };
+        let desc = store.resolve(name).map_err(serr)?;
+        let mut digest: Digest = desc
+            .digest
+            .parse()
+            .map_err(|e: crate::digest::BadDigest| bad("index entry", e.to_string()))?;
+        let mut platform = None;
+        let manifest = loop {
+            let bytes = store.read_blob(&digest).map_err(serr)?;
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| bad(&format!("manifest {digest}"), e.to_string()))?;
+            let mt = v["mediaType"].as_str().unwrap_or("");
+            if !(INDEX_TYPES.contains(&mt) || v["manifests"].is_array() && !v["layers"].is_array())
+            {
+                break v;
+            }
+            let entries = v["manifests"].as_array().cloned().unwrap_or_default();
+            let plat = |m: &Value| {
+                (
+                    m["platform"]["os"].as_str().unwrap_or("").to_string(),
+                    m["platform"]["architecture"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            };
+            let host = host_platform();
+            let pick = entries
+                .iter()
+                .find(|m| {
+                    let (os, arch) = plat(m);
+                    crate::detect::WASM_OS.contains(&os.as_str()) && arch == "wasm"
+                })
+                .or_else(|| {
+                    entries.iter().find(|m| {
+                        let (os, arch) = plat(m);
+                        os == host.0 && arch == host.1
+                    })
+                })
+                .ok_or_else(|| ImageError::NoPlatform {
+                    image: name.to_string(),
+                    host: format!("{}/{}", host.0, host.1),
+                    platforms: entries
+                        .iter()
+                        .map(|m| {
+                            let (o, a) = plat(m);
+                            format!("{o}/{a}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            platform = Some(plat(pick));
+            digest = pick["digest"]
+                .as_str()
+                .unwrap_or("")
+                .parse()
+                .map_err(|e: crate::digest::BadDigest| bad("index entry", e.to_string()))?;
+        };
+        let config_digest: Digest = manifest["config"]["digest"]
+            .as_str()
+            .unwrap_or("")
+            .parse()
+            .map_err(|e: crate::digest::BadDigest| bad("manifest config", e.to_string()))?;
+        let config_bytes = store.read_blob(&config_digest).map_err(serr)?;
+        let config: Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| bad(&format!("config {config_digest}"), e.to_string()))?;
+        let detection = ImageFacts {
+            manifest: &manifest,
+            config: &config,
+            platform: platform.as_ref().map(|(o, a)| (o.as_str(), a.as_str())),
+        }
+        .detect();
+        Ok(Image {
+            name: name.to_string(),
+            manifest_digest: digest,
+            manifest,
+            config,
+            detection,
+        })
+    }
+
+    fn facts(&self) -> ImageFacts<'_> {
+        ImageFacts {
+            manifest: &self.manifest,
+            config: &self.config,
+            platform: None,
+        }
+    }
+
+    /// Total bytes of config and layers.
+    pub fn size(&self) -> u64 {
+        let layers: u64 = self.manifest["layers"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|x| x["size"].as_u64()).sum())
+            .unwrap_or(0);
+        layers + self.manifest["config"]["size"].as_u64().unwrap_or(0)
+    }
+
+    /// Writes an OCI runtime bundle for this image into `dir` (which must be empty or absent):
+    /// `rootfs/` (the unpacked layers, or the artifact's wasm at `/app.wasm`) and `config.json`
+    /// with the image's entrypoint, cmd, env and working directory. Returns the entry's guest path.
+    pub fn write_bundle(
+        &self,
+        store: &Store,
+        dir: &Path,
+        budget: &mut Budget,
+    ) -> Result<String, ImageError> {
+        let io = |path: &str| {
+            let path = path.to_string();
+            let image = self.name.clone();
+            move |source| ImageError::Bundle {
+                image,
+                path,
+                source,
+            }
+        };
+        std::fs::create_dir_all(dir.join("rootfs")).map_err(io("rootfs"))?;
+        // Ambient authority, named: the bundle directory the caller chose.
+        let root = Dir::open_ambient_dir(dir.join("rootfs"), cap_std::ambient_authority())
+            .map_err(io("rootfs"))?;
+        let c = &self.config["config"];
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (args, readonly) = match &self.detection {
+            Some(Detection {
+                form: Form::Artifact { digest, .. },
+                ..
+            }) => {
+                let d: Digest = digest.parse().map_err(|e: crate::digest::BadDigest| {
+                    ImageError::Malformed {
+                        image: self.name.clone(),
+                        what: "wasm layer".into(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let mut src = store.open_blob(&d).map_err(|source| ImageError::Store {
+                    image: self.name.clone(),
+                    source,
+                })?;
+                let mut dst = root.create(ARTIFACT_ENTRY).map_err(io(ARTIFACT_ENTRY))?;
+                std::io::copy(&mut src, &mut dst).map_err(io(ARTIFACT_ENTRY))?;
+                let mut args = vec![format!("/{ARTIFACT_ENTRY}")];
+                args.extend(strings(&c["Cmd"]));
+                (args, true)
+            }
+            _ => {
+                for l in self.manifest["layers"].as_array().into_iter().flatten() {
+                    let digest = l["digest"].as_str().unwrap_or("").to_string();
+                    let d: Digest = digest.parse().map_err(|e: crate::digest::BadDigest| {
+                        ImageError::Malformed {
+                            image: self.name.clone(),
+                            what: "layer".into(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    let blob = store.open_blob(&d).map_err(|source| ImageError::Store {
+                        image: self.name.clone(),
+                        source,
+                    })?;
+                    let compression = l["mediaType"]
+                        .as_str()
+                        .and_then(Compression::from_media_type);
+                    unpack_layer(&root, blob, compression, budget).map_err(|source| {
+                        ImageError::Unpack {
+                            image: self.name.clone(),
+                            layer: digest.clone(),
+                            source,
+                        }
+                    })?;
+                }
+                let mut args = strings(&c["Entrypoint"]);
+                args.extend(strings(&c["Cmd"]));
+                let entry_is_wasm = args.first().is_some_and(|a| {
+                    let rel = a.split('#').next().unwrap_or(a).trim_start_matches('/');
+                    let mut head = [0u8; 4];
+                    root.open(rel)
+                        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                        .is_ok()
+                        && is_wasm(&head)
+                });
+                if self.detection.is_none() && !entry_is_wasm {
+                    return Err(ImageError::NotWasm {
+                        image: self.name.clone(),
+                        found: self.facts().describe(),
+                    });
+                }
+                (args, false)
+            }
+        };
+        let cwd = c["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("/");
+        let spec = json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs", "readonly": readonly},
+            "process": {"cwd": cwd, "args": args, "env": strings(&c["Env"]), "user": {"uid": 0, "gid": 0}},
+            "annotations": {"org.opencontainers.image.ref.name": self.name},
+        });
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_vec_pretty(&spec).expect("spec serializes"),
+        )
+        .map_err(io("config.json"))?;
+        Ok(args.first().cloned().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Descriptor;
+
+    const WASM: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn put_json(s: &Store, v: &Value) -> (Digest, u64) {
+        let b = serde_json::to_vec(v).unwrap();
+        (s.put_bytes(&b).unwrap(), b.len() as u64)
+    }
+
+    fn desc(mt: &str, d: &Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: mt.into(),
+            digest: d.to_string(),
+            size,
+            annotations: Default::default(),
+            extra: Default::default(),
+        }
+    }
+
+    fn manifest(s: &Store, config: Value, layers: Vec<(&str, Vec<u8>)>) -> (Digest, u64) {
+        let (cd, cs) = put_json(s, &config);
+        let layers: Vec<Value> = layers
+            .into_iter()
+            .map(|(mt, b)| json!({"mediaType": mt, "digest": s.put_bytes(&b).unwrap().to_string(), "size": b.len()}))
+            .collect();
+        let config_type = if config.get("os").is_none() && config.get("config").is_none() {
+            crate::detect::WASM_CONFIG
+        } else {
+            "application/vnd.oci.image.config.v1+json"
+        };
+        put_json(
+            s,
+            &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": config_type, "digest": cd.to_string(), "size": cs}, "layers": layers}),
+        )
+    }
+
+    fn tar_with(path: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, path, data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn artifact_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s")).unwrap();
+        let (d, n) = manifest(&s, json!({}), vec![("application/wasm", WASM.to_vec())]);
+        s.set_ref(
+            "r/a:1",
+            desc("application/vnd.oci.image.manifest.v1+json", &d, n),
+        )
+        .unwrap();
+        let img = Image::open(&s, "r/a:1").unwrap();
+        assert!(matches!(
+            img.detection.as_ref().unwrap().form,
+            Form::Artifact { index: 0, .. }
+        ));
+        let b = dir.path().join("bundle");
+        assert_eq!(
+            img.write_bundle(&s, &b, &mut Budget::default()).unwrap(),
+            "/app.wasm"
+        );
+        assert_eq!(std::fs::read(b.join("rootfs/app.wasm")).unwrap(), WASM);
+        let spec: Value =
+            serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+        assert_eq!(spec["process"]["args"], json!(["/app.wasm"]));
+        assert_eq!(spec["root"]["readonly"], json!(true));
+    }
+
+    #[test]
+    fn compat_bundle_from_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s")).unwrap();
+        let config = json!({"os": "wasip1", "architecture": "wasm",
+            "config": {"Entrypoint": ["/bin/app.wasm"], "Cmd": ["x"], "Env": ["A=1"], "WorkingDir": "/bin"}});
+        let (m, mn) = manifest(
+            &s,
+            config,
+            vec![(
+                "application/vnd.oci.image.layer.v1.tar",
+                tar_with("bin/app.wasm", WASM),
+            )],
+        );
+        let (linux, ln) = manifest(
+            &s,
+            json!({"os": "linux", "architecture": "amd64", "config": {}}),
+            vec![],
+        );
+        let (idx, n) = put_json(
+            &s,
+            &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": linux.to_string(), "size": ln, "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m.to_string(), "size": mn, "platform": {"os": "wasip1", "architecture": "wasm"}}]}),
+        );
+        s.set_ref(
+            "r/c:1",
+            desc("application/vnd.oci.image.index.v1+json", &idx, n),
+        )
+        .unwrap();
+        let img = Image::open(&s, "r/c:1").unwrap();
+        assert_eq!(img.manifest_digest, m);
+        let b = dir.path().join("bundle");
+        assert_eq!(
+            img.write_bundle(&s, &b, &mut Budget::default()).unwrap(),
+            "/bin/app.wasm"
+        );
+        assert_eq!(std::fs::read(b.join("rootfs/bin/app.wasm")).unwrap(), WASM);
+        let spec: Value =
+            serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+        assert_eq!(spec["process"]["args"], json!(["/bin/app.wasm", "x"]));
+        assert_eq!(spec["process"]["env"], json!(["A=1"]));
+        assert_eq!(spec["process"]["cwd"], json!("/bin"));
+        assert_eq!(spec["root"]["readonly"], json!(false));
+    }
+
+    #[test]
+    fn plain_linux_image_is_refused_saying_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s")).unwrap();
+        let config =
+            json!({"os": "linux", "architecture": "amd64", "config": {"Cmd": ["/bin/sh"]}});
+        let (m, n) = manifest(
+            &s,
+            config,
+            vec![(
+                "application/vnd.oci.image.layer.v1.tar",
+                tar_with("bin/sh", b"\x7fELF"),
+            )],
+        );
+        s.set_ref(
+            "r/l:1",
+            desc("application/vnd.oci.image.manifest.v1+json", &m, n),
+        )
+        .unwrap();
+        let img = Image::open(&s, "r/l:1").unwrap();
+        let e = img
+            .write_bundle(&s, &dir.path().join("b"), &mut Budget::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("holds no wasm") && e.contains("linux/amd64") && e.contains("/bin/sh"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn index_without_a_usable_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s")).unwrap();
+        let (m, mn) = manifest(
+            &s,
+            json!({"os": "windows", "architecture": "amd64", "config": {}}),
+            vec![],
+        );
+        let (idx, n) = put_json(
+            &s,
+            &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m.to_string(), "size": mn, "platform": {"os": "windows", "architecture": "amd64"}}]}),
+        );
+        s.set_ref(
+            "r/w:1",
+            desc("application/vnd.oci.image.index.v1+json", &idx, n),
+        )
+        .unwrap();
+        let e = Image::open(&s, "r/w:1").unwrap_err().to_string();
+        assert!(e.contains("windows/amd64"), "{e}");
+    }
+}
