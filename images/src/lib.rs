@@ -1,6 +1,7 @@
 //! wasmbox's image handling: the content-addressed store, safe layer unpacking, and (as it grows)
 //! registry pull and push, layout import and export, and wasm detection.
 
+pub mod archive;
 pub mod detect;
 pub mod digest;
 pub mod image;

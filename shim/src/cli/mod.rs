@@ -1,5 +1,6 @@
 //! The `wasmbox` command line: one subcommand per file, each `FooCommand::execute(self)`.
 
+mod images;
 mod options;
 mod run;
 
@@ -8,6 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use wasmbox_runtime::EXIT_RUNTIME_ERROR;
 
+pub use images::{
+    ImagesCommand, InspectCommand, LoadCommand, PruneCommand, RmiCommand, SaveCommand, StoreOptions,
+};
 pub use options::{CacheOptions, SandboxOptions, parse_duration, parse_size};
 pub use run::RunCommand;
 
@@ -18,6 +22,9 @@ pub struct Cli {
     /// Log filter (e.g. `debug`, `wasmbox_runtime=trace`); also from `WASMBOX_LOG`.
     #[arg(long, global = true, env = "WASMBOX_LOG", default_value = "warn")]
     pub log_level: String,
+    /// The image store.
+    #[command(flatten)]
+    pub store: StoreOptions,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -27,7 +34,19 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a wasm module or component, or an OCI runtime bundle, in a sandbox.
-    Run(RunCommand),
+    Run(Box<RunCommand>),
+    /// List the images in the store.
+    Images(ImagesCommand),
+    /// Show an image's manifest, config and wasm form.
+    Inspect(InspectCommand),
+    /// Remove images from the store.
+    Rmi(RmiCommand),
+    /// Delete blobs no image refers to.
+    Prune(PruneCommand),
+    /// Load images from an OCI layout directory or tarball.
+    Load(LoadCommand),
+    /// Write an image as an OCI layout tarball.
+    Save(SaveCommand),
 }
 
 /// Entry point of the `wasmbox` binary: parses, runs, maps the outcome to an exit code.
@@ -53,7 +72,13 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = match cli.command {
-        Command::Run(c) => c.execute(),
+        Command::Run(c) => c.execute(&cli.store),
+        Command::Images(c) => c.execute(&cli.store),
+        Command::Inspect(c) => c.execute(&cli.store),
+        Command::Rmi(c) => c.execute(&cli.store),
+        Command::Prune(c) => c.execute(&cli.store),
+        Command::Load(c) => c.execute(&cli.store),
+        Command::Save(c) => c.execute(&cli.store),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use wasmbox_runtime::{Bundle, ExitReason, Policy, Runtime, Stdio};
 
+use super::images::{StoreOptions, canonical};
 use super::options::{CacheOptions, SandboxOptions};
 
 /// Run a wasm module or component, or an OCI runtime bundle.
@@ -21,8 +22,9 @@ pub struct RunCommand {
     /// Cache options.
     #[command(flatten)]
     pub cache: CacheOptions,
-    /// The wasm file (`FILE.wasm`, or `FILE.wasm#export` to call another export); with
-    /// `--bundle`, the first guest argument.
+    /// What to run: a wasm file (`FILE.wasm`, or `FILE.wasm#export` to call another export), an
+    /// image in the store (`REF`), or an OCI layout (`oci:DIR`); with `--bundle`, the first guest
+    /// argument.
     #[arg(value_name = "WASM", required_unless_present = "bundle")]
     pub wasm: Option<String>,
     /// Arguments passed to the guest (after its name).
@@ -32,10 +34,33 @@ pub struct RunCommand {
 
 impl RunCommand {
     /// Runs the guest to its end and returns the exit code.
-    pub fn execute(self) -> Result<i32> {
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
         let runtime = Runtime::new(self.cache.runtime_config())?;
-        let (program, mut policy) = match (&self.bundle, &self.wasm) {
-            (Some(dir), first) => {
+        // An image is turned into a bundle in a private directory removed after the run.
+        let mut image_bundle = None;
+        if let (None, Some(what)) = (&self.bundle, &self.wasm) {
+            let is_file = Path::new(split_file_export(what).0.as_path()).exists();
+            if !is_file {
+                image_bundle = Some(image_to_bundle(store, what)?);
+            }
+        }
+        let bundle_dir = self
+            .bundle
+            .clone()
+            .or_else(|| image_bundle.as_ref().map(|t| t.path().to_path_buf()));
+        let guest_first = if image_bundle.is_some() {
+            self.args.first().cloned()
+        } else {
+            self.wasm.clone()
+        };
+        let guest_rest: Vec<String> = if image_bundle.is_some() {
+            self.args.iter().skip(1).cloned().collect()
+        } else {
+            self.args.clone()
+        };
+        let (program, mut policy) = match (&bundle_dir, &self.wasm) {
+            (Some(dir), _) => {
+                let first = &guest_first;
                 let bundle = Bundle::load(dir)?;
                 let bytes = bundle.read_entry()?;
                 let name = format!("{}:/{}", dir.display(), bundle.entry.display());
@@ -45,7 +70,7 @@ impl RunCommand {
                 if let Some(first) = first {
                     policy.args.truncate(1);
                     policy.args.push(first.clone());
-                    policy.args.extend(self.args.iter().cloned());
+                    policy.args.extend(guest_rest.iter().cloned());
                 }
                 (program, policy)
             }
@@ -91,6 +116,35 @@ impl RunCommand {
         }
         Ok(status.code())
     }
+}
+
+/// Finds the image (loading an `oci:DIR` layout first) and writes its bundle to a temp dir.
+fn image_to_bundle(store: &StoreOptions, what: &str) -> Result<tempfile::TempDir> {
+    let store = store.open()?;
+    let name = if let Some(dir) = what.strip_prefix("oci:") {
+        let names = wasmbox_images::archive::load(&store, Path::new(dir), None)?;
+        names
+            .into_iter()
+            .next()
+            .with_context(|| format!("{dir} holds no image"))?
+    } else {
+        let name = canonical(what)
+            .with_context(|| format!("{what:?} is neither a file nor an image reference"))?;
+        if store.resolve(&name).is_err() {
+            bail!(
+                "image {name} is not in the store {} (pulling from registries is not available yet; load it with wasmbox load)",
+                store.root().display()
+            );
+        }
+        name
+    };
+    let image = wasmbox_images::Image::open(&store, &name)?;
+    let dir = tempfile::Builder::new()
+        .prefix("wasmbox-run-")
+        .tempdir()
+        .context("creating a bundle directory")?;
+    image.write_bundle(&store, dir.path(), &mut Default::default())?;
+    Ok(dir)
 }
 
 /// `file.wasm#export` → (`file.wasm`, `export`), unless a file with the whole name exists.

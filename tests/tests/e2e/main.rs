@@ -4,5 +4,6 @@ mod bad_input;
 mod common;
 mod exit;
 mod fs;
+mod images;
 mod limits;
 mod net;

@@ -1,0 +1,304 @@
+//! Import and export: OCI image layouts (a directory, or a tarball as `skopeo copy ...
+//! oci-archive:` writes) into and out of the store. Every blob is verified against its digest on
+//! the way in; a tarball is unpacked with the same safe unpacker as image layers.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use cap_std::fs::Dir;
+use serde_json::Value;
+
+use crate::digest::{BadDigest, Digest};
+use crate::reference::Reference;
+use crate::store::{Descriptor, REF_NAME, Store, StoreError};
+use crate::unpack::{Budget, UnpackError, unpack_layer};
+
+/// Annotation containerd and buildkit use for the full image name.
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// Errors of import and export, naming the file and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Reading the source failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The archive is not an OCI layout, or a document in it is malformed.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Unpacking the tarball failed.
+    #[error("unpacking {path}")]
+    Unpack {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: UnpackError,
+    },
+    /// Storing failed (including a blob that does not match its digest).
+    #[error("importing {path}")]
+    Store {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Loads the OCI layout at `src` (a directory or a tarball of one) into `store`. Each image is
+/// named by its `org.opencontainers.image.ref.name` (or `io.containerd.image.name`) annotation,
+/// or by `name` when given (then the layout must hold one image). Returns the names stored.
+pub fn load(
+    store: &Store,
+    src: &Path,
+    name: Option<&Reference>,
+) -> Result<Vec<String>, ArchiveError> {
+    let shown = src.display().to_string();
+    let io = |op| {
+        let path = shown.clone();
+        move |source| ArchiveError::Io { op, path, source }
+    };
+    let meta = std::fs::metadata(src).map_err(io("reading"))?;
+    let _tmp;
+    let dir = if meta.is_dir() {
+        Dir::open_ambient_dir(src, cap_std::ambient_authority()).map_err(io("opening"))?
+    } else {
+        _tmp = tempfile::Builder::new()
+            .prefix("load-")
+            .tempdir_in(store.root().join("tmp"))
+            .map_err(io("unpacking"))?;
+        let dir = Dir::open_ambient_dir(_tmp.path(), cap_std::ambient_authority())
+            .map_err(io("unpacking"))?;
+        let f = std::fs::File::open(src).map_err(io("opening"))?;
+        unpack_layer(&dir, f, None, &mut Budget::default()).map_err(|source| {
+            ArchiveError::Unpack {
+                path: shown.clone(),
+                source,
+            }
+        })?;
+        dir
+    };
+    import(store, &dir, &shown, name)
+}
+
+fn invalid(path: &str, reason: impl Into<String>) -> ArchiveError {
+    ArchiveError::Invalid {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn import(
+    store: &Store,
+    dir: &Dir,
+    shown: &str,
+    name: Option<&Reference>,
+) -> Result<Vec<String>, ArchiveError> {
+    if dir.symlink_metadata("oci-layout").is_err() {
+        let what = if dir.symlink_metadata("manifest.json").is_ok() {
+            "a docker-archive (docker save); only OCI layouts are loaded so far"
+        } else {
+            "not an OCI image layout (no oci-layout file)"
+        };
+        return Err(invalid(shown, what));
+    }
+    let index: Value = read_json(dir, "index.json", shown)?;
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        return Err(invalid(shown, "index.json lists no images"));
+    }
+    if name.is_some() && entries.len() != 1 {
+        return Err(invalid(
+            shown,
+            format!(
+                "holds {} images; a name can only be given to one",
+                entries.len()
+            ),
+        ));
+    }
+    let mut names = Vec::new();
+    for e in &entries {
+        let target: Descriptor = serde_json::from_value(e.clone())
+            .map_err(|err| invalid(shown, format!("index.json entry: {err}")))?;
+        let ref_name = match name {
+            Some(n) => n.to_string(),
+            None => {
+                let ann = e["annotations"][CONTAINERD_NAME]
+                    .as_str()
+                    .or_else(|| e["annotations"][REF_NAME].as_str())
+                    .ok_or_else(|| {
+                        invalid(
+                            shown,
+                            format!("image {} has no name; give one with --tag", target.digest),
+                        )
+                    })?;
+                ann.parse::<Reference>()
+                    .map_err(|err| invalid(shown, format!("{err}; give a name with --tag")))?
+                    .to_string()
+            }
+        };
+        copy_tree(store, dir, shown, &target.digest)?;
+        let mut target = target;
+        target.annotations.remove(CONTAINERD_NAME);
+        store
+            .set_ref(&ref_name, target)
+            .map_err(|source| ArchiveError::Store {
+                path: shown.to_string(),
+                source,
+            })?;
+        names.push(ref_name);
+    }
+    Ok(names)
+}
+
+fn read_json(dir: &Dir, rel: &str, shown: &str) -> Result<Value, ArchiveError> {
+    let bytes = dir.read(rel).map_err(|source| ArchiveError::Io {
+        op: "reading",
+        path: format!("{shown}/{rel}"),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(shown, format!("{rel} is malformed: {e}")))
+}
+
+/// Copies blob `digest` and everything it references into the store, verifying each.
+fn copy_tree(store: &Store, dir: &Dir, shown: &str, digest: &str) -> Result<(), ArchiveError> {
+    let d: Digest = digest
+        .parse()
+        .map_err(|e: BadDigest| invalid(shown, e.to_string()))?;
+    let rel = format!("blobs/sha256/{}", d.hex());
+    let f = dir.open(&rel).map_err(|source| ArchiveError::Io {
+        op: "reading",
+        path: format!("{shown}/{rel}"),
+        source,
+    })?;
+    store
+        .put_blob(&d, f)
+        .map_err(|source| ArchiveError::Store {
+            path: shown.to_string(),
+            source,
+        })?;
+    let mut head = [0u8; 1];
+    let is_json = store
+        .open_blob(&d)
+        .ok()
+        .and_then(|mut f| f.read_exact(&mut head).ok())
+        .is_some()
+        && head[0] == b'{';
+    if !is_json {
+        return Ok(());
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&store.read_blob(&d).unwrap_or_default()) else {
+        return Ok(());
+    };
+    if v["schemaVersion"].is_null() {
+        return Ok(());
+    }
+    for child in v["config"].as_object().into_iter().chain(
+        ["layers", "manifests"]
+            .iter()
+            .flat_map(|k| v[*k].as_array().into_iter().flatten())
+            .filter_map(Value::as_object),
+    ) {
+        if let Some(cd) = child.get("digest").and_then(Value::as_str) {
+            copy_tree(store, dir, shown, cd)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `name` from the store as an OCI layout tarball at `out` (atomically: a temp file renamed
+/// into place). The index names the image by its full reference.
+pub fn save(store: &Store, name: &str, out: &Path) -> Result<(), ArchiveError> {
+    let shown = out.display().to_string();
+    let serr = |source| ArchiveError::Store {
+        path: shown.clone(),
+        source,
+    };
+    let mut target = store.resolve(name).map_err(serr)?;
+    target.annotations.insert(REF_NAME.into(), name.into());
+    let mut digests = Vec::new();
+    collect(store, &target.digest, &mut digests).map_err(serr)?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(parent).map_err(|source| ArchiveError::Io {
+        op: "creating",
+        path: shown.clone(),
+        source,
+    })?;
+    let werr = |source| ArchiveError::Io {
+        op: "writing",
+        path: shown.clone(),
+        source,
+    };
+    {
+        let mut b = tar::Builder::new(tmp.as_file());
+        let add =
+            |b: &mut tar::Builder<&std::fs::File>, path: &str, data: &mut dyn Read, size: u64| {
+                let mut h = tar::Header::new_ustar();
+                h.set_size(size);
+                h.set_mode(0o644);
+                h.set_mtime(0);
+                h.set_cksum();
+                b.append_data(&mut h, path, data)
+            };
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        add(&mut b, "oci-layout", &mut &layout[..], layout.len() as u64).map_err(werr)?;
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [target],
+        }))
+        .expect("index serializes");
+        add(&mut b, "index.json", &mut &index[..], index.len() as u64).map_err(werr)?;
+        for d in &digests {
+            let mut f = store.open_blob(d).map_err(serr)?;
+            let size = f.metadata().map_err(werr)?.len();
+            add(&mut b, &format!("blobs/sha256/{}", d.hex()), &mut f, size).map_err(werr)?;
+        }
+        b.finish().map_err(werr)?;
+    }
+    tmp.as_file().sync_all().map_err(werr)?;
+    tmp.persist(out).map_err(|e| werr(e.error))?;
+    Ok(())
+}
+
+fn collect(store: &Store, digest: &str, out: &mut Vec<Digest>) -> Result<(), StoreError> {
+    let Ok(d) = digest.parse::<Digest>() else {
+        return Ok(());
+    };
+    if out.contains(&d) {
+        return Ok(());
+    }
+    let bytes = store.read_blob(&d)?;
+    out.push(d);
+    if let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        && !v["schemaVersion"].is_null()
+    {
+        if let Some(c) = v["config"]["digest"].as_str() {
+            collect(store, c, out)?;
+        }
+        for k in ["layers", "manifests"] {
+            for x in v[k].as_array().into_iter().flatten() {
+                if let Some(c) = x["digest"].as_str() {
+                    collect(store, c, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

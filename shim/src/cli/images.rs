@@ -1,0 +1,205 @@
+//! Image commands on the local store: `images`, `inspect`, `rmi`, `prune`, `load`, `save`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use wasmbox_images::detect::Form;
+use wasmbox_images::{Image, Reference, Store};
+
+/// Where the image store lives.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Image store directory (default `/var/lib/wasmbox` for root, else
+    /// `$XDG_DATA_HOME/wasmbox` or `~/.local/share/wasmbox`).
+    #[arg(
+        long = "store",
+        env = "WASMBOX_STORE",
+        value_name = "DIR",
+        global = true
+    )]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreOptions {
+    /// Opens (creating) the store.
+    pub fn open(&self) -> Result<Store> {
+        let dir = self.store.clone().unwrap_or_else(default_store);
+        Ok(Store::open(&dir)?)
+    }
+}
+
+fn default_store() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code, reason = "geteuid is always safe")]
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return PathBuf::from("/var/lib/wasmbox");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("wasmbox")
+}
+
+/// The canonical name of a reference given by a user.
+pub fn canonical(name: &str) -> Result<String> {
+    Ok(name.parse::<Reference>()?.to_string())
+}
+
+fn kind(store: &Store, img: &Image) -> String {
+    match img.detection.as_ref().map(|d| &d.form) {
+        Some(Form::Artifact { digest, .. }) => {
+            let header = digest
+                .parse()
+                .ok()
+                .and_then(|d| store.read_blob(&d).ok())
+                .map(|b| b.get(4..8).map(<[u8]>::to_vec).unwrap_or_default());
+            match header.as_deref() {
+                Some([1, 0, 0, 0]) => "artifact, module".into(),
+                Some(_) => "artifact, component".into(),
+                None => "artifact".into(),
+            }
+        }
+        Some(Form::Compat) => "compat".into(),
+        None => "not wasm".into(),
+    }
+}
+
+/// List the images in the store.
+#[derive(Args, Debug)]
+pub struct ImagesCommand {}
+
+impl ImagesCommand {
+    /// Prints one line per image.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let store = store.open()?;
+        println!("{:<50} {:<19} {:>10}  KIND", "REFERENCE", "DIGEST", "SIZE");
+        for (name, _) in store.refs()? {
+            match Image::open(&store, &name) {
+                Ok(img) => println!(
+                    "{:<50} {:<19} {:>10}  {}",
+                    name,
+                    &img.manifest_digest.to_string()[..19],
+                    img.size(),
+                    kind(&store, &img)
+                ),
+                Err(e) => println!("{name:<50} {:<19} {:>10}  broken: {e}", "-", "-"),
+            }
+        }
+        Ok(0)
+    }
+}
+
+/// Show an image's manifest, config and detected entry.
+#[derive(Args, Debug)]
+pub struct InspectCommand {
+    /// The image.
+    pub image: String,
+}
+
+impl InspectCommand {
+    /// Prints JSON.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let store = store.open()?;
+        let img = Image::open(&store, &canonical(&self.image)?)?;
+        let out = serde_json::json!({
+            "reference": img.name,
+            "digest": img.manifest_digest.to_string(),
+            "kind": kind(&store, &img),
+            "detectedBecause": img.detection.as_ref().map(|d| d.because.clone()),
+            "manifest": img.manifest,
+            "config": img.config,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(0)
+    }
+}
+
+/// Remove images from the store (their blobs go with `prune`).
+#[derive(Args, Debug)]
+pub struct RmiCommand {
+    /// The images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+impl RmiCommand {
+    /// Removes each reference.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let store = store.open()?;
+        for i in &self.images {
+            let name = canonical(i)?;
+            store.remove_ref(&name)?;
+            println!("Untagged: {name}");
+        }
+        Ok(0)
+    }
+}
+
+/// Delete blobs no image refers to.
+#[derive(Args, Debug)]
+pub struct PruneCommand {}
+
+impl PruneCommand {
+    /// Prints what was deleted.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let store = store.open()?;
+        let removed = store.prune()?;
+        for d in &removed {
+            println!("deleted: {d}");
+        }
+        println!("{} blob(s) deleted", removed.len());
+        Ok(0)
+    }
+}
+
+/// Load images from an OCI layout (a directory or a tarball).
+#[derive(Args, Debug)]
+pub struct LoadCommand {
+    /// The layout directory or tarball.
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Name the (single) image in it.
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tag: Option<String>,
+}
+
+impl LoadCommand {
+    /// Loads and prints the names.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let store = store.open()?;
+        let tag = self
+            .tag
+            .as_deref()
+            .map(str::parse::<Reference>)
+            .transpose()?;
+        for n in wasmbox_images::archive::load(&store, &self.input, tag.as_ref())? {
+            println!("Loaded image: {n}");
+        }
+        Ok(0)
+    }
+}
+
+/// Write an image as an OCI layout tarball.
+#[derive(Args, Debug)]
+pub struct SaveCommand {
+    /// Output file.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// The image.
+    pub image: String,
+}
+
+impl SaveCommand {
+    /// Writes the tarball.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let store = store.open()?;
+        let name = canonical(&self.image)?;
+        wasmbox_images::archive::save(&store, &name, &self.output)
+            .with_context(|| format!("saving {name}"))?;
+        Ok(0)
+    }
+}

@@ -1,0 +1,263 @@
+//! Images in the local store: load, list, inspect, run, save, remove, prune.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::common::{Out, Wasmbox, guest};
+
+/// Writes an OCI layout directory by hand, as skopeo or umoci would.
+struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout {
+            dir: dir.to_path_buf(),
+        }
+    }
+    fn blob(&self, bytes: &[u8]) -> Value {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(self.dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        json!({"digest": format!("sha256:{hex}"), "size": bytes.len()})
+    }
+    fn image(
+        &self,
+        name: Option<&str>,
+        config: Value,
+        config_type: &str,
+        layers: Vec<(&str, Vec<u8>)>,
+    ) {
+        let mut c = self.blob(&serde_json::to_vec(&config).unwrap());
+        c["mediaType"] = json!(config_type);
+        let layers: Vec<Value> = layers
+            .into_iter()
+            .map(|(mt, b)| {
+                let mut d = self.blob(&b);
+                d["mediaType"] = json!(mt);
+                d
+            })
+            .collect();
+        let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": c, "layers": layers});
+        let mut d = self.blob(&serde_json::to_vec(&m).unwrap());
+        d["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
+        if let Some(n) = name {
+            d["annotations"] = json!({"org.opencontainers.image.ref.name": n});
+        }
+        let index = json!({"schemaVersion": 2, "manifests": [d]});
+        std::fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+    }
+}
+
+fn artifact(dir: &Path, name: &str) -> PathBuf {
+    let l = Layout::new(dir);
+    let wasm = std::fs::read(guest("hello/hello.wasm")).unwrap();
+    l.image(
+        Some(name),
+        json!({}),
+        "application/vnd.wasm.config.v0+json",
+        vec![("application/wasm", wasm)],
+    );
+    l.dir
+}
+
+fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, p, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn compat(dir: &Path, name: &str) -> PathBuf {
+    let l = Layout::new(dir);
+    let wasm = std::fs::read(guest("files/files.wasm")).unwrap();
+    let layer = tar_layer(&[
+        ("app/files.wasm", &wasm),
+        ("data/hello.txt", b"from the image"),
+    ]);
+    let config = json!({"os": "wasip1", "architecture": "wasm",
+        "config": {"Entrypoint": ["/app/files.wasm"], "Cmd": ["cat", "/data/hello.txt"], "Env": ["IMAGE_ENV=1"], "WorkingDir": "/data"}});
+    l.image(
+        Some(name),
+        config,
+        "application/vnd.oci.image.config.v1+json",
+        vec![("application/vnd.oci.image.layer.v1.tar", layer)],
+    );
+    l.dir
+}
+
+fn with_store(wb: &Wasmbox, args: &[&str]) -> Out {
+    let store = wb.cache.path().join("store");
+    let mut a = vec!["--store", store.to_str().unwrap()];
+    a.extend_from_slice(args);
+    wb.run(&a)
+}
+
+#[test]
+fn load_list_run_inspect_save_rmi_prune() {
+    let wb = Wasmbox::new();
+    let work = tempfile::tempdir().unwrap();
+    let art = artifact(&work.path().join("art"), "example.com/demo/hello:1.0");
+    let out = with_store(&wb, &["load", "-i", art.to_str().unwrap()]);
+    out.code(0);
+    assert_eq!(
+        out.stdout.trim(),
+        "Loaded image: example.com/demo/hello:1.0"
+    );
+    let cpt = compat(&work.path().join("cpt"), "files:v1");
+    with_store(&wb, &["load", "-i", cpt.to_str().unwrap()]).code(0);
+    let out = with_store(&wb, &["images"]);
+    out.code(0);
+    assert!(
+        out.stdout.contains("example.com/demo/hello:1.0")
+            && out.stdout.contains("artifact, module"),
+        "{out:#?}"
+    );
+    assert!(
+        out.stdout.contains("docker.io/library/files:v1") && out.stdout.contains("compat"),
+        "{out:#?}"
+    );
+    // Run by reference, with arguments.
+    let out = with_store(&wb, &["run", "example.com/demo/hello:1.0", "a", "b"]);
+    out.code(0);
+    assert_eq!(out.stdout, "Hello from wasmbox!\nargs: a b\n");
+    // A compat image: entrypoint, cmd, env and working directory from its config, files from its layer.
+    let out = with_store(&wb, &["run", "files:v1"]);
+    out.code(0);
+    assert_eq!(out.stdout, "from the image");
+    let out = with_store(&wb, &["run", "files:v1", "env"]);
+    assert!(
+        out.stdout.lines().any(|l| l == "IMAGE_ENV=1")
+            && out.stdout.lines().any(|l| l == "PWD=/data"),
+        "{out:#?}"
+    );
+    // Flags apply on top of the image.
+    let out = with_store(&wb, &["run", "--memory", "8m", "files:v1", "alloc", "32"]);
+    out.code(137);
+    let out = with_store(&wb, &["inspect", "files:v1"]);
+    out.code(0);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["reference"], "docker.io/library/files:v1");
+    assert_eq!(v["detectedBecause"], "platform wasip1/wasm");
+    // save → load into another store → run.
+    let tarball = work.path().join("hello.tar");
+    with_store(
+        &wb,
+        &[
+            "save",
+            "-o",
+            tarball.to_str().unwrap(),
+            "example.com/demo/hello:1.0",
+        ],
+    )
+    .code(0);
+    let wb2 = Wasmbox::new();
+    with_store(&wb2, &["load", "-i", tarball.to_str().unwrap()]).code(0);
+    let out = with_store(&wb2, &["run", "example.com/demo/hello:1.0"]);
+    out.code(0);
+    assert_eq!(out.stdout, "Hello from wasmbox!\n");
+    // rmi, then the image is gone and prune frees its blobs.
+    with_store(&wb, &["rmi", "example.com/demo/hello:1.0"]).code(0);
+    with_store(&wb, &["run", "example.com/demo/hello:1.0"])
+        .runtime_error(&["example.com/demo/hello:1.0", "not in the store"]);
+    let out = with_store(&wb, &["prune"]);
+    out.code(0);
+    assert!(out.stdout.contains("3 blob(s) deleted"), "{out:#?}");
+    with_store(&wb, &["run", "files:v1"]).code(0);
+}
+
+#[test]
+fn run_an_oci_layout_directly() {
+    let wb = Wasmbox::new();
+    let work = tempfile::tempdir().unwrap();
+    let art = artifact(&work.path().join("art"), "demo/hello:latest");
+    let out = with_store(&wb, &["run", &format!("oci:{}", art.display()), "x"]);
+    out.code(0);
+    assert_eq!(out.stdout, "Hello from wasmbox!\nargs: x\n");
+}
+
+#[test]
+fn load_names_and_bad_layouts() {
+    let wb = Wasmbox::new();
+    let work = tempfile::tempdir().unwrap();
+    // Unnamed: needs --tag.
+    let l = Layout::new(&work.path().join("unnamed"));
+    l.image(
+        None,
+        json!({}),
+        "application/vnd.wasm.config.v0+json",
+        vec![("application/wasm", b"\0asm\x01\0\0\0".to_vec())],
+    );
+    with_store(&wb, &["load", "-i", l.dir.to_str().unwrap()]).runtime_error(&["no name", "--tag"]);
+    with_store(
+        &wb,
+        &["load", "-i", l.dir.to_str().unwrap(), "-t", "named:1"],
+    )
+    .code(0);
+    // A blob whose content does not match its name is refused, and no reference is made.
+    let bad = artifact(&work.path().join("bad"), "bad:1");
+    let blobs: Vec<PathBuf> = std::fs::read_dir(bad.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for b in &blobs {
+        if std::fs::read(b).unwrap().starts_with(b"\0asm") {
+            std::fs::write(b, b"\0asm tampered").unwrap();
+        }
+    }
+    with_store(&wb, &["load", "-i", bad.to_str().unwrap()])
+        .runtime_error(&["does not match its digest"]);
+    let out = with_store(&wb, &["images"]);
+    assert!(!out.stdout.contains("bad:1"), "{out:#?}");
+    // Not a layout at all.
+    with_store(&wb, &["load", "-i", work.path().to_str().unwrap()])
+        .runtime_error(&["not an OCI image layout"]);
+    // A tarball with a hostile entry is refused by the safe unpacker.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_old_mut().name[..11].copy_from_slice(b"../evil.txt");
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let evil = work.path().join("evil.tar");
+    std::fs::write(&evil, b.into_inner().unwrap()).unwrap();
+    with_store(&wb, &["load", "-i", evil.to_str().unwrap()]).runtime_error(&["evil.tar", "'..'"]);
+    assert!(!work.path().parent().unwrap().join("evil.txt").exists());
+    // A bad reference.
+    with_store(&wb, &["run", "Not/A:Ref:At:All"])
+        .runtime_error(&["neither a file nor an image reference"]);
+}
+
+#[test]
+fn a_linux_image_is_refused_saying_what_it_holds() {
+    let wb = Wasmbox::new();
+    let work = tempfile::tempdir().unwrap();
+    let l = Layout::new(&work.path().join("linux"));
+    let layer = tar_layer(&[("bin/sh", b"\x7fELF\x02\x01\x01")]);
+    l.image(
+        Some("busybox:1"),
+        json!({"os": "linux", "architecture": "amd64", "config": {"Cmd": ["/bin/sh"]}}),
+        "application/vnd.oci.image.config.v1+json",
+        vec![("application/vnd.oci.image.layer.v1.tar", layer)],
+    );
+    with_store(&wb, &["load", "-i", l.dir.to_str().unwrap()]).code(0);
+    with_store(&wb, &["run", "busybox:1"]).runtime_error(&[
+        "holds no wasm",
+        "linux/amd64",
+        "/bin/sh",
+    ]);
+}
