@@ -137,6 +137,10 @@ cc_wasm -I "$OUT/net-probe/bindings" -o "$OUT/net-probe/net-probe.core.wasm" \
     "$OUT/net-probe/bindings/net_probe_component_type.o"
 "$COMPONENTIZE" "$OUT/net-probe/net-probe.core.wasm" "$OUT/net-probe/net-probe.wasm"
 
+log "images/hello (OCI layout of hello.wasm as a wasm artifact)"
+"$PYTHON" images/make-layout.py "$OUT/hello/hello.wasm" "$OUT/images/hello" \
+    localhost/wasmbox/examples/hello:latest
+
 # --- install or compare ----------------------------------------------------
 
 if [[ "$check" == 1 ]]; then
@@ -150,12 +154,18 @@ if [[ "$check" == 1 ]]; then
             failed=1
         fi
     done
+    if ! diff -r "$OUT/images/hello" images/hello >/dev/null 2>&1; then
+        echo "build.sh: differs from a fresh build: examples/images/hello/" >&2
+        failed=1
+    fi
     if [[ "$failed" != 0 ]]; then
         echo "build.sh: run examples/build.sh to regenerate" >&2
         exit 1
     fi
-    log "all ${#OUTPUTS[@]} generated files match"
+    log "all ${#OUTPUTS[@]} generated files and examples/images/hello match"
 else
+    rm -rf images/hello
+    cp -r "$OUT/images/hello" images/hello
     for f in "${OUTPUTS[@]}"; do
         mkdir -p "$(dirname "$f")"
         install -m 0644 "$OUT/$f" "$f"
