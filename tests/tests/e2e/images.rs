@@ -261,3 +261,18 @@ fn a_linux_image_is_refused_saying_what_it_holds() {
         "/bin/sh",
     ]);
 }
+
+#[test]
+fn the_readme_example_image_runs() {
+    let wb = Wasmbox::new();
+    let layout = crate::common::examples().join("images/hello");
+    let out = with_store(&wb, &["run", &format!("oci:{}", layout.display())]);
+    out.code(0);
+    assert_eq!(out.stdout, "Hello from wasmbox!\n");
+    let out = with_store(&wb, &["images"]);
+    assert!(
+        out.stdout
+            .contains("localhost/wasmbox/examples/hello:latest"),
+        "{out:#?}"
+    );
+}
