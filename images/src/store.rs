@@ -202,14 +202,9 @@ impl Store {
         if let Ok(m) = self.dir.symlink_metadata(&rel) {
             return Ok(m.len());
         }
-        let tmp = self.tmp_name();
-        let result = (|| {
-            let mut f = self
-                .dir
-                .open_with(&tmp, OpenOptions::new().write(true).create_new(true))
-                .map_err(io_err("creating", &tmp))?;
+        self.write_then_rename(&rel, "blobs/sha256", |f, tmp| {
             let mut r = HashingReader::new(data);
-            io::copy(&mut r, &mut f).map_err(io_err("writing", &tmp))?;
+            io::copy(&mut r, f).map_err(io_err("writing", tmp))?;
             let (actual, size) = r.finish();
             if &actual != expected {
                 return Err(StoreError::DigestMismatch {
@@ -217,17 +212,8 @@ impl Store {
                     actual,
                 });
             }
-            f.sync_all().map_err(io_err("syncing", &tmp))?;
-            self.dir
-                .rename(&tmp, &self.dir, &rel)
-                .map_err(io_err("storing", &rel))?;
-            self.sync_dir("blobs/sha256")?;
             Ok(size)
-        })();
-        if result.is_err() {
-            let _ = self.dir.remove_file(&tmp);
-        }
-        result
+        })
     }
 
     /// Stores `bytes` and returns their digest.
@@ -265,18 +251,32 @@ impl Store {
     }
 
     fn write_atomic(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        self.write_then_rename(rel, ".", |f, tmp| {
+            f.write_all(bytes).map_err(io_err("writing", tmp))
+        })
+    }
+
+    /// Writes a temp file with `write` (which may refuse the content), fsyncs it, renames it to
+    /// `rel` and fsyncs `parent`. On any failure the temp file is removed and `rel` is untouched.
+    fn write_then_rename<T>(
+        &self,
+        rel: &str,
+        parent: &str,
+        write: impl FnOnce(&mut cap_std::fs::File, &str) -> Result<T>,
+    ) -> Result<T> {
         let tmp = self.tmp_name();
         let result = (|| {
             let mut f = self
                 .dir
                 .open_with(&tmp, OpenOptions::new().write(true).create_new(true))
                 .map_err(io_err("creating", &tmp))?;
-            f.write_all(bytes).map_err(io_err("writing", &tmp))?;
+            let out = write(&mut f, &tmp)?;
             f.sync_all().map_err(io_err("syncing", &tmp))?;
             self.dir
                 .rename(&tmp, &self.dir, rel)
-                .map_err(io_err("replacing", rel))?;
-            self.sync_dir(".")
+                .map_err(io_err("storing", rel))?;
+            self.sync_dir(parent)?;
+            Ok(out)
         })();
         if result.is_err() {
             let _ = self.dir.remove_file(&tmp);
