@@ -39,8 +39,7 @@ impl RunCommand {
         // An image is turned into a bundle in a private directory removed after the run.
         let mut image_bundle = None;
         if let (None, Some(what)) = (&self.bundle, &self.wasm) {
-            let is_file = Path::new(split_file_export(what).0.as_path()).exists();
-            if !is_file {
+            if !names_a_file(what) {
                 image_bundle = Some(image_to_bundle(store, what)?);
             }
         }
@@ -116,6 +115,18 @@ impl RunCommand {
         }
         Ok(status.code())
     }
+}
+
+/// True when `what` is meant as a file: it exists, or it is written as a path or a wasm file name
+/// (`/…`, `./…`, `../…`, `*.wasm`, `*.wat`, `*.cwasm`, optionally with `#export`).
+fn names_a_file(what: &str) -> bool {
+    let (path, _) = split_file_export(what);
+    let p = path.to_string_lossy();
+    path.exists()
+        || p.starts_with('/')
+        || p.starts_with("./")
+        || p.starts_with("../")
+        || [".wasm", ".wat", ".cwasm"].iter().any(|e| p.ends_with(e))
 }
 
 /// Finds the image (loading an `oci:DIR` layout first) and writes its bundle to a temp dir.
