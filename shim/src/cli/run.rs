@@ -38,10 +38,10 @@ impl RunCommand {
         let runtime = Runtime::new(self.cache.runtime_config())?;
         // An image is turned into a bundle in a private directory removed after the run.
         let mut image_bundle = None;
-        if let (None, Some(what)) = (&self.bundle, &self.wasm) {
-            if !names_a_file(what) {
-                image_bundle = Some(image_to_bundle(store, what)?);
-            }
+        if let (None, Some(what)) = (&self.bundle, &self.wasm)
+            && !names_a_file(what)
+        {
+            image_bundle = Some(image_to_bundle(store, what)?);
         }
         let bundle_dir = self
             .bundle
