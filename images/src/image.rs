@@ -99,6 +99,39 @@ pub struct Image {
     pub detection: Option<Detection>,
 }
 
+/// From an index's `manifests`, the entry to run: a `wasi`/`wasip1`/`wasip2` on `wasm` one, else
+/// the host's platform.
+pub fn choose_platform(entries: &[Value]) -> Option<&Value> {
+    let plat = |m: &Value| {
+        (
+            m["platform"]["os"].as_str().unwrap_or("").to_string(),
+            m["platform"]["architecture"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    let host = host_platform();
+    entries
+        .iter()
+        .find(|m| {
+            let (os, arch) = plat(m);
+            crate::detect::WASM_OS.contains(&os.as_str()) && arch == "wasm"
+        })
+        .or_else(|| {
+            entries.iter().find(|m| {
+                let (os, arch) = plat(m);
+                os == host.0 && arch == host.1
+            })
+        })
+}
+
+/// True for index (manifest list) documents.
+pub fn is_index(v: &Value) -> bool {
+    let mt = v["mediaType"].as_str().unwrap_or("");
+    INDEX_TYPES.contains(&mt) || v["manifests"].is_array() && !v["layers"].is_array()
+}
+
 fn host_platform() -> (&'static str, &'static str) {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -131,9 +164,7 @@ impl Image {
             let bytes = store.read_blob(&digest).map_err(serr)?;
             let v: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| bad(&format!("manifest {digest}"), e.to_string()))?;
-            let mt = v["mediaType"].as_str().unwrap_or("");
-            if !(INDEX_TYPES.contains(&mt) || v["manifests"].is_array() && !v["layers"].is_array())
-            {
+            if !is_index(&v) {
                 break v;
             }
             let entries = v["manifests"].as_array().cloned().unwrap_or_default();
@@ -147,30 +178,18 @@ impl Image {
                 )
             };
             let host = host_platform();
-            let pick = entries
-                .iter()
-                .find(|m| {
-                    let (os, arch) = plat(m);
-                    crate::detect::WASM_OS.contains(&os.as_str()) && arch == "wasm"
-                })
-                .or_else(|| {
-                    entries.iter().find(|m| {
-                        let (os, arch) = plat(m);
-                        os == host.0 && arch == host.1
+            let pick = choose_platform(&entries).ok_or_else(|| ImageError::NoPlatform {
+                image: name.to_string(),
+                host: format!("{}/{}", host.0, host.1),
+                platforms: entries
+                    .iter()
+                    .map(|m| {
+                        let (o, a) = plat(m);
+                        format!("{o}/{a}")
                     })
-                })
-                .ok_or_else(|| ImageError::NoPlatform {
-                    image: name.to_string(),
-                    host: format!("{}/{}", host.0, host.1),
-                    platforms: entries
-                        .iter()
-                        .map(|m| {
-                            let (o, a) = plat(m);
-                            format!("{o}/{a}")
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
             platform = Some(plat(pick));
             digest = pick["digest"]
                 .as_str()

@@ -6,6 +6,7 @@ pub mod detect;
 pub mod digest;
 pub mod image;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 

@@ -7,9 +7,13 @@ use clap::Args;
 use wasmbox_images::detect::Form;
 use wasmbox_images::{Image, Reference, Store};
 
-/// Where the image store lives.
+/// Where the image store lives and how registries are reached.
 #[derive(Args, Debug, Clone, Default)]
 pub struct StoreOptions {
+    /// A registry (`HOST[:PORT]`) that may be reached over plain HTTP (repeatable); loopback
+    /// registries always may.
+    #[arg(long = "insecure-registry", value_name = "HOST", global = true)]
+    pub insecure: Vec<String>,
     /// Image store directory (default `/var/lib/wasmbox` for root, else
     /// `$XDG_DATA_HOME/wasmbox` or `~/.local/share/wasmbox`).
     #[arg(
@@ -26,6 +30,38 @@ impl StoreOptions {
     pub fn open(&self) -> Result<Store> {
         let dir = self.store.clone().unwrap_or_else(default_store);
         Ok(Store::open(&dir)?)
+    }
+
+    /// Pulls `name` into `store`, printing a line per blob; returns the canonical name.
+    pub fn pull(&self, store: &Store, name: &str) -> Result<String> {
+        let r: Reference = name.parse()?;
+        let opts = wasmbox_images::registry::RegistryOptions {
+            insecure: self.insecure.clone(),
+            auth_file: None,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the network runtime")?;
+        let progress = |line: &str| eprintln!("{line}");
+        Ok(rt.block_on(wasmbox_images::registry::pull(store, &r, &opts, &progress))?)
+    }
+}
+
+/// Pull an image from a registry into the store.
+#[derive(Args, Debug)]
+pub struct PullCommand {
+    /// The image.
+    pub image: String,
+}
+
+impl PullCommand {
+    /// Pulls and prints the name.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let s = store.open()?;
+        let name = store.pull(&s, &self.image)?;
+        println!("{name}");
+        Ok(0)
     }
 }
 

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use wasmbox_runtime::EXIT_RUNTIME_ERROR;
 
 pub use images::{
-    ImagesCommand, InspectCommand, LoadCommand, PruneCommand, RmiCommand, SaveCommand, StoreOptions,
+    ImagesCommand, InspectCommand, LoadCommand, PruneCommand, PullCommand, RmiCommand, SaveCommand,
+    StoreOptions,
 };
 pub use options::{CacheOptions, SandboxOptions, parse_duration, parse_size};
 pub use run::RunCommand;
@@ -35,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a wasm module or component, or an OCI runtime bundle, in a sandbox.
     Run(Box<RunCommand>),
+    /// Pull an image from a registry into the store.
+    Pull(PullCommand),
     /// List the images in the store.
     Images(ImagesCommand),
     /// Show an image's manifest, config and wasm form.
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(c) => c.execute(&cli.store),
+        Command::Pull(c) => c.execute(&cli.store),
         Command::Images(c) => c.execute(&cli.store),
         Command::Inspect(c) => c.execute(&cli.store),
         Command::Rmi(c) => c.execute(&cli.store),

@@ -130,8 +130,8 @@ fn names_a_file(what: &str) -> bool {
 }
 
 /// Finds the image (loading an `oci:DIR` layout first) and writes its bundle to a temp dir.
-fn image_to_bundle(store: &StoreOptions, what: &str) -> Result<tempfile::TempDir> {
-    let store = store.open()?;
+fn image_to_bundle(opts: &StoreOptions, what: &str) -> Result<tempfile::TempDir> {
+    let store = opts.open()?;
     let name = if let Some(dir) = what.strip_prefix("oci:") {
         let names = wasmbox_images::archive::load(&store, Path::new(dir), None)?;
         names
@@ -142,10 +142,7 @@ fn image_to_bundle(store: &StoreOptions, what: &str) -> Result<tempfile::TempDir
         let name = canonical(what)
             .with_context(|| format!("{what:?} is neither a file nor an image reference"))?;
         if store.resolve(&name).is_err() {
-            bail!(
-                "image {name} is not in the store {} (pulling from registries is not available yet; load it with wasmbox load)",
-                store.root().display()
-            );
+            opts.pull(&store, &name)?;
         }
         name
     };

@@ -81,7 +81,7 @@ fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn compat(dir: &Path, name: &str) -> PathBuf {
+pub fn compat(dir: &Path, name: &str) -> PathBuf {
     let l = Layout::new(dir);
     let wasm = std::fs::read(guest("files/files.wasm")).unwrap();
     let layer = tar_layer(&[
@@ -99,7 +99,7 @@ fn compat(dir: &Path, name: &str) -> PathBuf {
     l.dir
 }
 
-fn with_store(wb: &Wasmbox, args: &[&str]) -> Out {
+pub fn with_store(wb: &Wasmbox, args: &[&str]) -> Out {
     let store = wb.cache.path().join("store");
     let mut a = vec!["--store", store.to_str().unwrap()];
     a.extend_from_slice(args);

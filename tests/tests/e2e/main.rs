@@ -7,3 +7,4 @@ mod fs;
 mod images;
 mod limits;
 mod net;
+mod registry;

@@ -1,0 +1,302 @@
+//! Registry pull with oci-client: manifests (and indexes, choosing the wasm or host platform),
+//! config and layers, each verified against its digest on the way into the store; blobs already
+//! stored are skipped. Plain HTTP is used only for loopback registries and ones named insecure.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use serde_json::Value;
+
+use crate::digest::{BadDigest, Digest};
+use crate::image::{choose_platform, is_index};
+use crate::reference::Reference;
+use crate::store::{Descriptor, Store, StoreError};
+
+const ACCEPTED: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Registries (host or host:port) that may be reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Credentials file (default `$REGISTRY_AUTH_FILE`, else `$DOCKER_CONFIG/config.json` or
+    /// `~/.docker/config.json`).
+    pub auth_file: Option<PathBuf>,
+}
+
+/// Why a pull failed, naming the image and, where there is one, the blob.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The registry refused or failed a request.
+    #[error("pulling {image}{}: {reason}", blob.as_ref().map(|b| format!(", blob {b}")).unwrap_or_default())]
+    Registry {
+        /// The image.
+        image: String,
+        /// The blob, when the failure was about one.
+        blob: Option<String>,
+        /// What the registry or the connection said.
+        reason: String,
+    },
+    /// What came back does not match its digest or does not parse.
+    #[error("pulling {image}: {reason}")]
+    Invalid {
+        /// The image.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Storing failed (including a blob that does not match its digest).
+    #[error("pulling {image}")]
+    Store {
+        /// The image.
+        image: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = registry
+        .rsplit_once(':')
+        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+        .map_or(registry, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Credentials for `registry` from a docker-style auth file, anonymous when there are none.
+pub fn auth_for(registry: &str, opts: &RegistryOptions) -> RegistryAuth {
+    let file = opts
+        .auth_file
+        .clone()
+        .or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from))
+        .or_else(|| std::env::var_os("DOCKER_CONFIG").map(|d| PathBuf::from(d).join("config.json")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")));
+    let Some(v) = file
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return RegistryAuth::Anonymous;
+    };
+    let keys = if registry == "docker.io" {
+        vec![
+            "https://index.docker.io/v1/",
+            "docker.io",
+            "index.docker.io",
+        ]
+    } else {
+        vec![registry]
+    };
+    for k in keys {
+        let entry = &v["auths"][k];
+        if let Some(b64) = entry["auth"].as_str()
+            && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64)
+            && let Ok(s) = String::from_utf8(raw)
+            && let Some((u, p)) = s.split_once(':')
+        {
+            return RegistryAuth::Basic(u.to_string(), p.to_string());
+        }
+        if let Some(tok) = entry["registrytoken"].as_str() {
+            return RegistryAuth::Bearer(tok.to_string());
+        }
+    }
+    RegistryAuth::Anonymous
+}
+
+fn client_for(r: &Reference, opts: &RegistryOptions) -> oci_client::Client {
+    let mut plain = opts.insecure.clone();
+    if is_loopback(&r.registry) {
+        plain.push(r.registry.clone());
+    }
+    oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(plain),
+        ..Default::default()
+    })
+}
+
+fn oci_ref(r: &Reference, digest: Option<&str>) -> oci_client::Reference {
+    match (
+        digest
+            .map(str::to_string)
+            .or_else(|| r.digest.as_ref().map(|d| d.to_string())),
+        &r.tag,
+    ) {
+        (Some(d), _) => {
+            oci_client::Reference::with_digest(r.registry.clone(), r.repository.clone(), d)
+        }
+        (None, Some(t)) => {
+            oci_client::Reference::with_tag(r.registry.clone(), r.repository.clone(), t.clone())
+        }
+        (None, None) => oci_client::Reference::with_tag(
+            r.registry.clone(),
+            r.repository.clone(),
+            "latest".into(),
+        ),
+    }
+}
+
+/// Pulls `r` into `store` and names it by its canonical reference, which is returned.
+/// `progress` hears one line per blob fetched or skipped.
+pub async fn pull(
+    store: &Store,
+    r: &Reference,
+    opts: &RegistryOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<String, PullError> {
+    let image = r.to_string();
+    let client = client_for(r, opts);
+    let auth = auth_for(&r.registry, opts);
+    let reg =
+        |blob: Option<&str>, e: oci_client::errors::OciDistributionError| PullError::Registry {
+            image: image.clone(),
+            blob: blob.map(str::to_string),
+            reason: e.to_string(),
+        };
+    let invalid = |reason: String| PullError::Invalid {
+        image: image.clone(),
+        reason,
+    };
+    let serr = |source| PullError::Store {
+        image: image.clone(),
+        source,
+    };
+    let top_ref = oci_ref(r, None);
+    let (top_bytes, _) = client
+        .pull_manifest_raw(&top_ref, &auth, ACCEPTED)
+        .await
+        .map_err(|e| reg(None, e))?;
+    let top_digest = Digest::of(&top_bytes);
+    if let Some(want) = &r.digest
+        && *want != top_digest
+    {
+        return Err(invalid(format!(
+            "manifest hashes to {top_digest}, not {want}"
+        )));
+    }
+    let top: Value = serde_json::from_slice(&top_bytes)
+        .map_err(|e| invalid(format!("manifest {top_digest} is malformed: {e}")))?;
+    let top_type = top["mediaType"].as_str().unwrap_or(ACCEPTED[0]).to_string();
+    let (manifest_bytes, manifest_digest) = if is_index(&top) {
+        let entries = top["manifests"].as_array().cloned().unwrap_or_default();
+        let pick = choose_platform(&entries)
+            .ok_or_else(|| invalid("the index has no wasm or host-platform manifest".into()))?;
+        let d = pick["digest"].as_str().unwrap_or("").to_string();
+        let want: Digest = d.parse().map_err(|e: BadDigest| invalid(e.to_string()))?;
+        let (bytes, _) = client
+            .pull_manifest_raw(&oci_ref(r, Some(&d)), &auth, ACCEPTED)
+            .await
+            .map_err(|e| reg(Some(&d), e))?;
+        if Digest::of(&bytes) != want {
+            return Err(invalid(format!(
+                "manifest {want} does not match its digest"
+            )));
+        }
+        (bytes.to_vec(), want)
+    } else {
+        (top_bytes.to_vec(), top_digest.clone())
+    };
+    let manifest: Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| invalid(format!("manifest {manifest_digest} is malformed: {e}")))?;
+    let blobs: Vec<String> = manifest["config"]["digest"]
+        .as_str()
+        .into_iter()
+        .chain(
+            manifest["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["digest"].as_str()),
+        )
+        .map(str::to_string)
+        .collect();
+    for b in &blobs {
+        let d: Digest = b.parse().map_err(|e: BadDigest| invalid(e.to_string()))?;
+        if store.has_blob(&d) {
+            progress(&format!("{b}: already present"));
+            continue;
+        }
+        let mut buf = Vec::new();
+        client
+            .pull_blob(&top_ref, b.as_str(), &mut buf)
+            .await
+            .map_err(|e| reg(Some(b), e))?;
+        let n = store.put_blob(&d, &buf[..]).map_err(serr)?;
+        progress(&format!("{b}: {n} bytes"));
+    }
+    // The manifest (and index) last, so a reference only ever points at complete content.
+    store
+        .put_blob(&manifest_digest, &manifest_bytes[..])
+        .map_err(serr)?;
+    store.put_blob(&top_digest, &top_bytes[..]).map_err(serr)?;
+    store
+        .set_ref(
+            &image,
+            Descriptor {
+                media_type: top_type,
+                digest: top_digest.to_string(),
+                size: top_bytes.len() as u64,
+                annotations: Default::default(),
+                extra: Default::default(),
+            },
+        )
+        .map_err(serr)?;
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_may_use_http() {
+        for r in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "example.com:443",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn credentials_from_an_auth_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("auth.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("user:pa:ss");
+        std::fs::write(&f, format!(r#"{{"auths": {{"127.0.0.1:5000": {{"auth": "{auth}"}}, "https://index.docker.io/v1/": {{"auth": "{auth}"}}}}}}"#)).unwrap();
+        let opts = RegistryOptions {
+            auth_file: Some(f),
+            ..Default::default()
+        };
+        assert!(
+            matches!(auth_for("127.0.0.1:5000", &opts), RegistryAuth::Basic(u, p) if u == "user" && p == "pa:ss")
+        );
+        assert!(matches!(
+            auth_for("docker.io", &opts),
+            RegistryAuth::Basic(..)
+        ));
+        assert!(matches!(
+            auth_for("ghcr.io", &opts),
+            RegistryAuth::Anonymous
+        ));
+    }
+}

@@ -1,0 +1,213 @@
+//! Pulling from a real registry (Debian's docker-registry on loopback), with images pushed by a
+//! real client (skopeo), and from a registry of the test's own that lies about a blob.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::common::{Wasmbox, free_port};
+use crate::images::{compat, with_store};
+
+/// A docker-registry serving on 127.0.0.1 with its storage in a temp dir; killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+fn tool(name: &str) -> String {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "{name} is not installed (tests/run.sh installs it)");
+    name.to_string()
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(tool("docker-registry"))
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut reg = Registry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&reg.addr).is_ok() {
+                return reg;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = reg.child.kill();
+        let _ = reg.child.wait();
+        panic!("docker-registry did not start on {}", reg.addr);
+    }
+
+    fn push(&self, layout: &std::path::Path, name: &str) {
+        let st = Command::new(tool("skopeo"))
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}", layout.display()))
+            .arg(format!("docker://{}/{name}", self.addr))
+            .status()
+            .unwrap();
+        assert!(st.success(), "skopeo copy to {}", self.addr);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn example_layout() -> PathBuf {
+    crate::common::examples().join("images/hello")
+}
+
+#[test]
+fn pull_and_run_images_pushed_by_skopeo() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    reg.push(&example_layout(), "demo/hello:1");
+    reg.push(&compat(&work.path().join("c"), "x:1"), "demo/files:2");
+    let wb = Wasmbox::new();
+    let hello = format!("{}/demo/hello:1", reg.addr);
+    let out = with_store(&wb, &["pull", &hello]);
+    out.code(0);
+    assert_eq!(out.stdout.trim(), hello);
+    let out = with_store(&wb, &["run", &hello, "a"]);
+    out.code(0);
+    assert_eq!(out.stdout, "Hello from wasmbox!\nargs: a\n");
+    // A second pull fetches nothing new.
+    let out = with_store(&wb, &["pull", &hello]);
+    out.code(0);
+    assert_eq!(out.stderr.matches("already present").count(), 2, "{out:#?}");
+    // run pulls what is missing; a compat image runs from its unpacked layers.
+    let files = format!("{}/demo/files:2", reg.addr);
+    let out = with_store(&wb, &["run", &files]);
+    out.code(0);
+    assert_eq!(out.stdout, "from the image");
+    let out = with_store(&wb, &["images"]);
+    assert!(
+        out.stdout.contains(&files) && out.stdout.contains(&hello),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn missing_images_and_absent_registries_are_clear_errors() {
+    let reg = Registry::start();
+    let wb = Wasmbox::new();
+    let name = format!("{}/demo/absent:1", reg.addr);
+    with_store(&wb, &["pull", &name]).runtime_error(&[&name, "manifest unknown"]);
+    let nobody = format!("127.0.0.1:{}/demo/x:1", free_port());
+    with_store(&wb, &["pull", &nobody]).runtime_error(&[&nobody, "error sending request"]);
+    with_store(&wb, &["run", &nobody]).runtime_error(&[&nobody]);
+    assert!(with_store(&wb, &["images"]).stdout.lines().count() == 1);
+}
+
+/// Serves one manifest whose layer is answered with other bytes than its digest names.
+fn lying_registry() -> (String, String) {
+    let wasm = b"\0asm\x01\0\0\0".to_vec();
+    let wasm_digest = format!("sha256:{}", hex::encode(Sha256::digest(&wasm)));
+    let config = b"{}".to_vec();
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": config_digest, "size": 2},
+        "layers": [{"mediaType": "application/wasm", "digest": wasm_digest, "size": wasm.len()}]
+    }))
+    .unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let layer_digest = wasm_digest.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let (ctype, body): (&str, Vec<u8>) = if path.contains("/manifests/") {
+                (
+                    "application/vnd.oci.image.manifest.v1+json",
+                    manifest.clone(),
+                )
+            } else if path.ends_with(&config_digest) {
+                ("application/octet-stream", config.clone())
+            } else if path.ends_with(&layer_digest) {
+                (
+                    "application/octet-stream",
+                    b"\0asm\x01\0\0\0 but tampered".to_vec(),
+                )
+            } else {
+                ("application/json", b"{}".to_vec())
+            };
+            let mut c = c;
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(&body);
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        }
+    });
+    (addr, wasm_digest)
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_is_refused() {
+    let (addr, layer) = lying_registry();
+    let wb = Wasmbox::new();
+    let name = format!("{addr}/evil/app:1");
+    let out = with_store(&wb, &["pull", &name]);
+    out.code(125);
+    // Progress lines come first; the error is one line naming the image, the blob and the reason.
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("wasmbox: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{out:#?}");
+    assert!(
+        errors[0].contains(&name) && errors[0].contains(&layer) && errors[0].contains("digest"),
+        "{out:#?}"
+    );
+    // Nothing is named, and no blob with that digest was stored.
+    assert_eq!(with_store(&wb, &["images"]).stdout.lines().count(), 1);
+    let store = wb.cache.path().join("store/blobs/sha256");
+    assert!(!store.join(layer.trim_start_matches("sha256:")).exists());
+}
