@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::digest::{BadDigest, Digest};
 use crate::reference::Reference;
-use crate::store::{Descriptor, REF_NAME, Store, StoreError};
+use crate::store::{Descriptor, REF_NAME, Store, StoreError, referenced_digests};
 use crate::unpack::{Budget, UnpackError, unpack_layer};
 
 /// Annotation containerd and buildkit use for the full image name.
@@ -197,23 +197,11 @@ fn copy_tree(store: &Store, dir: &Dir, shown: &str, digest: &str) -> Result<(), 
         .and_then(|mut f| f.read_exact(&mut head).ok())
         .is_some()
         && head[0] == b'{';
-    if !is_json {
-        return Ok(());
-    }
-    let Ok(v) = serde_json::from_slice::<Value>(&store.read_blob(&d).unwrap_or_default()) else {
-        return Ok(());
-    };
-    if v["schemaVersion"].is_null() {
-        return Ok(());
-    }
-    for child in v["config"].as_object().into_iter().chain(
-        ["layers", "manifests"]
-            .iter()
-            .flat_map(|k| v[*k].as_array().into_iter().flatten())
-            .filter_map(Value::as_object),
-    ) {
-        if let Some(cd) = child.get("digest").and_then(Value::as_str) {
-            copy_tree(store, dir, shown, cd)?;
+    if is_json
+        && let Ok(v) = serde_json::from_slice::<Value>(&store.read_blob(&d).unwrap_or_default())
+    {
+        for child in referenced_digests(&v) {
+            copy_tree(store, dir, shown, &child)?;
         }
     }
     Ok(())
@@ -286,18 +274,9 @@ fn collect(store: &Store, digest: &str, out: &mut Vec<Digest>) -> Result<(), Sto
     }
     let bytes = store.read_blob(&d)?;
     out.push(d);
-    if let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-        && !v["schemaVersion"].is_null()
-    {
-        if let Some(c) = v["config"]["digest"].as_str() {
-            collect(store, c, out)?;
-        }
-        for k in ["layers", "manifests"] {
-            for x in v[k].as_array().into_iter().flatten() {
-                if let Some(c) = x["digest"].as_str() {
-                    collect(store, c, out)?;
-                }
-            }
+    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+        for child in referenced_digests(&v) {
+            collect(store, &child, out)?;
         }
     }
     Ok(())

@@ -126,6 +126,17 @@ pub fn choose_platform(entries: &[Value]) -> Option<&Value> {
         })
 }
 
+/// The `(os, architecture)` of an index entry.
+fn platform_of(m: &Value) -> (String, String) {
+    (
+        m["platform"]["os"].as_str().unwrap_or("").to_string(),
+        m["platform"]["architecture"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
 /// True for index (manifest list) documents.
 pub fn is_index(v: &Value) -> bool {
     let mt = v["mediaType"].as_str().unwrap_or("");
@@ -168,15 +179,7 @@ impl Image {
                 break v;
             }
             let entries = v["manifests"].as_array().cloned().unwrap_or_default();
-            let plat = |m: &Value| {
-                (
-                    m["platform"]["os"].as_str().unwrap_or("").to_string(),
-                    m["platform"]["architecture"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                )
-            };
+            let plat = platform_of;
             let host = host_platform();
             let pick = choose_platform(&entries).ok_or_else(|| ImageError::NoPlatform {
                 image: name.to_string(),

@@ -381,9 +381,7 @@ impl Store {
             if let Ok(bytes) = self.read_blob(&d)
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
             {
-                for key in ["config", "layers", "manifests", "blobs", "subject"] {
-                    collect_digests(&v[key], &mut queue);
-                }
+                queue.extend(referenced_digests(&v));
             }
         }
         let mut removed = Vec::new();
@@ -418,16 +416,26 @@ impl Store {
     }
 }
 
-fn collect_digests(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Object(o) => {
-            if let Some(serde_json::Value::String(d)) = o.get("digest") {
-                out.push(d.clone());
+/// The digests an OCI document refers to: its config, layers, manifests, blobs and subject.
+/// Empty for anything that is not a manifest or index.
+pub fn referenced_digests(v: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if v["schemaVersion"].is_null() {
+        return out;
+    }
+    for key in ["config", "subject"] {
+        if let Some(d) = v[key]["digest"].as_str() {
+            out.push(d.to_string());
+        }
+    }
+    for key in ["layers", "manifests", "blobs"] {
+        for x in v[key].as_array().into_iter().flatten() {
+            if let Some(d) = x["digest"].as_str() {
+                out.push(d.to_string());
             }
         }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_digests(x, out)),
-        _ => {}
     }
+    out
 }
 
 #[cfg(test)]
