@@ -2,6 +2,7 @@
 //! registry pull and push, layout import and export, and wasm detection.
 
 pub mod archive;
+pub mod build;
 pub mod detect;
 pub mod digest;
 pub mod image;

@@ -252,6 +252,97 @@ pub async fn pull(
     Ok(image)
 }
 
+/// Pushes `name` from the store to `dest`: blobs first, then child manifests, then the top
+/// manifest, so the registry never names incomplete content.
+pub async fn push(
+    store: &Store,
+    name: &str,
+    dest: &Reference,
+    opts: &RegistryOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), PullError> {
+    let image = dest.to_string();
+    let client = client_for(dest, opts);
+    let auth = auth_for(&dest.registry, opts);
+    let reg =
+        |blob: Option<&str>, e: oci_client::errors::OciDistributionError| PullError::Registry {
+            image: image.clone(),
+            blob: blob.map(str::to_string),
+            reason: e.to_string(),
+        };
+    let serr = |source| PullError::Store {
+        image: image.clone(),
+        source,
+    };
+    let target = oci_ref(dest, None);
+    client
+        .auth(&target, &auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(|e| reg(None, e))?;
+    let top = store.resolve(name).map_err(serr)?;
+    // Depth-first: every document after the blobs and documents it names.
+    fn order(
+        store: &Store,
+        digest: &str,
+        out: &mut Vec<(String, bool, Option<String>)>,
+    ) -> Result<(), StoreError> {
+        let d: Digest = match digest.parse() {
+            Ok(d) => d,
+            Err(_) => return Ok(()),
+        };
+        let bytes = store.read_blob(&d)?;
+        let doc = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .filter(|v| !v["schemaVersion"].is_null());
+        if let Some(v) = &doc {
+            for child in crate::store::referenced_digests(v) {
+                order(store, &child, out)?;
+            }
+        }
+        if !out.iter().any(|(x, _, _)| x == digest) {
+            let mt = doc
+                .as_ref()
+                .and_then(|v| v["mediaType"].as_str().map(str::to_string));
+            out.push((digest.to_string(), doc.is_some(), mt));
+        }
+        Ok(())
+    }
+    let mut items = Vec::new();
+    order(store, &top.digest, &mut items).map_err(serr)?;
+    for (digest, is_doc, mt) in &items {
+        let d: Digest = digest.parse().map_err(|e: BadDigest| PullError::Invalid {
+            image: image.clone(),
+            reason: e.to_string(),
+        })?;
+        let bytes = store.read_blob(&d).map_err(serr)?;
+        if *is_doc {
+            let content_type = mt.clone().unwrap_or_else(|| top.media_type.clone());
+            let reference = if *digest == top.digest {
+                target.clone()
+            } else {
+                oci_ref(dest, Some(digest))
+            };
+            let ct = content_type.parse().map_err(|_| PullError::Invalid {
+                image: image.clone(),
+                reason: format!("media type {content_type:?}"),
+            })?;
+            client
+                .push_manifest_raw(&reference, bytes, ct)
+                .await
+                .map_err(|e| reg(Some(digest), e))?;
+            progress(&format!("{digest}: manifest"));
+        } else {
+            let n = bytes.len();
+            client
+                .push_blob(&target, bytes, digest)
+                .await
+                .map_err(|e| reg(Some(digest), e))?;
+            progress(&format!("{digest}: {n} bytes"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,3 +239,101 @@ impl SaveCommand {
         Ok(0)
     }
 }
+
+/// Image form for `build`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default)]
+pub enum FormatArg {
+    /// A wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one wasm layer).
+    #[default]
+    Artifact,
+    /// A tar layer with the wasm at `/app.wasm`, for tools that only know container images.
+    Compat,
+}
+
+/// Build an image in the store from a wasm file.
+#[derive(Args, Debug)]
+pub struct BuildCommand {
+    /// The wasm module or component.
+    pub wasm: PathBuf,
+    /// The image's name.
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tag: String,
+    /// Image form.
+    #[arg(long, value_enum, default_value_t = FormatArg::Artifact)]
+    pub format: FormatArg,
+    /// An environment variable `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// An argument after the program name (repeatable).
+    #[arg(long = "arg", value_name = "ARG")]
+    pub args: Vec<String>,
+    /// Add a host file or directory at a path in the image: `HOST:GUEST` (compat only).
+    #[arg(long = "add", value_name = "HOST:GUEST")]
+    pub add: Vec<String>,
+}
+
+impl BuildCommand {
+    /// Builds and prints the name and digest.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        use wasmbox_images::build::{BuildSpec, Format, build, read_input};
+        let store = store.open()?;
+        let name = canonical(&self.tag)?;
+        let mut add = Vec::new();
+        for a in &self.add {
+            let (h, g) = a
+                .split_once(':')
+                .filter(|(h, g)| !h.is_empty() && g.starts_with('/'))
+                .with_context(|| format!("--add {a:?}: expected HOST:/GUEST"))?;
+            add.push((PathBuf::from(h), g.to_string()));
+        }
+        for e in &self.env {
+            anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");
+        }
+        let spec = BuildSpec {
+            wasm: read_input(&self.wasm)?,
+            format: match self.format {
+                FormatArg::Artifact => Format::Artifact,
+                FormatArg::Compat => Format::Compat,
+            },
+            env: self.env,
+            args: self.args,
+            add,
+        };
+        let digest = build(&store, &name, &spec)
+            .with_context(|| format!("building {name} from {}", self.wasm.display()))?;
+        println!("{name} {digest}");
+        Ok(0)
+    }
+}
+
+/// Push an image from the store to a registry.
+#[derive(Args, Debug)]
+pub struct PushCommand {
+    /// The image in the store.
+    pub image: String,
+    /// Where to push it (default: the image's own name).
+    pub destination: Option<String>,
+}
+
+impl PushCommand {
+    /// Pushes, printing a line per blob.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let s = store.open()?;
+        let name = canonical(&self.image)?;
+        let dest: Reference = self.destination.as_deref().unwrap_or(&name).parse()?;
+        let opts = wasmbox_images::registry::RegistryOptions {
+            insecure: store.insecure.clone(),
+            auth_file: None,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the network runtime")?;
+        let progress = |line: &str| eprintln!("{line}");
+        rt.block_on(wasmbox_images::registry::push(
+            &s, &name, &dest, &opts, &progress,
+        ))?;
+        println!("{dest}");
+        Ok(0)
+    }
+}

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use wasmbox_runtime::EXIT_RUNTIME_ERROR;
 
 pub use images::{
-    ImagesCommand, InspectCommand, LoadCommand, PruneCommand, PullCommand, RmiCommand, SaveCommand,
-    StoreOptions,
+    BuildCommand, ImagesCommand, InspectCommand, LoadCommand, PruneCommand, PullCommand,
+    PushCommand, RmiCommand, SaveCommand, StoreOptions,
 };
 pub use options::{CacheOptions, SandboxOptions, parse_duration, parse_size};
 pub use run::RunCommand;
@@ -38,6 +38,10 @@ pub enum Command {
     Run(Box<RunCommand>),
     /// Pull an image from a registry into the store.
     Pull(PullCommand),
+    /// Push an image from the store to a registry.
+    Push(PushCommand),
+    /// Build an image in the store from a wasm file.
+    Build(BuildCommand),
     /// List the images in the store.
     Images(ImagesCommand),
     /// Show an image's manifest, config and wasm form.
@@ -77,6 +81,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(c) => c.execute(&cli.store),
         Command::Pull(c) => c.execute(&cli.store),
+        Command::Push(c) => c.execute(&cli.store),
+        Command::Build(c) => c.execute(&cli.store),
         Command::Images(c) => c.execute(&cli.store),
         Command::Inspect(c) => c.execute(&cli.store),
         Command::Rmi(c) => c.execute(&cli.store),

@@ -211,3 +211,135 @@ fn a_blob_that_does_not_match_its_digest_is_refused() {
     let store = wb.cache.path().join("store/blobs/sha256");
     assert!(!store.join(layer.trim_start_matches("sha256:")).exists());
 }
+
+#[test]
+fn build_push_and_read_back_with_skopeo() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let wb = Wasmbox::new();
+    let component = crate::common::guest("hello-component/hello-component.wasm");
+    let out = with_store(
+        &wb,
+        &[
+            "build",
+            component.to_str().unwrap(),
+            "-t",
+            "localhost/hc:1",
+            "--arg",
+            "built",
+        ],
+    );
+    out.code(0);
+    let dest = format!("{}/pushed/hc:1", reg.addr);
+    with_store(&wb, &["push", "localhost/hc:1", &dest]).code(0);
+    // skopeo reads the artifact as pushed: config type, wasm layer, and the component's world.
+    let raw = Command::new(tool("skopeo"))
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{dest}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(m["layers"][0]["mediaType"], "application/wasm");
+    // skopeo copies it back out to an OCI layout; wasmbox loads that and runs it.
+    let back = work.path().join("back");
+    let st = Command::new(tool("skopeo"))
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{dest}"),
+        ])
+        .arg(format!("oci:{}:pushed", back.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let wb2 = Wasmbox::new();
+    with_store(
+        &wb2,
+        &[
+            "load",
+            "-i",
+            back.to_str().unwrap(),
+            "-t",
+            "localhost/back:1",
+        ],
+    )
+    .code(0);
+    let out = with_store(&wb2, &["run", "localhost/back:1"]);
+    out.code(0);
+    assert_eq!(out.stdout, "Hello from wasmbox!\nargs: built\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&with_store(&wb2, &["inspect", "localhost/back:1"]).stdout).unwrap();
+    let exports = v["config"]["component"]["exports"].as_array().unwrap();
+    assert!(
+        exports
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("wasi:cli/run@")),
+        "{v}"
+    );
+    // A compat image with an added file, pushed and pulled into another store.
+    let data = work.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "added").unwrap();
+    let files = crate::common::guest("files/files.wasm");
+    let add = format!("{}:/data", data.display());
+    with_store(
+        &wb,
+        &[
+            "build",
+            files.to_str().unwrap(),
+            "-t",
+            "localhost/fc:1",
+            "--format",
+            "compat",
+            "--add",
+            &add,
+            "--arg",
+            "cat",
+            "--arg",
+            "/data/f",
+        ],
+    )
+    .code(0);
+    let dest = format!("{}/pushed/fc:1", reg.addr);
+    with_store(&wb, &["push", "localhost/fc:1", &dest]).code(0);
+    let wb3 = Wasmbox::new();
+    let out = with_store(&wb3, &["run", &dest]);
+    out.code(0);
+    assert_eq!(out.stdout, "added");
+}
+
+#[test]
+fn build_refuses_bad_input() {
+    let wb = Wasmbox::new();
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("not.wasm");
+    std::fs::write(&f, "#!/bin/sh").unwrap();
+    with_store(&wb, &["build", f.to_str().unwrap(), "-t", "localhost/x:1"])
+        .runtime_error(&["not.wasm", "not a wasm binary"]);
+    let hello = crate::common::guest("hello/hello.wasm");
+    with_store(
+        &wb,
+        &[
+            "build",
+            hello.to_str().unwrap(),
+            "-t",
+            "localhost/x:1",
+            "--add",
+            "/tmp:/t",
+        ],
+    )
+    .runtime_error(&["--add needs --format compat"]);
+    with_store(&wb, &["build", hello.to_str().unwrap(), "-t", "Bad:Ref:X"])
+        .runtime_error(&["Bad:Ref:X"]);
+    assert_eq!(with_store(&wb, &["images"]).stdout.lines().count(), 1);
+}
