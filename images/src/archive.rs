@@ -108,12 +108,13 @@ fn import(
     name: Option<&Reference>,
 ) -> Result<Vec<String>, ArchiveError> {
     if dir.symlink_metadata("oci-layout").is_err() {
-        let what = if dir.symlink_metadata("manifest.json").is_ok() {
-            "a docker-archive (docker save); only OCI layouts are loaded so far"
-        } else {
-            "not an OCI image layout (no oci-layout file)"
-        };
-        return Err(invalid(shown, what));
+        if dir.symlink_metadata("manifest.json").is_ok() {
+            return import_docker_archive(store, dir, shown, name);
+        }
+        return Err(invalid(
+            shown,
+            "neither an OCI image layout (no oci-layout file) nor a docker-archive (no manifest.json)",
+        ));
     }
     let index: Value = read_json(dir, "index.json", shown)?;
     let entries = index["manifests"].as_array().cloned().unwrap_or_default();
@@ -145,6 +146,16 @@ fn import(
                             format!("image {} has no name; give one with --tag", target.digest),
                         )
                     })?;
+                // In OCI layouts the ref name is often only a tag (`skopeo copy ... oci:DIR:TAG`).
+                if !ann.contains('/') {
+                    return Err(invalid(
+                        shown,
+                        format!(
+                            "image {} is named only {ann:?}; give a full name with --tag",
+                            target.digest
+                        ),
+                    ));
+                }
                 ann.parse::<Reference>()
                     .map_err(|err| invalid(shown, format!("{err}; give a name with --tag")))?
                     .to_string()
@@ -155,6 +166,123 @@ fn import(
         target.annotations.remove(CONTAINERD_NAME);
         store
             .set_ref(&ref_name, target)
+            .map_err(|source| ArchiveError::Store {
+                path: shown.to_string(),
+                source,
+            })?;
+        names.push(ref_name);
+    }
+    Ok(names)
+}
+
+/// Imports a docker-archive (`docker save`, `podman save`, `skopeo copy ... docker-archive:`):
+/// `manifest.json` lists each image's config file, tags and layer tarballs. Each image becomes an
+/// OCI manifest in the store; layers keep their bytes (their digests are computed here).
+fn import_docker_archive(
+    store: &Store,
+    dir: &Dir,
+    shown: &str,
+    name: Option<&Reference>,
+) -> Result<Vec<String>, ArchiveError> {
+    let list = read_json(dir, "manifest.json", shown)?;
+    let entries = list
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| invalid(shown, "manifest.json lists no images"))?;
+    if name.is_some() && entries.len() != 1 {
+        return Err(invalid(
+            shown,
+            format!(
+                "holds {} images; a name can only be given to one",
+                entries.len()
+            ),
+        ));
+    }
+    let store_file = |rel: &str| -> Result<(Digest, u64, bool), ArchiveError> {
+        let rel = crate::unpack::confine_str(rel)
+            .ok_or_else(|| invalid(shown, format!("entry path {rel:?} leaves the archive")))?;
+        let open = || {
+            dir.open(&rel).map_err(|source| ArchiveError::Io {
+                op: "reading",
+                path: format!("{shown}/{}", rel.display()),
+                source,
+            })
+        };
+        let mut r = crate::digest::HashingReader::new(open()?);
+        let mut head = [0u8; 2];
+        let got = r.read(&mut head).unwrap_or(0);
+        io::copy(&mut r, &mut io::sink()).map_err(|source| ArchiveError::Io {
+            op: "reading",
+            path: format!("{shown}/{}", rel.display()),
+            source,
+        })?;
+        let (d, size) = r.finish();
+        store
+            .put_blob(&d, open()?)
+            .map_err(|source| ArchiveError::Store {
+                path: shown.to_string(),
+                source,
+            })?;
+        Ok((d, size, got == 2 && head == [0x1f, 0x8b]))
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        let config_rel = e["Config"]
+            .as_str()
+            .ok_or_else(|| invalid(shown, "manifest.json entry without Config"))?;
+        let (cd, cs, _) = store_file(config_rel)?;
+        let mut layers = Vec::new();
+        for l in e["Layers"].as_array().into_iter().flatten() {
+            let rel = l
+                .as_str()
+                .ok_or_else(|| invalid(shown, "manifest.json layer is not a path"))?;
+            let (d, size, gz) = store_file(rel)?;
+            let mt = if gz {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            } else {
+                "application/vnd.oci.image.layer.v1.tar"
+            };
+            layers
+                .push(serde_json::json!({"mediaType": mt, "digest": d.to_string(), "size": size}));
+        }
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": cs},
+            "layers": layers,
+        }))
+        .expect("manifest serializes");
+        let md = store
+            .put_bytes(&manifest)
+            .map_err(|source| ArchiveError::Store {
+                path: shown.to_string(),
+                source,
+            })?;
+        let ref_name = match name {
+            Some(n) => n.to_string(),
+            None => {
+                let tag = e["RepoTags"][0].as_str().ok_or_else(|| {
+                    invalid(
+                        shown,
+                        format!("image {md} has no tag; give a name with --tag"),
+                    )
+                })?;
+                tag.parse::<Reference>()
+                    .map_err(|err| invalid(shown, format!("{err}; give a name with --tag")))?
+                    .to_string()
+            }
+        };
+        store
+            .set_ref(
+                &ref_name,
+                Descriptor {
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    digest: md.to_string(),
+                    size: manifest.len() as u64,
+                    annotations: Default::default(),
+                    extra: Default::default(),
+                },
+            )
             .map_err(|source| ArchiveError::Store {
                 path: shown.to_string(),
                 source,

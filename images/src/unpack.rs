@@ -130,6 +130,11 @@ fn confine(raw: &Path) -> Result<Option<PathBuf>, String> {
     Ok((!out.as_os_str().is_empty()).then_some(out))
 }
 
+/// [`confine`] for a path written as text: the relative path, or `None` if it climbs with `..`.
+pub(crate) fn confine_str(p: &str) -> Option<PathBuf> {
+    confine(Path::new(p)).ok().flatten()
+}
+
 struct Layer<'a> {
     root: &'a Dir,
     budget: &'a mut Budget,

@@ -208,7 +208,7 @@ fn load_names_and_bad_layouts() {
     )
     .code(0);
     // A blob whose content does not match its name is refused, and no reference is made.
-    let bad = artifact(&work.path().join("bad"), "bad:1");
+    let bad = artifact(&work.path().join("bad"), "localhost/bad:1");
     let blobs: Vec<PathBuf> = std::fs::read_dir(bad.join("blobs/sha256"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -221,10 +221,10 @@ fn load_names_and_bad_layouts() {
     with_store(&wb, &["load", "-i", bad.to_str().unwrap()])
         .runtime_error(&["does not match its digest"]);
     let out = with_store(&wb, &["images"]);
-    assert!(!out.stdout.contains("bad:1"), "{out:#?}");
+    assert!(!out.stdout.contains("localhost/bad:1"), "{out:#?}");
     // Not a layout at all.
     with_store(&wb, &["load", "-i", work.path().to_str().unwrap()])
-        .runtime_error(&["not an OCI image layout"]);
+        .runtime_error(&["neither an OCI image layout", "nor a docker-archive"]);
     // A tarball with a hostile entry is refused by the safe unpacker.
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();

@@ -343,3 +343,55 @@ fn build_refuses_bad_input() {
         .runtime_error(&["Bad:Ref:X"]);
     assert_eq!(with_store(&wb, &["images"]).stdout.lines().count(), 1);
 }
+
+#[test]
+fn load_archives_written_by_skopeo() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = compat(&work.path().join("c"), "localhost/c:1");
+    let docker = work.path().join("docker.tar");
+    let oci = work.path().join("oci.tar");
+    for (dest, what) in [
+        (
+            format!(
+                "docker-archive:{}:localhost/from-docker:1",
+                docker.display()
+            ),
+            "docker-archive",
+        ),
+        (format!("oci-archive:{}:v1", oci.display()), "oci-archive"),
+    ] {
+        let st = Command::new(tool("skopeo"))
+            .args(["copy", "--quiet"])
+            .arg(format!("oci:{}", layout.display()))
+            .arg(&dest)
+            .status()
+            .unwrap();
+        assert!(st.success(), "skopeo copy to {what}");
+    }
+    let wb = Wasmbox::new();
+    let out = with_store(&wb, &["load", "-i", docker.to_str().unwrap()]);
+    out.code(0);
+    assert_eq!(out.stdout.trim(), "Loaded image: localhost/from-docker:1");
+    assert_eq!(
+        with_store(&wb, &["run", "localhost/from-docker:1"]).stdout,
+        "from the image"
+    );
+    // An OCI archive names the image only by a tag: a full name must be given.
+    with_store(&wb, &["load", "-i", oci.to_str().unwrap()])
+        .runtime_error(&["named only \"v1\"", "--tag"]);
+    with_store(
+        &wb,
+        &[
+            "load",
+            "-i",
+            oci.to_str().unwrap(),
+            "-t",
+            "localhost/from-oci:1",
+        ],
+    )
+    .code(0);
+    assert_eq!(
+        with_store(&wb, &["run", "localhost/from-oci:1"]).stdout,
+        "from the image"
+    );
+}
