@@ -28,6 +28,13 @@ impl Digest {
         }
     }
 
+    /// From a raw sha256 value.
+    pub fn from_sha256(raw: [u8; 32]) -> Self {
+        Self {
+            hex: hex::encode(raw),
+        }
+    }
+
     /// The 64 hex digits.
     pub fn hex(&self) -> &str {
         &self.hex

@@ -224,12 +224,13 @@ pub async fn pull(
             progress(&format!("{b}: already present"));
             continue;
         }
-        let mut buf = Vec::new();
+        // Streamed to a temp file in the store, hashed on the way, renamed in only if it matches.
+        let mut w = store.blob_writer().map_err(serr)?;
         client
-            .pull_blob(&top_ref, b.as_str(), &mut buf)
+            .pull_blob(&top_ref, b.as_str(), &mut w)
             .await
             .map_err(|e| reg(Some(b), e))?;
-        let n = store.put_blob(&d, &buf[..]).map_err(serr)?;
+        let n = w.commit(&d).map_err(serr)?;
         progress(&format!("{b}: {n} bytes"));
     }
     // The manifest (and index) last, so a reference only ever points at complete content.

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cap_std::fs::{Dir, OpenOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{Digest, HashingReader};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
 
 /// Annotation holding a reference name in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -197,22 +199,31 @@ impl Store {
 
     /// Writes `data` as blob `expected`, verifying it while streaming. Returns its size. A blob
     /// already present is not written again. On any failure nothing is left behind.
-    pub fn put_blob(&self, expected: &Digest, data: impl Read) -> Result<u64> {
+    pub fn put_blob(&self, expected: &Digest, mut data: impl Read) -> Result<u64> {
         let rel = Self::blob_rel(expected);
         if let Ok(m) = self.dir.symlink_metadata(&rel) {
             return Ok(m.len());
         }
-        self.write_then_rename(&rel, "blobs/sha256", |f, tmp| {
-            let mut r = HashingReader::new(data);
-            io::copy(&mut r, f).map_err(io_err("writing", tmp))?;
-            let (actual, size) = r.finish();
-            if &actual != expected {
-                return Err(StoreError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-            Ok(size)
+        let mut w = self.blob_writer()?;
+        io::copy(&mut data, &mut w).map_err(io_err("writing", &w.tmp))?;
+        w.commit(expected)
+    }
+
+    /// A writer for a new blob, for content that arrives in pieces (a registry download). Call
+    /// [`BlobWriter::commit`] with the digest it must match; dropped uncommitted, it leaves nothing.
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
+        let tmp = self.tmp_name();
+        let file = self
+            .dir
+            .open_with(&tmp, OpenOptions::new().write(true).create_new(true))
+            .map_err(io_err("creating", &tmp))?;
+        Ok(BlobWriter {
+            store: self,
+            tmp,
+            file: Some(file),
+            hasher: Sha256::new(),
+            size: 0,
+            renamed: false,
         })
     }
 
@@ -251,37 +262,10 @@ impl Store {
     }
 
     fn write_atomic(&self, rel: &str, bytes: &[u8]) -> Result<()> {
-        self.write_then_rename(rel, ".", |f, tmp| {
-            f.write_all(bytes).map_err(io_err("writing", tmp))
-        })
-    }
-
-    /// Writes a temp file with `write` (which may refuse the content), fsyncs it, renames it to
-    /// `rel` and fsyncs `parent`. On any failure the temp file is removed and `rel` is untouched.
-    fn write_then_rename<T>(
-        &self,
-        rel: &str,
-        parent: &str,
-        write: impl FnOnce(&mut cap_std::fs::File, &str) -> Result<T>,
-    ) -> Result<T> {
-        let tmp = self.tmp_name();
-        let result = (|| {
-            let mut f = self
-                .dir
-                .open_with(&tmp, OpenOptions::new().write(true).create_new(true))
-                .map_err(io_err("creating", &tmp))?;
-            let out = write(&mut f, &tmp)?;
-            f.sync_all().map_err(io_err("syncing", &tmp))?;
-            self.dir
-                .rename(&tmp, &self.dir, rel)
-                .map_err(io_err("storing", rel))?;
-            self.sync_dir(parent)?;
-            Ok(out)
-        })();
-        if result.is_err() {
-            let _ = self.dir.remove_file(&tmp);
-        }
-        result
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes).map_err(io_err("writing", &w.tmp))?;
+        w.finish(rel, ".")?;
+        Ok(())
     }
 
     fn read_index(&self) -> Result<Index> {
@@ -413,6 +397,90 @@ impl Store {
                 .map_err(io_err("removing", &rel))?;
         }
         Ok(removed)
+    }
+}
+
+/// A blob being written: a temp file in the store and a running hash of what went in.
+pub struct BlobWriter<'a> {
+    store: &'a Store,
+    tmp: String,
+    file: Option<cap_std::fs::File>,
+    hasher: Sha256,
+    size: u64,
+    renamed: bool,
+}
+
+impl BlobWriter<'_> {
+    /// Verifies the content against `expected`, then moves it into place (fsynced). Returns its
+    /// size. A mismatch is an error and leaves nothing behind.
+    pub fn commit(mut self, expected: &Digest) -> Result<u64> {
+        let actual = Digest::from_sha256(std::mem::take(&mut self.hasher).finalize().into());
+        if &actual != expected {
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let rel = Store::blob_rel(expected);
+        self.finish(&rel, "blobs/sha256")
+    }
+
+    /// fsyncs, renames to `rel`, fsyncs `parent`.
+    fn finish(&mut self, rel: &str, parent: &str) -> Result<u64> {
+        let file = self.file.take().expect("finished once");
+        file.sync_all().map_err(io_err("syncing", &self.tmp))?;
+        drop(file);
+        self.store
+            .dir
+            .rename(&self.tmp, &self.store.dir, rel)
+            .map_err(io_err("storing", rel))?;
+        self.renamed = true;
+        self.store.sync_dir(parent)?;
+        Ok(self.size)
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_mut().expect("not finished").write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl tokio::io::AsyncWrite for BlobWriter<'_> {
+    // Local disk writes: done in place, like the synchronous path.
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(self.get_mut().write(buf))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if !self.renamed {
+            drop(self.file.take());
+            let _ = self.store.dir.remove_file(&self.tmp);
+        }
     }
 }
 

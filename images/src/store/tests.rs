@@ -175,3 +175,24 @@ fn malformed_index_is_named() {
     let e = s.refs().unwrap_err().to_string();
     assert!(e.contains("index.json is malformed"), "{e}");
 }
+
+#[test]
+fn blob_writer_commits_only_matching_content() {
+    let (_d, s) = store();
+    let mut w = s.blob_writer().unwrap();
+    w.write_all(b"streamed ").unwrap();
+    w.write_all(b"content").unwrap();
+    let d = Digest::of(b"streamed content");
+    assert_eq!(w.commit(&d).unwrap(), 16);
+    assert_eq!(s.read_blob(&d).unwrap(), b"streamed content");
+    let mut w = s.blob_writer().unwrap();
+    w.write_all(b"other").unwrap();
+    let e = w.commit(&Digest::of(b"expected")).unwrap_err();
+    assert!(matches!(e, StoreError::DigestMismatch { .. }), "{e}");
+    // Abandoned half way: nothing left.
+    let mut w = s.blob_writer().unwrap();
+    w.write_all(b"partial").unwrap();
+    drop(w);
+    assert!(names(&s, "tmp").is_empty());
+    assert_eq!(names(&s, "blobs/sha256"), [d.hex().to_string()]);
+}
