@@ -130,9 +130,28 @@ fn missing_images_and_absent_registries_are_clear_errors() {
     assert!(with_store(&wb, &["images"]).stdout.lines().count() == 1);
 }
 
+/// How the fake registry answers the layer request.
+#[derive(Clone, Copy, PartialEq)]
+enum Layer {
+    /// Other bytes than the digest names.
+    Tampered,
+    /// Half the bytes, then the connection drops (the registry went away).
+    CutOff,
+    /// The right bytes.
+    Whole,
+}
+
 /// Serves one manifest whose layer is answered with other bytes than its digest names.
 fn lying_registry() -> (String, String) {
-    let wasm = b"\0asm\x01\0\0\0".to_vec();
+    let (addr, layer, _) = fake_registry(Layer::Tampered);
+    (addr, layer)
+}
+
+/// A registry of the test's own serving one wasm artifact; `mode` decides the layer's answer and
+/// may be changed while it runs.
+fn fake_registry(first: Layer) -> (String, String, std::sync::Arc<std::sync::Mutex<Layer>>) {
+    let mode = std::sync::Arc::new(std::sync::Mutex::new(first));
+    let wasm = std::fs::read(crate::common::guest("hello/hello.wasm")).unwrap();
     let wasm_digest = format!("sha256:{}", hex::encode(Sha256::digest(&wasm)));
     let config = b"{}".to_vec();
     let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
@@ -145,6 +164,7 @@ fn lying_registry() -> (String, String) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let layer_digest = wasm_digest.clone();
+    let served = mode.clone();
     std::thread::spawn(move || {
         for c in l.incoming().flatten() {
             let mut r = BufReader::new(c.try_clone().unwrap());
@@ -167,10 +187,26 @@ fn lying_registry() -> (String, String) {
             } else if path.ends_with(&config_digest) {
                 ("application/octet-stream", config.clone())
             } else if path.ends_with(&layer_digest) {
-                (
-                    "application/octet-stream",
-                    b"\0asm\x01\0\0\0 but tampered".to_vec(),
-                )
+                let m = *served.lock().unwrap();
+                match m {
+                    Layer::Tampered => {
+                        let mut t = wasm.clone();
+                        t.extend_from_slice(b" but tampered");
+                        ("application/octet-stream", t)
+                    }
+                    Layer::Whole => ("application/octet-stream", wasm.clone()),
+                    Layer::CutOff => {
+                        let mut c = c;
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                            wasm.len()
+                        );
+                        let _ = c.write_all(&wasm[..wasm.len() / 2]);
+                        let _ = c.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
+                }
             } else {
                 ("application/json", b"{}".to_vec())
             };
@@ -185,7 +221,7 @@ fn lying_registry() -> (String, String) {
             let _ = r.read_to_end(&mut sink);
         }
     });
-    (addr, wasm_digest)
+    (addr, wasm_digest, mode)
 }
 
 #[test]
@@ -394,4 +430,37 @@ fn load_archives_written_by_skopeo() {
         with_store(&wb, &["run", "localhost/from-oci:1"]).stdout,
         "from the image"
     );
+}
+
+#[test]
+fn a_registry_gone_mid_pull_leaves_nothing_and_a_later_pull_works() {
+    let (addr, layer, mode) = fake_registry(Layer::CutOff);
+    let wb = Wasmbox::new();
+    let name = format!("{addr}/flaky/app:1");
+    let out = with_store(&wb, &["pull", &name]);
+    out.code(125);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("wasmbox: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{out:#?}");
+    assert!(
+        errors[0].contains(&name) && errors[0].contains(&layer),
+        "{out:#?}"
+    );
+    let store = wb.cache.path().join("store");
+    assert!(
+        !store
+            .join("blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"))
+            .exists()
+    );
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    assert_eq!(with_store(&wb, &["images"]).stdout.lines().count(), 1);
+    *mode.lock().unwrap() = Layer::Whole;
+    with_store(&wb, &["pull", &name]).code(0);
+    let out = with_store(&wb, &["run", &name]);
+    out.code(0);
+    assert_eq!(out.stdout, "Hello from wasmbox!\n");
 }
