@@ -464,3 +464,38 @@ fn a_registry_gone_mid_pull_leaves_nothing_and_a_later_pull_works() {
     out.code(0);
     assert_eq!(out.stdout, "Hello from wasmbox!\n");
 }
+
+#[test]
+fn two_processes_pulling_the_same_image_both_succeed() {
+    let reg = Registry::start();
+    reg.push(&example_layout(), "demo/hello:2");
+    let wb = Wasmbox::new();
+    let store = wb.cache.path().join("store");
+    let name = format!("{}/demo/hello:2", reg.addr);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            wb.cmd()
+                .args(["--store", store.to_str().unwrap(), "pull", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = with_store(&wb, &["images"]);
+    assert_eq!(
+        out.stdout.lines().filter(|l| l.contains(&name)).count(),
+        1,
+        "{out:#?}"
+    );
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    with_store(&wb, &["run", &name]).code(0);
+}
