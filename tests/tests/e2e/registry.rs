@@ -31,6 +31,11 @@ fn tool(name: &str) -> String {
 
 impl Registry {
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `Some((user, password))`, the registry requires basic authentication (htpasswd).
+    fn start_with(auth: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -38,8 +43,20 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{}",
+                dir.path().join("data").display(),
+                match auth {
+                    Some((user, password)) => {
+                        let hash = bcrypt::hash(password, 4).unwrap();
+                        let htpasswd = dir.path().join("htpasswd");
+                        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+                        format!(
+                            "auth:\n  htpasswd:\n    realm: wasmbox-test\n    path: {}\n",
+                            htpasswd.display()
+                        )
+                    }
+                    None => String::new(),
+                }
             ),
         )
         .unwrap();
@@ -67,8 +84,16 @@ impl Registry {
     }
 
     fn push(&self, layout: &std::path::Path, name: &str) {
-        let st = Command::new(tool("skopeo"))
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        self.push_as(layout, name, None)
+    }
+
+    fn push_as(&self, layout: &std::path::Path, name: &str, creds: Option<&str>) {
+        let mut cmd = Command::new(tool("skopeo"));
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        let st = cmd
             .arg(format!("oci:{}", layout.display()))
             .arg(format!("docker://{}/{name}", self.addr))
             .status()
@@ -498,4 +523,54 @@ fn two_processes_pulling_the_same_image_both_succeed() {
     );
     assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
     with_store(&wb, &["run", &name]).code(0);
+}
+
+#[test]
+fn authenticated_registry_needs_credentials_from_the_auth_file() {
+    use base64::Engine as _;
+    let reg = Registry::start_with(Some(("wbuser", "s3cret")));
+    reg.push_as(&example_layout(), "private/hello:1", Some("wbuser:s3cret"));
+    let name = format!("{}/private/hello:1", reg.addr);
+    let wb = Wasmbox::new();
+    // No credentials: refused, saying so.
+    let out = with_store(&wb, &["pull", &name]);
+    out.code(125);
+    assert!(
+        out.stderr.contains(&name) && out.stderr.to_lowercase().contains("not authorized"),
+        "{out:#?}"
+    );
+    // Wrong credentials: refused too.
+    let work = tempfile::tempdir().unwrap();
+    let auth_file = work.path().join("auth.json");
+    let write_auth = |userpass: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(userpass);
+        std::fs::write(
+            &auth_file,
+            format!(r#"{{"auths": {{"{}": {{"auth": "{b64}"}}}}}}"#, reg.addr),
+        )
+        .unwrap();
+    };
+    write_auth("wbuser:wrong");
+    let store = wb.cache.path().join("store");
+    let pull = |wb: &Wasmbox| {
+        crate::common::Out::from(
+            wb.cmd()
+                .env("REGISTRY_AUTH_FILE", &auth_file)
+                .args(["--store", store.to_str().unwrap(), "pull", &name])
+                .output()
+                .unwrap(),
+        )
+    };
+    let out = pull(&wb);
+    out.code(125);
+    assert!(
+        out.stderr.to_lowercase().contains("not authorized"),
+        "{out:#?}"
+    );
+    // The right credentials, as `podman login` writes them: pulled and runnable.
+    write_auth("wbuser:s3cret");
+    pull(&wb).code(0);
+    let out = with_store(&wb, &["run", &name]);
+    out.code(0);
+    assert_eq!(out.stdout, "Hello from wasmbox!\n");
 }
