@@ -16,6 +16,7 @@ step "system packages the tests use (a registry and its clients)"
 missing=()
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v skopeo >/dev/null || missing+=(skopeo)
+command -v umoci >/dev/null || missing+=(umoci)
 command -v tar >/dev/null || missing+=(tar)
 if [ ${#missing[@]} -gt 0 ]; then
     as_root=()

@@ -574,3 +574,53 @@ fn authenticated_registry_needs_credentials_from_the_auth_file() {
     out.code(0);
     assert_eq!(out.stdout, "Hello from wasmbox!\n");
 }
+
+#[test]
+fn an_image_made_by_umoci_is_pulled_and_run() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let image = format!("{}:wasm", layout.display());
+    let umoci = |args: &[&str]| {
+        let st = Command::new(tool("umoci")).args(args).status().unwrap();
+        assert!(st.success(), "umoci {args:?}");
+    };
+    umoci(&["init", "--layout", layout.to_str().unwrap()]);
+    umoci(&["new", "--image", &image]);
+    let bundle = work.path().join("bundle");
+    umoci(&[
+        "unpack",
+        "--rootless",
+        "--image",
+        &image,
+        bundle.to_str().unwrap(),
+    ]);
+    std::fs::copy(
+        crate::common::guest("files/files.wasm"),
+        bundle.join("rootfs/app.wasm"),
+    )
+    .unwrap();
+    umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+    umoci(&[
+        "config",
+        "--image",
+        &image,
+        "--config.entrypoint",
+        "/app.wasm",
+        "--config.cmd",
+        "exit",
+        "--config.cmd",
+        "3",
+        "--os",
+        "wasip1",
+        "--architecture",
+        "wasm",
+    ]);
+    let reg = Registry::start();
+    reg.push(&layout, "umoci/files:1");
+    let wb = Wasmbox::new();
+    let name = format!("{}/umoci/files:1", reg.addr);
+    with_store(&wb, &["run", &name]).code(3);
+    let out = with_store(&wb, &["run", &name, "args"]);
+    out.code(0);
+    assert_eq!(out.stdout.lines().nth(1), Some("args"), "{out:#?}");
+}
