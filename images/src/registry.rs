@@ -32,6 +32,50 @@ pub struct RegistryOptions {
     pub auth_file: Option<PathBuf>,
 }
 
+/// Hears how a transfer goes, blob by blob.
+pub trait Progress: Sync {
+    /// A blob of `size` bytes starts.
+    fn started(&self, digest: &str, size: u64);
+    /// `n` more bytes of it arrived.
+    fn advanced(&self, digest: &str, n: u64);
+    /// It is done (`note`: "already present", "N bytes", "manifest").
+    fn done(&self, digest: &str, note: &str);
+}
+
+/// Writes into a blob and tells `Progress` how much.
+struct Tracked<'a, 'b> {
+    w: &'a mut crate::store::BlobWriter<'b>,
+    p: &'a dyn Progress,
+    digest: &'a str,
+}
+
+impl tokio::io::AsyncWrite for Tracked<'_, '_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut *this.w).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            this.p.advanced(this.digest, *n as u64);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.w).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.w).poll_shutdown(cx)
+    }
+}
+
 /// Why a pull failed, naming the image and, where there is one, the blob.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -150,7 +194,7 @@ pub async fn pull(
     store: &Store,
     r: &Reference,
     opts: &RegistryOptions,
-    progress: &(dyn Fn(&str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<String, PullError> {
     let image = r.to_string();
     let client = client_for(r, opts);
@@ -206,32 +250,35 @@ pub async fn pull(
     };
     let manifest: Value = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| invalid(format!("manifest {manifest_digest} is malformed: {e}")))?;
-    let blobs: Vec<String> = manifest["config"]["digest"]
-        .as_str()
-        .into_iter()
-        .chain(
-            manifest["layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l["digest"].as_str()),
-        )
-        .map(str::to_string)
+    let blobs: Vec<(String, u64)> = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().into_iter().flatten())
+        .filter_map(|d| {
+            Some((
+                d["digest"].as_str()?.to_string(),
+                d["size"].as_u64().unwrap_or(0),
+            ))
+        })
         .collect();
-    for b in &blobs {
+    for (b, size) in &blobs {
         let d: Digest = b.parse().map_err(|e: BadDigest| invalid(e.to_string()))?;
         if store.has_blob(&d) {
-            progress(&format!("{b}: already present"));
+            progress.done(b, "already present");
             continue;
         }
+        progress.started(b, *size);
         // Streamed to a temp file in the store, hashed on the way, renamed in only if it matches.
         let mut w = store.blob_writer().map_err(serr)?;
+        let tracked = Tracked {
+            w: &mut w,
+            p: progress,
+            digest: b,
+        };
         client
-            .pull_blob(&top_ref, b.as_str(), &mut w)
+            .pull_blob(&top_ref, b.as_str(), tracked)
             .await
             .map_err(|e| reg(Some(b), e))?;
         let n = w.commit(&d).map_err(serr)?;
-        progress(&format!("{b}: {n} bytes"));
+        progress.done(b, &format!("{n} bytes"));
     }
     // The manifest (and index) last, so a reference only ever points at complete content.
     store
@@ -260,7 +307,7 @@ pub async fn push(
     name: &str,
     dest: &Reference,
     opts: &RegistryOptions,
-    progress: &(dyn Fn(&str) + Sync),
+    progress: &dyn Progress,
 ) -> Result<(), PullError> {
     let image = dest.to_string();
     let client = client_for(dest, opts);
@@ -331,14 +378,15 @@ pub async fn push(
                 .push_manifest_raw(&reference, bytes, ct)
                 .await
                 .map_err(|e| reg(Some(digest), e))?;
-            progress(&format!("{digest}: manifest"));
+            progress.done(digest, "manifest");
         } else {
             let n = bytes.len();
+            progress.started(digest, n as u64);
             client
                 .push_blob(&target, bytes, digest)
                 .await
                 .map_err(|e| reg(Some(digest), e))?;
-            progress(&format!("{digest}: {n} bytes"));
+            progress.done(digest, &format!("{n} bytes"));
         }
     }
     Ok(())

@@ -43,7 +43,7 @@ impl StoreOptions {
             .enable_all()
             .build()
             .context("starting the network runtime")?;
-        let progress = |line: &str| eprintln!("{line}");
+        let progress = super::progress::StderrProgress::new();
         Ok(rt.block_on(wasmbox_images::registry::pull(store, &r, &opts, &progress))?)
     }
 }
@@ -329,7 +329,7 @@ impl PushCommand {
             .enable_all()
             .build()
             .context("starting the network runtime")?;
-        let progress = |line: &str| eprintln!("{line}");
+        let progress = super::progress::StderrProgress::new();
         rt.block_on(wasmbox_images::registry::push(
             &s, &name, &dest, &opts, &progress,
         ))?;

@@ -2,6 +2,7 @@
 
 mod images;
 mod options;
+mod progress;
 mod run;
 
 use std::process::ExitCode;
