@@ -25,13 +25,8 @@ impl Layout {
         std::fs::write(self.dir.join("blobs/sha256").join(&hex), bytes).unwrap();
         json!({"digest": format!("sha256:{hex}"), "size": bytes.len()})
     }
-    fn image(
-        &self,
-        name: Option<&str>,
-        config: Value,
-        config_type: &str,
-        layers: Vec<(&str, Vec<u8>)>,
-    ) {
+    /// Stores a manifest and returns its descriptor.
+    fn manifest(&self, config: Value, config_type: &str, layers: Vec<(&str, Vec<u8>)>) -> Value {
         let mut c = self.blob(&serde_json::to_vec(&config).unwrap());
         c["mediaType"] = json!(config_type);
         let layers: Vec<Value> = layers
@@ -45,6 +40,10 @@ impl Layout {
         let m = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": c, "layers": layers});
         let mut d = self.blob(&serde_json::to_vec(&m).unwrap());
         d["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json");
+        d
+    }
+
+    fn name(&self, mut d: Value, name: Option<&str>) {
         if let Some(n) = name {
             d["annotations"] = json!({"org.opencontainers.image.ref.name": n});
         }
@@ -55,6 +54,41 @@ impl Layout {
         )
         .unwrap();
     }
+
+    fn image(
+        &self,
+        name: Option<&str>,
+        config: Value,
+        config_type: &str,
+        layers: Vec<(&str, Vec<u8>)>,
+    ) {
+        let d = self.manifest(config, config_type, layers);
+        self.name(d, name);
+    }
+}
+
+/// A multi-platform image: a linux/amd64 manifest and a wasip1/wasm one behind an image index.
+pub fn multi_platform(dir: &Path, name: &str) -> PathBuf {
+    let l = Layout::new(dir);
+    let linux = tar_layer(&[("bin/app", b"\x7fELF\x02\x01\x01")]);
+    let mut native = l.manifest(
+        json!({"os": "linux", "architecture": "amd64", "config": {"Cmd": ["/bin/app"]}}),
+        "application/vnd.oci.image.config.v1+json",
+        vec![("application/vnd.oci.image.layer.v1.tar", linux)],
+    );
+    native["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    let wasm = std::fs::read(guest("files/files.wasm")).unwrap();
+    let mut wasi = l.manifest(
+        json!({"os": "wasip1", "architecture": "wasm", "config": {"Entrypoint": ["/app.wasm"], "Cmd": ["exit", "7"]}}),
+        "application/vnd.oci.image.config.v1+json",
+        vec![("application/vnd.oci.image.layer.v1.tar", tar_layer(&[("app.wasm", &wasm)]))],
+    );
+    wasi["platform"] = json!({"os": "wasip1", "architecture": "wasm"});
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [native, wasi]});
+    let mut d = l.blob(&serde_json::to_vec(&index).unwrap());
+    d["mediaType"] = json!("application/vnd.oci.image.index.v1+json");
+    l.name(d, Some(name));
+    l.dir
 }
 
 fn artifact(dir: &Path, name: &str) -> PathBuf {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 
 use crate::common::{Wasmbox, free_port};
-use crate::images::{compat, with_store};
+use crate::images::{compat, multi_platform, with_store};
 
 /// A docker-registry serving on 127.0.0.1 with its storage in a temp dir; killed on drop.
 struct Registry {
@@ -623,4 +623,65 @@ fn an_image_made_by_umoci_is_pulled_and_run() {
     let out = with_store(&wb, &["run", &name, "args"]);
     out.code(0);
     assert_eq!(out.stdout.lines().nth(1), Some("args"), "{out:#?}");
+}
+
+#[test]
+fn a_multi_platform_index_runs_its_wasm_manifest() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = multi_platform(&work.path().join("multi"), "localhost/multi:1");
+    let reg = Registry::start();
+    let st = Command::new(tool("skopeo"))
+        .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", layout.display()))
+        .arg(format!("docker://{}/multi/app:1", reg.addr))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let wb = Wasmbox::new();
+    let name = format!("{}/multi/app:1", reg.addr);
+    with_store(&wb, &["run", &name]).code(7);
+    let v: serde_json::Value =
+        serde_json::from_str(&with_store(&wb, &["inspect", &name]).stdout).unwrap();
+    assert_eq!(v["config"]["os"], "wasip1");
+}
+
+#[test]
+fn skopeo_reads_what_wasmbox_saves() {
+    let work = tempfile::tempdir().unwrap();
+    let wb = Wasmbox::new();
+    let layout = compat(&work.path().join("c"), "localhost/saved:1");
+    with_store(&wb, &["load", "-i", layout.to_str().unwrap()]).code(0);
+    let tarball = work.path().join("saved.tar");
+    with_store(
+        &wb,
+        &["save", "-o", tarball.to_str().unwrap(), "localhost/saved:1"],
+    )
+    .code(0);
+    let raw = Command::new(tool("skopeo"))
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", tarball.display()))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(m["layers"].as_array().unwrap().len(), 1);
+    // Through a registry and back.
+    let reg = Registry::start();
+    let st = Command::new(tool("skopeo"))
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", tarball.display()))
+        .arg(format!("docker://{}/saved/app:1", reg.addr))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = with_store(
+        &Wasmbox::new(),
+        &["run", &format!("{}/saved/app:1", reg.addr)],
+    );
+    out.code(0);
+    assert_eq!(out.stdout, "from the image");
 }
