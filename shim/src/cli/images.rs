@@ -104,6 +104,20 @@ fn kind(store: &Store, img: &Image) -> String {
     }
 }
 
+/// Where the wasm entry is: the artifact's layer, or the compat image's entrypoint file.
+fn entry(img: &Image) -> serde_json::Value {
+    match img.detection.as_ref().map(|d| &d.form) {
+        Some(Form::Artifact { index, digest }) => {
+            serde_json::json!({"layer": index, "digest": digest, "path": format!("/{}", wasmbox_images::image::ARTIFACT_ENTRY)})
+        }
+        _ => {
+            let c = &img.config["config"];
+            let arg0 = c["Entrypoint"][0].as_str().or_else(|| c["Cmd"][0].as_str());
+            serde_json::json!({"path": arg0})
+        }
+    }
+}
+
 /// List the images in the store.
 #[derive(Args, Debug)]
 pub struct ImagesCommand {}
@@ -146,6 +160,7 @@ impl InspectCommand {
             "digest": img.manifest_digest.to_string(),
             "kind": kind(&store, &img),
             "detectedBecause": img.detection.as_ref().map(|d| d.because.clone()),
+            "entry": entry(&img),
             "manifest": img.manifest,
             "config": img.config,
         });

@@ -185,6 +185,7 @@ fn load_list_run_inspect_save_rmi_prune() {
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["reference"], "localhost/files:v1");
     assert_eq!(v["detectedBecause"], "platform wasip1/wasm");
+    assert_eq!(v["entry"]["path"], "/app/files.wasm");
     // save → load into another store → run.
     let tarball = work.path().join("hello.tar");
     with_store(

@@ -164,6 +164,10 @@ enum Layer {
     CutOff,
     /// The right bytes.
     Whole,
+    /// The manifest is not JSON.
+    JunkManifest,
+    /// Every request is answered 403 Forbidden.
+    Forbidden,
 }
 
 /// Serves one manifest whose layer is answered with other bytes than its digest names.
@@ -204,7 +208,24 @@ fn fake_registry(first: Layer) -> (String, String, std::sync::Arc<std::sync::Mut
                     break;
                 }
             }
-            let (ctype, body): (&str, Vec<u8>) = if path.contains("/manifests/") {
+            if *served.lock().unwrap() == Layer::Forbidden {
+                let body = br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+                let mut c = c;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(body);
+                continue;
+            }
+            let junk = *served.lock().unwrap() == Layer::JunkManifest;
+            let (ctype, body): (&str, Vec<u8>) = if path.contains("/manifests/") && junk {
+                (
+                    "application/vnd.oci.image.manifest.v1+json",
+                    b"{ this is not json".to_vec(),
+                )
+            } else if path.contains("/manifests/") {
                 (
                     "application/vnd.oci.image.manifest.v1+json",
                     manifest.clone(),
@@ -219,7 +240,9 @@ fn fake_registry(first: Layer) -> (String, String, std::sync::Arc<std::sync::Mut
                         t.extend_from_slice(b" but tampered");
                         ("application/octet-stream", t)
                     }
-                    Layer::Whole => ("application/octet-stream", wasm.clone()),
+                    Layer::Whole | Layer::JunkManifest | Layer::Forbidden => {
+                        ("application/octet-stream", wasm.clone())
+                    }
                     Layer::CutOff => {
                         let mut c = c;
                         let _ = write!(
@@ -684,4 +707,26 @@ fn skopeo_reads_what_wasmbox_saves() {
     );
     out.code(0);
     assert_eq!(out.stdout, "from the image");
+}
+
+#[test]
+fn a_malformed_manifest_and_a_forbidden_registry_are_clear_errors() {
+    let (addr, _, mode) = fake_registry(Layer::JunkManifest);
+    let wb = Wasmbox::new();
+    let name = format!("{addr}/broken/app:1");
+    with_store(&wb, &["pull", &name]).runtime_error(&[&name, "malformed"]);
+    *mode.lock().unwrap() = Layer::Forbidden;
+    let out = with_store(&wb, &["pull", &name]);
+    out.code(125);
+    assert!(
+        out.stderr.contains(&name) && out.stderr.to_lowercase().contains("denied"),
+        "{out:#?}"
+    );
+    assert_eq!(with_store(&wb, &["images"]).stdout.lines().count(), 1);
+    let blobs = wb.cache.path().join("store/blobs/sha256");
+    assert_eq!(
+        std::fs::read_dir(blobs).unwrap().count(),
+        0,
+        "nothing stored"
+    );
 }
