@@ -107,6 +107,10 @@ fn import(
     shown: &str,
     name: Option<&Reference>,
 ) -> Result<Vec<String>, ArchiveError> {
+    let _keep = store.keep_blobs().map_err(|source| ArchiveError::Store {
+        path: shown.to_string(),
+        source,
+    })?;
     if dir.symlink_metadata("oci-layout").is_err() {
         if dir.symlink_metadata("manifest.json").is_ok() {
             return import_docker_archive(store, dir, shown, name);
@@ -343,6 +347,7 @@ pub fn save(store: &Store, name: &str, out: &Path) -> Result<(), ArchiveError> {
         path: shown.clone(),
         source,
     };
+    let _keep = store.keep_blobs().map_err(serr)?;
     let mut target = store.resolve(name).map_err(serr)?;
     target.annotations.insert(REF_NAME.into(), name.into());
     let mut digests = Vec::new();

@@ -113,6 +113,7 @@ pub fn build(store: &Store, name: &str, spec: &BuildSpec) -> Result<Digest, Buil
             "the input is not a wasm binary (no wasm magic number)".into(),
         ));
     }
+    let _keep = store.keep_blobs()?;
     let component = spec.wasm[4..8] != [1, 0, 0, 0];
     let os = if component { "wasip2" } else { "wasip1" };
     let put_json = |v: &Value| -> Result<(Digest, u64), BuildError> {

@@ -213,6 +213,7 @@ pub async fn pull(
         image: image.clone(),
         source,
     };
+    let _keep = store.keep_blobs().map_err(serr)?;
     let top_ref = oci_ref(r, None);
     let (top_bytes, _) = client
         .pull_manifest_raw(&top_ref, &auth, ACCEPTED)

@@ -174,17 +174,31 @@ impl Store {
         self.dir.symlink_metadata(p).is_ok()
     }
 
-    /// Takes the store's exclusive lock (across processes).
+    /// Takes the store's exclusive lock on references (across processes).
     pub fn lock(&self) -> Result<StoreLock> {
+        self.flock("lock", true)
+    }
+
+    /// Keeps `prune` away while held: taken (shared) by anything that writes blobs before naming
+    /// them (pull, load, build) or reads them all (save), so no blob is pruned in between.
+    pub fn keep_blobs(&self) -> Result<StoreLock> {
+        self.flock("gc.lock", false)
+    }
+
+    fn flock(&self, name: &'static str, exclusive: bool) -> Result<StoreLock> {
         let f = self
             .dir
             .open_with(
-                "lock",
+                name,
                 OpenOptions::new().create(true).truncate(false).write(true),
             )
-            .map_err(io_err("opening", "lock"))?
+            .map_err(io_err("opening", name))?
             .into_std();
-        f.lock().map_err(io_err("locking", "lock"))?;
+        if exclusive {
+            f.lock().map_err(io_err("locking", name))?;
+        } else {
+            f.lock_shared().map_err(io_err("locking", name))?;
+        }
         Ok(StoreLock(f))
     }
 
@@ -348,6 +362,8 @@ impl Store {
 
     /// Deletes blobs no reference reaches and leftover temp files; returns what was deleted.
     pub fn prune(&self) -> Result<Vec<Digest>> {
+        // Waits for pulls, loads and builds in flight: their blobs are not named yet.
+        let _gc = self.flock("gc.lock", true)?;
         let _lock = self.lock()?;
         let mut reachable = HashSet::new();
         let mut queue: Vec<String> = self

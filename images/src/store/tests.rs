@@ -196,3 +196,22 @@ fn blob_writer_commits_only_matching_content() {
     assert!(names(&s, "tmp").is_empty());
     assert_eq!(names(&s, "blobs/sha256"), [d.hex().to_string()]);
 }
+
+#[test]
+fn prune_waits_for_writers_in_flight() {
+    let (_d, s) = store();
+    let root = s.root().to_path_buf();
+    // A pull in flight: blobs written, not yet named.
+    let guard = s.keep_blobs().unwrap();
+    let d = s.put_bytes(b"layer of a pull in flight").unwrap();
+    let pruner = std::thread::spawn(move || Store::open(&root).unwrap().prune().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!pruner.is_finished(), "prune must wait for the writer");
+    assert!(s.has_blob(&d));
+    drop(guard);
+    let removed = pruner.join().unwrap();
+    assert!(
+        removed.contains(&d),
+        "unnamed once the writer is gone, it is pruned"
+    );
+}
