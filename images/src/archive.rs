@@ -94,6 +94,11 @@ pub fn load(
     import(store, &dir, &shown, name)
 }
 
+fn store_err(path: &str) -> impl FnOnce(StoreError) -> ArchiveError {
+    let path = path.to_string();
+    move |source| ArchiveError::Store { path, source }
+}
+
 fn invalid(path: &str, reason: impl Into<String>) -> ArchiveError {
     ArchiveError::Invalid {
         path: path.to_string(),
@@ -107,10 +112,7 @@ fn import(
     shown: &str,
     name: Option<&Reference>,
 ) -> Result<Vec<String>, ArchiveError> {
-    let _keep = store.keep_blobs().map_err(|source| ArchiveError::Store {
-        path: shown.to_string(),
-        source,
-    })?;
+    let _keep = store.keep_blobs().map_err(store_err(shown))?;
     if dir.symlink_metadata("oci-layout").is_err() {
         if dir.symlink_metadata("manifest.json").is_ok() {
             return import_docker_archive(store, dir, shown, name);
@@ -168,12 +170,7 @@ fn import(
         copy_tree(store, dir, shown, &target.digest)?;
         let mut target = target;
         target.annotations.remove(CONTAINERD_NAME);
-        store
-            .set_ref(&ref_name, target)
-            .map_err(|source| ArchiveError::Store {
-                path: shown.to_string(),
-                source,
-            })?;
+        store.set_ref(&ref_name, target).map_err(store_err(shown))?;
         names.push(ref_name);
     }
     Ok(names)
@@ -221,12 +218,7 @@ fn import_docker_archive(
             source,
         })?;
         let (d, size) = r.finish();
-        store
-            .put_blob(&d, open()?)
-            .map_err(|source| ArchiveError::Store {
-                path: shown.to_string(),
-                source,
-            })?;
+        store.put_blob(&d, open()?).map_err(store_err(shown))?;
         Ok((d, size, got == 2 && head == [0x1f, 0x8b]))
     };
     let mut names = Vec::new();
@@ -256,12 +248,7 @@ fn import_docker_archive(
             "layers": layers,
         }))
         .expect("manifest serializes");
-        let md = store
-            .put_bytes(&manifest)
-            .map_err(|source| ArchiveError::Store {
-                path: shown.to_string(),
-                source,
-            })?;
+        let md = store.put_bytes(&manifest).map_err(store_err(shown))?;
         let ref_name = match name {
             Some(n) => n.to_string(),
             None => {
@@ -287,10 +274,7 @@ fn import_docker_archive(
                     extra: Default::default(),
                 },
             )
-            .map_err(|source| ArchiveError::Store {
-                path: shown.to_string(),
-                source,
-            })?;
+            .map_err(store_err(shown))?;
         names.push(ref_name);
     }
     Ok(names)
@@ -316,12 +300,7 @@ fn copy_tree(store: &Store, dir: &Dir, shown: &str, digest: &str) -> Result<(), 
         path: format!("{shown}/{rel}"),
         source,
     })?;
-    store
-        .put_blob(&d, f)
-        .map_err(|source| ArchiveError::Store {
-            path: shown.to_string(),
-            source,
-        })?;
+    store.put_blob(&d, f).map_err(store_err(shown))?;
     let mut head = [0u8; 1];
     let is_json = store
         .open_blob(&d)

@@ -32,20 +32,34 @@ impl StoreOptions {
         Ok(Store::open(&dir)?)
     }
 
-    /// Pulls `name` into `store`, printing a line per blob; returns the canonical name.
-    pub fn pull(&self, store: &Store, name: &str) -> Result<String> {
-        let r: Reference = name.parse()?;
-        let opts = wasmbox_images::registry::RegistryOptions {
+    /// How registries are reached.
+    fn registry(&self) -> wasmbox_images::registry::RegistryOptions {
+        wasmbox_images::registry::RegistryOptions {
             insecure: self.insecure.clone(),
             auth_file: None,
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the network runtime")?;
-        let progress = super::progress::StderrProgress::new();
-        Ok(rt.block_on(wasmbox_images::registry::pull(store, &r, &opts, &progress))?)
+        }
     }
+
+    /// Pulls `name` into `store`, showing progress; returns the canonical name.
+    pub fn pull(&self, store: &Store, name: &str) -> Result<String> {
+        let r: Reference = name.parse()?;
+        let progress = super::progress::StderrProgress::new();
+        Ok(block_on(wasmbox_images::registry::pull(
+            store,
+            &r,
+            &self.registry(),
+            &progress,
+        ))??)
+    }
+}
+
+/// Runs a registry transfer to completion on a small runtime of its own.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the network runtime")?;
+    Ok(rt.block_on(f))
 }
 
 /// Pull an image from a registry into the store.
@@ -336,18 +350,14 @@ impl PushCommand {
         let s = store.open()?;
         let name = canonical(&self.image)?;
         let dest: Reference = self.destination.as_deref().unwrap_or(&name).parse()?;
-        let opts = wasmbox_images::registry::RegistryOptions {
-            insecure: store.insecure.clone(),
-            auth_file: None,
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the network runtime")?;
         let progress = super::progress::StderrProgress::new();
-        rt.block_on(wasmbox_images::registry::push(
-            &s, &name, &dest, &opts, &progress,
-        ))?;
+        block_on(wasmbox_images::registry::push(
+            &s,
+            &name,
+            &dest,
+            &store.registry(),
+            &progress,
+        ))??;
         println!("{dest}");
         Ok(0)
     }
