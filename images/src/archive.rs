@@ -106,6 +106,17 @@ fn invalid(path: &str, reason: impl Into<String>) -> ArchiveError {
     }
 }
 
+/// A name given on the command line can only name a single image.
+fn one_if_named(shown: &str, name: Option<&Reference>, images: usize) -> Result<(), ArchiveError> {
+    if name.is_some() && images != 1 {
+        return Err(invalid(
+            shown,
+            format!("holds {images} images; a name can only be given to one"),
+        ));
+    }
+    Ok(())
+}
+
 fn import(
     store: &Store,
     dir: &Dir,
@@ -127,15 +138,7 @@ fn import(
     if entries.is_empty() {
         return Err(invalid(shown, "index.json lists no images"));
     }
-    if name.is_some() && entries.len() != 1 {
-        return Err(invalid(
-            shown,
-            format!(
-                "holds {} images; a name can only be given to one",
-                entries.len()
-            ),
-        ));
-    }
+    one_if_named(shown, name, entries.len())?;
     let mut names = Vec::new();
     for e in &entries {
         let target: Descriptor = serde_json::from_value(e.clone())
@@ -190,15 +193,7 @@ fn import_docker_archive(
         .as_array()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| invalid(shown, "manifest.json lists no images"))?;
-    if name.is_some() && entries.len() != 1 {
-        return Err(invalid(
-            shown,
-            format!(
-                "holds {} images; a name can only be given to one",
-                entries.len()
-            ),
-        ));
-    }
+    one_if_named(shown, name, entries.len())?;
     let store_file = |rel: &str| -> Result<(Digest, u64, bool), ArchiveError> {
         let rel = crate::unpack::confine_str(rel)
             .ok_or_else(|| invalid(shown, format!("entry path {rel:?} leaves the archive")))?;

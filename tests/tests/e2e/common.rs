@@ -86,6 +86,19 @@ impl Out {
         self
     }
 
+    /// Asserts exit 125 and returns the one `wasmbox: error:` line (progress lines may precede it).
+    #[track_caller]
+    pub fn the_error_line(&self) -> &str {
+        self.code(125);
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("wasmbox: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "expected one error line: {self:#?}");
+        errors[0]
+    }
+
     /// Asserts a runtime error: exit 125 and a single `wasmbox: error:` line containing each of `needles`.
     #[track_caller]
     pub fn runtime_error(&self, needles: &[&str]) {

@@ -6,6 +6,19 @@ use std::time::Duration;
 
 use crate::common::{PongServer, Wasmbox, free_port, guest};
 
+/// Runs the net-probe component with one connect grant, connecting to `ip:port`.
+fn connect(wb: &Wasmbox, grant: &str, ip: &str, port: u16) -> crate::common::Out {
+    wb.run(&[
+        "run",
+        "--allow-connect",
+        grant,
+        &probe(),
+        "connect",
+        ip,
+        &port.to_string(),
+    ])
+}
+
 fn probe() -> String {
     guest("net-probe/net-probe.wasm").display().to_string()
 }
@@ -31,67 +44,27 @@ fn connect_to_a_granted_address_succeeds_and_only_there() {
     let other = PongServer::start();
     let wb = Wasmbox::new();
     let grant = format!("127.0.0.1:{}", srv.port);
-    let out = wb.run(&[
-        "run",
-        "--allow-connect",
-        &grant,
-        &probe(),
-        "connect",
-        "127.0.0.1",
-        &srv.port.to_string(),
-    ]);
+    let out = connect(&wb, &grant, "127.0.0.1", srv.port);
     out.code(0);
     assert_eq!(out.stdout, "connected\npong\n");
     // A port that is not granted stays closed, even with a server behind it.
-    let out = wb.run(&[
-        "run",
-        "--allow-connect",
-        &grant,
-        &probe(),
-        "connect",
-        "127.0.0.1",
-        &other.port.to_string(),
-    ]);
+    let out = connect(&wb, &grant, "127.0.0.1", other.port);
     out.code(1);
     assert_eq!(out.stdout.trim(), "error: access-denied");
     // Another loopback address on the granted port is not granted either.
-    let out = wb.run(&[
-        "run",
-        "--allow-connect",
-        &grant,
-        &probe(),
-        "connect",
-        "127.0.0.2",
-        &srv.port.to_string(),
-    ]);
+    let out = connect(&wb, &grant, "127.0.0.2", srv.port);
     assert_eq!(out.stdout.trim(), "error: access-denied");
     // A CIDR grant with a port range covers both servers.
     let lo = srv.port.min(other.port);
     let hi = srv.port.max(other.port);
     let grant = format!("127.0.0.0/8:{lo}-{hi}");
     for p in [srv.port, other.port] {
-        let out = wb.run(&[
-            "run",
-            "--allow-connect",
-            &grant,
-            &probe(),
-            "connect",
-            "127.0.0.1",
-            &p.to_string(),
-        ]);
+        let out = connect(&wb, &grant, "127.0.0.1", p);
         out.code(0);
     }
     // A UDP grant does not open TCP.
     let grant = format!("udp:127.0.0.1:{}", srv.port);
-    let out = wb.run(&[
-        "run",
-        "--allow-connect",
-        &grant,
-        &probe(),
-        "connect",
-        "127.0.0.1",
-        &srv.port.to_string(),
-    ]);
+    let out = connect(&wb, &grant, "127.0.0.1", srv.port);
     assert_eq!(out.stdout.trim(), "error: access-denied");
 }
 

@@ -278,16 +278,10 @@ fn a_blob_that_does_not_match_its_digest_is_refused() {
     let wb = Wasmbox::new();
     let name = format!("{addr}/evil/app:1");
     let out = with_store(&wb, &["pull", &name]);
-    out.code(125);
     // Progress lines come first; the error is one line naming the image, the blob and the reason.
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("wasmbox: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{out:#?}");
+    let error = out.the_error_line();
     assert!(
-        errors[0].contains(&name) && errors[0].contains(&layer) && errors[0].contains("digest"),
+        error.contains(&name) && error.contains(&layer) && error.contains("digest"),
         "{out:#?}"
     );
     // Nothing is named, and no blob with that digest was stored.
@@ -486,17 +480,9 @@ fn a_registry_gone_mid_pull_leaves_nothing_and_a_later_pull_works() {
     let wb = Wasmbox::new();
     let name = format!("{addr}/flaky/app:1");
     let out = with_store(&wb, &["pull", &name]);
-    out.code(125);
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("wasmbox: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{out:#?}");
-    assert!(
-        errors[0].contains(&name) && errors[0].contains(&layer),
-        "{out:#?}"
-    );
+    // Progress lines come first; the error is one line naming the image, the blob and the reason.
+    let error = out.the_error_line();
+    assert!(error.contains(&name) && error.contains(&layer), "{out:#?}");
     let store = wb.cache.path().join("store");
     assert!(
         !store
