@@ -2,7 +2,7 @@
 //! pre-opened sockets.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -14,32 +14,62 @@ use crate::p1net::Sockets;
 /// Bytes charged per table element against the memory limit.
 const TABLE_ELEMENT_BYTES: u64 = 8;
 
+/// What a guest's memories and tables use, and its limit; shared between the store's limiter and
+/// the [`crate::Running`] handle, so the limit can change while the guest runs.
+#[derive(Debug, Default)]
+pub(crate) struct Meter {
+    /// Limit in bytes; 0 means none.
+    limit: AtomicU64,
+    /// Bytes in use by all memories and tables.
+    used: AtomicU64,
+    /// Set when the guest tried to go past the limit.
+    pub(crate) hit: AtomicBool,
+}
+
+impl Meter {
+    pub(crate) fn new(limit: Option<u64>) -> Arc<Self> {
+        let m = Arc::new(Self::default());
+        m.set_limit(limit);
+        m
+    }
+
+    pub(crate) fn set_limit(&self, limit: Option<u64>) {
+        self.limit.store(limit.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    pub(crate) fn limit(&self) -> Option<u64> {
+        Some(self.limit.load(Ordering::SeqCst)).filter(|&l| l > 0)
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
 /// Caps the bytes of all of a guest's memories and tables together.
 pub(crate) struct Limiter {
-    limit: Option<u64>,
-    used: u64,
-    /// Set when the guest tried to go past the limit.
-    pub(crate) hit: Arc<AtomicBool>,
+    meter: Arc<Meter>,
 }
 
 impl Limiter {
-    pub(crate) fn new(limit: Option<u64>) -> Self {
-        Self {
-            limit,
-            used: 0,
-            hit: Arc::new(AtomicBool::new(false)),
-        }
+    pub(crate) fn new(meter: Arc<Meter>) -> Self {
+        Self { meter }
     }
 
     fn grow(&mut self, current: u64, desired: u64) -> wasmtime::Result<bool> {
-        let next = self.used.saturating_sub(current).saturating_add(desired);
-        if let Some(limit) = self.limit
+        let m = &self.meter;
+        let next = m
+            .used
+            .load(Ordering::SeqCst)
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if let Some(limit) = m.limit()
             && next > limit
         {
-            self.hit.store(true, Ordering::SeqCst);
+            m.hit.store(true, Ordering::SeqCst);
             wasmtime::bail!("memory limit of {limit} bytes exceeded (asked for {next} bytes)");
         }
-        self.used = next;
+        m.used.store(next, Ordering::SeqCst);
         Ok(true)
     }
 }
@@ -113,15 +143,29 @@ mod tests {
 
     #[test]
     fn limiter_counts_all_memories_and_tables() {
-        let mut l = Limiter::new(Some(100));
+        let meter = Meter::new(Some(100));
+        let mut l = Limiter::new(meter.clone());
         assert!(l.memory_growing(0, 60, None).unwrap());
         assert!(l.table_growing(0, 5, None).unwrap()); // 40 bytes
         assert!(l.memory_growing(60, 60, None).unwrap());
-        assert!(!l.hit.load(Ordering::SeqCst));
+        assert_eq!(meter.used(), 100);
+        assert!(!meter.hit.load(Ordering::SeqCst));
         let e = l.memory_growing(0, 1, None).unwrap_err().to_string();
         assert!(e.contains("memory limit of 100 bytes"), "{e}");
-        assert!(l.hit.load(Ordering::SeqCst));
-        let mut unlimited = Limiter::new(None);
+        assert!(meter.hit.load(Ordering::SeqCst));
+        let mut unlimited = Limiter::new(Meter::new(None));
         assert!(unlimited.memory_growing(0, 1 << 40, None).unwrap());
+    }
+
+    #[test]
+    fn limit_changes_apply_to_the_next_growth() {
+        let meter = Meter::new(Some(100));
+        let mut l = Limiter::new(meter.clone());
+        assert!(l.memory_growing(0, 80, None).unwrap());
+        meter.set_limit(Some(50));
+        assert!(l.memory_growing(80, 90, None).is_err());
+        meter.set_limit(Some(1000));
+        assert!(l.memory_growing(80, 900, None).unwrap());
+        assert_eq!(meter.used(), 900);
     }
 }

@@ -31,5 +31,5 @@ pub use exit::{
 };
 pub use net::NetPolicy;
 pub use policy::{Bundle, DirGrant, Limits, Policy};
-pub use sandbox::{KillHandle, Prepared, Running};
+pub use sandbox::{KillHandle, Prepared, Running, Usage};
 pub use wasi::{Input, Output, Stdio};

@@ -3,9 +3,11 @@
 //! wait (its [`ExitStatus`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::types::ComponentItem;
 use wasmtime::{Store, UpdateDeadline, Val};
@@ -15,7 +17,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use crate::engine::{Program, ProgramKind, Runtime};
 use crate::error::{Error, Result, boxed};
 use crate::exit::{ExitReason, ExitStatus};
-use crate::host::{HasLimiter, Limiter, P1Host, P2Host};
+use crate::host::{HasLimiter, Limiter, Meter, P1Host, P2Host};
 use crate::p1net::Sockets;
 use crate::policy::Policy;
 use crate::wasi::{Stdio, build_ctx};
@@ -123,6 +125,83 @@ struct Shared {
     status: Mutex<Option<ExitStatus>>,
     done: Condvar,
     watch: tokio::sync::watch::Sender<Option<ExitStatus>>,
+    meter: Arc<Meter>,
+    gate: Gate,
+}
+
+/// Holds a paused guest: while paused its future is not polled, so it makes no progress (a guest
+/// running wasm is stopped at its next epoch yield). Also adds up the CPU time spent polling it.
+#[derive(Default)]
+struct Gate {
+    paused: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    cpu_ns: AtomicU64,
+}
+
+impl Gate {
+    fn set_paused(&self, paused: bool) -> bool {
+        let changed = self.paused.swap(paused, Ordering::SeqCst) != paused;
+        if !paused && let Some(w) = self.waker.lock().expect("gate lock").take() {
+            w.wake();
+        }
+        changed
+    }
+}
+
+/// A guest's future behind its [`Gate`].
+struct Gated<'a, F: ?Sized> {
+    fut: Pin<&'a mut F>,
+    gate: &'a Gate,
+}
+
+impl<F: Future + ?Sized> Future for Gated<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if self.gate.paused.load(Ordering::SeqCst) {
+            *self.gate.waker.lock().expect("gate lock") = Some(cx.waker().clone());
+            // Resumed between the check and storing the waker: poll on.
+            if self.gate.paused.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        let t0 = thread_cpu_ns();
+        let r = self.fut.as_mut().poll(cx);
+        let spent = thread_cpu_ns().saturating_sub(t0);
+        self.gate.cpu_ns.fetch_add(spent, Ordering::Relaxed);
+        r
+    }
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds.
+#[allow(
+    unsafe_code,
+    reason = "clock_gettime writes only into the timespec we pass"
+)]
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A snapshot of what a running guest uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of all its memories and tables.
+    pub memory: u64,
+    /// Its memory limit, if any.
+    pub memory_limit: Option<u64>,
+    /// CPU time spent running it.
+    pub cpu: Duration,
+    /// Whether it is paused.
+    pub paused: bool,
 }
 
 /// Stops a guest at once, from any thread. Cheap to clone.
@@ -185,6 +264,33 @@ impl Running {
     pub fn try_status(&self) -> Option<ExitStatus> {
         self.shared.status.lock().expect("status lock").clone()
     }
+
+    /// Pauses the guest: it makes no progress until [`Running::resume`]. Returns false if it was
+    /// already paused or has ended.
+    pub fn pause(&self) -> bool {
+        self.try_status().is_none() && self.shared.gate.set_paused(true)
+    }
+
+    /// Resumes a paused guest where it was. Returns false if it was not paused.
+    pub fn resume(&self) -> bool {
+        self.shared.gate.set_paused(false)
+    }
+
+    /// Sets a new limit on the guest's memories and tables (`None`: no limit). It applies to the
+    /// next growth; memory already in use is kept.
+    pub fn set_memory_limit(&self, limit: Option<u64>) {
+        self.shared.meter.set_limit(limit);
+    }
+
+    /// What the guest uses now.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            memory: self.shared.meter.used(),
+            memory_limit: self.shared.meter.limit(),
+            cpu: Duration::from_nanos(self.shared.gate.cpu_ns.load(Ordering::Relaxed)),
+            paused: self.shared.gate.paused.load(Ordering::SeqCst),
+        }
+    }
 }
 
 /// Private directories standing in for tmpfs mounts; removed when the guest ends.
@@ -220,17 +326,18 @@ impl Prepared {
             scratch.0.push(dir);
         }
         let mut builder = build_ctx(&self.policy, &scratch_grants, stdio)?;
-        let limiter = Limiter::new(self.policy.limits.memory);
-        let hit = limiter.hit.clone();
+        let meter = Meter::new(self.policy.limits.memory);
+        let limiter = Limiter::new(meter.clone());
         let shared = Arc::new(Shared {
             kill_signal: AtomicI32::new(0),
             kill: tokio::sync::Notify::new(),
             status: Mutex::new(None),
             done: Condvar::new(),
             watch: tokio::sync::watch::Sender::new(None),
+            meter,
+            gate: Gate::default(),
         });
         let timeout = self.policy.limits.timeout;
-        let memory_limit = self.policy.limits.memory.unwrap_or(0);
         let engine = inner.engine.clone();
         let fut: std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>> =
             match self.pre {
@@ -271,13 +378,18 @@ impl Prepared {
                     None => std::future::pending().await,
                 }
             };
+            let mut fut = fut;
+            let guest = Gated {
+                fut: fut.as_mut(),
+                gate: &task_shared.gate,
+            };
             let reason = tokio::select! {
                 biased;
                 () = task_shared.kill.notified() => {
                     ExitReason::Signaled(task_shared.kill_signal.load(Ordering::SeqCst))
                 }
                 () = deadline => ExitReason::Timeout(timeout.unwrap_or_default()),
-                r = fut => classify(r, &hit, memory_limit, &task_shared),
+                r = guest => classify(r, &task_shared),
             };
             drop(scratch);
             let status = ExitStatus { reason };
@@ -299,12 +411,7 @@ fn new_store<T: HasLimiter>(engine: &wasmtime::Engine, host: T) -> Store<T> {
     store
 }
 
-fn classify(
-    r: wasmtime::Result<i32>,
-    hit: &std::sync::atomic::AtomicBool,
-    memory_limit: u64,
-    shared: &Shared,
-) -> ExitReason {
+fn classify(r: wasmtime::Result<i32>, shared: &Shared) -> ExitReason {
     let sig = shared.kill_signal.load(Ordering::SeqCst);
     match r {
         _ if sig != 0 => ExitReason::Signaled(sig),
@@ -312,8 +419,8 @@ fn classify(
         Err(e) => {
             if let Some(exit) = e.downcast_ref::<I32Exit>() {
                 ExitReason::Exited(exit.0)
-            } else if hit.load(Ordering::SeqCst) {
-                ExitReason::MemoryLimit(memory_limit)
+            } else if shared.meter.hit.load(Ordering::SeqCst) {
+                ExitReason::MemoryLimit(shared.meter.limit().unwrap_or(0))
             } else {
                 tracing::info!(error = ?e, "guest trapped");
                 ExitReason::Trap(trap_message(&e))

@@ -355,3 +355,93 @@ fn output_to_a_pipe_loses_nothing() {
     assert_eq!(lines.len(), 50000);
     assert_eq!(lines[49999], "line 50000");
 }
+
+/// A preview 1 module that prints `.` forever, spinning between dots.
+const DOTS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) ".")
+  (func (export "_start") (local $i i32)
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 1))
+    (loop $forever
+      (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $i (i32.const 0))
+      (loop $spin
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $spin (i32.lt_u (local.get $i) (i32.const 200000))))
+      (br $forever))))"#;
+
+#[test]
+fn a_paused_guest_makes_no_progress_and_resumes_where_it_was() {
+    let rt = runtime();
+    let (prog, _) = rt.load("dots.wat", DOTS.as_bytes()).unwrap();
+    let out = Output::memory();
+    let running = rt
+        .prepare(&prog, policy(&[]))
+        .unwrap()
+        .start(Stdio {
+            stdout: out.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(running.pause());
+    assert!(!running.pause(), "pausing twice is refused");
+    // Within one epoch tick the guest stops.
+    std::thread::sleep(Duration::from_millis(50));
+    let (len, cpu) = (out.contents().len(), running.usage().cpu);
+    assert!(len > 0, "the guest printed before the pause");
+    assert!(running.usage().paused);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(out.contents().len(), len, "no output while paused");
+    assert_eq!(running.usage().cpu, cpu, "no CPU time while paused");
+    assert!(running.try_status().is_none());
+    assert!(running.resume());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(out.contents().len() > len, "output continues after resume");
+    assert!(running.usage().cpu > cpu);
+    // A paused guest can still be killed at once.
+    assert!(running.pause());
+    running.kill_handle().kill(15);
+    assert_eq!(running.wait().code(), 143);
+}
+
+#[test]
+fn a_lower_memory_limit_applies_to_a_running_guest() {
+    let rt = runtime();
+    // Grows its memory by one page at a time, spinning between growths, until a growth fails.
+    let wat = r#"(module (memory 1)
+      (func (export "_start") (local $i i32)
+        (loop $grow
+          (drop (memory.grow (i32.const 1)))
+          (local.set $i (i32.const 0))
+          (loop $spin
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $spin (i32.lt_u (local.get $i) (i32.const 100000))))
+          (br $grow))))"#;
+    let (prog, _) = rt.load("grow.wat", wat.as_bytes()).unwrap();
+    let p = Policy {
+        limits: wasmbox_runtime::Limits {
+            memory: Some(1 << 30),
+            timeout: None,
+        },
+        ..policy(&[])
+    };
+    let running = rt
+        .prepare(&prog, p)
+        .unwrap()
+        .start(Stdio::default())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let used = running.usage().memory;
+    assert!(used > 64 << 10, "the guest has grown: {used}");
+    assert_eq!(running.usage().memory_limit, Some(1 << 30));
+    running.set_memory_limit(Some(used + (64 << 10)));
+    let st = running.wait();
+    assert_eq!(
+        st.reason,
+        ExitReason::MemoryLimit(used + (64 << 10)),
+        "{st}"
+    );
+}
