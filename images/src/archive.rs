@@ -316,13 +316,28 @@ fn copy_tree(store: &Store, dir: &Dir, shown: &str, digest: &str) -> Result<(), 
 /// Writes `name` from the store as an OCI layout tarball at `out` (atomically: a temp file renamed
 /// into place). The index names the image by its full reference.
 pub fn save(store: &Store, name: &str, out: &Path) -> Result<(), ArchiveError> {
+    let serr = |source| ArchiveError::Store {
+        path: out.display().to_string(),
+        source,
+    };
+    let _keep = store.keep_blobs().map_err(serr)?;
+    let target = store.resolve(name).map_err(serr)?;
+    save_as(store, name, target, out)
+}
+
+/// Writes the image `target` points at, named `name`, as an OCI layout tarball at `out`
+/// (atomically). The caller holds the store's blob lock.
+pub fn save_as(
+    store: &Store,
+    name: &str,
+    mut target: crate::store::Descriptor,
+    out: &Path,
+) -> Result<(), ArchiveError> {
     let shown = out.display().to_string();
     let serr = |source| ArchiveError::Store {
         path: shown.clone(),
         source,
     };
-    let _keep = store.keep_blobs().map_err(serr)?;
-    let mut target = store.resolve(name).map_err(serr)?;
     target.annotations.insert(REF_NAME.into(), name.into());
     let mut digests = Vec::new();
     collect(store, &target.digest, &mut digests).map_err(serr)?;

@@ -108,12 +108,56 @@ fn tar_layer(wasm: &[u8], add: &[(PathBuf, String)]) -> Result<Vec<u8>, BuildErr
 
 /// Builds the image in `store` and names it `name`. Returns the manifest digest.
 pub fn build(store: &Store, name: &str, spec: &BuildSpec) -> Result<Digest, BuildError> {
+    let _keep = store.keep_blobs()?;
+    let desc = put_image(store, spec)?;
+    let digest = desc.digest.parse().expect("a digest we computed");
+    store.set_ref(name, desc)?;
+    Ok(digest)
+}
+
+/// The compat form of a wasm artifact: its wasm at `/app.wasm` in a tar layer, with the artifact's
+/// environment and arguments. This is the form container runtimes that unpack every image into a
+/// filesystem (containerd 1.6) can run. The blobs are stored unnamed; returns the manifest's
+/// descriptor. The caller holds the store's blob lock.
+pub fn compat_of(store: &Store, image: &crate::image::Image) -> Result<Descriptor, BuildError> {
+    let Some(crate::detect::Detection {
+        form: crate::detect::Form::Artifact { digest, .. },
+        ..
+    }) = &image.detection
+    else {
+        return Err(BuildError::Input(format!(
+            "{} is not a wasm artifact; only artifacts are converted",
+            image.name
+        )));
+    };
+    let digest: Digest = digest
+        .parse()
+        .map_err(|e: crate::digest::BadDigest| BuildError::Input(e.to_string()))?;
+    let strings = |key: &str| -> Vec<String> {
+        image.config["config"][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let spec = BuildSpec {
+        wasm: store.read_blob(&digest)?,
+        format: Format::Compat,
+        env: strings("Env"),
+        args: strings("Cmd"),
+        add: Vec::new(),
+    };
+    put_image(store, &spec)
+}
+
+/// Stores the image's blobs and returns its manifest's descriptor (unnamed).
+fn put_image(store: &Store, spec: &BuildSpec) -> Result<Descriptor, BuildError> {
     if !spec.wasm.starts_with(b"\0asm") || spec.wasm.len() < 8 {
         return Err(BuildError::Input(
             "the input is not a wasm binary (no wasm magic number)".into(),
         ));
     }
-    let _keep = store.keep_blobs()?;
     let component = spec.wasm[4..8] != [1, 0, 0, 0];
     let os = if component { "wasip2" } else { "wasip1" };
     let put_json = |v: &Value| -> Result<(Digest, u64), BuildError> {
@@ -170,17 +214,13 @@ pub fn build(store: &Store, name: &str, spec: &BuildSpec) -> Result<Digest, Buil
         manifest["annotations"] = annotations;
     }
     let (md, ms) = put_json(&manifest)?;
-    store.set_ref(
-        name,
-        Descriptor {
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            digest: md.to_string(),
-            size: ms,
-            annotations: Default::default(),
-            extra: Default::default(),
-        },
-    )?;
-    Ok(md)
+    Ok(Descriptor {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: md.to_string(),
+        size: ms,
+        annotations: Default::default(),
+        extra: Default::default(),
+    })
 }
 
 /// Reads a file named on the command line (the CLI's ambient entry point for build inputs).

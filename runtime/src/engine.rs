@@ -367,6 +367,12 @@ fn deserialize(engine: &Engine, path: &Path, kind: ArtifactKind) -> wasmtime::Re
     }
 }
 
+/// True when `bytes` are wasmtime's precompiled native code (a `.cwasm`), which wasmbox only ever
+/// loads from its own cache.
+pub fn is_precompiled(bytes: &[u8]) -> bool {
+    Engine::detect_precompiled(bytes).is_some()
+}
+
 /// Checks the bytes are wasm (or wasm text) and returns the binary.
 fn to_binary(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     let not_wasm = |reason: String| Error::NotWasm {

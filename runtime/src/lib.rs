@@ -24,7 +24,9 @@ pub mod policy;
 mod sandbox;
 mod wasi;
 
-pub use engine::{Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig};
+pub use engine::{
+    Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, is_precompiled,
+};
 pub use error::{Error, Result};
 pub use exit::{
     EXIT_MEMORY_LIMIT, EXIT_RUNTIME_ERROR, EXIT_TIMEOUT, EXIT_TRAP, ExitReason, ExitStatus,

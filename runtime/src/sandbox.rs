@@ -307,6 +307,11 @@ impl Prepared {
         &self.policy
     }
 
+    /// Sets the memory limit it will start with (`None`: no limit).
+    pub fn set_memory_limit(&mut self, limit: Option<u64>) {
+        self.policy.limits.memory = limit;
+    }
+
     /// Starts the guest with `stdio`.
     pub fn start(self, stdio: Stdio) -> Result<Running> {
         let inner = &self.runtime.inner;

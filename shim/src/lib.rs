@@ -3,3 +3,4 @@
 //! `images` crates.
 
 pub mod cli;
+pub mod containerd;

@@ -2,9 +2,11 @@
 
 mod bad_input;
 mod common;
+mod ctrd;
 mod exit;
 mod fs;
 mod images;
 mod limits;
 mod net;
 mod registry;
+mod shim;

@@ -1,0 +1,312 @@
+//! One container in the shim: its rootfs, whether it is wasm (a guest in this process) or native
+//! (run by runc), its init process and its exec'd processes.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use containerd_shim::protos::api::Mount;
+use oci_spec::runtime::{Process, Spec};
+use tokio::sync::watch;
+use wasmbox_runtime::{Bundle, Prepared, Running, Runtime};
+
+use super::error::{Result, ShimError, chain};
+use super::native::Native;
+use super::stdio::StdioPaths;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit status (128+signal when killed).
+    pub code: u32,
+    /// When it ended.
+    pub at: SystemTime,
+}
+
+/// A process's runnable part.
+pub enum Body {
+    /// A wasm guest linked and waiting to start, with its opened stdio.
+    WasmCreated(Box<Prepared>, wasmbox_runtime::Stdio),
+    /// A running (or ended) wasm guest.
+    WasmRunning(Arc<Running>),
+    /// A native process; runc owns it.
+    Native,
+    /// Started and gone, or never started and killed.
+    Done,
+}
+
+/// The init process or an exec'd process of a container.
+pub struct Proc {
+    /// Its pid: the shim's for wasm guests.
+    pub pid: u32,
+    /// Its stdio paths.
+    pub stdio: StdioPaths,
+    /// What runs.
+    pub body: Body,
+    /// Set once, when it ends.
+    pub exit: watch::Sender<Option<Exit>>,
+    /// Whether it was started.
+    pub started: bool,
+}
+
+impl Proc {
+    /// A process in the created state.
+    pub fn new(pid: u32, stdio: StdioPaths, body: Body) -> Self {
+        Self {
+            pid,
+            stdio,
+            body,
+            exit: watch::Sender::new(None),
+            started: false,
+        }
+    }
+
+    /// Its exit, if it has ended.
+    pub fn exited(&self) -> Option<Exit> {
+        *self.exit.borrow()
+    }
+
+    /// The running guest, for wasm.
+    pub fn guest(&self) -> Option<&Arc<Running>> {
+        match &self.body {
+            Body::WasmRunning(r) if self.exited().is_none() => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Who runs a container.
+pub enum Kind {
+    /// A wasm guest in this process; the spec is kept for exec.
+    Wasm(Box<Spec>),
+    /// runc.
+    Native(Native),
+}
+
+/// One container.
+pub struct Container {
+    /// Its id.
+    pub id: String,
+    /// Its bundle directory.
+    pub bundle: PathBuf,
+    /// Whether this shim mounted its rootfs (and so unmounts it).
+    pub mounted: bool,
+    /// Who runs it.
+    pub kind: Kind,
+    /// Its init process.
+    pub init: Proc,
+    /// Exec'd processes by exec id.
+    pub execs: HashMap<String, Proc>,
+    /// Whether it is paused.
+    pub paused: bool,
+}
+
+impl Container {
+    /// The process `exec_id` names ("" for init).
+    pub fn process(&self, exec_id: &str) -> Result<&Proc> {
+        if exec_id.is_empty() {
+            return Ok(&self.init);
+        }
+        self.execs.get(exec_id).ok_or_else(|| {
+            ShimError::NotFound(format!("process {exec_id} in container {}", self.id))
+        })
+    }
+
+    /// The process `exec_id` names, mutably.
+    pub fn process_mut(&mut self, exec_id: &str) -> Result<&mut Proc> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        let id = self.id.clone();
+        self.execs
+            .get_mut(exec_id)
+            .ok_or_else(|| ShimError::NotFound(format!("process {exec_id} in container {id}")))
+    }
+}
+
+/// Mounts the rootfs containerd prepared (snapshot mounts) at `BUNDLE/rootfs`. Returns whether
+/// anything was mounted.
+pub fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<bool> {
+    if mounts.is_empty() {
+        return Ok(false);
+    }
+    let target = bundle.join("rootfs");
+    std::fs::create_dir_all(&target)
+        .map_err(|e| ShimError::Internal(format!("create {}: {e}", target.display())))?;
+    for (i, m) in mounts.iter().enumerate() {
+        let fs = (!m.type_.is_empty()).then_some(m.type_.as_str());
+        let src = (!m.source.is_empty()).then_some(m.source.as_str());
+        if let Err(e) = containerd_shim::mount::mount_rootfs(fs, src, &m.options, &target) {
+            if i > 0 {
+                unmount_rootfs(bundle);
+            }
+            return Err(ShimError::Internal(format!(
+                "mount rootfs {} ({}) at {}: {e}",
+                m.source,
+                m.type_,
+                target.display()
+            )));
+        }
+    }
+    Ok(true)
+}
+
+/// Unmounts `BUNDLE/rootfs` and everything below it.
+pub fn unmount_rootfs(bundle: &Path) {
+    let target = bundle.join("rootfs");
+    if let Err(e) = containerd_shim::mount::umount_recursive(target.to_str(), libc::MNT_DETACH) {
+        tracing::warn!(target = %target.display(), error = %e, "unmounting the rootfs failed");
+    }
+}
+
+/// What a bundle's entrypoint is.
+pub enum Entry {
+    /// Wasm: the bundle with its derived policy (entry adjusted to the file found).
+    Wasm(Box<Bundle>),
+    /// Anything else: runc runs it.
+    Native,
+}
+
+/// Whether the spec's annotations say the workload is wasm.
+fn annotated_wasm(spec: &Spec) -> bool {
+    spec.annotations().as_ref().is_some_and(|a| {
+        ["module.wasm.image/variant", "run.oci.handler"]
+            .iter()
+            .filter_map(|k| a.get(*k))
+            .any(|v| v.starts_with("compat") || v.starts_with("wasm"))
+    })
+}
+
+/// Reads `BUNDLE/config.json`.
+pub fn read_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ShimError::InvalidArgument(format!("read {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ShimError::InvalidArgument(format!("{}: malformed: {e}", path.display())))
+}
+
+/// Finds where `process.args[0]` lives in the rootfs: a path (absolute, or relative to the
+/// working directory) as is; a bare name in the process's `PATH`, as runc would. Returns the path
+/// relative to the rootfs and whether it exists.
+fn locate(root: &cap_std::fs::Dir, process: &Process) -> Option<PathBuf> {
+    let arg0 = process.args().as_ref()?.first()?;
+    let (arg0, _) = wasmbox_runtime::Policy::split_export(arg0);
+    let cwd = process.cwd().to_string_lossy().into_owned();
+    let rel = |p: &str| -> PathBuf {
+        let full = if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("{cwd}/{p}")
+        };
+        PathBuf::from(full.trim_start_matches('/'))
+    };
+    let exists = |p: &Path| p.as_os_str().is_empty() || root.symlink_metadata(p).is_ok();
+    if arg0.contains('/') {
+        let p = rel(arg0);
+        return exists(&p).then_some(p);
+    }
+    let path = process
+        .env()
+        .iter()
+        .flatten()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .to_string();
+    let candidates = std::iter::once(rel(arg0)).chain(
+        path.split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| rel(&format!("{d}/{arg0}"))),
+    );
+    for p in candidates {
+        if !p.as_os_str().is_empty() && exists(&p) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Decides whether the bundle's entrypoint is wasm, and if so derives its policy. Fails with a
+/// clear message when the entrypoint is missing, is precompiled code, or is annotated as wasm
+/// without being wasm.
+pub fn classify(bundle_dir: &Path, spec: &Spec) -> Result<Entry> {
+    let invalid = |m: String| ShimError::InvalidArgument(m);
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("config.json: no root".into()))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle_dir.join(root.path())
+    };
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("config.json: no process".into()))?;
+    let arg0 = process
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .ok_or_else(|| invalid("config.json: process.args is empty".into()))?
+        .clone();
+    // Ambient authority, named: opening the container's rootfs.
+    let dir = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
+        .map_err(|e| invalid(format!("rootfs {}: {e}", rootfs.display())))?;
+    let Some(entry) = locate(&dir, process) else {
+        return Err(invalid(format!(
+            "entrypoint {arg0:?} does not exist in the container's rootfs"
+        )));
+    };
+    let mut head = Vec::with_capacity(64);
+    let readable = dir
+        .open(&entry)
+        .and_then(|f| f.into_std().take(64).read_to_end(&mut head))
+        .is_ok();
+    let text = entry.extension().is_some_and(|e| e == "wat");
+    let wasm = readable && (head.starts_with(b"\0asm") || text);
+    if readable && wasmbox_runtime::is_precompiled(&head_full(&dir, &entry, &head)) {
+        return Err(invalid(format!(
+            "entrypoint /{} is precompiled native code (.cwasm); wasmbox only runs precompiled \
+             code it compiled itself",
+            entry.display()
+        )));
+    }
+    if !wasm {
+        if annotated_wasm(spec) {
+            return Err(invalid(format!(
+                "entrypoint /{} is annotated as wasm but is not a wasm binary",
+                entry.display()
+            )));
+        }
+        return Ok(Entry::Native);
+    }
+    let mut b = Bundle::from_spec(bundle_dir, spec.clone()).map_err(|e| invalid(chain(&e)))?;
+    b.entry = entry;
+    Ok(Entry::Wasm(Box::new(b)))
+}
+
+/// The bytes needed to recognise precompiled code: an ELF header means reading the whole file.
+fn head_full(dir: &cap_std::fs::Dir, entry: &Path, head: &[u8]) -> Vec<u8> {
+    if head.starts_with(b"\x7fELF") {
+        dir.read(entry).unwrap_or_default()
+    } else {
+        head.to_vec()
+    }
+}
+
+/// Loads and links a wasm bundle's entry: the guest is ready to start.
+pub fn prepare(runtime: &Runtime, bundle: &Bundle) -> Result<Prepared> {
+    let bytes = bundle
+        .read_entry()
+        .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
+    let name = format!("/{}", bundle.entry.display());
+    let (program, _) = runtime
+        .load(&name, &bytes)
+        .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
+    runtime
+        .prepare(&program, bundle.policy.clone())
+        .map_err(|e| ShimError::InvalidArgument(chain(&e)))
+}

@@ -1,0 +1,201 @@
+//! The containerd shim v2, `containerd-shim-wasmbox-v1` (runtime `io.containerd.wasmbox.v1`).
+//!
+//! containerd runs the binary with `start` to get a shim's socket, then talks ttrpc to the task
+//! service ([`task::TaskService`]); it runs it with `delete` to clean up after a shim that died.
+//! Containers with the same `io.kubernetes.cri.sandbox-id` or `io.containerd.runc.v2.group`
+//! annotation share one shim process; without either, each container gets its own, as with runc.
+//! Wasm containers run as guests inside the shim; native ones are handed to runc.
+
+mod container;
+mod error;
+mod events;
+mod native;
+mod netns;
+mod reaper;
+mod record;
+mod stdio;
+mod task;
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::protos::api::DeleteResponse;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, Error as CrateError, ExitSignal, Flags, StartOpts};
+use wasmbox_runtime::{Allocator, Runtime, RuntimeConfig};
+
+use record::Record;
+
+/// The runtime name containerd knows this shim by.
+pub const RUNTIME_ID: &str = "io.containerd.wasmbox.v1";
+
+/// Spec annotations that put containers in one shim process, in order of precedence.
+pub const GROUP_ANNOTATIONS: [&str; 2] = [
+    "io.kubernetes.cri.sandbox-id",
+    "io.containerd.runc.v2.group",
+];
+
+/// Exit status reported for a container whose shim died under it (as SIGKILL).
+const EXIT_SHIM_GONE: u32 = 137;
+
+/// Entry point of the shim binary; returns the process exit code.
+pub fn main() -> i32 {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let flags = containerd_shim::parse(&args[1..]).ok();
+    if flags.as_ref().is_some_and(|f| f.version) {
+        println!(
+            "{}:\n  Runtime: {RUNTIME_ID}\n  Version: {}",
+            args[0].to_string_lossy(),
+            env!("CARGO_PKG_VERSION")
+        );
+        return 0;
+    }
+    // The serving process (no action) joins its group's network namespace while it is still
+    // single-threaded.
+    if flags
+        .as_ref()
+        .is_some_and(|f| f.action.is_empty() && !f.info)
+        && let Err(e) = netns::join_from_bundle(Path::new("."))
+    {
+        eprintln!("{RUNTIME_ID}: {e}");
+        return 1;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: start the executor: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(containerd_shim::asynchronous::run::<Service>(
+        RUNTIME_ID,
+        Some(Config::default()),
+    ));
+    0
+}
+
+/// The shim's process-level side: start, delete, and the task service.
+pub struct Service {
+    exit: Arc<ExitSignal>,
+    namespace: String,
+    id: String,
+}
+
+/// The group a bundle's container belongs to: its group annotation, else its own id.
+fn grouping(bundle: &Path, id: &str) -> String {
+    let Ok(text) = std::fs::read_to_string(bundle.join("config.json")) else {
+        return id.to_string();
+    };
+    let Ok(spec) = serde_json::from_str::<oci_spec::runtime::Spec>(&text) else {
+        return id.to_string();
+    };
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| GROUP_ANNOTATIONS.iter().find_map(|k| a.get(*k)))
+        .filter(|g| !g.is_empty())
+        .cloned()
+        .unwrap_or_else(|| id.to_string())
+}
+
+fn other(msg: String) -> CrateError {
+    CrateError::Other(msg)
+}
+
+#[async_trait]
+impl containerd_shim::asynchronous::Shim for Service {
+    type T = task::TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Service {
+            exit: Arc::new(ExitSignal::default()),
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let group = grouping(Path::new("."), &opts.id);
+        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &group);
+        // A shim already serves this group: hand containerd its socket.
+        let path = address.strip_prefix("unix://").unwrap_or(&address);
+        if UnixStream::connect(path).is_ok() {
+            std::fs::write("address", &address)
+                .map_err(|e| other(format!("write address file: {e}")))?;
+            return Ok(address);
+        }
+        let address = containerd_shim::asynchronous::spawn(opts, &group, Vec::new()).await?;
+        std::fs::write("address", &address)
+            .map_err(|e| other(format!("write address file: {e}")))?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        // The shim serving this bundle is gone: undo what it did and report the exit.
+        let bundle = std::env::current_dir().map_err(|e| other(format!("bundle dir: {e}")))?;
+        let rec = Record::load(&bundle).map_err(|e| other(format!("read state: {e}")))?;
+        let mut pid = 0;
+        if let Some(rec) = rec {
+            pid = rec.pid;
+            if rec.kind == record::Kind::Native {
+                reaper::start()
+                    .await
+                    .map_err(|e| other(format!("reaper: {e}")))?;
+                let n = native::Native {
+                    root: rec
+                        .runc_root
+                        .clone()
+                        .unwrap_or_else(|| native::runc_root(&self.namespace)),
+                    id: rec.id.clone(),
+                    bundle: bundle.clone(),
+                };
+                if let Err(e) = n.delete(true).await {
+                    tracing::warn!(id = self.id, error = %e, "runc delete after the shim died");
+                }
+            }
+            if rec.rootfs_mounted {
+                container::unmount_rootfs(&bundle);
+            }
+            Record::remove(&bundle);
+        }
+        Ok(DeleteResponse {
+            pid,
+            exit_status: EXIT_SHIM_GONE,
+            exited_at: MessageField::some(events::timestamp(SystemTime::now())),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> task::TaskService {
+        if let Err(e) = reaper::start().await {
+            tracing::error!(error = %e, "starting the reaper failed");
+        }
+        let config = RuntimeConfig {
+            cache_dir: std::env::var_os("WASMBOX_CACHE_DIR")
+                .map(Into::into)
+                .or_else(wasmbox_runtime::cache::default_dir),
+            allocator: Allocator::Pooling,
+            ..Default::default()
+        };
+        let runtime = match Runtime::new(config) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "starting the wasm runtime failed");
+                std::process::exit(1);
+            }
+        };
+        let events = events::Events::start(publisher, self.namespace.clone());
+        task::TaskService::new(runtime, events, self.namespace.clone(), self.exit.clone())
+    }
+}

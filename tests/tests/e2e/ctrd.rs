@@ -1,0 +1,582 @@
+//! A real containerd for the shim tests: its own root, state, sockets and namespace, with the
+//! freshly built `containerd-shim-wasmbox-v1` on its PATH; driven with `ctr`. Everything it
+//! starts (containerd, shims, runc containers, mounts) is cleaned up when it drops.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::common::{Out, Wasmbox, guest, wasmbox_bin};
+
+/// Our runtime's name in containerd.
+pub const RUNTIME: &str = "io.containerd.wasmbox.v1";
+
+/// A containerd daemon of the test's own.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub ns: String,
+}
+
+fn tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin", "/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p.to_string_lossy().into_owned();
+        }
+    }
+    panic!("{name} is not installed: tests/run.sh installs it (apt-get install containerd runc)");
+}
+
+impl Containerd {
+    /// Starts a containerd and waits until it answers.
+    pub fn start() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = tempfile::Builder::new()
+            .prefix("wbctd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[debug]
+  level = "debug"
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let ns = format!(
+            "wbt-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut c = Containerd {
+            dir,
+            child: None,
+            ns,
+        };
+        c.launch();
+        c
+    }
+
+    fn launch(&mut self) {
+        let d = self.dir.path();
+        let bin_dir = wasmbox_bin().parent().unwrap().to_path_buf();
+        assert!(
+            bin_dir.join("containerd-shim-wasmbox-v1").exists(),
+            "containerd-shim-wasmbox-v1 not built: run `cargo build --workspace --bins`"
+        );
+        let path = format!(
+            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            bin_dir.display()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .unwrap();
+        let child = Command::new(tool("containerd"))
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("WASMBOX_CACHE_DIR", d.join("cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        self.child = Some(child);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if self.ctr(&["version"]).code == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("containerd did not come up: {}", self.log());
+    }
+
+    /// Stops containerd (SIGTERM) and starts it again on the same root and state; shims keep
+    /// running meanwhile.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        self.launch();
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGTERM);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The daemon's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// The gRPC socket.
+    pub fn sock(&self) -> PathBuf {
+        self.dir.path().join("c.sock")
+    }
+
+    /// A `ctr` command against this daemon and namespace.
+    pub fn ctr_cmd(&self) -> Command {
+        let mut c = Command::new(tool("ctr"));
+        c.arg("--address")
+            .arg(self.sock())
+            .arg("--namespace")
+            .arg(&self.ns)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `ctr ARGS` to completion.
+    pub fn ctr(&self, args: &[&str]) -> Out {
+        Out::from(self.ctr_cmd().args(args).output().expect("spawn ctr"))
+    }
+
+    /// Imports an image archive.
+    pub fn import(&self, archive: &Path) {
+        let out = self.ctr(&["images", "import", archive.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "ctr images import: {out:#?}");
+    }
+
+    /// `ctr run --rm --runtime io.containerd.wasmbox.v1 [FLAGS] IMAGE ID [ARGS]`.
+    pub fn run(&self, flags: &[&str], image: &str, id: &str, args: &[&str]) -> Out {
+        let mut a = vec!["run", "--rm", "--runtime", RUNTIME];
+        a.extend_from_slice(flags);
+        a.push(image);
+        a.push(id);
+        a.extend_from_slice(args);
+        self.ctr(&a)
+    }
+
+    /// Starts a detached container (`ctr run -d`), with its output in `DIR/ID.log`.
+    pub fn run_detached(&self, flags: &[&str], image: &str, id: &str, args: &[&str]) -> PathBuf {
+        let log = self.dir.path().join(format!("{id}.log"));
+        let uri = format!("file://{}", log.display());
+        let mut a = vec!["run", "-d", "--runtime", RUNTIME, "--log-uri", &uri];
+        a.extend_from_slice(flags);
+        a.push(image);
+        a.push(id);
+        a.extend_from_slice(args);
+        let out = self.ctr(&a);
+        assert_eq!(
+            out.code,
+            0,
+            "ctr run -d {id}: {out:#?}\n{}",
+            self.log_tail()
+        );
+        log
+    }
+
+    /// The status column of `ctr task ls` for `id` (RUNNING, STOPPED, PAUSED, CREATED).
+    pub fn status(&self, id: &str) -> Option<String> {
+        let out = self.ctr(&["task", "ls"]);
+        out.stdout.lines().skip(1).find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.last().unwrap().to_string())
+        })
+    }
+
+    /// The pid `ctr task ls` shows for `id`.
+    pub fn pid(&self, id: &str) -> u32 {
+        let out = self.ctr(&["task", "ls"]);
+        out.stdout
+            .lines()
+            .skip(1)
+            .find_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                (cols.first() == Some(&id)).then(|| cols[1].parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no task {id}: {out:#?}"))
+    }
+
+    /// Waits until `id`'s status is `want`.
+    #[track_caller]
+    pub fn wait_status(&self, id: &str, want: &str) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if self.status(id).as_deref() == Some(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{id} never became {want}: {:?}\n{}",
+            self.status(id),
+            self.log_tail()
+        );
+    }
+
+    /// The last lines of the daemon's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Shim processes serving this daemon.
+    pub fn shims(&self) -> Vec<u32> {
+        let sock = self.sock().to_string_lossy().into_owned();
+        procs_matching(|cmd| {
+            cmd.first()
+                .is_some_and(|a| a.ends_with("containerd-shim-wasmbox-v1"))
+                && cmd.windows(2).any(|w| w[0] == "-address" && w[1] == sock)
+        })
+    }
+
+    /// Mounts below this daemon's directory.
+    pub fn mounts(&self) -> Vec<String> {
+        let d = self.dir.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&d))
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let tasks = self.ctr(&["task", "ls", "-q"]);
+            for id in tasks.stdout.lines() {
+                let _ = self.ctr(&["task", "kill", "-a", "-s", "SIGKILL", id]);
+            }
+            for id in tasks.stdout.lines() {
+                let _ = self.ctr(&["task", "delete", "-f", id]);
+            }
+            let cs = self.ctr(&["containers", "ls", "-q"]);
+            for id in cs.stdout.lines() {
+                let _ = self.ctr(&["containers", "rm", id]);
+            }
+        }
+        self.stop_daemon();
+        for pid in self.shims() {
+            signal(pid, libc::SIGKILL);
+        }
+        // runc containers of this namespace, then mounts, deepest first.
+        let runc_root = format!("/run/wasmbox/runc/{}", self.ns);
+        if let Ok(list) = Command::new(tool("runc"))
+            .args(["--root", &runc_root, "list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&list.stdout).lines() {
+                let _ = Command::new(tool("runc"))
+                    .args(["--root", &runc_root, "delete", "--force", id])
+                    .output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&runc_root);
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            umount(&m);
+        }
+    }
+}
+
+#[allow(unsafe_code, reason = "kill(2) on a test's own process")]
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: no memory effects.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+#[allow(unsafe_code, reason = "umount2(2) of a test's own mount")]
+fn umount(path: &str) {
+    let c = std::ffi::CString::new(path).unwrap();
+    // SAFETY: `c` is a valid C string for the call.
+    unsafe {
+        libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+    }
+}
+
+/// Pids whose command line matches.
+pub fn procs_matching(f: impl Fn(&[String]) -> bool) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if f(&args) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+/// Test images, built once per test process as archives `ctr images import` reads.
+pub struct Images {
+    dir: tempfile::TempDir,
+}
+
+/// Image names.
+pub const FILES: &str = "localhost/wasmbox-test/files:ctr";
+pub const HELLO: &str = "localhost/wasmbox-test/hello:ctr";
+pub const HELLO_ARTIFACT: &str = "localhost/wasmbox-test/hello-artifact:ctr";
+pub const HELLO_CONVERTED: &str = "localhost/wasmbox-test/hello-converted:ctr";
+pub const WAT: &str = "localhost/wasmbox-test/wat:ctr";
+pub const BUSYBOX: &str = "localhost/wasmbox-test/busybox:ctr";
+pub const PRECOMPILED: &str = "localhost/wasmbox-test/precompiled:ctr";
+
+/// Guests written in WAT for the shim tests, stored compiled in one image as `/NAME.wasm`.
+pub const WAT_GUESTS: &[(&str, &str)] = &[
+    // Prints `.` forever, spinning between dots.
+    (
+        "dots",
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) ".")
+  (func (export "_start") (local $i i32)
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 1))
+    (loop $forever
+      (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $i (i32.const 0))
+      (loop $spin
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $spin (i32.lt_u (local.get $i) (i32.const 2000000))))
+      (br $forever))))"#,
+    ),
+    // Grows its memory by a page at a time, spinning between growths, until a growth fails.
+    (
+        "grow",
+        r#"(module (memory (export "memory") 1)
+  (func (export "_start") (local $i i32)
+    (loop $grow
+      (drop (memory.grow (i32.const 1)))
+      (local.set $i (i32.const 0))
+      (loop $spin
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $spin (i32.lt_u (local.get $i) (i32.const 1000000))))
+      (br $grow))))"#,
+    ),
+    // Loops forever without calling the host.
+    (
+        "spin",
+        r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#,
+    ),
+];
+
+impl Images {
+    /// The shared set.
+    pub fn get() -> &'static Images {
+        static IMAGES: OnceLock<Images> = OnceLock::new();
+        IMAGES.get_or_init(Images::build)
+    }
+
+    /// The archive holding `name`.
+    pub fn archive(&self, name: &str) -> PathBuf {
+        let file = name.rsplit('/').next().unwrap().replace(':', "-");
+        self.dir.path().join(format!("{file}.tar"))
+    }
+
+    fn build() -> Images {
+        let dir = tempfile::tempdir().unwrap();
+        let wb = Wasmbox::new();
+        let store = dir.path().join("store");
+        let store = store.to_str().unwrap();
+        let run = |args: &[&str]| {
+            let mut a = vec!["--store", store];
+            a.extend_from_slice(args);
+            let out = wb.run(&a);
+            assert_eq!(out.code, 0, "wasmbox {args:?}: {out:#?}");
+        };
+        let images = Images { dir };
+        let save = |name: &str, extra: &[&str]| {
+            let archive = images.archive(name);
+            let mut a = vec!["save", "-o", archive.to_str().unwrap()];
+            a.extend_from_slice(extra);
+            a.push(name);
+            run(&a);
+        };
+        let files = guest("files/files.wasm");
+        let hello = guest("hello/hello.wasm");
+        run(&[
+            "build",
+            "--format",
+            "compat",
+            files.to_str().unwrap(),
+            "-t",
+            FILES,
+        ]);
+        save(FILES, &[]);
+        run(&[
+            "build",
+            "--format",
+            "compat",
+            hello.to_str().unwrap(),
+            "-t",
+            HELLO,
+        ]);
+        save(HELLO, &[]);
+        run(&["build", hello.to_str().unwrap(), "-t", HELLO_ARTIFACT]);
+        save(HELLO_ARTIFACT, &[]);
+        let converted = images.archive(HELLO_CONVERTED);
+        run(&[
+            "save",
+            "--compat",
+            "-o",
+            converted.to_str().unwrap(),
+            HELLO_ARTIFACT,
+        ]);
+        // The WAT guests, compiled, side by side in one compat image.
+        let wat_dir = images.dir.path().join("wat");
+        std::fs::create_dir_all(&wat_dir).unwrap();
+        let mut adds = Vec::new();
+        for (name, text) in WAT_GUESTS {
+            let p = wat_dir.join(format!("{name}.wasm"));
+            std::fs::write(&p, wat::parse_str(text).unwrap()).unwrap();
+            adds.push(format!("{}:/{name}.wasm", p.display()));
+        }
+        let first = wat_dir.join("dots.wasm");
+        let mut a = vec!["build", "--format", "compat"];
+        for add in &adds {
+            a.extend(["--add", add.as_str()]);
+        }
+        a.extend([first.to_str().unwrap(), "-t", WAT]);
+        run(&a);
+        save(WAT, &[]);
+        // Precompiled code posing as the entrypoint.
+        let cwasm = wasmtime::Engine::default()
+            .precompile_module(&std::fs::read(&hello).unwrap())
+            .unwrap();
+        native_image(
+            &images.archive(PRECOMPILED),
+            PRECOMPILED,
+            &[("app.wasm", cwasm.as_slice(), None)],
+            json!({"os": "wasip1", "architecture": "wasm", "config": {"Entrypoint": ["/app.wasm"]}}),
+        );
+        // busybox: a static native image.
+        let bb = std::fs::read("/bin/busybox")
+            .expect("/bin/busybox: tests/run.sh installs busybox-static");
+        let mut files: Vec<(&str, &[u8], Option<&str>)> =
+            vec![("bin/busybox", bb.as_slice(), None)];
+        for applet in ["sh", "echo", "sleep", "cat", "true"] {
+            files.push((
+                Box::leak(format!("bin/{applet}").into_boxed_str()),
+                b"",
+                Some("busybox"),
+            ));
+        }
+        native_image(
+            &images.archive(BUSYBOX),
+            BUSYBOX,
+            &files,
+            json!({"os": "linux", "architecture": "amd64", "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]}}),
+        );
+        images
+    }
+}
+
+/// Writes an OCI archive holding one single-layer image: `files` are (path, contents, symlink
+/// target) entries of the layer; `config` gets the layer's diff id.
+fn native_image(
+    archive: &Path,
+    name: &str,
+    files: &[(&str, &[u8], Option<&str>)],
+    mut config: serde_json::Value,
+) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data, link) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        match link {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            None => {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append_data(&mut h, p, *data).unwrap();
+            }
+        }
+    }
+    let layer = b.into_inner().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8], media: &str| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        json!({"mediaType": media, "digest": format!("sha256:{hex}"), "size": bytes.len()})
+    };
+    let layer_d = put(&layer, "application/vnd.oci.image.layer.v1.tar");
+    config["rootfs"] = json!({"type": "layers", "diff_ids": [layer_d["digest"]]});
+    let config_d = put(
+        &serde_json::to_vec(&config).unwrap(),
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": config_d, "layers": [layer_d]});
+    let mut md = put(
+        &serde_json::to_vec(&manifest).unwrap(),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    md["annotations"] = json!({"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap()});
+    std::fs::write(
+        dir.path().join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [md]})).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir.path())
+        .arg("-cf")
+        .arg(archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
