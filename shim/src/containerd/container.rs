@@ -33,6 +33,8 @@ pub enum Body {
     WasmRunning(Arc<Running>),
     /// A native process; runc owns it.
     Native,
+    /// A native exec'd process not started yet: its OCI process JSON.
+    NativeExec(Vec<u8>),
     /// Started and gone, or never started and killed.
     Done,
 }
@@ -215,17 +217,13 @@ fn locate(root: &cap_std::fs::Dir, process: &Process) -> Option<PathBuf> {
         .find_map(|kv| kv.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .to_string();
-    let candidates = std::iter::once(rel(arg0)).chain(
-        path.split(':')
-            .filter(|d| d.starts_with('/'))
-            .map(|d| rel(&format!("{d}/{arg0}"))),
-    );
-    for p in candidates {
-        if !p.as_os_str().is_empty() && exists(&p) {
-            return Some(p);
-        }
-    }
-    None
+    std::iter::once(rel(arg0))
+        .chain(
+            path.split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(|d| rel(&format!("{d}/{arg0}"))),
+        )
+        .find(|p| !p.as_os_str().is_empty() && exists(p))
 }
 
 /// Decides whether the bundle's entrypoint is wasm, and if so derives its policy. Fails with a

@@ -9,6 +9,7 @@
 mod container;
 mod error;
 mod events;
+mod logging;
 mod native;
 mod netns;
 mod reaper;
@@ -87,6 +88,7 @@ pub struct Service {
     exit: Arc<ExitSignal>,
     namespace: String,
     id: String,
+    debug: bool,
 }
 
 /// The group a bundle's container belongs to: its group annotation, else its own id.
@@ -118,6 +120,7 @@ impl containerd_shim::asynchronous::Shim for Service {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
             id: args.id.clone(),
+            debug: args.debug,
         }
     }
 
@@ -178,6 +181,7 @@ impl containerd_shim::asynchronous::Shim for Service {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> task::TaskService {
+        logging::init(self.debug);
         if let Err(e) = reaper::start().await {
             tracing::error!(error = %e, "starting the reaper failed");
         }

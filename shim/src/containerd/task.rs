@@ -273,13 +273,26 @@ impl TaskService {
             }
             Body::Native => {
                 p.body = Body::Native;
-                if req.exec_id.is_empty() {
-                    native
-                        .expect("native body in a native container")
-                        .start()
-                        .await?;
-                }
+                native
+                    .expect("native body in a native container")
+                    .start()
+                    .await?;
                 p.started = true;
+            }
+            Body::NativeExec(json) => {
+                let n = native.expect("native exec in a native container");
+                let pid = match n.exec(&req.exec_id, &json, &p.stdio).await {
+                    Ok(pid) => pid,
+                    Err(e) => {
+                        p.body = Body::NativeExec(json);
+                        return Err(e);
+                    }
+                };
+                p.pid = pid;
+                p.body = Body::Native;
+                p.started = true;
+                let p: &Proc = p;
+                self.watch_native(p, &req.id, &req.exec_id);
             }
             other => {
                 p.body = other;
@@ -441,12 +454,8 @@ impl TaskService {
         let process: Process = serde_json::from_slice(&json)
             .map_err(|e| ShimError::InvalidArgument(format!("exec process spec: {e}")))?;
         let proc_ = match &c.kind {
-            Kind::Native(n) => {
-                let pid = n.exec(&req.exec_id, &json, &stdio).await?;
-                let p = Proc::new(pid, stdio, Body::Native);
-                self.watch_native(&p, &req.id, &req.exec_id);
-                p
-            }
+            // runc starts an exec'd process at once, so it is run at start.
+            Kind::Native(_) => Proc::new(0, stdio, Body::NativeExec(json)),
             Kind::Wasm(spec) => {
                 let mut spec = (**spec).clone();
                 spec.set_process(Some(process));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -362,6 +362,7 @@ pub const HELLO_CONVERTED: &str = "localhost/wasmbox-test/hello-converted:ctr";
 pub const WAT: &str = "localhost/wasmbox-test/wat:ctr";
 pub const BUSYBOX: &str = "localhost/wasmbox-test/busybox:ctr";
 pub const PRECOMPILED: &str = "localhost/wasmbox-test/precompiled:ctr";
+pub const ECHO: &str = "localhost/wasmbox-test/echo:ctr";
 
 /// Guests written in WAT for the shim tests, stored compiled in one image as `/NAME.wasm`.
 pub const WAT_GUESTS: &[(&str, &str)] = &[
@@ -455,6 +456,16 @@ impl Images {
             HELLO,
         ]);
         save(HELLO, &[]);
+        let echo = guest("echo-server/echo.wasm");
+        run(&[
+            "build",
+            "--format",
+            "compat",
+            echo.to_str().unwrap(),
+            "-t",
+            ECHO,
+        ]);
+        save(ECHO, &[]);
         run(&["build", hello.to_str().unwrap(), "-t", HELLO_ARTIFACT]);
         save(HELLO_ARTIFACT, &[]);
         let converted = images.archive(HELLO_CONVERTED);
@@ -579,4 +590,100 @@ fn native_image(
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+/// `ctr events`, collected in the background.
+pub struct EventLog {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// One event: its topic and its JSON body.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub topic: String,
+    pub body: serde_json::Value,
+}
+
+impl EventLog {
+    /// Starts `ctr events`.
+    pub fn start(c: &Containerd) -> Self {
+        use std::io::BufRead;
+        let mut child = c
+            .ctr_cmd()
+            .arg("events")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line);
+            }
+        });
+        // ctr subscribes asynchronously; give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        EventLog { child, lines }
+    }
+
+    /// Events about container `id` so far.
+    pub fn of(&self, id: &str) -> Vec<Event> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| {
+                let brace = l.find('{')?;
+                let body: serde_json::Value = serde_json::from_str(&l[brace..]).ok()?;
+                let topic = l[..brace].split_whitespace().last()?.to_string();
+                (body["container_id"] == id).then_some(Event { topic, body })
+            })
+            .collect()
+    }
+
+    /// Waits until container `id` has an event on `topic`, and returns it.
+    #[track_caller]
+    pub fn wait_for(&self, id: &str, topic: &str) -> Event {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Some(e) = self.of(id).into_iter().find(|e| e.topic == topic) {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no {topic} event for {id}: {:#?}", self.of(id));
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses an RFC 3339 timestamp as `ctr events` prints it (UTC, `Z`).
+pub fn parse_time(s: &str) -> SystemTime {
+    // 2026-11-23T13:15:00.123456789Z
+    let (date, time) = s.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let nanos: u32 = format!("{frac:0<9}")[..9].parse().unwrap();
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + t[0] * 3600 + t[1] * 60 + t[2];
+    SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos)
 }
