@@ -12,8 +12,14 @@ step "toolchain: $(cargo --version)"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
-step "system packages the tests use (a registry and its clients)"
+step "system packages the tests use (containerd and runc, a registry and its clients)"
 missing=()
+command -v containerd >/dev/null || missing+=(containerd)
+command -v ctr >/dev/null || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v script >/dev/null || missing+=(bsdutils)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
