@@ -27,7 +27,6 @@ use containerd_shim::protos::api::DeleteResponse;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Error as CrateError, ExitSignal, Flags, StartOpts};
-use wasmbox_runtime::{Allocator, Runtime, RuntimeConfig};
 
 use record::Record;
 
@@ -185,21 +184,7 @@ impl containerd_shim::asynchronous::Shim for Service {
         if let Err(e) = reaper::start().await {
             tracing::error!(error = %e, "starting the reaper failed");
         }
-        let config = RuntimeConfig {
-            cache_dir: std::env::var_os("WASMBOX_CACHE_DIR")
-                .map(Into::into)
-                .or_else(wasmbox_runtime::cache::default_dir),
-            allocator: Allocator::Pooling,
-            ..Default::default()
-        };
-        let runtime = match Runtime::new(config) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "starting the wasm runtime failed");
-                std::process::exit(1);
-            }
-        };
         let events = events::Events::start(publisher, self.namespace.clone());
-        task::TaskService::new(runtime, events, self.namespace.clone(), self.exit.clone())
+        task::TaskService::new(events, self.namespace.clone(), self.exit.clone())
     }
 }

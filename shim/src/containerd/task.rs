@@ -46,7 +46,8 @@ type Shared = Arc<AsyncMutex<Container>>;
 
 /// The task service of one shim process, which may serve many containers (a pod).
 pub struct TaskService {
-    runtime: Runtime,
+    /// Made at the first wasm create: pooling when the shim serves a group, on demand otherwise.
+    runtime: std::sync::OnceLock<Runtime>,
     containers: Mutex<HashMap<String, Shared>>,
     events: Events,
     namespace: String,
@@ -55,16 +56,46 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    /// A service running guests on `runtime` and publishing through `events`.
-    pub fn new(runtime: Runtime, events: Events, namespace: String, exit: Arc<ExitSignal>) -> Self {
+    /// A service publishing through `events`.
+    pub fn new(events: Events, namespace: String, exit: Arc<ExitSignal>) -> Self {
         Self {
-            runtime,
+            runtime: std::sync::OnceLock::new(),
             containers: Mutex::new(HashMap::new()),
             events,
             namespace,
             exit,
             shim_pid: std::process::id(),
         }
+    }
+
+    /// The wasm runtime, made on first use. A shim serving a group (the spec carries a group
+    /// annotation) will run many guests and pre-reserves instance slots (the pooling allocator);
+    /// a shim for one container allocates on demand, which starts faster.
+    fn runtime(&self, spec: &oci_spec::runtime::Spec) -> Result<&Runtime> {
+        if let Some(r) = self.runtime.get() {
+            return Ok(r);
+        }
+        let grouped = spec.annotations().as_ref().is_some_and(|a| {
+            super::GROUP_ANNOTATIONS
+                .iter()
+                .any(|k| a.get(*k).is_some_and(|v| !v.is_empty()))
+        });
+        let config = wasmbox_runtime::RuntimeConfig {
+            cache_dir: std::env::var_os("WASMBOX_CACHE_DIR")
+                .map(Into::into)
+                .or_else(wasmbox_runtime::cache::default_dir),
+            allocator: if grouped {
+                wasmbox_runtime::Allocator::Pooling
+            } else {
+                wasmbox_runtime::Allocator::OnDemand
+            },
+            ..Default::default()
+        };
+        let rt = Runtime::new(config).map_err(|e| {
+            ShimError::Internal(format!("starting the wasm runtime: {}", chain(&e)))
+        })?;
+        let _ = self.runtime.set(rt);
+        Ok(self.runtime.get().expect("just set"))
     }
 
     fn get(&self, id: &str) -> Result<Shared> {
@@ -163,7 +194,7 @@ impl TaskService {
         match container::classify(bundle, &spec)? {
             Entry::Wasm(b) => {
                 super::netns::check_same(&spec)?;
-                let prepared = container::prepare(&self.runtime, &b)?;
+                let prepared = container::prepare(self.runtime(&spec)?, &b)?;
                 let io = stdio.open_wasm()?;
                 save(&rec)?;
                 tracing::info!(id, entry = %b.entry.display(), "created wasm container");
@@ -473,7 +504,7 @@ impl TaskService {
                         )));
                     }
                 };
-                let mut prepared = container::prepare(&self.runtime, &b)?;
+                let mut prepared = container::prepare(self.runtime(&spec)?, &b)?;
                 // The container's current memory limit (it may have been updated).
                 if let Some(limit) = c.init.guest().and_then(|g| g.usage().memory_limit) {
                     prepared.set_memory_limit(Some(limit));
