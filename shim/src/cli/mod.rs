@@ -79,6 +79,11 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Listing commands end quietly when their reader goes away (`wasmbox inspect | head`),
+        // as other Unix tools do. `run` keeps SIGPIPE ignored: a guest gets EPIPE instead.
+        default_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(c) => c.execute(&cli.store),
         Command::Pull(c) => c.execute(&cli.store),
@@ -97,5 +102,16 @@ pub fn main() -> ExitCode {
             eprintln!("wasmbox: error: {e:#}");
             ExitCode::from(EXIT_RUNTIME_ERROR as u8)
         }
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "restoring SIGPIPE's default action, before any thread is started"
+)]
+fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

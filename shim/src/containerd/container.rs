@@ -308,3 +308,100 @@ pub fn prepare(runtime: &Runtime, bundle: &Bundle) -> Result<Prepared> {
         .prepare(&program, bundle.policy.clone())
         .map_err(|e| ShimError::InvalidArgument(chain(&e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(config: &str, files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("rootfs")).unwrap();
+        for (p, b) in files {
+            let p = d.path().join("rootfs").join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b).unwrap();
+        }
+        std::fs::write(d.path().join("config.json"), config).unwrap();
+        d
+    }
+
+    fn spec_with(args: &str, extra: &str) -> String {
+        format!(
+            r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"process":{{"cwd":"/","args":{args},"env":["PATH=/bin"],"user":{{"uid":0,"gid":0}}}}{extra}}}"#
+        )
+    }
+
+    fn err(r: Result<Entry>) -> String {
+        match r {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn a_malformed_config_is_an_invalid_argument_naming_the_file() {
+        let d = bundle("{not json", &[]);
+        let e = read_spec(d.path()).unwrap_err();
+        assert!(matches!(e, ShimError::InvalidArgument(_)));
+        assert!(e.to_string().contains("config.json: malformed"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        assert!(
+            read_spec(d.path())
+                .unwrap_err()
+                .to_string()
+                .contains("config.json")
+        );
+    }
+
+    #[test]
+    fn entries_are_classified_by_their_bytes() {
+        let wasm = wat::parse_str("(module (func (export \"_start\")))").unwrap();
+        let d = bundle(
+            &spec_with(r#"["app.wasm"]"#, ""),
+            &[("app.wasm", &wasm), ("bin/tool", b"\x7fELF\x02\x01\x01\0")],
+        );
+        let spec = read_spec(d.path()).unwrap();
+        assert!(matches!(classify(d.path(), &spec).unwrap(), Entry::Wasm(_)));
+        // A bare name is looked up in PATH, as runc does; a native binary goes to runc.
+        std::fs::write(d.path().join("config.json"), spec_with(r#"["tool"]"#, "")).unwrap();
+        let spec = read_spec(d.path()).unwrap();
+        assert!(matches!(classify(d.path(), &spec).unwrap(), Entry::Native));
+        // Annotated as wasm but not wasm.
+        let ann = r#","annotations":{"module.wasm.image/variant":"compat"}"#;
+        std::fs::write(
+            d.path().join("config.json"),
+            spec_with(r#"["/bin/tool"]"#, ann),
+        )
+        .unwrap();
+        let spec = read_spec(d.path()).unwrap();
+        assert!(err(classify(d.path(), &spec)).contains("not a wasm binary"));
+        // Missing.
+        std::fs::write(
+            d.path().join("config.json"),
+            spec_with(r#"["/nope.wasm"]"#, ""),
+        )
+        .unwrap();
+        let spec = read_spec(d.path()).unwrap();
+        assert!(err(classify(d.path(), &spec)).contains("does not exist"));
+        // No args.
+        std::fs::write(d.path().join("config.json"), spec_with("[]", "")).unwrap();
+        let spec = read_spec(d.path()).unwrap();
+        assert!(err(classify(d.path(), &spec)).contains("process.args is empty"));
+    }
+
+    #[test]
+    fn an_entry_symlinked_out_of_the_rootfs_is_not_followed() {
+        let wasm = wat::parse_str("(module (func (export \"_start\")))").unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("real.wasm"), &wasm).unwrap();
+        let d = bundle(&spec_with(r#"["/app.wasm"]"#, ""), &[]);
+        std::os::unix::fs::symlink(
+            outside.path().join("real.wasm"),
+            d.path().join("rootfs/app.wasm"),
+        )
+        .unwrap();
+        let spec = read_spec(d.path()).unwrap();
+        // Not readable through the rootfs: not wasm, so it would be runc's (which confines it).
+        assert!(matches!(classify(d.path(), &spec).unwrap(), Entry::Native));
+    }
+}

@@ -188,3 +188,34 @@ impl containerd_shim::asynchronous::Shim for Service {
         task::TaskService::new(events, self.namespace.clone(), self.exit.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_annotations(ann: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("config.json"),
+            format!(r#"{{"ociVersion":"1.0.2","annotations":{ann}}}"#),
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn containers_are_grouped_by_pod_then_runc_group_then_alone() {
+        let d = with_annotations(
+            r#"{"io.kubernetes.cri.sandbox-id":"pod1","io.containerd.runc.v2.group":"g"}"#,
+        );
+        assert_eq!(grouping(d.path(), "c1"), "pod1");
+        let d = with_annotations(r#"{"io.containerd.runc.v2.group":"g"}"#);
+        assert_eq!(grouping(d.path(), "c1"), "g");
+        let d = with_annotations(r#"{"io.containerd.runc.v2.group":""}"#);
+        assert_eq!(grouping(d.path(), "c1"), "c1");
+        let d = with_annotations("{}");
+        assert_eq!(grouping(d.path(), "c1"), "c1");
+        let none = tempfile::tempdir().unwrap();
+        assert_eq!(grouping(none.path(), "c1"), "c1");
+    }
+}

@@ -311,3 +311,32 @@ fn the_readme_example_image_runs() {
         "{out:#?}"
     );
 }
+
+#[test]
+fn output_piped_into_a_reader_that_quits_ends_quietly() {
+    let wb = Wasmbox::new();
+    let work = tempfile::tempdir().unwrap();
+    let layout = compat(&work.path().join("l"), "localhost/pipe/quit:1");
+    with_store(&wb, &["load", "-i", layout.to_str().unwrap()]).code(0);
+    let store = wb.cache.path().join("store");
+    let mut child = wb
+        .cmd()
+        .args([
+            "--store",
+            store.to_str().unwrap(),
+            "inspect",
+            "localhost/pipe/quit:1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before wasmbox writes.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

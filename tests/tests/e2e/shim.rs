@@ -45,6 +45,85 @@ fn compat_image_runs_to_completion_with_output_and_exit_status() {
         "shims exit once their containers are deleted"
     );
     assert!(c.mounts().is_empty(), "{:?}", c.mounts());
+    // The shim's own log is in containerd's log, in its format, without wasmtime's call traces.
+    let log = c.log();
+    assert!(
+        log.lines().any(
+            |l| l.contains("level=info msg=\"created wasm container\" id=args")
+                && l.contains("runtime=io.containerd.wasmbox.v1")
+        ),
+        "{}",
+        c.log_tail()
+    );
+    assert!(
+        !log.contains("fd_prestat_get"),
+        "wasmtime's call traces are filtered out"
+    );
+}
+
+#[test]
+fn the_rootfs_and_mounts_are_the_guests_only_files_with_read_only_honoured() {
+    let c = with_images(&[FILES]);
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in.txt"), "from the host").unwrap();
+    let ro = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        host.path().display()
+    );
+    let rw = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        host.path().display()
+    );
+    let out = c.run(
+        &["--mount", &ro],
+        FILES,
+        "ro1",
+        &["/app.wasm", "cat", "/data/in.txt"],
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("from the host"), "{out:#?}");
+    let out = c.run(
+        &["--mount", &ro],
+        FILES,
+        "ro2",
+        &["/app.wasm", "write", "/data/in.txt", "x"],
+    );
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("in.txt")).unwrap(),
+        "from the host"
+    );
+    let out = c.run(
+        &["--mount", &rw],
+        FILES,
+        "rw",
+        &["/app.wasm", "write", "/data/new.txt", "hi"],
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("new.txt")).unwrap(),
+        "hi"
+    );
+    // The rootfs is writable unless --read-only, and /proc, /sys, /dev are never there.
+    let out = c.run(&[], FILES, "w", &["/app.wasm", "write", "/made.txt", "x"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let out = c.run(
+        &["--read-only"],
+        FILES,
+        "r",
+        &["/app.wasm", "write", "/made.txt", "x"],
+    );
+    assert_ne!(out.code, 0, "{out:#?}");
+    let out = c.run(&[], FILES, "ls", &["/app.wasm", "ls", "/"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    for hidden in ["proc", "sys", "dev"] {
+        assert!(!out.stdout.lines().any(|l| l == hidden), "{out:#?}");
+    }
+    for escape in ["/../../../../etc/passwd", "/proc/self/environ"] {
+        let out = c.run(&[], FILES, "esc", &["/app.wasm", "cat", escape]);
+        assert_ne!(out.code, 0, "{escape}: {out:#?}");
+        assert!(!out.stdout.contains("root:"), "{out:#?}");
+    }
 }
 
 #[test]
@@ -213,8 +292,31 @@ fn exec_runs_another_program_with_its_own_stdio_and_status() {
     assert_eq!(added.body["exec_id"], "e1");
     events.wait_for("host", "/tasks/exec-started");
     assert_eq!(c.status("host").as_deref(), Some("RUNNING"));
-    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "host"]).code, 0);
+    // kill --all ends the exec'd processes too.
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "bg",
+        "host",
+        "/app.wasm",
+        "sleep",
+        "600000",
+    ]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let ps = c.ctr(&["task", "ps", "host"]);
+    assert_eq!(ps.code, 0, "{ps:#?}");
+    assert_eq!(
+        c.ctr(&["task", "kill", "-a", "-s", "SIGKILL", "host"]).code,
+        0
+    );
     c.wait_status("host", "STOPPED");
+    wait_until("the exec'd process exits too", || {
+        events.of("host").iter().any(|e| {
+            e.topic == "/tasks/exit" && e.body["id"] == "bg" && e.body["exit_status"] == 137
+        })
+    });
 }
 
 #[test]
