@@ -1,4 +1,4 @@
-//! wasmbox's front ends: the `wasmbox` command line (and, later, the containerd shim). They own
+//! wasmbox's front ends: the `wasmbox` command line and the containerd shim. They own
 //! every process-level concern (argv, signals, exit codes, logging) and compose the `runtime` and
 //! `images` crates.
 
