@@ -88,6 +88,8 @@ pub struct Service {
     namespace: String,
     id: String,
     debug: bool,
+    /// The socket this process serves on (`unix://PATH`), removed when it exits.
+    socket: String,
 }
 
 /// The group a bundle's container belongs to: its group annotation, else its own id.
@@ -120,6 +122,7 @@ impl containerd_shim::asynchronous::Shim for Service {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             debug: args.debug,
+            socket: args.socket.clone(),
         }
     }
 
@@ -177,6 +180,11 @@ impl containerd_shim::asynchronous::Shim for Service {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        // The first container's bundle (our working directory, where containerd's shim crate
+        // looks for the address) may be gone by now: remove the socket by the path we served.
+        if let Some(path) = self.socket.strip_prefix("unix://") {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> task::TaskService {

@@ -465,6 +465,8 @@ fn containers_of_one_group_share_one_shim_and_others_get_their_own() {
     c.run_detached(&group, BUSYBOX, "gnative", &["sleep", "600"]);
     c.wait_status("gnative", "RUNNING");
     assert_eq!(c.shims().len(), 1, "one shim for the group");
+    let socket = shim_socket(c.shims()[0]);
+    assert!(socket.starts_with("/run/containerd/s/"), "{socket}");
     c.run_detached(&[], FILES, "solo", &["/app.wasm", "sleep", "600000"]);
     assert_eq!(
         c.shims().len(),
@@ -489,6 +491,21 @@ fn containers_of_one_group_share_one_shim_and_others_get_their_own() {
     }
     assert!(!alive(native_pid));
     wait_until("all shims exit", || c.shims().is_empty());
+    assert!(
+        !std::path::Path::new(&socket).exists(),
+        "{socket} is removed"
+    );
+}
+
+/// The socket path a shim process serves (its `-socket unix://PATH` argument).
+fn shim_socket(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let i = args.iter().position(|a| a == "-socket").unwrap();
+    args[i + 1].trim_start_matches("unix://").to_string()
 }
 
 #[test]
