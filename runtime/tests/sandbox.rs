@@ -34,6 +34,17 @@ fn policy(args: &[&str]) -> Policy {
     }
 }
 
+/// The `files` policy with no arguments and a memory limit.
+fn limited(bytes: u64) -> Policy {
+    Policy {
+        limits: wasmbox_runtime::Limits {
+            memory: Some(bytes),
+            timeout: None,
+        },
+        ..policy(&[])
+    }
+}
+
 #[test]
 fn prepare_then_start_and_capture_output() {
     let rt = runtime();
@@ -312,15 +323,8 @@ fn tables_count_against_the_memory_limit() {
     let rt = runtime();
     let wat = r#"(module (table 1000000 funcref) (memory 1) (func (export "_start")))"#;
     let (prog, _) = rt.load("table.wat", wat.as_bytes()).unwrap();
-    let p = Policy {
-        limits: wasmbox_runtime::Limits {
-            memory: Some(1 << 20),
-            timeout: None,
-        },
-        ..policy(&[])
-    };
     let st = rt
-        .prepare(&prog, p)
+        .prepare(&prog, limited(1 << 20))
         .unwrap()
         .start(Stdio::default())
         .unwrap()
@@ -356,26 +360,10 @@ fn output_to_a_pipe_loses_nothing() {
     assert_eq!(lines[49999], "line 50000");
 }
 
-/// A preview 1 module that prints `.` forever, spinning between dots.
-const DOTS: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) ".")
-  (func (export "_start") (local $i i32)
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 1))
-    (loop $forever
-      (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (local.set $i (i32.const 0))
-      (loop $spin
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br_if $spin (i32.lt_u (local.get $i) (i32.const 200000))))
-      (br $forever))))"#;
-
 #[test]
 fn a_paused_guest_makes_no_progress_and_resumes_where_it_was() {
     let rt = runtime();
-    let (prog, _) = rt.load("dots.wat", DOTS.as_bytes()).unwrap();
+    let (prog, _) = rt.load_file(&example("wat/dots.wat")).unwrap();
     let out = Output::memory();
     let running = rt
         .prepare(&prog, policy(&[]))
@@ -410,26 +398,9 @@ fn a_paused_guest_makes_no_progress_and_resumes_where_it_was() {
 #[test]
 fn a_lower_memory_limit_applies_to_a_running_guest() {
     let rt = runtime();
-    // Grows its memory by one page at a time, spinning between growths, until a growth fails.
-    let wat = r#"(module (memory 1)
-      (func (export "_start") (local $i i32)
-        (loop $grow
-          (drop (memory.grow (i32.const 1)))
-          (local.set $i (i32.const 0))
-          (loop $spin
-            (local.set $i (i32.add (local.get $i) (i32.const 1)))
-            (br_if $spin (i32.lt_u (local.get $i) (i32.const 100000))))
-          (br $grow))))"#;
-    let (prog, _) = rt.load("grow.wat", wat.as_bytes()).unwrap();
-    let p = Policy {
-        limits: wasmbox_runtime::Limits {
-            memory: Some(1 << 30),
-            timeout: None,
-        },
-        ..policy(&[])
-    };
+    let (prog, _) = rt.load_file(&example("wat/grow.wat")).unwrap();
     let running = rt
-        .prepare(&prog, p)
+        .prepare(&prog, limited(1 << 30))
         .unwrap()
         .start(Stdio::default())
         .unwrap();

@@ -364,45 +364,8 @@ pub const BUSYBOX: &str = "localhost/wasmbox-test/busybox:ctr";
 pub const PRECOMPILED: &str = "localhost/wasmbox-test/precompiled:ctr";
 pub const ECHO: &str = "localhost/wasmbox-test/echo:ctr";
 
-/// Guests written in WAT for the shim tests, stored compiled in one image as `/NAME.wasm`.
-pub const WAT_GUESTS: &[(&str, &str)] = &[
-    // Prints `.` forever, spinning between dots.
-    (
-        "dots",
-        r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 16) ".")
-  (func (export "_start") (local $i i32)
-    (i32.store (i32.const 0) (i32.const 16))
-    (i32.store (i32.const 4) (i32.const 1))
-    (loop $forever
-      (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (local.set $i (i32.const 0))
-      (loop $spin
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br_if $spin (i32.lt_u (local.get $i) (i32.const 2000000))))
-      (br $forever))))"#,
-    ),
-    // Grows its memory by a page at a time, spinning between growths, until a growth fails.
-    (
-        "grow",
-        r#"(module (memory (export "memory") 1)
-  (func (export "_start") (local $i i32)
-    (loop $grow
-      (drop (memory.grow (i32.const 1)))
-      (local.set $i (i32.const 0))
-      (loop $spin
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br_if $spin (i32.lt_u (local.get $i) (i32.const 1000000))))
-      (br $grow))))"#,
-    ),
-    // Loops forever without calling the host.
-    (
-        "spin",
-        r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#,
-    ),
-];
+/// Guests written in WAT (`examples/wat/NAME.wat`), stored compiled in one image as `/NAME.wasm`.
+pub const WAT_GUESTS: &[&str] = &["dots", "grow", "spin"];
 
 impl Images {
     /// The shared set.
@@ -480,9 +443,10 @@ impl Images {
         let wat_dir = images.dir.path().join("wat");
         std::fs::create_dir_all(&wat_dir).unwrap();
         let mut adds = Vec::new();
-        for (name, text) in WAT_GUESTS {
+        for name in WAT_GUESTS {
             let p = wat_dir.join(format!("{name}.wasm"));
-            std::fs::write(&p, wat::parse_str(text).unwrap()).unwrap();
+            let text = guest(&format!("wat/{name}.wat"));
+            std::fs::write(&p, wat::parse_file(text).unwrap()).unwrap();
             adds.push(format!("{}:/{name}.wasm", p.display()));
         }
         let first = wat_dir.join("dots.wasm");
