@@ -92,19 +92,21 @@ pub struct Service {
     socket: String,
 }
 
-/// The group a bundle's container belongs to: its group annotation, else its own id.
-fn grouping(bundle: &Path, id: &str) -> String {
-    let Ok(text) = std::fs::read_to_string(bundle.join("config.json")) else {
-        return id.to_string();
-    };
-    let Ok(spec) = serde_json::from_str::<oci_spec::runtime::Spec>(&text) else {
-        return id.to_string();
-    };
+/// The group a spec's container belongs to, from its group annotations.
+fn group_of(spec: &oci_spec::runtime::Spec) -> Option<String> {
     spec.annotations()
         .as_ref()
         .and_then(|a| GROUP_ANNOTATIONS.iter().find_map(|k| a.get(*k)))
         .filter(|g| !g.is_empty())
         .cloned()
+}
+
+/// The group a bundle's container belongs to: its group annotation, else its own id.
+fn grouping(bundle: &Path, id: &str) -> String {
+    std::fs::read_to_string(bundle.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<oci_spec::runtime::Spec>(&text).ok())
+        .and_then(|spec| group_of(&spec))
         .unwrap_or_else(|| id.to_string())
 }
 

@@ -75,11 +75,7 @@ impl TaskService {
         if let Some(r) = self.runtime.get() {
             return Ok(r);
         }
-        let grouped = spec.annotations().as_ref().is_some_and(|a| {
-            super::GROUP_ANNOTATIONS
-                .iter()
-                .any(|k| a.get(*k).is_some_and(|v| !v.is_empty()))
-        });
+        let grouped = super::group_of(spec).is_some();
         let config = wasmbox_runtime::RuntimeConfig {
             cache_dir: std::env::var_os("WASMBOX_CACHE_DIR")
                 .map(Into::into)
