@@ -3,7 +3,9 @@
 //! A shim serves one group of containers (a Kubernetes pod), which share one network namespace.
 //! The serving process joins the namespace its first container's spec names before it starts any
 //! thread, so every thread, and so every socket a guest opens, lives there. Later containers of
-//! the group must name the same namespace.
+//! the group must name the same namespace. A spec that asks for a new namespace (no path), as a
+//! plain `ctr run` does, gets one, with only loopback up, when it grants the guest any network
+//! access; without a grant the guest can open no socket, so none is made.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -12,16 +14,32 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::error::{Result, ShimError};
 
-/// The network namespace path a spec names, if any.
-fn named(spec: &Spec) -> Option<PathBuf> {
-    spec.linux()
+/// The spec's network namespace entry: `Some(Some(path))` to join, `Some(None)` for a new one,
+/// `None` for the host's.
+fn wanted(spec: &Spec) -> Option<Option<PathBuf>> {
+    let ns = spec
+        .linux()
         .as_ref()?
         .namespaces()
         .as_ref()?
         .iter()
-        .find(|n| n.typ() == LinuxNamespaceType::Network)?
-        .path()
-        .clone()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)?;
+    Some(ns.path().clone())
+}
+
+/// The network namespace path a spec names, if any.
+fn named(spec: &Spec) -> Option<PathBuf> {
+    wanted(spec).flatten()
+}
+
+/// Whether the spec's annotations grant the guest any network access.
+fn grants_network(spec: &Spec) -> bool {
+    spec.annotations().as_ref().is_some_and(|a| {
+        ["wasmbox.net.connect", "wasmbox.net.listen"]
+            .iter()
+            .any(|k| a.get(*k).is_some_and(|v| !v.trim().is_empty()))
+            || a.get("wasmbox.net.dns").is_some_and(|v| v == "true")
+    })
 }
 
 /// Joins the network namespace named by `BUNDLE/config.json`, if it names one. Must run before
@@ -36,8 +54,11 @@ pub fn join_from_bundle(bundle: &Path) -> std::result::Result<(), String> {
         // create reports the malformed spec to containerd.
         return Ok(());
     };
-    let Some(path) = named(&spec) else {
-        return Ok(());
+    let path = match wanted(&spec) {
+        None => return Ok(()),
+        Some(None) if grants_network(&spec) => return new_namespace(),
+        Some(None) => return Ok(()),
+        Some(Some(path)) => path,
     };
     let f = std::fs::File::open(&path)
         .map_err(|e| format!("open network namespace {}: {e}", path.display()))?;
@@ -49,6 +70,43 @@ pub fn join_from_bundle(bundle: &Path) -> std::result::Result<(), String> {
             path.display(),
             std::io::Error::last_os_error()
         ));
+    }
+    Ok(())
+}
+
+/// Moves the (single-threaded) process into a new network namespace and brings its loopback up.
+#[allow(
+    unsafe_code,
+    reason = "unshare(2) and the SIOCSIFFLAGS ioctl on a socket we own"
+)]
+fn new_namespace() -> std::result::Result<(), String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: unshare has no memory effects.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(os("create a network namespace"));
+    }
+    // SAFETY: socket returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os("socket for bringing loopback up"));
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `req`, which outlives the calls.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(os("read loopback flags"));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(os("bring loopback up"));
+        }
     }
     Ok(())
 }

@@ -693,3 +693,51 @@ fn the_shim_reports_its_version_and_leaves_no_stray_processes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(RUNTIME));
     let _ = procs_matching(|_| false);
 }
+
+#[test]
+fn a_guest_granted_network_gets_a_namespace_of_its_own_unless_the_host_one_is_asked_for() {
+    let c = with_images(&[ECHO]);
+    let port = crate::common::free_port();
+    let grant = format!("wasmbox.net.listen=127.0.0.1:{port}");
+    // Plain `ctr run` asks for a new network namespace: the listener is not on the host's
+    // loopback, but on the shim's own namespace's.
+    c.run_detached(&["--annotation", &grant], ECHO, "own", &["/app.wasm"]);
+    c.wait_status("own", "RUNNING");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let shim = c.shims()[0];
+    let ns_path = format!("/proc/{shim}/ns/net");
+    assert_ne!(
+        std::fs::read_link(&ns_path).unwrap(),
+        std::fs::read_link("/proc/self/ns/net").unwrap()
+    );
+    let reply = std::thread::spawn(move || {
+        use std::io::Read;
+        enter_netns(&ns_path);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"own\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        got
+    })
+    .join()
+    .unwrap();
+    assert_eq!(reply, "own\n");
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "own"]).code, 0);
+    c.wait_status("own", "STOPPED");
+    // `--net-host` keeps the host's namespace.
+    c.run_detached(
+        &["--net-host", "--annotation", &grant],
+        ECHO,
+        "host",
+        &["/app.wasm"],
+    );
+    c.wait_status("host", "RUNNING");
+    let mut s = None;
+    wait_until("the listener is up on the host's loopback", || {
+        s = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+        s.is_some()
+    });
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "host"]).code, 0);
+}
