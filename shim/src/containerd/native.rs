@@ -55,7 +55,7 @@ impl Native {
                     .stderr(Stdio::null());
             }
         }
-        // runc must not inherit the shim's signal mask or process group quirks.
+        // Its own process group: signals meant for the shim's group never reach runc.
         cmd.process_group(0);
         let what = format!("runc {}", args.first().copied().unwrap_or(""));
         let child = cmd
