@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use containerd_shim::protos::api::DeleteResponse;
-use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Error as CrateError, ExitSignal, Flags, StartOpts};
 
@@ -53,6 +53,20 @@ pub fn main() -> i32 {
             env!("CARGO_PKG_VERSION")
         );
         return 0;
+    }
+    // containerd runs `delete` after every shim exits, on the path of `ctr run --rm`: when this
+    // bundle holds no record (the task was deleted normally) there is nothing to undo, so answer
+    // at once, without an executor.
+    if flags.as_ref().is_some_and(|f| f.action == "delete")
+        && let Ok(None) = Record::load(Path::new("."))
+    {
+        return match gone(0).write_to_writer(&mut std::io::stdout().lock()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{RUNTIME_ID}: write the delete response: {e}");
+                1
+            }
+        };
     }
     // The serving process (no action) joins its group's network namespace while it is still
     // single-threaded.
@@ -108,6 +122,16 @@ fn grouping(bundle: &Path, id: &str) -> String {
         .and_then(|text| serde_json::from_str::<oci_spec::runtime::Spec>(&text).ok())
         .and_then(|spec| group_of(&spec))
         .unwrap_or_else(|| id.to_string())
+}
+
+/// The `delete` action's answer: the process `pid` ended with the shim, now.
+fn gone(pid: u32) -> DeleteResponse {
+    DeleteResponse {
+        pid,
+        exit_status: EXIT_SHIM_GONE,
+        exited_at: MessageField::some(events::timestamp(SystemTime::now())),
+        ..Default::default()
+    }
 }
 
 fn other(msg: String) -> CrateError {
@@ -172,12 +196,7 @@ impl containerd_shim::asynchronous::Shim for Service {
             }
             Record::remove(&bundle);
         }
-        Ok(DeleteResponse {
-            pid,
-            exit_status: EXIT_SHIM_GONE,
-            exited_at: MessageField::some(events::timestamp(SystemTime::now())),
-            ..Default::default()
-        })
+        Ok(gone(pid))
     }
 
     async fn wait(&mut self) {

@@ -88,7 +88,7 @@ impl Native {
                 &pid_arg,
                 &self.id,
             ],
-            Some(stdio.open_native()?),
+            Some(stdio.open_native().await?),
         )
         .await?;
         read_pid(&pid_file)
@@ -153,7 +153,7 @@ impl Native {
                     &pid_arg,
                     &self.id,
                 ],
-                Some(stdio.open_native()?),
+                Some(stdio.open_native().await?),
             )
             .await;
         let _ = std::fs::remove_file(&spec);

@@ -35,22 +35,22 @@ impl StdioPaths {
     }
 
     /// Opens the FIFOs for a wasm guest. stdin is opened for reading without waiting for a writer;
-    /// the guest reads it through the reactor. stdout and stderr are opened read-write, as
-    /// containerd's own shims do, so opening never blocks and the guest's writes wait for a slow
-    /// reader instead of failing.
-    pub fn open_wasm(&self) -> Result<Stdio> {
+    /// the guest reads it through the reactor. stdout and stderr are opened once the client has
+    /// them open for reading (see [`open_out_fifo`]).
+    pub async fn open_wasm(&self) -> Result<Stdio> {
         Ok(Stdio {
             stdin: match self.stdin.as_str() {
                 "" => Input::Null,
                 p => Input::File(open_in(p)?),
             },
-            stdout: open_out(&self.stdout)?,
-            stderr: open_out(&self.stderr)?,
+            stdout: open_out(&self.stdout).await?,
+            stderr: open_out(&self.stderr).await?,
         })
     }
 
-    /// Opens the FIFOs as the three files a native process inherits (`/dev/null` where none).
-    pub fn open_native(&self) -> Result<[File; 3]> {
+    /// Opens the FIFOs as the three files a native process inherits (`/dev/null` where none),
+    /// in blocking mode.
+    pub async fn open_native(&self) -> Result<[File; 3]> {
         let null = |write: bool| {
             OpenOptions::new()
                 .read(!write)
@@ -66,13 +66,56 @@ impl StdioPaths {
                 f
             }
         };
-        let out = |p: &str| -> Result<File> {
-            match p {
-                "" => null(true),
-                p => open_rw(p),
+        let mut outs = Vec::with_capacity(2);
+        for p in [&self.stdout, &self.stderr] {
+            outs.push(match p.as_str() {
+                "" => null(true)?,
+                p => {
+                    let f = open_writer(p).await?;
+                    set_blocking(&f).map_err(|e| io_err(p, e))?;
+                    f
+                }
+            });
+        }
+        let [stdout, stderr]: [File; 2] = outs.try_into().expect("two outputs");
+        Ok([stdin, stdout, stderr])
+    }
+}
+
+/// How long to wait for a client to open an output FIFO before writing into it anyway.
+const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens an output FIFO for writing once its reader (the client: `ctr`, CRI) has it open. Data
+/// written to a FIFO nobody has opened for reading is lost when the writer closes, so a guest that
+/// prints and exits at once, before the client's open, would lose its output. If no reader comes
+/// within [`READER_WAIT`], the FIFO is opened read-write, which never blocks.
+async fn open_out_fifo(path: &str) -> Result<File> {
+    let deadline = std::time::Instant::now() + READER_WAIT;
+    loop {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => return Ok(f),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if std::time::Instant::now() >= deadline {
+                    tracing::info!(path, "no reader on the output FIFO; writing without one");
+                    return open_rw(path);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
-        };
-        Ok([stdin, out(&self.stdout)?, out(&self.stderr)?])
+            Err(e) => return Err(io_err(path, e)),
+        }
+    }
+}
+
+/// Opens an output: a `file://` log URI for appending, else a FIFO once it has a reader.
+async fn open_writer(path: &str) -> Result<File> {
+    if path.contains("://") {
+        open_rw(path)
+    } else {
+        open_out_fifo(path).await
     }
 }
 
@@ -88,8 +131,8 @@ fn open_in(path: &str) -> Result<File> {
         .map_err(|e| io_err(path, e))
 }
 
-/// Opens an output: a FIFO read-write, or a `file://` log URI (`ctr run --log-uri`) for appending.
-/// Other URI schemes (`binary://` loggers) are refused.
+/// Opens an output read-write (a FIFO), or a `file://` log URI (`ctr run --log-uri`) for
+/// appending. Other URI schemes (`binary://` loggers) are refused.
 fn open_rw(path: &str) -> Result<File> {
     if let Some(file) = path.strip_prefix("file://") {
         return OpenOptions::new()
@@ -110,10 +153,10 @@ fn open_rw(path: &str) -> Result<File> {
         .map_err(|e| io_err(path, e))
 }
 
-fn open_out(path: &str) -> Result<Output> {
+async fn open_out(path: &str) -> Result<Output> {
     Ok(match path {
         "" => Output::Null,
-        p => Output::File(std::sync::Arc::new(open_rw(p)?)),
+        p => Output::File(std::sync::Arc::new(open_writer(p).await?)),
     })
 }
 

@@ -191,7 +191,7 @@ impl TaskService {
             Entry::Wasm(b) => {
                 super::netns::check_same(&spec)?;
                 let prepared = container::prepare(self.runtime(&spec)?, &b)?;
-                let io = stdio.open_wasm()?;
+                let io = stdio.open_wasm().await?;
                 save(&rec)?;
                 tracing::info!(id, entry = %b.entry.display(), "created wasm container");
                 Ok(Container {
@@ -505,7 +505,7 @@ impl TaskService {
                 if let Some(limit) = c.init.guest().and_then(|g| g.usage().memory_limit) {
                     prepared.set_memory_limit(Some(limit));
                 }
-                let io = stdio.open_wasm()?;
+                let io = stdio.open_wasm().await?;
                 Proc::new(
                     self.shim_pid,
                     stdio,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::ctrd::{
     BUSYBOX, Containerd, ECHO, EventLog, FILES, HELLO, HELLO_ARTIFACT, HELLO_CONVERTED, Images,
-    PRECOMPILED, RUNTIME, WAT, alive, parse_time, procs_matching, signal,
+    PRECOMPILED, RUNTIME, WAT, alive, parse_time, signal,
 };
 
 fn with_images(names: &[&str]) -> Containerd {
@@ -683,7 +683,7 @@ fn enter_netns(path: &str) {
 }
 
 #[test]
-fn the_shim_reports_its_version_and_leaves_no_stray_processes() {
+fn the_shim_reports_its_version_and_answers_delete_for_a_clean_bundle() {
     let bin = crate::common::wasmbox_bin()
         .parent()
         .unwrap()
@@ -691,7 +691,36 @@ fn the_shim_reports_its_version_and_leaves_no_stray_processes() {
     let out = std::process::Command::new(&bin).arg("-v").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(RUNTIME));
-    let _ = procs_matching(|_| false);
+    // The `delete` action in a bundle with nothing to undo answers a DeleteResponse at once.
+    use containerd_shim_protos::protobuf::Message;
+    let bundle = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&bin)
+        .args([
+            "-namespace",
+            "x",
+            "-id",
+            "gone",
+            "-address",
+            "/nonexistent.sock",
+            "delete",
+        ])
+        .current_dir(bundle.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let resp = containerd_shim_protos::api::DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+    assert_eq!(resp.exit_status, 137);
+    let at = resp.exited_at.seconds;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - at).abs() < 60, "{at} vs {now}");
+    assert!(
+        std::fs::read_dir(bundle.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
 }
 
 #[test]
@@ -740,4 +769,24 @@ fn a_guest_granted_network_gets_a_namespace_of_its_own_unless_the_host_one_is_as
         s.is_some()
     });
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "host"]).code, 0);
+}
+
+#[test]
+fn every_one_of_many_concurrent_runs_prints_its_output() {
+    // A guest that prints and exits at once must not lose its output to a client that opens
+    // its end of the FIFO late (the clients here are busy: eight run at a time).
+    let c = with_images(&[HELLO]);
+    let ids: Vec<String> = (0..40).map(|i| format!("burst{i}")).collect();
+    std::thread::scope(|s| {
+        for chunk in ids.chunks(5) {
+            let c = &c;
+            s.spawn(move || {
+                for id in chunk {
+                    let out = c.run(&[], HELLO, id, &[]);
+                    assert_eq!(out.code, 0, "{id}: {out:#?}");
+                    assert!(out.stdout.contains("Hello from wasmbox!"), "{id}: {out:#?}");
+                }
+            });
+        }
+    });
 }
