@@ -676,20 +676,25 @@ fn guest_sockets_live_in_the_network_namespace_the_spec_names() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     // ...but in the named one.
     let ns_path = format!("/var/run/netns/{ns}");
-    let reply = std::thread::spawn(move || {
+    assert_eq!(echo_in_netns(ns_path, port, "ping\n"), "ping\n");
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "echo"]).code, 0);
+}
+
+/// Sends `msg` to the echo server on 127.0.0.1:`port` of the network namespace at `ns_path`,
+/// from a thread that joins it, and returns the reply.
+fn echo_in_netns(ns_path: String, port: u16, msg: &'static str) -> String {
+    std::thread::spawn(move || {
         use std::io::Read;
         enter_netns(&ns_path);
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"ping\n").unwrap();
+        s.write_all(msg.as_bytes()).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut got = String::new();
         s.read_to_string(&mut got).unwrap();
         got
     })
     .join()
-    .unwrap();
-    assert_eq!(reply, "ping\n");
-    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "echo"]).code, 0);
+    .unwrap()
 }
 
 #[allow(unsafe_code, reason = "setns(2) on the calling test thread only")]
@@ -759,19 +764,7 @@ fn a_guest_granted_network_gets_a_namespace_of_its_own_unless_the_host_one_is_as
         std::fs::read_link(&ns_path).unwrap(),
         std::fs::read_link("/proc/self/ns/net").unwrap()
     );
-    let reply = std::thread::spawn(move || {
-        use std::io::Read;
-        enter_netns(&ns_path);
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"own\n").unwrap();
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut got = String::new();
-        s.read_to_string(&mut got).unwrap();
-        got
-    })
-    .join()
-    .unwrap();
-    assert_eq!(reply, "own\n");
+    assert_eq!(echo_in_netns(ns_path, port, "own\n"), "own\n");
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "own"]).code, 0);
     c.wait_status("own", "STOPPED");
     // `--net-host` keeps the host's namespace.
