@@ -416,6 +416,34 @@ fn shim_client(c: &Containerd, id: &str) -> containerd_shim_protos::shim_sync::T
     containerd_shim_protos::shim_sync::TaskClient::new(client)
 }
 
+/// The memory limit of a native container's cgroup (cgroup v1 or v2).
+fn cgroup_memory_limit(c: &Containerd, id: &str) -> u64 {
+    let bundle = c
+        .dir
+        .path()
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&c.ns)
+        .join(id);
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let path = spec["linux"]["cgroupsPath"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/');
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").join(path);
+    let file = if v1.exists() {
+        v1.join("memory.limit_in_bytes")
+    } else {
+        std::path::Path::new("/sys/fs/cgroup")
+            .join(path)
+            .join("memory.max")
+    };
+    let text = std::fs::read_to_string(&file).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}: {text}", file.display()))
+}
+
 /// Sends the task service the Update request containerd sends for new resources.
 fn update_memory(c: &Containerd, id: &str, limit: u64) {
     use containerd_shim_protos::api::UpdateTaskRequest;
@@ -544,6 +572,9 @@ fn native_images_run_through_runc_with_output_and_status() {
     assert_eq!(c.ctr(&["task", "pause", "nsleep"]).code, 0);
     assert_eq!(c.status("nsleep").as_deref(), Some("PAUSED"));
     assert_eq!(c.ctr(&["task", "resume", "nsleep"]).code, 0);
+    // update goes to runc: the container's cgroup gets the new memory limit.
+    update_memory(&c, "nsleep", 48 << 20);
+    assert_eq!(cgroup_memory_limit(&c, "nsleep"), 48 << 20);
     // As with runc, the container's init (pid 1 of its pid namespace) has no SIGTERM handler, so
     // only SIGKILL ends it.
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "nsleep"]).code, 0);
