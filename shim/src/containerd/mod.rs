@@ -124,6 +124,18 @@ fn grouping(bundle: &Path, id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
+/// Removes the socket named in `BUNDLE/address` when nothing serves it any more (the shim that
+/// served it died; a group's shim that still serves other containers keeps it).
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = address.trim().trim_start_matches("unix://");
+    if !path.is_empty() && UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// The `delete` action's answer: the process `pid` ended with the shim, now.
 fn gone(pid: u32) -> DeleteResponse {
     DeleteResponse {
@@ -195,6 +207,7 @@ impl containerd_shim::asynchronous::Shim for Service {
                 container::unmount_rootfs(&bundle);
             }
             Record::remove(&bundle);
+            remove_dead_socket(&bundle);
         }
         Ok(gone(pid))
     }

@@ -276,7 +276,11 @@ impl Drop for Containerd {
         }
         self.stop_daemon();
         for pid in self.shims() {
+            let socket = shim_socket(pid);
             signal(pid, libc::SIGKILL);
+            if let Some(s) = socket {
+                let _ = std::fs::remove_file(s);
+            }
         }
         // runc containers of this namespace, then mounts, deepest first.
         let runc_root = format!("/run/wasmbox/runc/{}", self.ns);
@@ -314,6 +318,18 @@ fn umount(path: &str) {
     unsafe {
         libc::umount2(c.as_ptr(), libc::MNT_DETACH);
     }
+}
+
+/// The socket path a shim process serves (its `-socket unix://PATH` argument).
+pub fn shim_socket(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let i = args.iter().position(|a| a == "-socket")?;
+    args.get(i + 1)
+        .map(|s| s.trim_start_matches("unix://").to_string())
 }
 
 /// Pids whose command line matches.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::ctrd::{
     BUSYBOX, Containerd, ECHO, EventLog, FILES, HELLO, HELLO_ARTIFACT, HELLO_CONVERTED, Images,
-    PRECOMPILED, RUNTIME, WAT, alive, parse_time, signal,
+    PRECOMPILED, RUNTIME, WAT, alive, parse_time, shim_socket, signal,
 };
 
 fn with_images(names: &[&str]) -> Containerd {
@@ -512,7 +512,7 @@ fn containers_of_one_group_share_one_shim_and_others_get_their_own() {
     c.run_detached(&group, BUSYBOX, "gnative", &["sleep", "600"]);
     c.wait_status("gnative", "RUNNING");
     assert_eq!(c.shims().len(), 1, "one shim for the group");
-    let socket = shim_socket(c.shims()[0]);
+    let socket = shim_socket(c.shims()[0]).unwrap();
     assert!(socket.starts_with("/run/containerd/s/"), "{socket}");
     c.run_detached(&[], FILES, "solo", &["/app.wasm", "sleep", "600000"]);
     assert_eq!(
@@ -542,17 +542,6 @@ fn containers_of_one_group_share_one_shim_and_others_get_their_own() {
         !std::path::Path::new(&socket).exists(),
         "{socket} is removed"
     );
-}
-
-/// The socket path a shim process serves (its `-socket unix://PATH` argument).
-fn shim_socket(pid: u32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let i = args.iter().position(|a| a == "-socket").unwrap();
-    args[i + 1].trim_start_matches("unix://").to_string()
 }
 
 #[test]
@@ -626,6 +615,7 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_containerd() {
     let native = c.pid("k2");
     let shims = c.shims();
     assert_eq!(shims.len(), 1);
+    let socket = shim_socket(shims[0]).unwrap();
     assert!(!c.mounts().is_empty());
     let events = EventLog::start(&c);
     signal(shims[0], libc::SIGKILL);
@@ -641,6 +631,10 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_containerd() {
     wait_until("the native container is gone", || !alive(native));
     wait_until("no mounts are left", || c.mounts().is_empty());
     assert!(c.shims().is_empty());
+    assert!(
+        !std::path::Path::new(&socket).exists(),
+        "{socket} is removed"
+    );
 }
 
 #[test]
