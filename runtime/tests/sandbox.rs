@@ -34,6 +34,20 @@ fn policy(args: &[&str]) -> Policy {
     }
 }
 
+/// Prepares and starts `prog` under `p` with its stdout captured in memory.
+fn start_capturing(rt: &Runtime, prog: &Program, p: Policy) -> (wasmbox_runtime::Running, Output) {
+    let out = Output::memory();
+    let running = rt
+        .prepare(prog, p)
+        .unwrap()
+        .start(Stdio {
+            stdout: out.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    (running, out)
+}
+
 /// The `files` policy with no arguments and a memory limit.
 fn limited(bytes: u64) -> Policy {
     Policy {
@@ -200,16 +214,8 @@ fn cache_hit_on_second_load_and_across_runtimes() {
     let rt2 = Runtime::new(cfg).unwrap();
     let (prog, from) = rt2.load_file(&wasm).unwrap();
     assert_eq!(from, LoadedFrom::Cache);
-    let out = Output::memory();
-    let st = rt2
-        .prepare(&prog, policy(&[]))
-        .unwrap()
-        .start(Stdio {
-            stdout: out.clone(),
-            ..Default::default()
-        })
-        .unwrap()
-        .wait();
+    let (running, out) = start_capturing(&rt2, &prog, policy(&[]));
+    let st = running.wait();
     assert!(st.success());
     assert!(
         String::from_utf8(out.contents())
@@ -250,16 +256,8 @@ fn components_run_and_can_be_killed() {
         .load_file(&example("hello-component/hello-component.wasm"))
         .unwrap();
     assert!(prog.is_component());
-    let out = Output::memory();
-    let st = rt
-        .prepare(&prog, policy(&["z"]))
-        .unwrap()
-        .start(Stdio {
-            stdout: out.clone(),
-            ..Default::default()
-        })
-        .unwrap()
-        .wait();
+    let (running, out) = start_capturing(&rt, &prog, policy(&["z"]));
+    let st = running.wait();
     assert!(st.success(), "{st}");
     assert_eq!(
         String::from_utf8(out.contents()).unwrap(),
@@ -364,15 +362,7 @@ fn output_to_a_pipe_loses_nothing() {
 fn a_paused_guest_makes_no_progress_and_resumes_where_it_was() {
     let rt = runtime();
     let (prog, _) = rt.load_file(&example("wat/dots.wat")).unwrap();
-    let out = Output::memory();
-    let running = rt
-        .prepare(&prog, policy(&[]))
-        .unwrap()
-        .start(Stdio {
-            stdout: out.clone(),
-            ..Default::default()
-        })
-        .unwrap();
+    let (running, out) = start_capturing(&rt, &prog, policy(&[]));
     std::thread::sleep(Duration::from_millis(100));
     assert!(running.pause());
     assert!(!running.pause(), "pausing twice is refused");
