@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::digest::{BadDigest, Digest};
 use crate::reference::Reference;
-use crate::store::{Descriptor, REF_NAME, Store, StoreError, referenced_digests};
+use crate::store::{Descriptor, REF_NAME, Store, StoreError, referenced_digests, walk_graph};
 use crate::unpack::{Budget, UnpackError, unpack_layer};
 
 /// Annotation containerd and buildkit use for the full image name.
@@ -284,32 +284,38 @@ fn read_json(dir: &Dir, rel: &str, shown: &str) -> Result<Value, ArchiveError> {
     serde_json::from_slice(&bytes).map_err(|e| invalid(shown, format!("{rel} is malformed: {e}")))
 }
 
-/// Copies blob `digest` and everything it references into the store, verifying each.
+/// Copies blob `digest` and everything it references into the store, verifying each, once each.
 fn copy_tree(store: &Store, dir: &Dir, shown: &str, digest: &str) -> Result<(), ArchiveError> {
-    let d: Digest = digest
-        .parse()
-        .map_err(|e: BadDigest| invalid(shown, e.to_string()))?;
-    let rel = format!("blobs/sha256/{}", d.hex());
-    let f = dir.open(&rel).map_err(|source| ArchiveError::Io {
-        op: "reading",
-        path: format!("{shown}/{rel}"),
-        source,
-    })?;
-    store.put_blob(&d, f).map_err(store_err(shown))?;
-    let mut head = [0u8; 1];
-    let is_json = store
-        .open_blob(&d)
-        .ok()
-        .and_then(|mut f| f.read_exact(&mut head).ok())
-        .is_some()
-        && head[0] == b'{';
-    if is_json
-        && let Ok(v) = serde_json::from_slice::<Value>(&store.read_blob(&d).unwrap_or_default())
-    {
-        for child in referenced_digests(&v) {
-            copy_tree(store, dir, shown, &child)?;
-        }
-    }
+    let mut copy = |digest: &str| -> Result<Vec<String>, ArchiveError> {
+        let d: Digest = digest
+            .parse()
+            .map_err(|e: BadDigest| invalid(shown, e.to_string()))?;
+        let rel = format!("blobs/sha256/{}", d.hex());
+        let f = dir.open(&rel).map_err(|source| ArchiveError::Io {
+            op: "reading",
+            path: format!("{shown}/{rel}"),
+            source,
+        })?;
+        store.put_blob(&d, f).map_err(store_err(shown))?;
+        let mut head = [0u8; 1];
+        let is_json = store
+            .open_blob(&d)
+            .ok()
+            .and_then(|mut f| f.read_exact(&mut head).ok())
+            .is_some()
+            && head[0] == b'{';
+        Ok(
+            if is_json
+                && let Ok(v) =
+                    serde_json::from_slice::<Value>(&store.read_blob(&d).unwrap_or_default())
+            {
+                referenced_digests(&v)
+            } else {
+                Vec::new()
+            },
+        )
+    };
+    walk_graph(digest, &mut copy, &|reason| invalid(shown, reason))?;
     Ok(())
 }
 

@@ -329,35 +329,33 @@ pub async fn push(
         .await
         .map_err(|e| reg(None, e))?;
     let top = store.resolve(name).map_err(serr)?;
-    // Depth-first: every document after the blobs and documents it names.
-    fn order(
-        store: &Store,
-        digest: &str,
-        out: &mut Vec<(String, bool, Option<String>)>,
-    ) -> Result<(), StoreError> {
-        let d: Digest = match digest.parse() {
-            Ok(d) => d,
-            Err(_) => return Ok(()),
+    // Depth-first, each digest once: every document after the blobs and documents it names.
+    let mut read = |digest: &str| -> Result<Vec<String>, PullError> {
+        let Ok(d) = digest.parse::<Digest>() else {
+            return Ok(Vec::new());
         };
-        let bytes = store.read_blob(&d)?;
-        let doc = serde_json::from_slice::<Value>(&bytes)
+        let bytes = store.read_blob(&d).map_err(serr)?;
+        Ok(serde_json::from_slice::<Value>(&bytes)
+            .map(|v| crate::store::referenced_digests(&v))
+            .unwrap_or_default())
+    };
+    let order = crate::store::walk_graph(&top.digest, &mut read, &|reason| PullError::Invalid {
+        image: image.clone(),
+        reason,
+    })?;
+    let mut items = Vec::new();
+    for digest in order {
+        let Ok(d) = digest.parse::<Digest>() else {
+            continue;
+        };
+        let doc = serde_json::from_slice::<Value>(&store.read_blob(&d).map_err(serr)?)
             .ok()
             .filter(|v| !v["schemaVersion"].is_null());
-        if let Some(v) = &doc {
-            for child in crate::store::referenced_digests(v) {
-                order(store, &child, out)?;
-            }
-        }
-        if !out.iter().any(|(x, _, _)| x == digest) {
-            let mt = doc
-                .as_ref()
-                .and_then(|v| v["mediaType"].as_str().map(str::to_string));
-            out.push((digest.to_string(), doc.is_some(), mt));
-        }
-        Ok(())
+        let mt = doc
+            .as_ref()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_string));
+        items.push((digest, doc.is_some(), mt));
     }
-    let mut items = Vec::new();
-    order(store, &top.digest, &mut items).map_err(serr)?;
     for (digest, is_doc, mt) in &items {
         let d: Digest = digest.parse().map_err(|e: BadDigest| PullError::Invalid {
             image: image.clone(),

@@ -522,5 +522,62 @@ pub fn referenced_digests(v: &serde_json::Value) -> Vec<String> {
     out
 }
 
+/// Deepest chain of documents (index → index → … → manifest → blob) a walk follows.
+pub const MAX_GRAPH_DEPTH: usize = 8;
+/// Most digests one document may name.
+pub const MAX_REFERENCES: usize = 4096;
+/// Most distinct blobs one image graph may hold.
+pub const MAX_GRAPH_BLOBS: usize = 65536;
+
+/// Walks the blob graph from `root` depth-first, calling `visit` once per distinct digest (it
+/// returns the digests that blob names) and returning every digest after those it names
+/// (children first). Fails with the reason when the graph is deeper than [`MAX_GRAPH_DEPTH`], a
+/// document names more than [`MAX_REFERENCES`] digests, or the graph holds more than
+/// [`MAX_GRAPH_BLOBS`] blobs, so a hostile graph (each index naming the next many times) costs
+/// one visit per blob and never runs away.
+pub fn walk_graph<E>(
+    root: &str,
+    visit: &mut dyn FnMut(&str) -> Result<Vec<String>, E>,
+    too_big: &dyn Fn(String) -> E,
+) -> Result<Vec<String>, E> {
+    fn go<E>(
+        digest: &str,
+        depth: usize,
+        seen: &mut HashSet<String>,
+        out: &mut Vec<String>,
+        visit: &mut dyn FnMut(&str) -> Result<Vec<String>, E>,
+        too_big: &dyn Fn(String) -> E,
+    ) -> Result<(), E> {
+        if !seen.insert(digest.to_string()) {
+            return Ok(());
+        }
+        if seen.len() > MAX_GRAPH_BLOBS {
+            return Err(too_big(format!(
+                "the image graph holds more than {MAX_GRAPH_BLOBS} blobs"
+            )));
+        }
+        if depth > MAX_GRAPH_DEPTH {
+            return Err(too_big(format!(
+                "the image graph is nested more than {MAX_GRAPH_DEPTH} levels deep"
+            )));
+        }
+        let children = visit(digest)?;
+        if children.len() > MAX_REFERENCES {
+            return Err(too_big(format!(
+                "{digest} names {} digests, more than {MAX_REFERENCES}",
+                children.len()
+            )));
+        }
+        for c in &children {
+            go(c, depth + 1, seen, out, visit, too_big)?;
+        }
+        out.push(digest.to_string());
+        Ok(())
+    }
+    let mut out = Vec::new();
+    go(root, 0, &mut HashSet::new(), &mut out, visit, too_big)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;
