@@ -12,6 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAlloca
 use crate::cache::{ArtifactKind, ModuleCache, sha256};
 use crate::error::{Error, Result, boxed};
 use crate::host::{P1Host, P2Host};
+use crate::protect::ProtectedPath;
 
 /// How often the epoch advances; the granularity of kills, timeouts and yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -34,8 +35,15 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Instance allocation strategy.
     pub allocator: Allocator,
-    /// Where private directories for tmpfs mounts are made (default: the system temp dir).
+    /// Where private directories for tmpfs mounts and mount trees are made (default: the system
+    /// temp dir).
     pub scratch_dir: Option<PathBuf>,
+    /// Build each guest's filesystem as a kernel mount tree (`nodev,nosuid`, read-only grants
+    /// read-only to the kernel). Needs [`crate::mounts::enter_namespace`] to have succeeded.
+    pub mount_tree: bool,
+    /// wasmbox's own directories and files (beyond the cache and its key, which are always
+    /// protected) that no grant may reach.
+    pub protected: Vec<ProtectedPath>,
 }
 
 /// A compiled workload, ready to be prepared any number of times.
@@ -85,6 +93,8 @@ pub(crate) struct Inner {
     owned_executor: Option<tokio::runtime::Runtime>,
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) scratch_dir: PathBuf,
+    pub(crate) mount_tree: bool,
+    pub(crate) protected: Vec<ProtectedPath>,
     stop_ticker: Arc<AtomicBool>,
     /// Cache writes still in flight; joined on drop so a short-lived process leaves them complete.
     cache_writes: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -147,6 +157,18 @@ impl Runtime {
             .as_deref()
             .map(|d| ModuleCache::open(d, &engine))
             .transpose()?;
+        let mut protected = config.protected.clone();
+        if let Some(c) = &cache {
+            protected.push(ProtectedPath::new("compiled-code cache", c.dir()));
+            protected.push(ProtectedPath::new("cache key", c.key_path()));
+        }
+        if config.mount_tree && !crate::mounts::available() {
+            let why = match crate::mounts::namespace() {
+                Some(crate::mounts::Namespace::Unavailable(r)) => r.clone(),
+                _ => "the process did not enter a private mount namespace".into(),
+            };
+            return Err(Error::MountTree { reason: why });
+        }
         let mut p1 = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1, |h: &mut P1Host| &mut h.wasi)
             .map_err(|e| Error::Engine { source: boxed(e) })?;
@@ -162,6 +184,7 @@ impl Runtime {
             )
             .map_err(|e| Error::Engine { source: boxed(e) })?;
         p1.allow_shadowing(false);
+        crate::p1net::add_handle_limit(&mut p1).map_err(|e| Error::Engine { source: boxed(e) })?;
         let mut p1_sockets = p1.clone();
         crate::p1net::add_to_linker(&mut p1_sockets)
             .map_err(|e| Error::Engine { source: boxed(e) })?;
@@ -181,6 +204,8 @@ impl Runtime {
                 (Some(rt), h)
             }
         };
+        let scratch_dir = config.scratch_dir.unwrap_or_else(std::env::temp_dir);
+        sweep_stale(&scratch_dir);
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -204,7 +229,9 @@ impl Runtime {
                 p2,
                 owned_executor,
                 handle,
-                scratch_dir: config.scratch_dir.unwrap_or_else(std::env::temp_dir),
+                scratch_dir,
+                mount_tree: config.mount_tree,
+                protected,
                 stop_ticker,
                 cache_writes: Default::default(),
                 loaded: Default::default(),
@@ -276,20 +303,37 @@ impl Runtime {
         kind: ArtifactKind,
     ) -> Result<(ProgramKind, LoadedFrom)> {
         let engine = &self.inner.engine;
-        if let Some(cache) = &self.inner.cache
-            && let Some(path) = cache.lookup(&digest, kind)?
-        {
-            match deserialize(engine, &path, kind) {
-                Ok(k) => {
-                    tracing::debug!(name, path = %path.display(), "compiled code from cache");
-                    return Ok((k, LoadedFrom::Cache));
+        if let Some(cache) = &self.inner.cache {
+            match cache.open_verified(&digest, kind) {
+                Ok(Some(entry)) => {
+                    let path = entry.path.clone();
+                    match deserialize(engine, entry, kind) {
+                        Ok(k) => {
+                            tracing::debug!(name, path = %path.display(), "compiled code from cache");
+                            return Ok((k, LoadedFrom::Cache));
+                        }
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
+                            cache.evict(&path);
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
+                Ok(None) => {}
+                Err(Error::CacheTampered { path }) => {
+                    // Not written by us with our key: never loaded; recompiled and replaced below.
+                    tracing::warn!(
+                        path = %path.display(),
+                        "cache entry failed its MAC check (tampered with); recompiling and replacing it"
+                    );
                     cache.evict(&path);
                 }
+                Err(e) => return Err(e),
             }
         }
+        crate::shape::check(binary).map_err(|reason| Error::TooLarge {
+            name: name.to_string(),
+            reason,
+        })?;
         let compile_err = |e| Error::Compile {
             name: name.to_string(),
             source: boxed(e),
@@ -348,20 +392,71 @@ impl Runtime {
     }
 }
 
-fn deserialize(engine: &Engine, path: &Path, kind: ArtifactKind) -> wasmtime::Result<ProgramKind> {
-    // SAFETY: `path` is in our own cache, which `ModuleCache` only accepts when the directory and
-    // the file are owned by this user and writable by nobody else, and whose files only we write
-    // (from `serialize` of code this engine compiled). Nothing from an image or a user ever lands
-    // there.
+/// Prefixes of the private directories a wasmbox process makes in its scratch directory, each
+/// followed by the process's pid and a dash.
+pub const SCRATCH_PREFIXES: [&str; 3] = ["wasmbox-run-", "wasmbox-tree-", "wasmbox-tmpfs-"];
+
+/// The name prefix for a private directory of this process: `PREFIX<pid>-`.
+pub fn scratch_prefix(prefix: &str) -> String {
+    format!("{prefix}{}-", std::process::id())
+}
+
+/// Removes private directories left in `dir` by wasmbox processes of this user that are gone (a
+/// `wasmbox run` killed with SIGKILL cannot clean up after itself). A directory is only removed
+/// when its pid names no live process.
+fn sweep_stale(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = SCRATCH_PREFIXES.iter().find_map(|p| name.strip_prefix(p)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let path = e.path();
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a stale private directory")
+                }
+                Err(err) => {
+                    tracing::debug!(path = %path.display(), error = %err, "could not remove a stale directory")
+                }
+            }
+        }
+    }
+}
+
+fn deserialize(
+    engine: &Engine,
+    entry: crate::cache::Verified,
+    kind: ArtifactKind,
+) -> wasmtime::Result<ProgramKind> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `entry` is a file of our own cache whose MAC, keyed with a secret only this user can
+    // read, was checked over the whole file just now, through this same open file; only this
+    // cache writes such files (from `serialize` of code this engine compiled). Nothing from an
+    // image or a user ever gets a valid MAC.
     #[allow(
         unsafe_code,
-        reason = "loading our own compiled code from our private cache"
+        reason = "loading our own compiled code, verified by its MAC, from our private cache"
     )]
     unsafe {
         Ok(match kind {
-            ArtifactKind::Module => ProgramKind::Module(Module::deserialize_file(engine, path)?),
+            ArtifactKind::Module => {
+                ProgramKind::Module(Module::deserialize_open_file(engine, entry.file)?)
+            }
             ArtifactKind::Component => {
-                ProgramKind::Component(Component::deserialize_file(engine, path)?)
+                // The verified file itself, through its descriptor: no path lookup to race.
+                let fd_path = format!("/proc/self/fd/{}", entry.file.as_raw_fd());
+                ProgramKind::Component(Component::deserialize_file(engine, fd_path)?)
             }
         })
     }

@@ -38,6 +38,14 @@ pub enum Error {
         /// The workload's name.
         name: String,
     },
+    /// The wasm is beyond the limits wasmbox compiles (size, function count, nesting).
+    #[error("{name} is refused: {reason}")]
+    TooLarge {
+        /// The workload's name.
+        name: String,
+        /// Which limit, by how much.
+        reason: String,
+    },
     /// The wasm failed to validate or compile.
     #[error("compiling {name}")]
     Compile {
@@ -80,6 +88,32 @@ pub enum Error {
         /// Why.
         #[source]
         source: BoxError,
+    },
+    /// A grant would reach one of wasmbox's own directories.
+    #[error("granting {host} at {guest}: {reason}")]
+    Protected {
+        /// Host directory.
+        host: PathBuf,
+        /// Guest path.
+        guest: String,
+        /// Which protected path it reaches, and how.
+        reason: String,
+    },
+    /// A grant source is not acceptable (a symbolic link on its path, a kernel filesystem).
+    #[error("granting {host} at {guest}: {reason}")]
+    Source {
+        /// Host directory.
+        host: PathBuf,
+        /// Guest path.
+        guest: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The guest's mount tree could not be built.
+    #[error("building the guest's mount tree: {reason}")]
+    MountTree {
+        /// Why.
+        reason: String,
     },
     /// A private scratch directory (for a tmpfs mount) could not be made.
     #[error("creating private directory for {guest}")]
@@ -142,6 +176,12 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A cache entry's MAC does not match: it was not written by this cache with its key.
+    #[error("cache entry {path} failed its MAC check")]
+    CacheTampered {
+        /// The entry.
+        path: PathBuf,
     },
     /// Reading or writing the compiled-code cache failed.
     #[error("cache {path}")]

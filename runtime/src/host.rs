@@ -102,6 +102,8 @@ pub(crate) struct P1Host {
     pub(crate) wasi: WasiP1Ctx,
     pub(crate) limiter: Limiter,
     pub(crate) sockets: Sockets,
+    /// Most descriptors the guest may hold open.
+    pub(crate) handles: usize,
 }
 
 /// Store state of a preview 2 component.

@@ -18,14 +18,18 @@ mod engine;
 mod error;
 mod exit;
 mod host;
+pub mod mounts;
 pub mod net;
 mod p1net;
 pub mod policy;
+pub mod protect;
 mod sandbox;
+pub mod shape;
 mod wasi;
 
 pub use engine::{
-    Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, is_precompiled,
+    Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, SCRATCH_PREFIXES,
+    is_precompiled, scratch_prefix,
 };
 pub use error::{Error, Result};
 pub use exit::{
@@ -33,5 +37,6 @@ pub use exit::{
 };
 pub use net::NetPolicy;
 pub use policy::{Bundle, DirGrant, Limits, Policy};
+pub use protect::ProtectedPath;
 pub use sandbox::{KillHandle, Prepared, Running, Usage};
 pub use wasi::{Input, Output, Stdio};

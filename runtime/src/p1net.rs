@@ -11,7 +11,7 @@
 //! environment: `LISTEN_FDS` (how many) and `LISTEN_FDS_START` (the first), consecutive.
 
 use std::collections::HashMap;
-use std::io::{IoSlice, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::task::Poll;
 use std::time::Duration;
@@ -36,6 +36,7 @@ const ECONNRESET: i32 = 15;
 const EFAULT: i32 = 21;
 const EINTR: i32 = 27;
 const EINVAL: i32 = 28;
+const EMFILE: i32 = 33;
 const EIO: i32 = 29;
 const ENOTCONN: i32 = 53;
 const ENOTSUP: i32 = 58;
@@ -61,6 +62,8 @@ pub(crate) struct Sockets {
     fds: HashMap<u32, Entry>,
     next: u32,
     net: NetPolicy,
+    /// Most sockets open at once (the guest's handle limit).
+    max: usize,
 }
 
 /// The listen grants that name one address and one port, which can be pre-opened.
@@ -79,10 +82,15 @@ pub(crate) fn preopenable(net: &NetPolicy) -> Vec<SocketAddr> {
 impl Sockets {
     /// Binds a listener for each pre-openable listen grant and tells the guest where they are.
     /// Must run inside the executor's context.
-    pub(crate) fn open(net: &NetPolicy, b: &mut wasmtime_wasi::WasiCtxBuilder) -> Result<Self> {
+    pub(crate) fn open(
+        net: &NetPolicy,
+        max: usize,
+        b: &mut wasmtime_wasi::WasiCtxBuilder,
+    ) -> Result<Self> {
         let mut s = Sockets {
             next: SOCKET_FD_BASE,
             net: net.clone(),
+            max,
             ..Default::default()
         };
         let addrs = preopenable(net);
@@ -145,6 +153,18 @@ fn errno_of(e: &std::io::Error) -> i32 {
     }
 }
 
+/// Most iovecs one call takes (Linux's `IOV_MAX`); more is `EINVAL`.
+const IOV_MAX: u32 = 1024;
+/// Most bytes one send copies out of guest memory; the rest is a short write, as sockets may do.
+const MAX_SEND: usize = 64 << 10;
+/// Most subscriptions one `poll_oneoff` on sockets takes; more is `EINVAL`.
+pub(crate) const MAX_POLL_SUBSCRIPTIONS: u32 = 4096;
+
+/// `at + k` in guest address space; past 4 GiB is `EFAULT`.
+fn off(at: u32, k: u32) -> Result<u32, i32> {
+    at.checked_add(k).ok_or(EFAULT)
+}
+
 /// Guest memory access with bounds checks; out-of-bounds is `EFAULT`.
 struct Mem<'a>(&'a mut [u8]);
 
@@ -168,14 +188,17 @@ impl Mem<'_> {
         self.slice(ptr, bytes.len() as u32)?.copy_from_slice(bytes);
         Ok(())
     }
-    /// The (ptr, len) pairs of an iovec array.
+    /// The (ptr, len) pairs of an iovec array of at most [`IOV_MAX`] entries.
     fn iovs(&mut self, iovs: u32, n: u32) -> Result<Vec<(u32, u32)>, i32> {
+        if n > IOV_MAX {
+            return Err(EINVAL);
+        }
         (0..n)
             .map(|i| {
                 let at = iovs
                     .checked_add(i.checked_mul(8).ok_or(EFAULT)?)
                     .ok_or(EFAULT)?;
-                Ok((self.u32(at)?, self.u32(at + 4)?))
+                Ok((self.u32(at)?, self.u32(off(at, 4)?)?))
             })
             .collect()
     }
@@ -293,7 +316,8 @@ async fn send(
     n: u32,
 ) -> wasmtime::Result<Result<u32, i32>> {
     let mem = memory(caller)?;
-    let bufs: Vec<Vec<u8>> = {
+    // One bounded copy, whatever the iovecs say: host memory stays at MAX_SEND per call.
+    let buf: Vec<u8> = {
         let mut m = Mem(mem.data_mut(&mut *caller));
         let iovs = match m.iovs(ciovs, n) {
             Ok(v) => v,
@@ -301,9 +325,13 @@ async fn send(
         };
         let mut out = Vec::new();
         for (p, l) in iovs {
-            match m.slice(p, l) {
-                Ok(s) => out.push(s.to_vec()),
+            let take = (l as usize).min(MAX_SEND - out.len()) as u32;
+            match m.slice(p, take) {
+                Ok(s) => out.extend_from_slice(s),
                 Err(e) => return Ok(Err(e)),
+            }
+            if out.len() == MAX_SEND {
+                break;
             }
         }
         out
@@ -318,9 +346,8 @@ async fn send(
         return Ok(Err(ENOTCONN));
     };
     let nonblocking = entry.nonblocking;
-    let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
     loop {
-        match s.get_ref().write_vectored(&slices) {
+        match s.get_ref().write(&buf) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && !nonblocking => {
                 match s.writable().await {
                     Ok(mut g) => g.clear_ready(),
@@ -354,6 +381,10 @@ async fn accept(caller: &mut Caller<'_, P1Host>, fd: u32, flags: i32) -> Result<
     };
     if !host.sockets.net.allows(&peer, AddrUse::TcpAccept) {
         return Err(ECONNRESET);
+    }
+    if host.sockets.fds.len() >= host.sockets.max {
+        // The connection is closed; the guest is at its handle limit.
+        return Err(EMFILE);
     }
     let stream = stream
         .set_nonblocking(true)
@@ -393,33 +424,44 @@ async fn poll(
     n: u32,
 ) -> wasmtime::Result<Result<u32, i32>> {
     let mem = memory(caller)?;
+    if n > MAX_POLL_SUBSCRIPTIONS {
+        return Ok(Err(EINVAL));
+    }
     let subs = {
         let mut m = Mem(mem.data_mut(&mut *caller));
         let mut subs = Vec::new();
         for i in 0..n {
-            let at = input + i * 48;
+            let Ok(at) = off(input, i * 48) else {
+                return Ok(Err(EFAULT));
+            };
             let parse = |m: &mut Mem<'_>| -> Result<Sub, i32> {
                 let userdata = m.u64(at)?;
-                let tag = m.slice(at + 8, 1)?[0];
+                let tag = m.slice(off(at, 8)?, 1)?[0];
                 Ok(match tag {
                     0 => {
-                        let timeout = m.u64(at + 24)?;
-                        let flags = u16::from_le_bytes(m.slice(at + 40, 2)?.try_into().expect("2"));
+                        let timeout = m.u64(off(at, 24)?)?;
+                        let flags =
+                            u16::from_le_bytes(m.slice(off(at, 40)?, 2)?.try_into().expect("2"));
                         if flags & 1 != 0 {
                             return Err(ENOTSUP);
                         }
+                        let now = tokio::time::Instant::now();
+                        // A deadline past what the clock can hold is as good as never.
+                        let far = now + crate::policy::MAX_TIMEOUT;
                         Sub::Clock {
                             userdata,
-                            deadline: tokio::time::Instant::now() + Duration::from_nanos(timeout),
+                            deadline: now
+                                .checked_add(Duration::from_nanos(timeout))
+                                .map_or(far, |d| d.min(far)),
                         }
                     }
                     1 => Sub::Read {
                         userdata,
-                        fd: m.u32(at + 16)?,
+                        fd: m.u32(off(at, 16)?)?,
                     },
                     2 => Sub::Write {
                         userdata,
-                        fd: m.u32(at + 16)?,
+                        fd: m.u32(off(at, 16)?)?,
                     },
                     _ => return Err(EINVAL),
                 })
@@ -488,7 +530,9 @@ async fn poll(
     .await;
     let mut m = Mem(mem.data_mut(&mut *caller));
     for (i, (userdata, typ, err)) in events.iter().enumerate() {
-        let at = out + i as u32 * 32;
+        let Ok(at) = off(out, i as u32 * 32) else {
+            return Ok(Err(EFAULT));
+        };
         let mut ev = [0u8; 32];
         ev[0..8].copy_from_slice(&userdata.to_le_bytes());
         ev[8..10].copy_from_slice(&err.to_le_bytes());
@@ -502,6 +546,37 @@ async fn poll(
         }
     }
     Ok(Ok(events.len() as u32))
+}
+
+/// Shadows `path_open`: a guest that holds its handle limit gets `EMFILE`, as from a kernel at
+/// `RLIMIT_NOFILE`, instead of trapping on a full resource table.
+pub(crate) fn add_handle_limit(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
+    type Args = (i32, i32, i32, i32, i32, i64, i64, i32, i32);
+    l.allow_shadowing(true);
+    l.func_wrap_async(
+        MODULE,
+        "path_open",
+        |mut c: Caller<'_, P1Host>,
+         (fd, dirflags, path, len, oflags, base, inh, fdflags, ret): Args| {
+            Box::new(async move {
+                let host = c.data_mut();
+                let open = wasmtime_wasi::WasiView::ctx(&mut host.wasi)
+                    .table
+                    .iter_mut()
+                    .count();
+                if open >= host.handles {
+                    return Ok(EMFILE);
+                }
+                delegate!(
+                    c,
+                    path_open,
+                    async (fd, dirflags, path, len, oflags, base, inh, fdflags, ret)
+                )
+            })
+        },
+    )?;
+    l.allow_shadowing(false);
+    Ok(())
 }
 
 fn write_result(
@@ -707,10 +782,15 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     let mem = memory(&mut c)?;
                     let (data, host) = mem.data_and_store_mut(&mut c);
                     let mut m = Mem(data);
-                    (0..n as u32).any(|i| {
-                        let at = input as u32 + i * 48;
-                        matches!(m.slice(at + 8, 1).map(|t| t[0]), Ok(1 | 2))
-                            && m.u32(at + 16)
+                    // At most MAX_POLL_SUBSCRIPTIONS are looked at: a huge count costs nothing here.
+                    (0..(n as u32).min(MAX_POLL_SUBSCRIPTIONS)).any(|i| {
+                        let Ok(at) = off(input as u32, i * 48) else {
+                            return false;
+                        };
+                        let tag = off(at, 8).and_then(|a| m.slice(a, 1).map(|t| t[0]));
+                        matches!(tag, Ok(1 | 2))
+                            && off(at, 16)
+                                .and_then(|a| m.u32(a))
                                 .is_ok_and(|fd| host.sockets.fds.contains_key(&fd))
                     })
                 };

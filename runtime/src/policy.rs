@@ -41,6 +41,21 @@ const KERNEL_FS: &[&str] = &[
 /// Guest directories whose contents are kernel interfaces; nothing is ever mounted at or under them.
 const KERNEL_DIRS: &[&str] = &["/proc", "/sys", "/dev"];
 
+/// The longest wall-clock deadline accepted (a year).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A deadline of `secs` seconds, range-checked: at least a millisecond, at most [`MAX_TIMEOUT`].
+/// Every timeout from a flag, annotation or spec goes through here.
+pub fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d >= Duration::from_millis(1) && d <= MAX_TIMEOUT => Ok(d),
+        _ => Err(format!(
+            "{secs} seconds is out of range (1ms to {} days)",
+            MAX_TIMEOUT.as_secs() / 86400
+        )),
+    }
+}
+
 /// A host directory granted to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirGrant {
@@ -52,6 +67,11 @@ pub struct DirGrant {
     pub read_only: bool,
 }
 
+/// Open handles a guest may hold when nothing says otherwise (as a shell's `ulimit -n`).
+pub const DEFAULT_HANDLES: u64 = 1024;
+/// The most open handles any guest may hold.
+pub const MAX_HANDLES: u64 = 65536;
+
 /// Resource limits of one guest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -59,6 +79,18 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// Wall-clock deadline from start.
     pub timeout: Option<Duration>,
+    /// Cap on open handles (files, directories, sockets, streams, pollables) at once; `None` is
+    /// [`DEFAULT_HANDLES`]. From `process.rlimits` `RLIMIT_NOFILE` (its soft limit) in a spec.
+    pub open_handles: Option<u64>,
+}
+
+impl Limits {
+    /// The handle limit in force, within 16..=[`MAX_HANDLES`].
+    pub fn handles(&self) -> usize {
+        self.open_handles
+            .unwrap_or(DEFAULT_HANDLES)
+            .clamp(16, MAX_HANDLES) as usize
+    }
 }
 
 /// Everything a guest is granted. Nothing outside it is reachable.
@@ -219,6 +251,14 @@ impl Bundle {
         {
             policy.limits.memory = Some(mem as u64);
         }
+        if let Some(nofile) = process
+            .rlimits()
+            .iter()
+            .flatten()
+            .find(|r| r.typ() == oci_spec::runtime::PosixRlimitType::RlimitNofile)
+        {
+            policy.limits.open_handles = Some(nofile.soft());
+        }
         let empty = HashMap::new();
         let ann = spec.annotations().as_ref().unwrap_or(&empty);
         apply_annotations(&mut policy, ann).map_err(bad)?;
@@ -279,13 +319,12 @@ pub fn apply_annotations(policy: &mut Policy, ann: &HashMap<String, String>) -> 
     }
     if let Some(v) = ann.get(ANNOTATION_TIMEOUT) {
         let secs: f64 = v
+            .trim()
             .parse()
-            .ok()
-            .filter(|s: &f64| s.is_finite() && *s > 0.0)
-            .ok_or_else(|| {
-                format!("annotation {ANNOTATION_TIMEOUT}: expected seconds, got {v:?}")
-            })?;
-        policy.limits.timeout = Some(Duration::from_secs_f64(secs));
+            .map_err(|_| format!("annotation {ANNOTATION_TIMEOUT}: expected seconds, got {v:?}"))?;
+        policy.limits.timeout = Some(
+            timeout_from_secs(secs).map_err(|e| format!("annotation {ANNOTATION_TIMEOUT}: {e}"))?,
+        );
     }
     Ok(())
 }
@@ -294,6 +333,12 @@ fn apply_mount(policy: &mut Policy, m: &Mount, bundle: &Path) -> Result<(), Stri
     let dest = m.destination().to_string_lossy();
     let guest = normalize_guest_path(&dest)
         .ok_or_else(|| format!("mount destination {dest:?} must not contain '..'"))?;
+    if guest == "/" {
+        // "" or "/" would replace the rootfs grant.
+        return Err(format!(
+            "mount destination {dest:?} is the root; a mount must go below /"
+        ));
+    }
     let typ = m.typ().as_deref().unwrap_or("");
     let opts = m.options().clone().unwrap_or_default();
     let is_bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");

@@ -41,6 +41,7 @@ pub struct Prepared {
     name: String,
     policy: Policy,
     pre: Pre,
+    fs: Filesystem,
 }
 
 impl Runtime {
@@ -100,22 +101,99 @@ impl Runtime {
                 }
             }
         };
-        for d in &policy.dirs {
-            if !d.host.is_dir() {
-                return Err(Error::Preopen {
-                    host: d.host.clone(),
-                    guest: d.guest.clone(),
-                    source: "not a directory".into(),
-                });
-            }
-        }
+        let fs = self.filesystem(&policy)?;
         Ok(Prepared {
             runtime: self.clone(),
             name,
             policy,
             pre,
+            fs,
         })
     }
+
+    /// Opens the policy's directories (each checked: not reaching wasmbox's own directories, no
+    /// symbolic link on its path, no kernel filesystem), makes the private scratch directories
+    /// and, with mount trees on, binds them all into the guest's tree.
+    fn filesystem(&self, policy: &Policy) -> Result<Filesystem> {
+        let inner = &self.inner;
+        let mut sources = Vec::new();
+        // The root (when granted) is the base of the tree: first, whatever order it was added in.
+        let mut dirs: Vec<_> = policy.dirs.iter().collect();
+        dirs.sort_by_key(|d| d.guest != "/");
+        for d in dirs {
+            let src = crate::mounts::Source::open(&d.host).map_err(|reason| Error::Source {
+                host: d.host.clone(),
+                guest: d.guest.clone(),
+                reason,
+            })?;
+            crate::protect::check_grant(&d.host, &inner.protected).map_err(|reason| {
+                Error::Protected {
+                    host: d.host.clone(),
+                    guest: d.guest.clone(),
+                    reason,
+                }
+            })?;
+            sources.push((src, d.guest.clone(), d.read_only));
+        }
+        let mut scratch = Vec::new();
+        for guest in &policy.scratch {
+            let err = |source| Error::Scratch {
+                guest: guest.clone(),
+                source,
+            };
+            let dir = tempfile::Builder::new()
+                .prefix(&crate::engine::scratch_prefix("wasmbox-tmpfs-"))
+                .tempdir_in(&inner.scratch_dir)
+                .map_err(err)?;
+            sources.push((
+                crate::mounts::Source::own(dir.path()).map_err(err)?,
+                guest.clone(),
+                false,
+            ));
+            scratch.push(dir);
+        }
+        let (tree, paths) = if inner.mount_tree {
+            let mounts: Vec<_> = sources
+                .iter()
+                .map(|(source, guest, read_only)| crate::mounts::TreeMount {
+                    source,
+                    guest,
+                    read_only: *read_only,
+                    recursive: guest != "/",
+                })
+                .collect();
+            let tree = crate::mounts::MountTree::build(&inner.scratch_dir, &mounts)
+                .map_err(|reason| Error::MountTree { reason })?;
+            let paths = tree.grant_paths();
+            (Some(tree), paths)
+        } else {
+            let paths = sources.iter().map(|(s, _, _)| s.fd_path()).collect();
+            (None, paths)
+        };
+        let preopens = paths
+            .into_iter()
+            .zip(&sources)
+            .map(|(path, (_, guest, ro))| (path, guest.clone(), *ro))
+            .collect();
+        Ok(Filesystem {
+            preopens,
+            _tree: tree,
+            _sources: sources.into_iter().map(|(s, _, _)| s).collect(),
+            _scratch: scratch,
+        })
+    }
+}
+
+/// A guest's directories: the opened sources, the private scratch directories and, with mount
+/// trees on, the tree over them. Dropped in field order when the guest ends: the tree is
+/// unmounted before the scratch directories are removed.
+struct Filesystem {
+    /// What the guest's WASI context preopens: a path naming the directory, its guest path,
+    /// read-only.
+    preopens: Vec<(PathBuf, String, bool)>,
+    _tree: Option<crate::mounts::MountTree>,
+    _sources: Vec<crate::mounts::Source>,
+    _scratch: Vec<tempfile::TempDir>,
 }
 
 struct Shared {
@@ -293,9 +371,6 @@ impl Running {
     }
 }
 
-/// Private directories standing in for tmpfs mounts; removed when the guest ends.
-struct Scratch(Vec<tempfile::TempDir>);
-
 impl Prepared {
     /// The workload's name.
     pub fn name(&self) -> &str {
@@ -317,20 +392,8 @@ impl Prepared {
         let inner = &self.runtime.inner;
         // Sockets register with the executor's reactor.
         let _enter = inner.handle.enter();
-        let mut scratch = Scratch(Vec::new());
-        let mut scratch_grants: Vec<(PathBuf, String)> = Vec::new();
-        for guest in &self.policy.scratch {
-            let dir = tempfile::Builder::new()
-                .prefix("wasmbox-tmpfs-")
-                .tempdir_in(&inner.scratch_dir)
-                .map_err(|source| Error::Scratch {
-                    guest: guest.clone(),
-                    source,
-                })?;
-            scratch_grants.push((dir.path().to_path_buf(), guest.clone()));
-            scratch.0.push(dir);
-        }
-        let mut builder = build_ctx(&self.policy, &scratch_grants, stdio)?;
+        let fs = self.fs;
+        let mut builder = build_ctx(&self.policy, &fs.preopens, stdio)?;
         let meter = Meter::new(self.policy.limits.memory);
         let limiter = Limiter::new(meter.clone());
         let shared = Arc::new(Shared {
@@ -343,15 +406,23 @@ impl Prepared {
             gate: Gate::default(),
         });
         let timeout = self.policy.limits.timeout;
+        let handles = self.policy.limits.handles();
         let engine = inner.engine.clone();
         let fut: std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>> =
             match self.pre {
                 Pre::Module { pre, export, init } => {
-                    let sockets = Sockets::open(&self.policy.net, &mut builder)?;
+                    let sockets = Sockets::open(&self.policy.net, handles, &mut builder)?;
+                    let mut wasi = builder.build_p1();
+                    // `path_open` answers EMFILE at `handles`; the table's own cap, a little above
+                    // (stdio and preopens), is the backstop.
+                    wasmtime_wasi::WasiView::ctx(&mut wasi)
+                        .table
+                        .set_max_capacity(handles + 64);
                     let host = P1Host {
-                        wasi: builder.build_p1(),
+                        wasi,
                         limiter,
                         sockets,
+                        handles,
                     };
                     let store = new_store(&engine, host);
                     Box::pin(run_module(store, pre, export, init))
@@ -359,7 +430,7 @@ impl Prepared {
                 Pre::Command(pre) => {
                     let host = P2Host {
                         ctx: builder.build(),
-                        table: Default::default(),
+                        table: handle_table(handles),
                         limiter,
                     };
                     Box::pin(run_command(new_store(&engine, host), pre))
@@ -367,7 +438,7 @@ impl Prepared {
                 Pre::ComponentExport { pre, export } => {
                     let host = P2Host {
                         ctx: builder.build(),
-                        table: Default::default(),
+                        table: handle_table(handles),
                         limiter,
                     };
                     Box::pin(run_component_export(new_store(&engine, host), pre, export))
@@ -396,7 +467,7 @@ impl Prepared {
                 () = deadline => ExitReason::Timeout(timeout.unwrap_or_default()),
                 r = guest => classify(r, &task_shared),
             };
-            drop(scratch);
+            drop(fs);
             let status = ExitStatus { reason };
             tracing::debug!(name, %status, elapsed = ?started.elapsed(), "guest ended");
             *task_shared.status.lock().expect("status lock") = Some(status.clone());
@@ -405,6 +476,13 @@ impl Prepared {
         });
         Ok(Running { shared })
     }
+}
+
+/// A resource table holding at most `handles` entries.
+fn handle_table(handles: usize) -> wasmtime::component::ResourceTable {
+    let mut t = wasmtime::component::ResourceTable::new();
+    t.set_max_capacity(handles);
+    t
 }
 
 fn new_store<T: HasLimiter>(engine: &wasmtime::Engine, host: T) -> Store<T> {

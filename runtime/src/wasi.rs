@@ -123,12 +123,12 @@ fn set_output(b: &mut WasiCtxBuilder, out: Output, stderr: bool) -> std::io::Res
     Ok(())
 }
 
-/// The WASI context builder for a guest: arguments, environment, working directory, the directory
-/// grants (`dirs` plus `scratch`, each a host directory and its guest path), stdio and the network
-/// policy. Nothing is granted that the policy does not name.
+/// The WASI context builder for a guest: arguments, environment, working directory, the
+/// directories (`preopens`: a path naming each opened directory, its guest path, whether it is
+/// read-only), stdio and the network policy. Nothing is granted that the policy does not name.
 pub(crate) fn build_ctx(
     policy: &Policy,
-    scratch: &[(std::path::PathBuf, String)],
+    preopens: &[(std::path::PathBuf, String, bool)],
     stdio: Stdio,
 ) -> Result<WasiCtxBuilder> {
     let mut b = WasiCtxBuilder::new();
@@ -165,21 +165,13 @@ pub(crate) fn build_ctx(
         stream: "stderr",
         source,
     })?;
-    for d in &policy.dirs {
-        let perms = if d.read_only {
+    for (host, guest, read_only) in preopens {
+        let perms = if *read_only {
             FsPerms::ReadOnly
         } else {
             FsPerms::ReadWrite
         };
-        b.preopened_dir(&d.host, &d.guest, perms)
-            .map_err(|e| Error::Preopen {
-                host: d.host.clone(),
-                guest: d.guest.clone(),
-                source: boxed(e),
-            })?;
-    }
-    for (host, guest) in scratch {
-        b.preopened_dir(host, guest, FsPerms::ReadWrite)
+        b.preopened_dir(host, guest, perms)
             .map_err(|e| Error::Preopen {
                 host: host.clone(),
                 guest: guest.clone(),

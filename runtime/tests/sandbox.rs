@@ -53,7 +53,7 @@ fn limited(bytes: u64) -> Policy {
     Policy {
         limits: wasmbox_runtime::Limits {
             memory: Some(bytes),
-            timeout: None,
+            ..Default::default()
         },
         ..policy(&[])
     }
