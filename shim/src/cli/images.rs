@@ -28,8 +28,12 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Opens (creating) the store.
     pub fn open(&self) -> Result<Store> {
-        let dir = self.store.clone().unwrap_or_else(default_store);
-        Ok(Store::open(&dir)?)
+        Ok(Store::open(&self.dir())?)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(default_store)
     }
 
     /// How registries are reached.

@@ -15,7 +15,7 @@ pub use images::{
     PushCommand, RmiCommand, SaveCommand, StoreOptions,
 };
 pub use options::{CacheOptions, SandboxOptions, parse_duration, parse_size};
-pub use run::RunCommand;
+pub use run::{DEFAULT_UMASK, RunCommand, set_umask};
 
 /// wasmbox: run WebAssembly workloads as sandboxed containers.
 #[derive(Parser, Debug)]

@@ -26,6 +26,9 @@ pub struct SandboxOptions {
     /// Wall-clock deadline (e.g. `10s`, `500ms`, `2m`); the guest is stopped with code 124.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Resource limit, as docker's: `nofile=N[:HARD]` caps the guest's open handles (default 1024).
+    #[arg(long = "ulimit", value_name = "nofile=N", value_parser = parse_ulimit)]
+    pub ulimit: Option<u64>,
     /// Grant the root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -78,6 +81,9 @@ impl SandboxOptions {
         }
         if let Some(t) = self.timeout {
             policy.limits.timeout = Some(t);
+        }
+        if let Some(n) = self.ulimit {
+            policy.limits.open_handles = Some(n);
         }
         if self.read_only
             && let Some(root) = policy.dirs.iter_mut().find(|d| d.guest == "/")
@@ -161,6 +167,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size (e.g. 64m, 1g, 1048576)"))
 }
 
+/// Parses `nofile=N[:HARD]` (the soft limit counts), within 16 and the most handles allowed.
+pub fn parse_ulimit(s: &str) -> Result<u64, String> {
+    let max = wasmbox_runtime::policy::MAX_HANDLES;
+    let bad = || format!("{s:?}: expected nofile=N with N from 16 to {max}");
+    let v = s.strip_prefix("nofile=").ok_or_else(bad)?;
+    let soft = v.split(':').next().unwrap_or(v);
+    soft.parse::<u64>()
+        .ok()
+        .filter(|n| (16..=max).contains(n))
+        .ok_or_else(bad)
+}
+
 /// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -177,10 +195,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    wasmbox_runtime::policy::timeout_from_secs(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[cfg(test)]

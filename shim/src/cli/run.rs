@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use wasmbox_runtime::{Bundle, ExitReason, Policy, Runtime, Stdio};
+use wasmbox_runtime::{Bundle, ExitReason, Policy, ProtectedPath, Runtime, Stdio};
 
 use super::images::{StoreOptions, canonical};
 use super::options::{CacheOptions, SandboxOptions};
@@ -35,7 +35,31 @@ pub struct RunCommand {
 impl RunCommand {
     /// Runs the guest to its end and returns the exit code.
     pub fn execute(self, store: &StoreOptions) -> Result<i32> {
-        let runtime = Runtime::new(self.cache.runtime_config())?;
+        // Before any thread starts: the guest's filesystem is a mount tree in a namespace of ours.
+        wasmbox_runtime::mounts::enter_namespace();
+        // The deadline covers loading and compiling too: a watchdog ends a run still loading.
+        let started = std::time::Instant::now();
+        let guest_started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(t) = self.sandbox.timeout {
+            let flag = guest_started.clone();
+            std::thread::Builder::new()
+                .name("wasmbox-deadline".into())
+                .spawn(move || {
+                    std::thread::sleep(t);
+                    if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                        eprintln!("wasmbox: guest timed out after {t:?} while loading");
+                        std::process::exit(wasmbox_runtime::EXIT_TIMEOUT);
+                    }
+                })
+                .context("starting the deadline watchdog")?;
+        }
+        let mut config = self.cache.runtime_config();
+        config.mount_tree = wasmbox_runtime::mounts::available();
+        config
+            .protected
+            .push(ProtectedPath::new("image store", store.dir()));
+        let mount_tree = config.mount_tree;
+        let runtime = Runtime::new(config)?;
         // An image is turned into a bundle in a private directory removed after the run.
         let mut image_bundle = None;
         if let (None, Some(what)) = (&self.bundle, &self.wasm)
@@ -57,10 +81,19 @@ impl RunCommand {
         } else {
             self.args.clone()
         };
+        let mut umask = DEFAULT_UMASK;
         let (program, mut policy) = match (&bundle_dir, &self.wasm) {
             (Some(dir), _) => {
                 let first = &guest_first;
                 let bundle = Bundle::load(dir)?;
+                if let Some(m) = bundle
+                    .spec
+                    .process()
+                    .as_ref()
+                    .and_then(|p| p.user().umask())
+                {
+                    umask = m & 0o777;
+                }
                 let bytes = bundle.read_entry()?;
                 let name = format!("{}:/{}", dir.display(), bundle.entry.display());
                 let (program, _) = runtime.load(&name, &bytes)?;
@@ -89,7 +122,21 @@ impl RunCommand {
             (None, None) => bail!("nothing to run: give a wasm file or --bundle DIR"),
         };
         self.sandbox.apply(&mut policy)?;
+        if !mount_tree && (!policy.dirs.is_empty() || !policy.scratch.is_empty()) {
+            check_direct_grants_allowed()?;
+        }
+        if let Some(t) = self.sandbox.timeout {
+            // What is left of the deadline after loading is the guest's.
+            let left = t.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                eprintln!("wasmbox: guest timed out after {t:?} while loading");
+                return Ok(wasmbox_runtime::EXIT_TIMEOUT);
+            }
+            policy.limits.timeout = Some(left);
+        }
         let prepared = runtime.prepare(&program, policy)?;
+        set_umask(umask);
+        guest_started.store(true, std::sync::atomic::Ordering::SeqCst);
         let running = prepared
             .start(Stdio::inherit())
             .context("starting the guest")?;
@@ -115,6 +162,41 @@ impl RunCommand {
         }
         Ok(status.code())
     }
+}
+
+/// The umask files a guest creates get when the spec names none.
+pub const DEFAULT_UMASK: u32 = 0o022;
+
+/// Sets the process's umask, which the files a guest creates in its grants get.
+#[allow(unsafe_code, reason = "umask(2) cannot fail and touches no memory")]
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask only swaps the process's file mode mask.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
+    }
+}
+
+/// Environment variable that lets `wasmbox run` grant directories without a mount tree.
+const NO_MOUNT_TREE_ENV: &str = "WASMBOX_NO_MOUNT_TREE";
+
+/// Without a private mount namespace the kernel cannot keep device nodes shut or nested read-only
+/// grants read-only, so directories are granted only when the user says so.
+fn check_direct_grants_allowed() -> Result<()> {
+    if std::env::var(NO_MOUNT_TREE_ENV).is_ok_and(|v| v == "1") {
+        tracing::warn!(
+            "granting directories without a mount tree: device nodes in them can be opened"
+        );
+        return Ok(());
+    }
+    let why = match wasmbox_runtime::mounts::namespace() {
+        Some(wasmbox_runtime::mounts::Namespace::Unavailable(r)) => r.clone(),
+        _ => "no private mount namespace".into(),
+    };
+    bail!(
+        "directories can only be granted inside a private mount namespace, and none could be \
+         made ({why}); set {NO_MOUNT_TREE_ENV}=1 to grant them without the kernel's nodev and \
+         read-only checks"
+    )
 }
 
 /// True when `what` is meant as a file: it exists, or it is written as a path or a wasm file name
@@ -148,7 +230,7 @@ fn image_to_bundle(opts: &StoreOptions, what: &str) -> Result<tempfile::TempDir>
     };
     let image = wasmbox_images::Image::open(&store, &name)?;
     let dir = tempfile::Builder::new()
-        .prefix("wasmbox-run-")
+        .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-run-"))
         .tempdir()
         .context("creating a bundle directory")?;
     image.write_bundle(&store, dir.path(), &mut Default::default())?;

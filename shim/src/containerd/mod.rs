@@ -78,6 +78,20 @@ pub fn main() -> i32 {
         eprintln!("{RUNTIME_ID}: {e}");
         return 1;
     }
+    // ... and a private mount namespace (a slave of the host's), where each wasm container's
+    // filesystem is built as a mount tree and runc-delegated containers are mounted too.
+    if flags
+        .as_ref()
+        .is_some_and(|f| f.action.is_empty() && !f.info)
+        && let wasmbox_runtime::mounts::Namespace::Unavailable(reason) =
+            wasmbox_runtime::mounts::enter_namespace()
+    {
+        eprintln!("{RUNTIME_ID}: a private mount namespace: {reason}");
+        return 1;
+    }
+    raise_nofile();
+    // Files guests create are never group- or world-writable through an inherited umask of 0.
+    crate::cli::set_umask(crate::cli::DEFAULT_UMASK);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -94,6 +108,19 @@ pub fn main() -> i32 {
         Some(Config::default()),
     ));
     0
+}
+
+/// Raises the shim's own descriptor limit to its hard limit: guests are capped one by one (their
+/// handle limit), and the shim keeps the headroom for itself and its other containers.
+fn raise_nofile() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            eprintln!("{RUNTIME_ID}: raise RLIMIT_NOFILE: {e}");
+        }
+    }
 }
 
 /// The shim's process-level side: start, delete, and the task service.

@@ -14,9 +14,12 @@ fn runc_binary() -> String {
     std::env::var("WASMBOX_RUNC").unwrap_or_else(|_| "runc".into())
 }
 
+/// The shim's own state directory (runc's roots live below it); no grant may reach it.
+pub const STATE_DIR: &str = "/run/wasmbox";
+
 /// runc's state root for a containerd namespace.
 pub fn runc_root(namespace: &str) -> PathBuf {
-    Path::new("/run/wasmbox/runc").join(namespace)
+    Path::new(STATE_DIR).join("runc").join(namespace)
 }
 
 /// One native container, driven through runc's command line.

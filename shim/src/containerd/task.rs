@@ -85,6 +85,11 @@ impl TaskService {
             } else {
                 wasmbox_runtime::Allocator::OnDemand
             },
+            mount_tree: true,
+            protected: vec![wasmbox_runtime::ProtectedPath::new(
+                "state directory",
+                super::native::STATE_DIR,
+            )],
             ..Default::default()
         };
         let rt = Runtime::new(config).map_err(|e| {
@@ -190,7 +195,7 @@ impl TaskService {
         match container::classify(bundle, &spec)? {
             Entry::Wasm(b) => {
                 super::netns::check_same(&spec)?;
-                let prepared = container::prepare(self.runtime(&spec)?, &b)?;
+                let prepared = prepare_off_executor(self.runtime(&spec)?, &b).await?;
                 let io = stdio.open_wasm().await?;
                 save(&rec)?;
                 tracing::info!(id, entry = %b.entry.display(), "created wasm container");
@@ -500,7 +505,7 @@ impl TaskService {
                         )));
                     }
                 };
-                let mut prepared = container::prepare(self.runtime(&spec)?, &b)?;
+                let mut prepared = prepare_off_executor(self.runtime(&spec)?, &b).await?;
                 // The container's current memory limit (it may have been updated).
                 if let Some(limit) = c.init.guest().and_then(|g| g.usage().memory_limit) {
                     prepared.set_memory_limit(Some(limit));
@@ -921,4 +926,16 @@ impl std::fmt::Debug for TaskService {
             .field("namespace", &self.namespace)
             .finish()
     }
+}
+
+/// Compiles, links and builds the mount tree of a wasm bundle on the blocking pool, so one
+/// container's long compile never holds an executor thread other containers' requests need.
+async fn prepare_off_executor(
+    runtime: &Runtime,
+    bundle: &wasmbox_runtime::Bundle,
+) -> Result<wasmbox_runtime::Prepared> {
+    let (rt, b) = (runtime.clone(), bundle.clone());
+    tokio::task::spawn_blocking(move || container::prepare(&rt, &b))
+        .await
+        .map_err(|e| ShimError::Internal(format!("preparing the guest: {e}")))?
 }
