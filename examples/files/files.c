@@ -28,6 +28,9 @@
  *   stat PATH            print "size=N type=file|dir|symlink|other"
  *                        (does not follow a final symlink)
  *   openrw PATH          open PATH read-write without truncating it
+ *   openmany PATH [MS]   open PATH read-only again and again, keeping every
+ *                        descriptor, until an open fails (at most 1000000);
+ *                        print "opened N", then hold them MS milliseconds
  *
  * Process commands:
  *   env                  print the environment, one KEY=VALUE per line
@@ -267,6 +270,21 @@ static int cmd_openrw(const char *path) {
     return ok();
 }
 
+static int cmd_openmany(const char *path, const char *hold_ms) {
+    long n = 0;
+    while (n < 1000000 && open(path, O_RDONLY) >= 0) {
+        n++;
+    }
+    printf("opened %ld\n", n);
+    fflush(stdout);
+    if (hold_ms != NULL) {
+        long long ms = parse_num(hold_ms);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 static int cmd_pwd(void) {
     char buf[4096];
     if (getcwd(buf, sizeof buf) == NULL) {
@@ -424,6 +442,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "stat") == 0) {
         NEED(1, "stat PATH");
         return cmd_stat(a[0]);
+    } else if (strcmp(cmd, "openmany") == 0) {
+        NEED(1, "openmany PATH [MS]");
+        return cmd_openmany(a[0], nargs > 1 ? a[1] : NULL);
     } else if (strcmp(cmd, "openrw") == 0) {
         NEED(1, "openrw PATH");
         return cmd_openrw(a[0]);

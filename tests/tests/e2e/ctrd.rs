@@ -247,10 +247,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         })
     }
 
-    /// Mounts below this daemon's directory.
+    /// Mounts below this daemon's directory, as the host sees them.
     pub fn mounts(&self) -> Vec<String> {
+        self.mounts_seen_by("self")
+    }
+
+    /// Mounts below this daemon's directory, as process `pid` (`self` for the host's) sees them:
+    /// a shim mounts in a mount namespace of its own.
+    pub fn mounts_seen_by(&self, pid: &str) -> Vec<String> {
         let d = self.dir.path().to_string_lossy().into_owned();
-        std::fs::read_to_string("/proc/self/mountinfo")
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
             .unwrap()
             .lines()
             .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
@@ -379,6 +385,7 @@ pub const WAT: &str = "localhost/wasmbox-test/wat:ctr";
 pub const BUSYBOX: &str = "localhost/wasmbox-test/busybox:ctr";
 pub const PRECOMPILED: &str = "localhost/wasmbox-test/precompiled:ctr";
 pub const ECHO: &str = "localhost/wasmbox-test/echo:ctr";
+pub const DEVICES: &str = "localhost/wasmbox-test/devices:ctr";
 
 /// Guests written in WAT (`examples/wat/NAME.wat`), stored compiled in one image as `/NAME.wasm`.
 pub const WAT_GUESTS: &[&str] = &["dots", "grow", "spin"];
@@ -483,16 +490,27 @@ impl Images {
             &[("app.wasm", cwasm.as_slice(), None)],
             json!({"os": "wasip1", "architecture": "wasm", "config": {"Entrypoint": ["/app.wasm"]}}),
         );
+        // A wasm image whose layer holds a device node (/dev/null's numbers) at /null.
+        let files_wasm = std::fs::read(&files).unwrap();
+        native_image(
+            &images.archive(DEVICES),
+            DEVICES,
+            &[
+                ("app.wasm", files_wasm.as_slice(), None),
+                ("null", b"", Some(Special::CharDev(1, 3))),
+            ],
+            json!({"os": "wasip1", "architecture": "wasm", "config": {"Entrypoint": ["/app.wasm"]}}),
+        );
         // busybox: a static native image.
         let bb = std::fs::read("/bin/busybox")
             .expect("/bin/busybox: tests/run.sh installs busybox-static");
-        let mut files: Vec<(&str, &[u8], Option<&str>)> =
+        let mut files: Vec<(&str, &[u8], Option<Special<'_>>)> =
             vec![("bin/busybox", bb.as_slice(), None)];
         for applet in ["sh", "echo", "sleep", "cat", "true"] {
             files.push((
                 Box::leak(format!("bin/{applet}").into_boxed_str()),
                 b"",
-                Some("busybox"),
+                Some(Special::Link("busybox")),
             ));
         }
         native_image(
@@ -505,23 +523,42 @@ impl Images {
     }
 }
 
-/// Writes an OCI archive holding one single-layer image: `files` are (path, contents, symlink
-/// target) entries of the layer; `config` gets the layer's diff id.
+/// What an entry of a test layer is besides a regular file.
+#[derive(Clone, Copy)]
+enum Special<'a> {
+    /// A symbolic link to this target.
+    Link(&'a str),
+    /// A character device node (major, minor).
+    CharDev(u32, u32),
+}
+
+/// Writes an OCI archive holding one single-layer image: `files` are (path, contents, special)
+/// entries of the layer (a regular file when `special` is `None`); `config` gets the layer's diff
+/// id.
 fn native_image(
     archive: &Path,
     name: &str,
-    files: &[(&str, &[u8], Option<&str>)],
+    files: &[(&str, &[u8], Option<Special<'_>>)],
     mut config: serde_json::Value,
 ) {
     let mut b = tar::Builder::new(Vec::new());
-    for (p, data, link) in files {
+    for (p, data, special) in files {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o755);
-        match link {
-            Some(target) => {
+        match special {
+            Some(Special::Link(target)) => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
                 b.append_link(&mut h, p, target).unwrap();
+            }
+            Some(Special::CharDev(major, minor)) => {
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_mode(0o666);
+                h.set_size(0);
+                h.set_device_major(*major).unwrap();
+                h.set_device_minor(*minor).unwrap();
+                h.set_cksum();
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
             }
             None => {
                 h.set_size(data.len() as u64);

@@ -3,6 +3,7 @@
 mod bad_input;
 mod common;
 mod ctrd;
+mod escapes;
 mod exit;
 mod fs;
 mod images;

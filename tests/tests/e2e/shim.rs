@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::ctrd::{
-    BUSYBOX, Containerd, ECHO, EventLog, FILES, HELLO, HELLO_ARTIFACT, HELLO_CONVERTED, Images,
-    PRECOMPILED, RUNTIME, WAT, alive, parse_time, shim_socket, signal,
+    BUSYBOX, Containerd, DEVICES, ECHO, EventLog, FILES, HELLO, HELLO_ARTIFACT, HELLO_CONVERTED,
+    Images, PRECOMPILED, RUNTIME, WAT, alive, parse_time, shim_socket, signal,
 };
 
 fn with_images(names: &[&str]) -> Containerd {
@@ -616,7 +616,9 @@ fn a_shim_killed_with_sigkill_is_cleaned_up_by_containerd() {
     let shims = c.shims();
     assert_eq!(shims.len(), 1);
     let socket = shim_socket(shims[0]).unwrap();
-    assert!(!c.mounts().is_empty());
+    // The rootfs mounts live in the shim's own mount namespace, not the host's.
+    assert!(!c.mounts_seen_by(&shims[0].to_string()).is_empty());
+    assert!(c.mounts().is_empty(), "{:?}", c.mounts());
     let events = EventLog::start(&c);
     signal(shims[0], libc::SIGKILL);
     // containerd runs the binary's `delete` action for each container, which undoes the shim's
@@ -902,4 +904,87 @@ fn output_waits_for_a_client_that_opens_its_fifo_late() {
             },
         )
         .unwrap();
+}
+
+#[test]
+fn device_nodes_never_open_under_containerd() {
+    let c = with_images(&[DEVICES, FILES]);
+    // containerd's snapshotter creates the node from the layer; the guest must not open it.
+    let out = c.run(&[], DEVICES, "dev1", &["/app.wasm", "cat", "/null"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stdout.contains("error: "), "{out:#?}");
+    let out = c.run(&[], DEVICES, "dev2", &["/app.wasm", "openrw", "/null"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    // A device node in a bind mount, and a read-only mount nested in a writable one.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("config")).unwrap();
+    std::fs::write(host.path().join("config/settings"), "original").unwrap();
+    let made = std::process::Command::new("mknod")
+        .arg(host.path().join("null"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let rw = format!(
+        "type=bind,src={},dst=/app,options=rbind:rw",
+        host.path().display()
+    );
+    let ro = format!(
+        "type=bind,src={},dst=/app/config,options=rbind:ro",
+        host.path().join("config").display()
+    );
+    let out = c.run(
+        &["--mount", &rw],
+        FILES,
+        "dev3",
+        &["/app.wasm", "cat", "/app/null"],
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+    let out = c.run(
+        &["--mount", &rw, "--mount", &ro],
+        FILES,
+        "nested",
+        &["/app.wasm", "write", "/app/./config/settings", "pwned"],
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("config/settings")).unwrap(),
+        "original"
+    );
+    let out = c.run(
+        &["--mount", &rw, "--mount", &ro],
+        FILES,
+        "nested-rw",
+        &["/app.wasm", "write", "/app/new", "x"],
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+}
+
+#[test]
+fn one_guest_cannot_take_its_pods_descriptors() {
+    let c = with_images(&[FILES, HELLO]);
+    let group = ["--annotation", "io.containerd.runc.v2.group=fds"];
+    let log = c.run_detached(
+        &group,
+        FILES,
+        "hog",
+        &["/app.wasm", "openmany", "/app.wasm", "600000"],
+    );
+    wait_until("the hog has opened all it may", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("opened "))
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let n: u64 = text
+        .trim()
+        .strip_prefix("opened ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    // ctr's spec gives RLIMIT_NOFILE 1024: the guest's handles stop there, far below the shim's.
+    assert!(n < 1024, "opened {n}");
+    let out = c.run(&group, HELLO, "neighbour", &[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("Hello"), "{out:#?}");
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "hog"]).code, 0);
+    c.wait_status("hog", "STOPPED");
+    assert_eq!(c.ctr(&["task", "delete", "hog"]).code, 0);
 }

@@ -1,0 +1,457 @@
+//! Attacks that once worked, performed again through `wasmbox run`, each asserting the safe
+//! outcome and an untouched host.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::common::{Wasmbox, bundle, free_port, guest};
+
+fn files() -> String {
+    guest("files/files.wasm").display().to_string()
+}
+
+/// The cache entries (`*.cwasm`) in a cache directory.
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn no_grant_reaches_the_cache_or_its_key_at_inside_or_above() {
+    let wb = Wasmbox::new();
+    let cache = wb.cache.path().join("c");
+    wb.run(&["run", &guest("hello/hello.wasm").display().to_string()])
+        .code(0);
+    let key = wb.cache.path().join("c.key");
+    assert!(key.exists(), "the cache key lives beside the cache");
+    for (host, how) in [
+        (wb.cache.path().to_path_buf(), "contains"),
+        (cache.clone(), "is"),
+    ] {
+        let v = format!("{}:/home", host.display());
+        let out = wb.run(&["run", "-v", &v, &files(), "ls", "/home"]);
+        let line = out.the_error_line();
+        assert!(
+            line.contains(how) && line.contains("compiled-code cache"),
+            "{line}"
+        );
+    }
+    std::fs::create_dir(cache.join("sub")).unwrap();
+    let v = format!("{}:/x", cache.join("sub").display());
+    let line = wb
+        .run(&["run", "-v", &v, &files(), "ls", "/x"])
+        .the_error_line()
+        .to_string();
+    assert!(
+        line.contains("is inside wasmbox's compiled-code cache"),
+        "{line}"
+    );
+}
+
+#[test]
+fn planted_native_code_is_never_run() {
+    let wb = Wasmbox::new();
+    let cache = wb.cache.path().join("c");
+    // Two different modules compiled into the cache.
+    let hello = guest("hello/hello.wasm").display().to_string();
+    wb.run(&["run", &hello]).code(0);
+    let before = entries(&cache);
+    wb.run(&["run", &files(), "exit", "7"]).code(7);
+    let after = entries(&cache);
+    let files_entry = after
+        .iter()
+        .find(|p| !before.contains(p))
+        .expect("files.wasm's entry")
+        .clone();
+    // The attack: hello's compiled code (a real entry, with a MAC good for hello) saved under
+    // files.wasm's name; then, in a second round, one byte of an entry changed.
+    let mut bytes = std::fs::read(&before[0]).unwrap();
+    for round in 0..2 {
+        std::fs::write(&files_entry, &bytes).unwrap();
+        let out = wb
+            .cmd()
+            .env("WASMBOX_LOG", "warn")
+            .args(["run", &files(), "exit", "7"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(7),
+            "round {round}: files must run as itself: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("hello"),
+            "round {round}: the planted code ran"
+        );
+        assert!(
+            stderr.contains("failed its MAC check"),
+            "round {round}: {stderr}"
+        );
+        // The entry was replaced by files.wasm's own code: the next run loads it quietly.
+        let out = wb
+            .cmd()
+            .env("WASMBOX_LOG", "warn")
+            .args(["run", &files(), "exit", "7"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("MAC"));
+        bytes = std::fs::read(&files_entry).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+    }
+}
+
+#[test]
+fn device_nodes_in_a_grant_never_open() {
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let vol = t.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    // /dev/null's numbers: reading it succeeds (empty) wherever device nodes work.
+    let made = std::process::Command::new("mknod")
+        .arg(vol.join("null"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success(), "mknod needs root, as the test command runs");
+    std::fs::write(vol.join("plain"), "plain").unwrap();
+    let v = format!("{}:/data", vol.display());
+    let out = wb.run(&["run", "-v", &v, &files(), "cat", "/data/null"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stdout.contains("error: "), "{out:#?}");
+    let out = wb.run(&["run", "-v", &v, &files(), "openrw", "/data/null"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    wb.run(&["run", "-v", &v, &files(), "cat", "/data/plain"])
+        .code(0);
+    // The same node in a bundle's rootfs.
+    let b = tempfile::tempdir().unwrap();
+    bundle(b.path(), serde_json::json!({}));
+    let made = std::process::Command::new("mknod")
+        .arg(b.path().join("rootfs/kmsg"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let dir = b.path().display().to_string();
+    let out = wb.run(&["run", "--bundle", &dir, "cat", "/kmsg"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+}
+
+#[test]
+fn a_read_only_grant_inside_a_writable_one_stays_read_only() {
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let app = t.path().join("app");
+    std::fs::create_dir_all(app.join("config")).unwrap();
+    std::fs::write(app.join("config/settings"), "original").unwrap();
+    let rw = format!("{}:/app", app.display());
+    let ro = format!("{}:/app/config:ro", app.join("config").display());
+    for path in [
+        "/app/./config/settings",
+        "/app/config/settings",
+        "/app/config/../config/settings",
+    ] {
+        let out = wb.run(&[
+            "run",
+            "-v",
+            &rw,
+            "-v",
+            &ro,
+            &files(),
+            "write",
+            path,
+            "pwned",
+        ]);
+        assert_eq!(out.code, 1, "{path}: {out:#?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(app.join("config/settings")).unwrap(),
+        "original"
+    );
+    // The writable parent stays writable.
+    wb.run(&[
+        "run",
+        "-v",
+        &rw,
+        "-v",
+        &ro,
+        &files(),
+        "write",
+        "/app/new",
+        "x",
+    ])
+    .code(0);
+    assert_eq!(std::fs::read_to_string(app.join("new")).unwrap(), "x");
+}
+
+#[test]
+fn a_link_made_by_a_guest_is_never_a_grant_source() {
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let vol = t.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    let v = format!("{}:/data", vol.display());
+    // Run 1 plants the link.
+    wb.run(&[
+        "run",
+        "-v",
+        &v,
+        &files(),
+        "symlink",
+        "../../../../..",
+        "/data/public",
+    ])
+    .code(0);
+    assert!(
+        std::fs::symlink_metadata(vol.join("public"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // Run 2 grants it: refused, naming the link.
+    let src = vol.join("public");
+    let v2 = format!("{}:/public:ro", src.display());
+    let out = wb.run(&["run", "-v", &v2, &files(), "cat", "/public/etc/hostname"]);
+    let line = out.the_error_line();
+    assert!(
+        line.contains("symbolic link") && line.contains(&src.display().to_string()),
+        "{line}"
+    );
+    // A link higher up the source's path is refused the same way.
+    symlink(&vol, t.path().join("alias")).unwrap();
+    let v3 = format!("{}:/d", t.path().join("alias").display());
+    let line = wb
+        .run(&["run", "-v", &v3, &files(), "ls", "/d"])
+        .the_error_line()
+        .to_string();
+    assert!(line.contains("symbolic link"), "{line}");
+}
+
+#[test]
+fn kernel_filesystems_are_never_grant_sources() {
+    let wb = Wasmbox::new();
+    for src in ["/proc", "/sys", "/dev", "/proc/self"] {
+        let v = format!("{src}:/k");
+        let out = wb.run(&["run", "-v", &v, &files(), "ls", "/k"]);
+        let line = out.the_error_line();
+        assert!(
+            line.contains("kernel filesystem") || line.contains("symbolic link"),
+            "{src}: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_mount_at_the_root_is_refused() {
+    let wb = Wasmbox::new();
+    let host = tempfile::tempdir().unwrap();
+    for dest in ["", "/", "/."] {
+        let b = tempfile::tempdir().unwrap();
+        bundle(
+            b.path(),
+            serde_json::json!({"mounts": [
+                {"destination": dest, "type": "bind", "source": host.path(), "options": ["rbind"]}
+            ]}),
+        );
+        let dir = b.path().display().to_string();
+        let line = wb
+            .run(&["run", "--bundle", &dir, "ls", "/"])
+            .the_error_line()
+            .to_string();
+        assert!(line.contains("is the root"), "{dest:?}: {line}");
+    }
+}
+
+#[test]
+fn numbers_out_of_range_are_clear_errors() {
+    let wb = Wasmbox::new();
+    for t in ["99999999999999999999", "1e300", "inf", "nan", "0.0000001ms"] {
+        let out = wb.run(&["run", "--timeout", t, &files(), "exit", "0"]);
+        assert_eq!(out.code, 125, "{t}: {out:#?}");
+        assert!(!out.stderr.contains("panicked"), "{t}: {out:#?}");
+    }
+    for t in ["1e300", "99999999999999999999", "-1"] {
+        let b = tempfile::tempdir().unwrap();
+        bundle(
+            b.path(),
+            serde_json::json!({"annotations": {"wasmbox.timeout": t}}),
+        );
+        let dir = b.path().display().to_string();
+        let line = wb
+            .run(&["run", "--bundle", &dir])
+            .the_error_line()
+            .to_string();
+        assert!(line.contains("wasmbox.timeout"), "{t}: {line}");
+    }
+}
+
+#[test]
+fn mount_trees_are_removed_when_the_guest_ends() {
+    let wb = Wasmbox::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    let v = format!("{}:/data", vol.path().display());
+    let out = wb
+        .cmd()
+        .env("TMPDIR", tmp.path())
+        .args(["run", "-v", &v, &files(), "write", "/data/f", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(std::fs::read_to_string(vol.path().join("f")).unwrap(), "x");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_guest_cannot_make_the_host_buffer_or_scan_for_it() {
+    let wb = Wasmbox::new();
+    let port = free_port();
+    let grant = format!("127.0.0.1:{port}");
+    let mut child = wb
+        .cmd()
+        .args(["run", "--memory", "64m", "--listen", &grant])
+        .arg(guest("wat/flood.wat"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let conn = loop {
+        // The guest's listener exists once wasmbox has bound it; its stdout says when it sent.
+        match std::net::TcpStream::connect(&grant) {
+            Ok(c) => break c,
+            Err(_) if child.try_wait().unwrap().is_none() => {
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("wasmbox ended before listening: {e}"),
+        }
+    };
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "sent");
+    assert_eq!(lines.next().unwrap().unwrap(), "poll-einval");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    // The guest's own memory is 25 MiB; 50 copies of its buffer would be 1.2 GiB.
+    assert!(hwm_kib < 256 * 1024, "peak RSS {hwm_kib} KiB");
+    // It sent at most one bounded chunk.
+    let mut got = Vec::new();
+    conn.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let _ = (&conn).take(1 << 20).read_to_end(&mut got);
+    assert!(!got.is_empty() && got.len() <= 64 << 10, "{}", got.len());
+    drop(conn);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn open_handles_are_capped_per_guest() {
+    let wb = Wasmbox::new();
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("f"), "x").unwrap();
+    let v = format!("{}:/data", vol.path().display());
+    let opened = |extra: &[&str]| -> u64 {
+        let mut a = vec!["run", "-v", &v];
+        a.extend_from_slice(extra);
+        let f = files();
+        a.extend([f.as_str(), "openmany", "/data/f"]);
+        let out = wb.run(&a);
+        out.code(0);
+        out.stdout
+            .trim()
+            .strip_prefix("opened ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{out:#?}"))
+    };
+    let n = opened(&[]);
+    assert!((900..1024).contains(&n), "default limit 1024: opened {n}");
+    let n = opened(&["--ulimit", "nofile=100"]);
+    assert!((50..100).contains(&n), "--ulimit nofile=100: opened {n}");
+    let out = wb.run(&["run", "--ulimit", "nofile=lots", &files(), "exit", "0"]);
+    assert_eq!(out.code, 125, "{out:#?}");
+    assert!(out.stderr.contains("expected nofile=N"), "{out:#?}");
+}
+
+/// A module of `n` functions, each with a body worth compiling, whose `_start` returns at once.
+fn many_functions(n: usize) -> Vec<u8> {
+    let mut text = String::from("(module (func (export \"_start\"))");
+    for i in 0..n {
+        text.push_str(&format!(
+            " (func (param i32) (result i32) local.get 0 i32.const {i} i32.mul i32.const 7 i32.add)"
+        ));
+    }
+    text.push(')');
+    wat::parse_str(&text).unwrap()
+}
+
+#[test]
+fn the_deadline_covers_compiling_and_huge_modules_are_refused() {
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let big = t.path().join("big.wasm");
+    std::fs::write(&big, many_functions(200_000)).unwrap();
+    let big = big.display().to_string();
+    let out = wb.run(&["run", "--no-cache", "--timeout", "1s", &big]);
+    assert_eq!(out.code, 124, "{out:#?}");
+    assert!(out.stderr.contains("while loading"), "{out:#?}");
+    let huge = t.path().join("huge.wasm");
+    std::fs::write(&huge, many_functions(250_001)).unwrap();
+    let line = wb
+        .run(&["run", "--no-cache", &huge.display().to_string()])
+        .the_error_line()
+        .to_string();
+    assert!(line.contains("250002 functions"), "{line}");
+}
+
+#[test]
+fn files_a_guest_creates_follow_the_umask_not_an_inherited_zero() {
+    use std::os::unix::fs::PermissionsExt;
+    let wb = Wasmbox::new();
+    let vol = tempfile::tempdir().unwrap();
+    let v = format!("{}:/data", vol.path().display());
+    let f = files();
+    let bin = crate::common::wasmbox_bin();
+    let cmd = wb.cmd();
+    // Started with umask 000, as a careless service manager would.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(&bin)
+        .args(["run", "-v", &v, &f, "write", "/data/made", "x"])
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mode = std::fs::metadata(vol.path().join("made"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o644);
+    // A bundle's umask applies.
+    let b = tempfile::tempdir().unwrap();
+    bundle(
+        b.path(),
+        serde_json::json!({"process": {"user": {"uid": 0, "gid": 0, "umask": 63}}}),
+    );
+    let dir = b.path().display().to_string();
+    wb.run(&["run", "--bundle", &dir, "write", "/made", "x"])
+        .code(0);
+    let mode = std::fs::metadata(b.path().join("rootfs/made"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "umask 077");
+}
