@@ -208,4 +208,18 @@ mod tests {
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn references_never_panic(
+            s in "\\PC{0,80}",
+            t in "[a-z0-9.:/@_-]{0,40}(@sha256:[0-9a-f]{0,70})?",
+        ) {
+            if let Ok(r) = s.parse::<Reference>() {
+                // What parses prints as something that parses to the same reference.
+                proptest::prop_assert_eq!(r.to_string().parse::<Reference>().ok(), Some(r));
+            }
+            let _ = t.parse::<Reference>();
+        }
+    }
 }

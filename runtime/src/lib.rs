@@ -27,6 +27,9 @@ mod sandbox;
 pub mod shape;
 mod wasi;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use engine::{
     Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, SCRATCH_PREFIXES,
     is_precompiled, scratch_prefix,

@@ -236,4 +236,22 @@ mod tests {
             assert!(e.contains(bad), "{e}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn flag_parsers_never_panic(
+            s in "\\PC{0,40}",
+            n in "[0-9.eE+-]{0,30}(ms|s|m|h|k|m|g|ib|b)?",
+        ) {
+            for x in [&s, &n] {
+                let _ = parse_size(x);
+                if let Ok(d) = parse_duration(x) {
+                    proptest::prop_assert!(d <= wasmbox_runtime::policy::MAX_TIMEOUT);
+                }
+                let _ = parse_volume(x);
+                let _ = parse_ulimit(x);
+                let _ = parse_ulimit(&format!("nofile={x}"));
+            }
+        }
+    }
 }

@@ -455,3 +455,69 @@ fn files_a_guest_creates_follow_the_umask_not_an_inherited_zero() {
         & 0o777;
     assert_eq!(mode, 0o600, "umask 077");
 }
+
+/// Copies the example hello layout to `dir`, wrapping its manifest in `levels` indexes, each
+/// naming the one below it `fanout` times.
+fn nested_layout(dir: &Path, levels: usize, fanout: usize) {
+    let src = crate::common::examples().join("images/hello");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for e in std::fs::read_dir(src.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
+    }
+    std::fs::copy(src.join("oci-layout"), dir.join("oci-layout")).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("index.json")).unwrap()).unwrap();
+    let mut desc = index["manifests"][0].clone();
+    desc.as_object_mut().unwrap().remove("annotations");
+    for _ in 0..levels {
+        let doc = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": vec![desc.clone(); fanout],
+        }))
+        .unwrap();
+        use sha2::Digest as _;
+        let hex = hex::encode(sha2::Sha256::digest(&doc));
+        std::fs::write(blobs.join(&hex), &doc).unwrap();
+        desc = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": doc.len(),
+        });
+    }
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [desc]})).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn image_graphs_are_walked_once_per_blob_within_caps() {
+    let wb = Wasmbox::new();
+    let store = tempfile::tempdir().unwrap();
+    let s = store.path().display().to_string();
+    // 13 levels, each naming the next 32 times: 32^13 paths, 14 blobs. `timeout` is only a
+    // backstop so a regression fails instead of hanging the suite.
+    let deep = tempfile::tempdir().unwrap();
+    nested_layout(deep.path(), 13, 32);
+    let out = crate::common::Out::from(
+        std::process::Command::new("timeout")
+            .arg("120")
+            .arg(crate::common::wasmbox_bin())
+            .args(["--store", &s, "load", "-t", "localhost/deep:1", "-i"])
+            .arg(deep.path())
+            .output()
+            .unwrap(),
+    );
+    let line = out.the_error_line();
+    assert!(line.contains("nested more than 8 levels"), "{line}");
+    // Within the caps the same shape loads, each blob stored once.
+    let ok = tempfile::tempdir().unwrap();
+    nested_layout(ok.path(), 6, 32);
+    let dir = ok.path().display().to_string();
+    wb.run(&["--store", &s, "load", "-t", "localhost/wide:1", "-i", &dir])
+        .code(0);
+}
