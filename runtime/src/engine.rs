@@ -44,6 +44,10 @@ pub struct RuntimeConfig {
     /// wasmbox's own directories and files (beyond the cache and its key, which are always
     /// protected) that no grant may reach.
     pub protected: Vec<ProtectedPath>,
+    /// Run guests on an executor of the runtime's own even inside a tokio runtime, so that the
+    /// caller's threads (which may have to exec programs, as the shim runs runc) stay unfiltered.
+    /// Outside a tokio runtime the runtime always has its own executor.
+    pub own_executor: bool,
 }
 
 /// A compiled workload, ready to be prepared any number of times.
@@ -191,12 +195,19 @@ impl Runtime {
         let mut p2 = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2)
             .map_err(|e| Error::Engine { source: boxed(e) })?;
-        let (owned_executor, handle) = match tokio::runtime::Handle::try_current() {
-            Ok(h) => (None, h),
-            Err(_) => {
+        let current = tokio::runtime::Handle::try_current().ok();
+        let (owned_executor, handle) = match current {
+            Some(h) if !config.own_executor => (None, h),
+            _ => {
+                // Every thread of this executor, workers and blocking pool, runs under the
+                // seccomp filter.
+                let prog = Arc::new(
+                    crate::seccomp::program().map_err(|reason| Error::Seccomp { reason })?,
+                );
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .thread_name("wasmbox-guest")
+                    .on_thread_start(move || crate::seccomp::install(&prog))
                     .enable_all()
                     .build()
                     .map_err(|source| Error::Executor { source })?;
@@ -204,7 +215,10 @@ impl Runtime {
                 (Some(rt), h)
             }
         };
-        let scratch_dir = config.scratch_dir.unwrap_or_else(std::env::temp_dir);
+        let scratch_dir = config
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         sweep_stale(&scratch_dir);
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -242,6 +256,20 @@ impl Runtime {
     /// The tokio runtime guests run on.
     pub fn handle(&self) -> tokio::runtime::Handle {
         self.inner.handle.clone()
+    }
+
+    /// Runs `f` on one of the threads guests run on, and waits for it: to see what a guest
+    /// thread may do (its seccomp filter, when the runtime has its own executor).
+    pub fn on_guest_thread<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::Result<R> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.inner.handle.spawn(async move {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(Box::new("the guest executor is gone")))
     }
 
     /// The wasmtime engine.

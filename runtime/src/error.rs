@@ -199,6 +199,12 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The seccomp filter for guest threads could not be built.
+    #[error("{reason}")]
+    Seccomp {
+        /// Why.
+        reason: String,
+    },
     /// The async executor could not be created.
     #[error("starting the executor")]
     Executor {

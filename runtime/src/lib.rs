@@ -24,6 +24,7 @@ mod p1net;
 pub mod policy;
 pub mod protect;
 mod sandbox;
+pub mod seccomp;
 pub mod shape;
 mod wasi;
 

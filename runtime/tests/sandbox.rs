@@ -406,3 +406,41 @@ fn a_lower_memory_limit_applies_to_a_running_guest() {
         "{st}"
     );
 }
+
+#[test]
+fn guest_threads_cannot_exec_trace_or_mount() {
+    // Native code reaching a guest thread (here, a closure run on one) meets the seccomp filter.
+    let rt = runtime();
+    let exec = rt
+        .on_guest_thread(|| std::process::Command::new("/bin/true").status().map(|_| ()))
+        .unwrap();
+    assert_eq!(
+        exec.unwrap_err().raw_os_error(),
+        Some(libc::EPERM),
+        "exec is denied on a guest thread"
+    );
+    #[allow(unsafe_code, reason = "plain syscalls without memory arguments")]
+    let (unshare, ptrace) = rt
+        .on_guest_thread(|| unsafe {
+            let u = libc::unshare(libc::CLONE_NEWNS);
+            let u = (u, std::io::Error::last_os_error().raw_os_error());
+            let p = libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            (u, (p, std::io::Error::last_os_error().raw_os_error()))
+        })
+        .unwrap();
+    assert_eq!(unshare, (-1, Some(libc::EPERM)));
+    assert_eq!(ptrace, (-1, Some(libc::EPERM)));
+    // A blocking-pool thread of the executor (where file I/O runs) is filtered too.
+    let h = rt.handle();
+    let blocking = h
+        .block_on(h.spawn_blocking(|| std::process::Command::new("/bin/true").status()))
+        .unwrap();
+    assert_eq!(blocking.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    // Threads outside the executor are not: the test's own thread still execs.
+    assert!(
+        std::process::Command::new("/bin/true")
+            .status()
+            .unwrap()
+            .success()
+    );
+}

@@ -86,6 +86,8 @@ impl TaskService {
                 wasmbox_runtime::Allocator::OnDemand
             },
             mount_tree: true,
+            // Guests run on filtered threads of their own; the shim's threads still exec runc.
+            own_executor: true,
             protected: vec![wasmbox_runtime::ProtectedPath::new(
                 "state directory",
                 super::native::STATE_DIR,
