@@ -521,3 +521,96 @@ fn image_graphs_are_walked_once_per_blob_within_caps() {
     wb.run(&["--store", &s, "load", "-t", "localhost/wide:1", "-i", &dir])
         .code(0);
 }
+
+#[test]
+fn private_directories_left_by_a_killed_run_are_swept() {
+    let wb = Wasmbox::new();
+    let tmp = tempfile::tempdir().unwrap();
+    // pid_max is at most 2^22: this pid names no process.
+    let stale = tmp.path().join("wasmbox-run-4194305-abc");
+    std::fs::create_dir_all(stale.join("rootfs")).unwrap();
+    // A live process's directory (this test's) stays.
+    let live = tmp
+        .path()
+        .join(format!("wasmbox-tree-{}-abc", std::process::id()));
+    std::fs::create_dir(&live).unwrap();
+    let out = wb
+        .cmd()
+        .env("TMPDIR", tmp.path())
+        .args(["run", &files(), "exit", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!stale.exists(), "the stale bundle is removed");
+    assert!(live.exists(), "a live process's directory is kept");
+}
+
+#[test]
+fn without_root_the_wall_stands_in_a_user_namespace() {
+    // The same attacks as a user with no privileges: wasmbox makes a user namespace of its own.
+    let t = tempfile::tempdir().unwrap();
+    let top = t.path();
+    let vol = top.join("vol");
+    std::fs::create_dir_all(vol.join("config")).unwrap();
+    std::fs::write(vol.join("config/settings"), "original").unwrap();
+    let made = std::process::Command::new("mknod")
+        .arg(vol.join("null"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let guest_copy = top.join("files.wasm");
+    std::fs::copy(guest("files/files.wasm"), &guest_copy).unwrap();
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(top)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(crate::common::wasmbox_bin())
+            .args(args)
+            .env("HOME", top)
+            .env("WASMBOX_CACHE_DIR", top.join("cache"))
+            .env("WASMBOX_STORE", top.join("store"))
+            .env("TMPDIR", top)
+            .env_remove("XDG_CACHE_HOME")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        crate::common::Out::from(out)
+    };
+    let f = guest_copy.display().to_string();
+    let rw = format!("{}:/app", vol.display());
+    let ro = format!("{}:/app/config:ro", vol.join("config").display());
+    let out = as_nobody(&["run", "-v", &rw, &f, "cat", "/app/null"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    let out = as_nobody(&[
+        "run",
+        "-v",
+        &rw,
+        "-v",
+        &ro,
+        &f,
+        "write",
+        "/app/./config/settings",
+        "x",
+    ]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(
+        std::fs::read_to_string(vol.join("config/settings")).unwrap(),
+        "original"
+    );
+    as_nobody(&["run", "-v", &rw, "-v", &ro, &f, "write", "/app/new", "x"]).code(0);
+    // Files the guest makes are the user's own.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(vol.join("new")).unwrap().uid(), 65534);
+    // Its home holds the cache and the store: not grantable.
+    let home = format!("{}:/home", top.display());
+    let line = as_nobody(&["run", "-v", &home, &f, "ls", "/home"])
+        .the_error_line()
+        .to_string();
+    assert!(line.contains("contains wasmbox's"), "{line}");
+}

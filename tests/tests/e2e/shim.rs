@@ -988,3 +988,26 @@ fn one_guest_cannot_take_its_pods_descriptors() {
     c.wait_status("hog", "STOPPED");
     assert_eq!(c.ctr(&["task", "delete", "hog"]).code, 0);
 }
+
+#[test]
+fn no_mount_reaches_the_shims_cache() {
+    let c = with_images(&[FILES]);
+    // The shim's compiled-code cache is `DIR/cache` (WASMBOX_CACHE_DIR in containerd's
+    // environment); a volume above it, as a hostPath on /var would be, is refused at create.
+    let above = format!(
+        "type=bind,src={},dst=/host,options=rbind:rw",
+        c.dir.path().display()
+    );
+    let out = c.run(
+        &["--mount", &above],
+        FILES,
+        "above",
+        &["/app.wasm", "ls", "/host"],
+    );
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(out.stderr.contains("compiled-code cache"), "{out:#?}");
+    assert!(c.status("above").is_none());
+    // The cache was not touched by a guest, and a well-behaved container still runs.
+    let out = c.run(&[], FILES, "fine", &["/app.wasm", "exit", "0"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+}
