@@ -225,6 +225,8 @@ impl ModuleCache {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
+            // Exactly 0600 whatever the process's umask (a spec may set any).
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
             f.write_all(bytes)?;
             f.write_all(&self.mac(&path, bytes).finalize().into_bytes())?;
             f.sync_all()?;
@@ -294,6 +296,9 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
         .prefix(".wasmbox-key-")
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
+        .map_err(io)?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(io)?;
     tmp.as_file().write_all(&key).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;

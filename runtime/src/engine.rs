@@ -36,7 +36,7 @@ pub struct RuntimeConfig {
     /// Instance allocation strategy.
     pub allocator: Allocator,
     /// Where private directories for tmpfs mounts and mount trees are made (default: the system
-    /// temp dir).
+    /// temp dir). When given, it is protected: no grant may reach it.
     pub scratch_dir: Option<PathBuf>,
     /// Build each guest's filesystem as a kernel mount tree (`nodev,nosuid`, read-only grants
     /// read-only to the kernel). Needs [`crate::mounts::enter_namespace`] to have succeeded.
@@ -201,13 +201,14 @@ impl Runtime {
             _ => {
                 // Every thread of this executor, workers and blocking pool, runs under the
                 // seccomp filter.
-                let prog = Arc::new(
-                    crate::seccomp::program().map_err(|reason| Error::Seccomp { reason })?,
+                let progs = Arc::new(
+                    crate::seccomp::programs().map_err(|reason| Error::Seccomp { reason })?,
                 );
+                let baseline = crate::seccomp::filter_count();
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .thread_name("wasmbox-guest")
-                    .on_thread_start(move || crate::seccomp::install(&prog))
+                    .on_thread_start(move || crate::seccomp::install(&progs, baseline))
                     .enable_all()
                     .build()
                     .map_err(|source| Error::Executor { source })?;
@@ -219,6 +220,19 @@ impl Runtime {
             .scratch_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
+        if config.scratch_dir.is_some() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&scratch_dir)
+                .map_err(|source| Error::Scratch {
+                    guest: format!("(private directory {})", scratch_dir.display()),
+                    source,
+                })?;
+            // A directory of wasmbox's own: no grant may reach the trees and tmpfs stand-ins.
+            protected.push(ProtectedPath::new("private directory", &scratch_dir));
+        }
         sweep_stale(&scratch_dir);
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -355,6 +369,11 @@ impl Runtime {
                     );
                     cache.evict(&path);
                 }
+                Err(Error::CacheIo { path, source }) => {
+                    // An entry that cannot be read (damaged, mode changed): a miss.
+                    tracing::warn!(path = %path.display(), error = %source, "unreadable cache entry; recompiling it");
+                    cache.evict(&path);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -432,7 +451,7 @@ pub fn scratch_prefix(prefix: &str) -> String {
 /// Removes private directories left in `dir` by wasmbox processes of this user that are gone (a
 /// `wasmbox run` killed with SIGKILL cannot clean up after itself). A directory is only removed
 /// when its pid names no live process.
-fn sweep_stale(dir: &Path) {
+pub fn sweep_stale(dir: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -33,7 +33,7 @@ mod fuzz_tests;
 
 pub use engine::{
     Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, SCRATCH_PREFIXES,
-    is_precompiled, scratch_prefix,
+    is_precompiled, scratch_prefix, sweep_stale,
 };
 pub use error::{Error, Result};
 pub use exit::{

@@ -109,16 +109,22 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Sets mount attributes on the mount at `fd` (and, with `recursive`, every mount below it).
+/// Sets mount attributes (and, when not 0, the propagation type) on the mount at `fd` and, with
+/// `recursive`, every mount below it.
 #[allow(
     unsafe_code,
     reason = "mount_setattr(2) has no wrapper; it reads only the struct we pass"
 )]
-fn set_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> std::io::Result<()> {
+fn set_attrs(
+    fd: BorrowedFd<'_>,
+    attrs: u64,
+    recursive: bool,
+    propagation: u64,
+) -> std::io::Result<()> {
     let attr = MountAttr {
         attr_set: attrs,
         attr_clr: 0,
-        propagation: 0,
+        propagation,
         userns_fd: 0,
     };
     let flags = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
@@ -138,6 +144,96 @@ fn set_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> std::io::Result
     }
     Ok(())
 }
+
+const MS_PRIVATE: u64 = 1 << 18;
+
+/// A detached copy of `m`'s source (with its submounts when recursive, each checked not to be a
+/// kernel filesystem), with `attrs` set and private propagation.
+fn clone_mount(m: &TreeMount<'_>, attrs: u64) -> Result<OwnedFd, String> {
+    use rustix::mount::OpenTreeFlags as F;
+    if m.recursive {
+        check_submounts(&m.source.path)?;
+    }
+    let mut flags = F::OPEN_TREE_CLONE | F::OPEN_TREE_CLOEXEC | F::AT_EMPTY_PATH;
+    if m.recursive {
+        flags |= F::AT_RECURSIVE;
+    }
+    let fd = rustix::mount::open_tree(&m.source.fd, "", flags)
+        .map_err(|e| format!("clone: {}", std::io::Error::from(e)))?;
+    set_attrs(fd.as_fd(), attrs, true, MS_PRIVATE).map_err(|e| {
+        format!(
+            "set nodev,nosuid{}: {e}",
+            if attrs & MOUNT_ATTR_RDONLY != 0 {
+                ",ro"
+            } else {
+                ""
+            }
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Attaches the detached mount `mnt` on the directory `point`.
+fn attach(mnt: &OwnedFd, point: &OwnedFd) -> Result<(), String> {
+    use rustix::mount::MoveMountFlags as F;
+    rustix::mount::move_mount(
+        mnt,
+        "",
+        point,
+        "",
+        F::MOVE_MOUNT_F_EMPTY_PATH | F::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| format!("attach: {}", std::io::Error::from(e)))
+}
+
+/// Refuses a recursive grant whose source has a kernel filesystem mounted below it (a chroot's
+/// `/proc`, a container rootfs's `/sys`), unless [`ALLOW_KERNEL_FS_ENV`] is `1`.
+fn check_submounts(source: &Path) -> Result<(), String> {
+    if std::env::var(ALLOW_KERNEL_FS_ENV).is_ok_and(|v| v == "1") {
+        return Ok(());
+    }
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Ok(());
+    };
+    let prefix = format!("{}/", source.display().to_string().trim_end_matches('/'));
+    for line in info.lines() {
+        let mut fields = line.split(' ');
+        let Some(point) = fields.nth(4) else { continue };
+        let point = point.replace("\\040", " ");
+        let fstype = line.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+        if point.starts_with(&prefix)
+            && let Some(fstype) = fstype
+            && KERNEL_FS_NAMES.contains(&fstype)
+        {
+            return Err(format!(
+                "{} has a kernel filesystem ({fstype}) mounted at {point}, which is never granted",
+                source.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Kernel filesystems by the type name mountinfo gives them.
+const KERNEL_FS_NAMES: &[&str] = &[
+    "proc",
+    "sysfs",
+    "devpts",
+    "mqueue",
+    "cgroup",
+    "cgroup2",
+    "debugfs",
+    "securityfs",
+    "tracefs",
+    "bpf",
+    "configfs",
+    "pstore",
+    "binfmt_misc",
+    "fusectl",
+    "efivarfs",
+    "devtmpfs",
+    "hugetlbfs",
+];
 
 fn proc_fd(fd: BorrowedFd<'_>) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -320,6 +416,11 @@ impl MountTree {
     /// Builds the tree under a new private directory (mode 0700) in `parent`. `mounts[0]` may be
     /// the rootfs (guest `/`); the rest are bound at their guest paths in order, so a later mount
     /// shadows an earlier one as in the OCI spec. Needs [`available`].
+    ///
+    /// Each mount is cloned from its opened source (`open_tree`), made `nodev,nosuid` (and
+    /// read-only) and private while still detached, and only then attached at a mountpoint
+    /// opened inside the tree: nothing can be redirected between setting the attributes and
+    /// granting the mount, and no mount the host makes later under a source shows up in it.
     pub fn build(parent: &Path, mounts: &[TreeMount<'_>]) -> Result<MountTree, String> {
         let dir = tempfile::Builder::new()
             .prefix(&crate::engine::scratch_prefix("wasmbox-tree-"))
@@ -330,52 +431,53 @@ impl MountTree {
             grants: Vec::new(),
         };
         let top = tree.path().to_path_buf();
-        // The tree is a mount of its own, so one lazy unmount removes all of it.
         let root_mount = mounts.first().filter(|m| m.guest == "/");
-        let bind = |src: &Path, dst: &Path, rec: bool| {
-            if rec {
-                rustix::mount::mount_bind_recursive(src, dst)
-            } else {
-                rustix::mount::mount_bind(src, dst)
+        let attrs = |m: &TreeMount<'_>, ro: bool| {
+            MOUNT_ATTR_NODEV
+                | MOUNT_ATTR_NOSUID
+                | if ro && m.read_only {
+                    MOUNT_ATTR_RDONLY
+                } else {
+                    0
+                }
+        };
+        // The tree is a mount of its own, so one lazy unmount removes all of it.
+        let root = match root_mount {
+            // The rootfs stays writable until every mountpoint exists.
+            Some(m) => clone_mount(m, attrs(m, false))
+                .map_err(|e| format!("clone the rootfs {}: {e}", m.source.path.display()))?,
+            None => {
+                let own = Source::own(&top).map_err(|e| format!("open {}: {e}", top.display()))?;
+                let m = TreeMount {
+                    source: &own,
+                    guest: "/",
+                    read_only: false,
+                    recursive: false,
+                };
+                clone_mount(&m, attrs(&m, false))
+                    .map_err(|e| format!("clone the mount tree root: {e}"))?
             }
         };
-        let attrs = |m: &TreeMount<'_>| {
-            MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | if m.read_only { MOUNT_ATTR_RDONLY } else { 0 }
-        };
-        match root_mount {
-            Some(m) => bind(&m.source.fd_path(), &top, m.recursive),
-            None => rustix::mount::mount_bind(&top, &top),
-        }
-        .map_err(|e| format!("bind the root of the mount tree at {}: {e}", top.display()))?;
-        let root = rustix::fs::open(
+        let top_fd = rustix::fs::open(
             &top,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| format!("open the mount tree {}: {e}", top.display()))?;
-        // The root stays writable until every mountpoint exists.
-        set_attrs(
-            root.as_fd(),
-            MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
-            root_mount.is_some_and(|m| m.recursive),
-        )
-        .map_err(|e| format!("make the mount tree nodev,nosuid: {e}"))?;
+        attach(&root, &top_fd)
+            .map_err(|e| format!("attach the mount tree at {}: {e}", top.display()))?;
         for m in mounts.iter().skip(usize::from(root_mount.is_some())) {
             let rel = Path::new(m.guest.trim_start_matches('/'));
             let what = || format!("mount {} at {}", m.source.path.display(), m.guest);
+            let grant = clone_mount(m, attrs(m, true)).map_err(|e| format!("{}: {e}", what()))?;
             let point = open_in_root(root.as_fd(), rel, OFlags::PATH)
                 .map_err(|e| format!("{}: mountpoint: {e}", what()))?;
-            bind(&m.source.fd_path(), &proc_fd(point.as_fd()), m.recursive)
-                .map_err(|e| format!("{}: {e}", what()))?;
-            let mounted = open_in_root(root.as_fd(), rel, OFlags::RDONLY)
-                .map_err(|e| format!("{}: open: {e}", what()))?;
-            set_attrs(mounted.as_fd(), attrs(m), m.recursive)
-                .map_err(|e| format!("{}: set nodev,nosuid: {e}", what()))?;
-            tree.grants.push(mounted);
+            attach(&grant, &point).map_err(|e| format!("{}: {e}", what()))?;
+            tree.grants.push(grant);
         }
         if let Some(m) = root_mount {
             if m.read_only {
-                set_attrs(root.as_fd(), MOUNT_ATTR_RDONLY, false)
+                set_attrs(root.as_fd(), MOUNT_ATTR_RDONLY, false, 0)
                     .map_err(|e| format!("make the rootfs read-only: {e}"))?;
             }
             tree.grants.insert(0, root);

@@ -65,6 +65,8 @@ pub struct DirGrant {
     pub guest: String,
     /// Whether the guest may only read.
     pub read_only: bool,
+    /// Whether mounts below the host directory come along (`rbind`; `-v` does, as docker's).
+    pub recursive: bool,
 }
 
 /// Open handles a guest may hold when nothing says otherwise (as a shell's `ulimit -n`).
@@ -144,6 +146,18 @@ impl Policy {
 
     /// Adds a directory grant, checking the guest path.
     pub fn grant_dir(&mut self, host: PathBuf, guest: &str, read_only: bool) -> Result<(), String> {
+        self.grant_dir_with(host, guest, read_only, true)
+    }
+
+    /// Adds a directory grant, checking the guest path; `recursive` brings the mounts below the
+    /// host directory along.
+    pub fn grant_dir_with(
+        &mut self,
+        host: PathBuf,
+        guest: &str,
+        read_only: bool,
+        recursive: bool,
+    ) -> Result<(), String> {
         let guest = normalize_guest_path(guest).ok_or("guest path must not contain '..'")?;
         if is_kernel_path(&guest) {
             return Err(format!("{guest} is reserved for kernel interfaces"));
@@ -153,6 +167,7 @@ impl Policy {
             host,
             guest,
             read_only,
+            recursive,
         });
         Ok(())
     }
@@ -237,6 +252,7 @@ impl Bundle {
             host: rootfs.clone(),
             guest: "/".into(),
             read_only: root.readonly().unwrap_or(false),
+            recursive: false,
         });
         for m in spec.mounts().iter().flatten() {
             apply_mount(&mut policy, m, dir).map_err(bad)?;
@@ -373,7 +389,8 @@ fn apply_mount(policy: &mut Policy, m: &Mount, bundle: &Path) -> Result<(), Stri
         return Ok(());
     }
     let read_only = opts.iter().any(|o| o == "ro");
-    policy.grant_dir(source, &guest, read_only)
+    let recursive = opts.iter().any(|o| o == "rbind");
+    policy.grant_dir_with(source, &guest, read_only, recursive)
 }
 
 #[cfg(test)]
@@ -444,7 +461,8 @@ mod tests {
             DirGrant {
                 host: data,
                 guest: "/data".into(),
-                read_only: true
+                read_only: true,
+                recursive: true,
             }
         );
         assert_eq!(p.scratch, vec!["/tmp".to_string()]);

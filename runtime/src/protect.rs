@@ -44,8 +44,8 @@ fn ancestry(p: &Path) -> Vec<Id> {
     Vec::new()
 }
 
-/// Checks that a grant of host directory `host` reaches none of `protected`; the error says which
-/// one it reaches and how.
+/// Checks that a grant of host directory `host` (a path, or `/proc/self/fd/N` of the opened
+/// directory) reaches none of `protected`; the error says which one it reaches and how.
 pub fn check_grant(host: &Path, protected: &[ProtectedPath]) -> Result<(), String> {
     let Some(grant) = id(host) else {
         return Ok(());
@@ -60,8 +60,7 @@ pub fn check_grant(host: &Path, protected: &[ProtectedPath]) -> Result<(), Strin
                 "contains"
             };
             return Err(format!(
-                "{} {how} wasmbox's {} {}; grant a directory that does not reach it",
-                host.display(),
+                "it {how} wasmbox's {} {}; grant a directory that does not reach it",
                 p.what,
                 p.path.display()
             ));
@@ -70,8 +69,7 @@ pub fn check_grant(host: &Path, protected: &[ProtectedPath]) -> Result<(), Strin
             && grant_ancestry.contains(&pid)
         {
             return Err(format!(
-                "{} is inside wasmbox's {} {}",
-                host.display(),
+                "it is inside wasmbox's {} {}",
                 p.what,
                 p.path.display()
             ));

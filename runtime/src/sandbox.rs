@@ -126,14 +126,15 @@ impl Runtime {
                 guest: d.guest.clone(),
                 reason,
             })?;
-            crate::protect::check_grant(&d.host, &inner.protected).map_err(|reason| {
+            // Checked through the opened directory, so the path cannot change in between.
+            crate::protect::check_grant(&src.fd_path(), &inner.protected).map_err(|reason| {
                 Error::Protected {
                     host: d.host.clone(),
                     guest: d.guest.clone(),
                     reason,
                 }
             })?;
-            sources.push((src, d.guest.clone(), d.read_only));
+            sources.push((src, d.guest.clone(), d.read_only, d.recursive));
         }
         let mut scratch = Vec::new();
         for guest in &policy.scratch {
@@ -149,36 +150,39 @@ impl Runtime {
                 crate::mounts::Source::own(dir.path()).map_err(err)?,
                 guest.clone(),
                 false,
+                false,
             ));
             scratch.push(dir);
         }
         let (tree, paths) = if inner.mount_tree {
             let mounts: Vec<_> = sources
                 .iter()
-                .map(|(source, guest, read_only)| crate::mounts::TreeMount {
-                    source,
-                    guest,
-                    read_only: *read_only,
-                    recursive: guest != "/",
-                })
+                .map(
+                    |(source, guest, read_only, recursive)| crate::mounts::TreeMount {
+                        source,
+                        guest,
+                        read_only: *read_only,
+                        recursive: *recursive,
+                    },
+                )
                 .collect();
             let tree = crate::mounts::MountTree::build(&inner.scratch_dir, &mounts)
                 .map_err(|reason| Error::MountTree { reason })?;
             let paths = tree.grant_paths();
             (Some(tree), paths)
         } else {
-            let paths = sources.iter().map(|(s, _, _)| s.fd_path()).collect();
+            let paths = sources.iter().map(|(s, ..)| s.fd_path()).collect();
             (None, paths)
         };
         let preopens = paths
             .into_iter()
             .zip(&sources)
-            .map(|(path, (_, guest, ro))| (path, guest.clone(), *ro))
+            .map(|(path, (_, guest, ro, _))| (path, guest.clone(), *ro))
             .collect();
         Ok(Filesystem {
             preopens,
             _tree: tree,
-            _sources: sources.into_iter().map(|(s, _, _)| s).collect(),
+            _sources: sources.into_iter().map(|(s, ..)| s).collect(),
             _scratch: scratch,
         })
     }
@@ -417,7 +421,7 @@ impl Prepared {
                     // (stdio and preopens), is the backstop.
                     wasmtime_wasi::WasiView::ctx(&mut wasi)
                         .table
-                        .set_max_capacity(handles + 64);
+                        .set_max_capacity(handles + HANDLE_HEADROOM);
                     let host = P1Host {
                         wasi,
                         limiter,
@@ -478,10 +482,13 @@ impl Prepared {
     }
 }
 
-/// A resource table holding at most `handles` entries.
+/// Table entries a guest gets beyond its handle limit, for its stdio, preopens and streams.
+const HANDLE_HEADROOM: usize = 64;
+
+/// A resource table holding at most `handles` entries (plus the headroom).
 fn handle_table(handles: usize) -> wasmtime::component::ResourceTable {
     let mut t = wasmtime::component::ResourceTable::new();
-    t.set_max_capacity(handles);
+    t.set_max_capacity(handles + HANDLE_HEADROOM);
     t
 }
 

@@ -9,7 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 /// The system calls denied on guest threads, by name (documented in the README).
 pub const DENIED: &[(&str, libc::c_long)] = &[
@@ -24,6 +27,9 @@ pub const DENIED: &[(&str, libc::c_long)] = &[
     ("move_mount", libc::SYS_move_mount),
     ("open_tree", libc::SYS_open_tree),
     ("mount_setattr", libc::SYS_mount_setattr),
+    ("fspick", libc::SYS_fspick),
+    ("fsconfig", libc::SYS_fsconfig),
+    ("pidfd_getfd", libc::SYS_pidfd_getfd),
     ("pivot_root", libc::SYS_pivot_root),
     ("chroot", libc::SYS_chroot),
     ("unshare", libc::SYS_unshare),
@@ -47,7 +53,9 @@ pub const DENIED: &[(&str, libc::c_long)] = &[
     ("quotactl", libc::SYS_quotactl),
     ("open_by_handle_at", libc::SYS_open_by_handle_at),
     ("name_to_handle_at", libc::SYS_name_to_handle_at),
+    #[cfg(target_arch = "x86_64")]
     ("iopl", libc::SYS_iopl),
+    #[cfg(target_arch = "x86_64")]
     ("ioperm", libc::SYS_ioperm),
     ("fanotify_init", libc::SYS_fanotify_init),
     ("settimeofday", libc::SYS_settimeofday),
@@ -56,19 +64,35 @@ pub const DENIED: &[(&str, libc::c_long)] = &[
     ("setdomainname", libc::SYS_setdomainname),
 ];
 
-/// The compiled filter.
-pub(crate) fn program() -> Result<BpfProgram, String> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| format!("seccomp on {}: {e}", std::env::consts::ARCH))?;
-    let rules = DENIED
-        .iter()
-        .map(|(_, nr)| (*nr, Vec::new()))
-        .collect::<BTreeMap<_, _>>();
+/// `clone` flags that make new namespaces: `clone` with any of them is denied like `unshare`.
+const CLONE_NS_FLAGS: &[u64] = &[
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    libc::CLONE_NEWCGROUP as u64,
+];
+
+/// The x32 ABI's numbers for the calls it numbers apart (x86_64 only); the others are the x86_64
+/// number with the x32 bit set.
+#[cfg(target_arch = "x86_64")]
+const X32_OWN: &[i64] = &[520, 545, 521, 539, 540];
+#[cfg(target_arch = "x86_64")]
+const X32_BIT: i64 = 0x4000_0000;
+
+fn arch() -> Result<TargetArch, String> {
+    TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|e| format!("seccomp on {}: {e}", std::env::consts::ARCH))
+}
+
+fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, String> {
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
+        SeccompAction::Errno(errno as u32),
+        arch()?,
     )
     .map_err(|e| format!("building the seccomp filter: {e}"))?;
     filter
@@ -76,18 +100,68 @@ pub(crate) fn program() -> Result<BpfProgram, String> {
         .map_err(|e: seccompiler::BackendError| format!("compiling the seccomp filter: {e}"))
 }
 
-/// Installs `prog` on the calling thread unless it already runs under a filter (inherited from
-/// the thread that started it), so filters never pile up.
-pub(crate) fn install(prog: &BpfProgram) {
-    // SAFETY: PR_GET_SECCOMP takes no pointers.
-    #[allow(unsafe_code, reason = "prctl(PR_GET_SECCOMP) reads the thread's mode")]
-    let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
-    if mode == 2 {
+/// The compiled filters: the denied calls (and namespace-making `clone`) answer `EPERM`;
+/// `clone3`, whose flags live in memory a filter cannot read, answers `ENOSYS`, so libc falls back
+/// to `clone`, which the first filter checks.
+pub(crate) fn programs() -> Result<Vec<BpfProgram>, String> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|(_, nr)| (*nr, Vec::new())).collect();
+    #[cfg(target_arch = "x86_64")]
+    {
+        for nr in DENIED
+            .iter()
+            .map(|(_, nr)| nr | X32_BIT)
+            .chain(X32_OWN.iter().map(|n| n | X32_BIT))
+        {
+            rules.insert(nr, Vec::new());
+        }
+    }
+    let clone_rules = CLONE_NS_FLAGS
+        .iter()
+        .map(|&flag| {
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .and_then(|c| SeccompRule::new(vec![c]))
+            .map_err(|e| format!("building the clone rule: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_clone, clone_rules);
+    let clone3 = [(libc::SYS_clone3, Vec::new())].into_iter().collect();
+    Ok(vec![
+        compile(rules, libc::EPERM)?,
+        compile(clone3, libc::ENOSYS)?,
+    ])
+}
+
+/// How many seccomp filters the calling thread runs under (`Seccomp_filters` in its status).
+pub(crate) fn filter_count() -> usize {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Installs `progs` on the calling thread unless it already has them: a thread started by a
+/// filtered thread inherits its filters, so a thread with more than `baseline` (what the process
+/// had before wasmbox filtered anything, a container runtime's own profile for instance) is
+/// already filtered, and filters never pile up.
+pub(crate) fn install(progs: &[BpfProgram], baseline: usize) {
+    if filter_count() > baseline {
         return;
     }
-    if let Err(e) = seccompiler::apply_filter(prog) {
-        // The thread must not run guests unfiltered: end the process loudly.
-        eprintln!("wasmbox: installing the seccomp filter on a guest thread: {e}");
-        std::process::abort();
+    for prog in progs {
+        if let Err(e) = seccompiler::apply_filter(prog) {
+            // The thread must not run guests unfiltered: end the process loudly.
+            eprintln!("wasmbox: installing the seccomp filter on a guest thread: {e}");
+            std::process::abort();
+        }
     }
 }

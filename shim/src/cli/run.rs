@@ -54,6 +54,8 @@ impl RunCommand {
                 .context("starting the deadline watchdog")?;
         }
         let mut config = self.cache.runtime_config();
+        let scratch = scratch_base()?;
+        config.scratch_dir = Some(private_dir(&scratch.join("private"))?);
         config.mount_tree = wasmbox_runtime::mounts::available();
         config
             .protected
@@ -65,7 +67,7 @@ impl RunCommand {
         if let (None, Some(what)) = (&self.bundle, &self.wasm)
             && !names_a_file(what)
         {
-            image_bundle = Some(image_to_bundle(store, what)?);
+            image_bundle = Some(image_to_bundle(store, what, &scratch)?);
         }
         let bundle_dir = self
             .bundle
@@ -164,6 +166,39 @@ impl RunCommand {
     }
 }
 
+/// Where `wasmbox run` keeps its private directories: `$WASMBOX_SCRATCH_DIR`, else
+/// `/run/wasmbox/run` for root, else `$XDG_RUNTIME_DIR/wasmbox` or `~/.cache/wasmbox-run`. Never
+/// the shared temp dir, which users grant (`-v /tmp:/tmp`) and other processes share.
+fn scratch_base() -> Result<PathBuf> {
+    let base = std::env::var_os("WASMBOX_SCRATCH_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            rustix::process::geteuid()
+                .is_root()
+                .then(|| "/run/wasmbox/run".into())
+        })
+        .or_else(|| {
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .filter(|v| !v.is_empty())
+                .map(|d| PathBuf::from(d).join("wasmbox"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wasmbox-run")))
+        .context("no private directory: set WASMBOX_SCRATCH_DIR")?;
+    private_dir(&base)
+}
+
+/// Creates `dir` (and its parents) if needed, mode 0700.
+fn private_dir(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the private directory {}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
 /// The umask files a guest creates get when the spec names none.
 pub const DEFAULT_UMASK: u32 = 0o022;
 
@@ -212,7 +247,7 @@ fn names_a_file(what: &str) -> bool {
 }
 
 /// Finds the image (loading an `oci:DIR` layout first) and writes its bundle to a temp dir.
-fn image_to_bundle(opts: &StoreOptions, what: &str) -> Result<tempfile::TempDir> {
+fn image_to_bundle(opts: &StoreOptions, what: &str, scratch: &Path) -> Result<tempfile::TempDir> {
     let store = opts.open()?;
     let name = if let Some(dir) = what.strip_prefix("oci:") {
         let names = wasmbox_images::archive::load(&store, Path::new(dir), None)?;
@@ -229,9 +264,11 @@ fn image_to_bundle(opts: &StoreOptions, what: &str) -> Result<tempfile::TempDir>
         name
     };
     let image = wasmbox_images::Image::open(&store, &name)?;
+    let bundles = private_dir(&scratch.join("bundles"))?;
+    wasmbox_runtime::sweep_stale(&bundles);
     let dir = tempfile::Builder::new()
         .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-run-"))
-        .tempdir()
+        .tempdir_in(&bundles)
         .context("creating a bundle directory")?;
     image.write_bundle(&store, dir.path(), &mut Default::default())?;
     Ok(dir)

@@ -88,6 +88,7 @@ impl TaskService {
             mount_tree: true,
             // Guests run on filtered threads of their own; the shim's threads still exec runc.
             own_executor: true,
+            scratch_dir: Some(std::path::Path::new(super::native::STATE_DIR).join("scratch")),
             protected: vec![wasmbox_runtime::ProtectedPath::new(
                 "state directory",
                 super::native::STATE_DIR,

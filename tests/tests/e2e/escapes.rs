@@ -297,19 +297,34 @@ fn numbers_out_of_range_are_clear_errors() {
 #[test]
 fn mount_trees_are_removed_when_the_guest_ends() {
     let wb = Wasmbox::new();
-    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
     let vol = tempfile::tempdir().unwrap();
     let v = format!("{}:/data", vol.path().display());
     let out = wb
         .cmd()
-        .env("TMPDIR", tmp.path())
+        .env("WASMBOX_SCRATCH_DIR", scratch.path())
         .args(["run", "-v", &v, &files(), "write", "/data/f", "x"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(std::fs::read_to_string(vol.path().join("f")).unwrap(), "x");
-    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(scratch.path().join("private"))
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+    // The private directory is wasmbox's own: no grant reaches it.
+    let v = format!("{}:/s", scratch.path().display());
+    let line = wb
+        .cmd()
+        .env("WASMBOX_SCRATCH_DIR", scratch.path())
+        .args(["run", "-v", &v, &files(), "ls", "/s"])
+        .output()
+        .unwrap();
+    let line = crate::common::Out::from(line);
+    assert!(
+        line.the_error_line().contains("private directory"),
+        "{line:#?}"
+    );
 }
 
 #[test]
@@ -525,23 +540,23 @@ fn image_graphs_are_walked_once_per_blob_within_caps() {
 #[test]
 fn private_directories_left_by_a_killed_run_are_swept() {
     let wb = Wasmbox::new();
-    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
     // pid_max is at most 2^22: this pid names no process.
-    let stale = tmp.path().join("wasmbox-run-4194305-abc");
-    std::fs::create_dir_all(stale.join("rootfs")).unwrap();
+    let stale = scratch.path().join("private/wasmbox-tree-4194305-abc");
+    std::fs::create_dir_all(stale.join("x")).unwrap();
     // A live process's directory (this test's) stays.
-    let live = tmp
+    let live = scratch
         .path()
-        .join(format!("wasmbox-tree-{}-abc", std::process::id()));
+        .join(format!("private/wasmbox-tmpfs-{}-abc", std::process::id()));
     std::fs::create_dir(&live).unwrap();
     let out = wb
         .cmd()
-        .env("TMPDIR", tmp.path())
+        .env("WASMBOX_SCRATCH_DIR", scratch.path())
         .args(["run", &files(), "exit", "0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(!stale.exists(), "the stale bundle is removed");
+    assert!(!stale.exists(), "the stale directory is removed");
     assert!(live.exists(), "a live process's directory is kept");
 }
 
@@ -575,8 +590,9 @@ fn without_root_the_wall_stands_in_a_user_namespace() {
             .env("HOME", top)
             .env("WASMBOX_CACHE_DIR", top.join("cache"))
             .env("WASMBOX_STORE", top.join("store"))
-            .env("TMPDIR", top)
             .env_remove("XDG_CACHE_HOME")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("WASMBOX_SCRATCH_DIR")
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -613,4 +629,47 @@ fn without_root_the_wall_stands_in_a_user_namespace() {
         .the_error_line()
         .to_string();
     assert!(line.contains("contains wasmbox's"), "{line}");
+}
+
+#[test]
+fn a_recursive_grant_never_brings_a_kernel_filesystem_along() {
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let vol = t.path().join("vol");
+    std::fs::create_dir_all(vol.join("p")).unwrap();
+    // A chroot-like source: procfs mounted below it (on the host, removed at the end).
+    let st = std::process::Command::new("mount")
+        .args(["-t", "proc", "proc"])
+        .arg(vol.join("p"))
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "mounting proc needs root, as the test command runs"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(vol.join("p"));
+    let v = format!("{}:/d", vol.display());
+    let line = wb
+        .run(&["run", "-v", &v, &files(), "ls", "/d/p"])
+        .the_error_line()
+        .to_string();
+    assert!(line.contains("kernel filesystem (proc)"), "{line}");
+    // A plain `bind` brings only the directory: the guest sees the empty mountpoint.
+    let b = tempfile::tempdir().unwrap();
+    bundle(
+        b.path(),
+        serde_json::json!({"mounts": [
+            {"destination": "/d", "type": "bind", "source": vol, "options": ["bind", "ro"]}
+        ]}),
+    );
+    let dir = b.path().display().to_string();
+    let out = wb.run(&["run", "--bundle", &dir, "ls", "/d/p"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout.trim(), "", "{out:#?}");
 }
