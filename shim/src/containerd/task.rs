@@ -93,7 +93,6 @@ impl TaskService {
                 "state directory",
                 super::native::STATE_DIR,
             )],
-            ..Default::default()
         };
         let rt = Runtime::new(config).map_err(|e| {
             ShimError::Internal(format!("starting the wasm runtime: {}", chain(&e)))
