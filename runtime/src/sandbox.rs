@@ -386,6 +386,11 @@ impl Prepared {
         &self.policy
     }
 
+    /// Sets the wall-clock deadline it will start with (`None`: none).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.policy.limits.timeout = timeout;
+    }
+
     /// Sets the memory limit it will start with (`None`: no limit).
     pub fn set_memory_limit(&mut self, limit: Option<u64>) {
         self.policy.limits.memory = limit;

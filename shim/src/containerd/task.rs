@@ -197,7 +197,7 @@ impl TaskService {
         match container::classify(bundle, &spec)? {
             Entry::Wasm(b) => {
                 super::netns::check_same(&spec)?;
-                let prepared = prepare_off_executor(self.runtime(&spec)?, &b).await?;
+                let prepared = prepare_within_deadline(self.runtime(&spec)?, &b).await?;
                 let io = stdio.open_wasm().await?;
                 save(&rec)?;
                 tracing::info!(id, entry = %b.entry.display(), "created wasm container");
@@ -928,6 +928,32 @@ impl std::fmt::Debug for TaskService {
             .field("namespace", &self.namespace)
             .finish()
     }
+}
+
+/// [`prepare_off_executor`] within the bundle's deadline (`wasmbox.timeout`), which covers
+/// loading and compiling: create fails when it runs out, and the guest gets what is left.
+async fn prepare_within_deadline(
+    runtime: &Runtime,
+    bundle: &wasmbox_runtime::Bundle,
+) -> Result<wasmbox_runtime::Prepared> {
+    let Some(limit) = bundle.policy.limits.timeout else {
+        return prepare_off_executor(runtime, bundle).await;
+    };
+    let started = std::time::Instant::now();
+    let mut prepared = tokio::time::timeout(limit, prepare_off_executor(runtime, bundle))
+        .await
+        .map_err(|_| {
+            ShimError::InvalidArgument(format!(
+                "/{}: timed out after {limit:?} while loading",
+                bundle.entry.display()
+            ))
+        })??;
+    prepared.set_timeout(Some(
+        limit
+            .saturating_sub(started.elapsed())
+            .max(std::time::Duration::from_millis(1)),
+    ));
+    Ok(prepared)
 }
 
 /// Compiles, links and builds the mount tree of a wasm bundle on the blocking pool, so one

@@ -388,7 +388,7 @@ pub const ECHO: &str = "localhost/wasmbox-test/echo:ctr";
 pub const DEVICES: &str = "localhost/wasmbox-test/devices:ctr";
 
 /// Guests written in WAT (`examples/wat/NAME.wat`), stored compiled in one image as `/NAME.wasm`.
-pub const WAT_GUESTS: &[&str] = &["dots", "grow", "spin"];
+pub const WAT_GUESTS: &[&str] = &["dots", "grow", "spin", "flood"];
 
 impl Images {
     /// The shared set.

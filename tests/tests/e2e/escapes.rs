@@ -399,7 +399,7 @@ fn open_handles_are_capped_per_guest() {
 }
 
 /// A module of `n` functions, each with a body worth compiling, whose `_start` returns at once.
-fn many_functions(n: usize) -> Vec<u8> {
+pub fn many_functions(n: usize) -> Vec<u8> {
     let mut text = String::from("(module (func (export \"_start\"))");
     for i in 0..n {
         text.push_str(&format!(

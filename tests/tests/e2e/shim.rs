@@ -1011,3 +1011,88 @@ fn no_mount_reaches_the_shims_cache() {
     let out = c.run(&[], FILES, "fine", &["/app.wasm", "exit", "0"]);
     assert_eq!(out.code, 0, "{out:#?}");
 }
+
+#[test]
+fn one_guest_cannot_make_its_pods_shim_buffer_or_scan() {
+    // The flood guest in a pod-style group: 50 iovecs over one 24 MiB buffer, then poll_oneoff
+    // with 2^32-1 subscriptions. The shared shim stays small and its neighbour runs.
+    let c = with_images(&[WAT, HELLO]);
+    let port = crate::common::free_port();
+    let grant = format!("wasmbox.net.listen=127.0.0.1:{port}");
+    let group = "io.containerd.runc.v2.group=flood";
+    let log = c.run_detached(
+        &[
+            "--net-host",
+            "--annotation",
+            &grant,
+            "--annotation",
+            group,
+            "--memory-limit",
+            "67108864",
+        ],
+        WAT,
+        "flood",
+        &["/flood.wasm"],
+    );
+    let mut conn = None;
+    wait_until("the flood guest listens", || {
+        conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+        conn.is_some()
+    });
+    wait_until("the flood guest has sent and polled", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text, "sent\npoll-einval\n");
+    let shims = c.shims();
+    assert_eq!(shims.len(), 1);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", shims[0])).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(hwm_kib < 256 * 1024, "shim peak RSS {hwm_kib} KiB");
+    let out = c.run(&["--annotation", group], HELLO, "beside", &[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    drop(conn);
+    c.wait_status("flood", "STOPPED");
+    assert_eq!(c.ctr(&["task", "delete", "flood"]).code, 0);
+}
+
+#[test]
+fn the_deadline_covers_compiling_in_the_shim() {
+    let c = Containerd::start();
+    // An image of a module that takes far longer than a second to compile.
+    let t = tempfile::tempdir().unwrap();
+    let big = t.path().join("big.wasm");
+    std::fs::write(&big, crate::escapes::many_functions(200_000)).unwrap();
+    let wb = crate::common::Wasmbox::new();
+    let store = t.path().join("store").display().to_string();
+    let name = "localhost/wasmbox-test/big:ctr";
+    let archive = t.path().join("big.tar").display().to_string();
+    wb.run(&[
+        "--store",
+        &store,
+        "build",
+        "--format",
+        "compat",
+        &big.display().to_string(),
+        "-t",
+        name,
+    ])
+    .code(0);
+    wb.run(&["--store", &store, "save", "-o", &archive, name])
+        .code(0);
+    c.import(std::path::Path::new(&archive));
+    let out = c.run(&["--annotation", "wasmbox.timeout=1"], name, "big", &[]);
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(out.stderr.contains("while loading"), "{out:#?}");
+    assert!(c.status("big").is_none());
+    // Create answered at the deadline, not when the compile ended.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
