@@ -203,7 +203,7 @@ fn check_submounts(source: &Path) -> Result<(), String> {
         let fstype = line.split(" - ").nth(1).and_then(|r| r.split(' ').next());
         if point.starts_with(&prefix)
             && let Some(fstype) = fstype
-            && KERNEL_FS_NAMES.contains(&fstype)
+            && crate::policy::KERNEL_FS.contains(&fstype)
         {
             return Err(format!(
                 "{} has a kernel filesystem ({fstype}) mounted at {point}, which is never granted",
@@ -213,27 +213,6 @@ fn check_submounts(source: &Path) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// Kernel filesystems by the type name mountinfo gives them.
-const KERNEL_FS_NAMES: &[&str] = &[
-    "proc",
-    "sysfs",
-    "devpts",
-    "mqueue",
-    "cgroup",
-    "cgroup2",
-    "debugfs",
-    "securityfs",
-    "tracefs",
-    "bpf",
-    "configfs",
-    "pstore",
-    "binfmt_misc",
-    "fusectl",
-    "efivarfs",
-    "devtmpfs",
-    "hugetlbfs",
-];
 
 fn proc_fd(fd: BorrowedFd<'_>) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))

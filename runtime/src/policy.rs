@@ -19,8 +19,9 @@ pub const ANNOTATION_NET_DNS: &str = "wasmbox.net.dns";
 /// Annotation: wall-clock deadline in seconds.
 pub const ANNOTATION_TIMEOUT: &str = "wasmbox.timeout";
 
-/// Filesystem types that are kernel interfaces and are never exposed to a guest.
-const KERNEL_FS: &[&str] = &[
+/// Filesystem types that are kernel interfaces and are never exposed to a guest (as mount types,
+/// and as mounts below a recursive grant's source).
+pub(crate) const KERNEL_FS: &[&str] = &[
     "proc",
     "sysfs",
     "devpts",
@@ -37,6 +38,7 @@ const KERNEL_FS: &[&str] = &[
     "fusectl",
     "pstore",
     "binfmt_misc",
+    "efivarfs",
 ];
 /// Guest directories whose contents are kernel interfaces; nothing is ever mounted at or under them.
 const KERNEL_DIRS: &[&str] = &["/proc", "/sys", "/dev"];

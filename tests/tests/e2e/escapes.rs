@@ -352,12 +352,7 @@ fn a_guest_cannot_make_the_host_buffer_or_scan_for_it() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "sent");
     assert_eq!(lines.next().unwrap().unwrap(), "poll-einval");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let hwm_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
+    let hwm_kib = crate::common::peak_rss_kib(child.id());
     // The guest's own memory is 25 MiB; 50 copies of its buffer would be 1.2 GiB.
     assert!(hwm_kib < 256 * 1024, "peak RSS {hwm_kib} KiB");
     // It sent at most one bounded chunk.

@@ -1046,12 +1046,7 @@ fn one_guest_cannot_make_its_pods_shim_buffer_or_scan() {
     assert_eq!(text, "sent\npoll-einval\n");
     let shims = c.shims();
     assert_eq!(shims.len(), 1);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", shims[0])).unwrap();
-    let hwm_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
+    let hwm_kib = crate::common::peak_rss_kib(shims[0]);
     assert!(hwm_kib < 256 * 1024, "shim peak RSS {hwm_kib} KiB");
     let out = c.run(&["--annotation", group], HELLO, "beside", &[]);
     assert_eq!(out.code, 0, "{out:#?}");
