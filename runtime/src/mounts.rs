@@ -393,8 +393,8 @@ fn open_in_root(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> std::io::Res
 
 impl MountTree {
     /// Builds the tree under a new private directory (mode 0700) in `parent`. `mounts[0]` may be
-    /// the rootfs (guest `/`); the rest are bound at their guest paths in order, so a later mount
-    /// shadows an earlier one as in the OCI spec. Needs [`available`].
+    /// the rootfs (guest `/`); the rest are bound at their guest paths in the order given (the
+    /// caller puts parents first). Needs [`available`].
     ///
     /// Each mount is cloned from its opened source (`open_tree`), made `nodev,nosuid` (and
     /// read-only) and private while still detached, and only then attached at a mountpoint

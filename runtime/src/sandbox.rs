@@ -154,6 +154,15 @@ impl Runtime {
             ));
             scratch.push(dir);
         }
+        // Parents before children (the root first), binds before tmpfs at the same depth, as
+        // containerd's CRI orders mounts: a mount inside another always shows.
+        sources.sort_by_key(|(_, guest, ..)| {
+            if guest == "/" {
+                0
+            } else {
+                guest.matches('/').count()
+            }
+        });
         let (tree, paths) = if inner.mount_tree {
             let mounts: Vec<_> = sources
                 .iter()

@@ -668,3 +668,27 @@ fn a_recursive_grant_never_brings_a_kernel_filesystem_along() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.stdout.trim(), "", "{out:#?}");
 }
+
+#[test]
+fn a_mount_inside_another_always_shows_whatever_the_spec_order() {
+    let wb = Wasmbox::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in.txt"), "from the host").unwrap();
+    let b = tempfile::tempdir().unwrap();
+    // The bind below the tmpfs comes first in the spec.
+    bundle(
+        b.path(),
+        serde_json::json!({"mounts": [
+            {"destination": "/data/sub", "type": "bind", "source": host.path(), "options": ["rbind", "ro"]},
+            {"destination": "/data", "type": "tmpfs", "source": "tmpfs"}
+        ]}),
+    );
+    let dir = b.path().display().to_string();
+    let out = wb.run(&["run", "--bundle", &dir, "cat", "/data/sub/in.txt"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "from the host");
+    let out = wb.run(&["run", "--bundle", &dir, "write", "/data/sub/in.txt", "x"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    wb.run(&["run", "--bundle", &dir, "write", "/data/scratch.txt", "x"])
+        .code(0);
+}
