@@ -104,6 +104,8 @@ pub(crate) struct P1Host {
     pub(crate) sockets: Sockets,
     /// Most descriptors the guest may hold open.
     pub(crate) handles: usize,
+    /// The preopened directories, in the order WASI numbers them (descriptor 3 on).
+    pub(crate) preopens: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Store state of a preview 2 component.

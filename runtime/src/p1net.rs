@@ -31,6 +31,7 @@ const MODULE: &str = "wasi_snapshot_preview1";
 
 // errno values of WASI preview 1.
 const SUCCESS: i32 = 0;
+const EACCES: i32 = 2;
 const EAGAIN: i32 = 6;
 const ECONNRESET: i32 = 15;
 const EFAULT: i32 = 21;
@@ -549,7 +550,9 @@ async fn poll(
 }
 
 /// Shadows `path_open`: a guest that holds its handle limit gets `EMFILE`, as from a kernel at
-/// `RLIMIT_NOFILE`, instead of trapping on a full resource table.
+/// `RLIMIT_NOFILE`, instead of trapping on a full resource table; and a FIFO or socket file under
+/// a preopen is refused (`EACCES`) instead of being opened, since opening one blocks a host thread
+/// until a peer appears.
 pub(crate) fn add_handle_limit(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
     type Args = (i32, i32, i32, i32, i32, i64, i64, i32, i32);
     l.allow_shadowing(true);
@@ -567,6 +570,20 @@ pub(crate) fn add_handle_limit(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 if open >= host.handles {
                     return Ok(EMFILE);
                 }
+                let follow = dirflags & 1 != 0;
+                let slot = (fd as u32).wrapping_sub(3) as usize;
+                if slot < c.data().preopens.len() {
+                    let mem = memory(&mut c)?;
+                    let (data, host) = mem.data_and_store_mut(&mut c);
+                    let name = match Mem(data).slice(path as u32, len as u32) {
+                        Ok(b) => b.to_vec(),
+                        Err(e) => return Ok(e),
+                    };
+                    if is_fifo_or_socket(&host.preopens[slot], &name, follow) {
+                        tracing::debug!(path = %String::from_utf8_lossy(&name), "FIFO or socket file not opened");
+                        return Ok(EACCES);
+                    }
+                }
                 delegate!(
                     c,
                     path_open,
@@ -577,6 +594,34 @@ pub(crate) fn add_handle_limit(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
     )?;
     l.allow_shadowing(false);
     Ok(())
+}
+
+/// Whether `name` under the preopened directory `dir` is a FIFO or a socket file, looked up
+/// beneath `dir` without opening it. Anything that does not resolve is left to wasmtime-wasi,
+/// which refuses escapes and reports missing files itself.
+fn is_fifo_or_socket(dir: &std::os::fd::OwnedFd, name: &[u8], follow: bool) -> bool {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let Ok(fd) = rustix::fs::openat2(
+        dir,
+        path,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    ) else {
+        return false;
+    };
+    rustix::fs::fstat(&fd).is_ok_and(|st| {
+        matches!(
+            FileType::from_raw_mode(st.st_mode),
+            FileType::Fifo | FileType::Socket
+        )
+    })
 }
 
 fn write_result(

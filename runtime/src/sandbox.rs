@@ -436,11 +436,30 @@ impl Prepared {
                     wasmtime_wasi::WasiView::ctx(&mut wasi)
                         .table
                         .set_max_capacity(handles + HANDLE_HEADROOM);
+                    let preopens = fs
+                        .preopens
+                        .iter()
+                        .map(|(path, guest, _)| {
+                            rustix::fs::open(
+                                path,
+                                rustix::fs::OFlags::PATH
+                                    | rustix::fs::OFlags::DIRECTORY
+                                    | rustix::fs::OFlags::CLOEXEC,
+                                rustix::fs::Mode::empty(),
+                            )
+                            .map_err(|e| Error::Preopen {
+                                host: path.clone(),
+                                guest: guest.clone(),
+                                source: Box::new(std::io::Error::from(e)),
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
                     let host = P1Host {
                         wasi,
                         limiter,
                         sockets,
                         handles,
+                        preopens,
                     };
                     let store = new_store(&engine, host);
                     Box::pin(run_module(store, pre, export, init))

@@ -692,3 +692,32 @@ fn a_mount_inside_another_always_shows_whatever_the_spec_order() {
     wb.run(&["run", "--bundle", &dir, "write", "/data/scratch.txt", "x"])
         .code(0);
 }
+
+#[test]
+fn a_fifo_or_socket_file_in_a_grant_is_refused_not_waited_on() {
+    let wb = Wasmbox::new();
+    let vol = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(vol.path().join("fifo"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _sock = std::os::unix::net::UnixListener::bind(vol.path().join("sock")).unwrap();
+    symlink("fifo", vol.path().join("link")).unwrap();
+    let v = format!("{}:/data", vol.path().display());
+    for path in ["/data/fifo", "/data/sock", "/data/link", "/data/./fifo"] {
+        // `timeout` is only a backstop: opening the FIFO would wait for a writer for ever.
+        let out = crate::common::Out::from(
+            std::process::Command::new("timeout")
+                .arg("60")
+                .arg(crate::common::wasmbox_bin())
+                .args(["run", "-v", &v, &files(), "cat", path])
+                .env("WASMBOX_CACHE_DIR", wb.cache.path().join("c"))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(out.code, 1, "{path}: {out:#?}");
+        assert!(out.stdout.contains("error: "), "{path}: {out:#?}");
+    }
+}

@@ -72,9 +72,15 @@ impl Registry {
             addr,
             _dir: dir,
         };
-        for _ in 0..100 {
+        // Ready when it answers; on two loaded cores that can take a while, so wait until it
+        // answers or exits (a minute at most).
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
             if std::net::TcpStream::connect(&reg.addr).is_ok() {
                 return reg;
+            }
+            if reg.child.try_wait().ok().flatten().is_some() {
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
