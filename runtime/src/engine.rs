@@ -441,7 +441,7 @@ impl Runtime {
 
 /// Prefixes of the private directories a wasmbox process makes in its scratch directory, each
 /// followed by the process's pid and a dash.
-pub const SCRATCH_PREFIXES: [&str; 3] = ["wasmbox-run-", "wasmbox-tree-", "wasmbox-tmpfs-"];
+const SCRATCH_PREFIXES: [&str; 3] = ["wasmbox-run-", "wasmbox-tree-", "wasmbox-tmpfs-"];
 
 /// The name prefix for a private directory of this process: `PREFIX<pid>-`.
 pub fn scratch_prefix(prefix: &str) -> String {

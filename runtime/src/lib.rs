@@ -32,8 +32,8 @@ mod wasi;
 mod fuzz_tests;
 
 pub use engine::{
-    Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, SCRATCH_PREFIXES,
-    is_precompiled, scratch_prefix, sweep_stale,
+    Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, is_precompiled,
+    scratch_prefix, sweep_stale,
 };
 pub use error::{Error, Result};
 pub use exit::{

@@ -8,6 +8,20 @@ use std::process::Stdio;
 
 use crate::common::{Wasmbox, bundle, free_port, guest};
 
+/// The one `wasmbox: error:` line of `wasmbox ARGS` (which must exit 125).
+fn error_line(wb: &Wasmbox, args: &[&str]) -> String {
+    wb.run(args).the_error_line().to_string()
+}
+
+/// A bundle of the `files` guest with `config` merged into its spec: the directory, and its
+/// path as an argument.
+fn spec_bundle(config: serde_json::Value) -> (tempfile::TempDir, String) {
+    let b = tempfile::tempdir().unwrap();
+    bundle(b.path(), config);
+    let dir = b.path().display().to_string();
+    (b, dir)
+}
+
 fn files() -> String {
     guest("files/files.wasm").display().to_string()
 }
@@ -45,10 +59,7 @@ fn no_grant_reaches_the_cache_or_its_key_at_inside_or_above() {
     }
     std::fs::create_dir(cache.join("sub")).unwrap();
     let v = format!("{}:/x", cache.join("sub").display());
-    let line = wb
-        .run(&["run", "-v", &v, &files(), "ls", "/x"])
-        .the_error_line()
-        .to_string();
+    let line = error_line(&wb, &["run", "-v", &v, &files(), "ls", "/x"]);
     assert!(
         line.contains("is inside wasmbox's compiled-code cache"),
         "{line}"
@@ -133,15 +144,13 @@ fn device_nodes_in_a_grant_never_open() {
     wb.run(&["run", "-v", &v, &files(), "cat", "/data/plain"])
         .code(0);
     // The same node in a bundle's rootfs.
-    let b = tempfile::tempdir().unwrap();
-    bundle(b.path(), serde_json::json!({}));
+    let (b, dir) = spec_bundle(serde_json::json!({}));
     let made = std::process::Command::new("mknod")
         .arg(b.path().join("rootfs/kmsg"))
         .args(["c", "1", "3"])
         .status()
         .unwrap();
     assert!(made.success());
-    let dir = b.path().display().to_string();
     let out = wb.run(&["run", "--bundle", &dir, "cat", "/kmsg"]);
     assert_eq!(out.code, 1, "{out:#?}");
 }
@@ -229,10 +238,7 @@ fn a_link_made_by_a_guest_is_never_a_grant_source() {
     // A link higher up the source's path is refused the same way.
     symlink(&vol, t.path().join("alias")).unwrap();
     let v3 = format!("{}:/d", t.path().join("alias").display());
-    let line = wb
-        .run(&["run", "-v", &v3, &files(), "ls", "/d"])
-        .the_error_line()
-        .to_string();
+    let line = error_line(&wb, &["run", "-v", &v3, &files(), "ls", "/d"]);
     assert!(line.contains("symbolic link"), "{line}");
 }
 
@@ -255,18 +261,10 @@ fn a_mount_at_the_root_is_refused() {
     let wb = Wasmbox::new();
     let host = tempfile::tempdir().unwrap();
     for dest in ["", "/", "/."] {
-        let b = tempfile::tempdir().unwrap();
-        bundle(
-            b.path(),
-            serde_json::json!({"mounts": [
-                {"destination": dest, "type": "bind", "source": host.path(), "options": ["rbind"]}
-            ]}),
-        );
-        let dir = b.path().display().to_string();
-        let line = wb
-            .run(&["run", "--bundle", &dir, "ls", "/"])
-            .the_error_line()
-            .to_string();
+        let (_b, dir) = spec_bundle(serde_json::json!({"mounts": [
+            {"destination": dest, "type": "bind", "source": host.path(), "options": ["rbind"]}
+        ]}));
+        let line = error_line(&wb, &["run", "--bundle", &dir, "ls", "/"]);
         assert!(line.contains("is the root"), "{dest:?}: {line}");
     }
 }
@@ -280,16 +278,8 @@ fn numbers_out_of_range_are_clear_errors() {
         assert!(!out.stderr.contains("panicked"), "{t}: {out:#?}");
     }
     for t in ["1e300", "99999999999999999999", "-1"] {
-        let b = tempfile::tempdir().unwrap();
-        bundle(
-            b.path(),
-            serde_json::json!({"annotations": {"wasmbox.timeout": t}}),
-        );
-        let dir = b.path().display().to_string();
-        let line = wb
-            .run(&["run", "--bundle", &dir])
-            .the_error_line()
-            .to_string();
+        let (_b, dir) = spec_bundle(serde_json::json!({"annotations": {"wasmbox.timeout": t}}));
+        let line = error_line(&wb, &["run", "--bundle", &dir]);
         assert!(line.contains("wasmbox.timeout"), "{t}: {line}");
     }
 }
@@ -417,10 +407,7 @@ fn the_deadline_covers_compiling_and_huge_modules_are_refused() {
     assert!(out.stderr.contains("while loading"), "{out:#?}");
     let huge = t.path().join("huge.wasm");
     std::fs::write(&huge, many_functions(250_001)).unwrap();
-    let line = wb
-        .run(&["run", "--no-cache", &huge.display().to_string()])
-        .the_error_line()
-        .to_string();
+    let line = error_line(&wb, &["run", "--no-cache", &huge.display().to_string()]);
     assert!(line.contains("250002 functions"), "{line}");
 }
 
@@ -450,12 +437,8 @@ fn files_a_guest_creates_follow_the_umask_not_an_inherited_zero() {
         & 0o777;
     assert_eq!(mode, 0o644);
     // A bundle's umask applies.
-    let b = tempfile::tempdir().unwrap();
-    bundle(
-        b.path(),
-        serde_json::json!({"process": {"user": {"uid": 0, "gid": 0, "umask": 63}}}),
-    );
-    let dir = b.path().display().to_string();
+    let (b, dir) =
+        spec_bundle(serde_json::json!({"process": {"user": {"uid": 0, "gid": 0, "umask": 63}}}));
     wb.run(&["run", "--bundle", &dir, "write", "/made", "x"])
         .code(0);
     let mode = std::fs::metadata(b.path().join("rootfs/made"))
@@ -650,20 +633,12 @@ fn a_recursive_grant_never_brings_a_kernel_filesystem_along() {
     }
     let _guard = Unmount(vol.join("p"));
     let v = format!("{}:/d", vol.display());
-    let line = wb
-        .run(&["run", "-v", &v, &files(), "ls", "/d/p"])
-        .the_error_line()
-        .to_string();
+    let line = error_line(&wb, &["run", "-v", &v, &files(), "ls", "/d/p"]);
     assert!(line.contains("kernel filesystem (proc)"), "{line}");
     // A plain `bind` brings only the directory: the guest sees the empty mountpoint.
-    let b = tempfile::tempdir().unwrap();
-    bundle(
-        b.path(),
-        serde_json::json!({"mounts": [
-            {"destination": "/d", "type": "bind", "source": vol, "options": ["bind", "ro"]}
-        ]}),
-    );
-    let dir = b.path().display().to_string();
+    let (_b, dir) = spec_bundle(serde_json::json!({"mounts": [
+        {"destination": "/d", "type": "bind", "source": vol, "options": ["bind", "ro"]}
+    ]}));
     let out = wb.run(&["run", "--bundle", &dir, "ls", "/d/p"]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.stdout.trim(), "", "{out:#?}");
