@@ -102,6 +102,7 @@ OUTPUTS=(
     files/files.wasm
     echo-server/echo.wasm
     hello-component/hello-component.wasm
+    files/files-component.wasm
     net-probe/bindings/net_probe.c
     net-probe/bindings/net_probe.h
     net-probe/bindings/net_probe_component_type.o
@@ -122,6 +123,9 @@ cc_wasm -o "$OUT/echo-server/echo.wasm" echo-server/echo.c
 
 log "hello-component"
 "$COMPONENTIZE" "$OUT/hello/hello.wasm" "$OUT/hello-component/hello-component.wasm"
+
+log "files-component"
+"$COMPONENTIZE" "$OUT/files/files.wasm" "$OUT/files/files-component.wasm"
 
 log "net-probe"
 if [[ "$skip_bindgen" == 1 ]]; then

@@ -38,7 +38,7 @@
  *   pwd                  print the current working directory
  *   exit N               exit with status N (prints nothing)
  *   abort                call abort() (a trap in WebAssembly)
- *   loop                 spin forever
+ *   loop                 print "looping", then spin forever
  *   sleep MS             sleep MS milliseconds, then print "ok"
  *   stdin                copy all of stdin to stdout, then exit 0
  *   alloc MB             malloc MB MiB in 1 MiB chunks, touching every byte,
@@ -349,6 +349,8 @@ static int cmd_alloc(const char *mb_text) {
 static volatile unsigned long spin_counter;
 
 static _Noreturn void cmd_loop(void) {
+    puts("looping");
+    fflush(stdout);
     for (;;) {
         spin_counter++;
     }

@@ -155,17 +155,9 @@ fn import(
                             format!("image {} has no name; give one with --tag", target.digest),
                         )
                     })?;
-                // In OCI layouts the ref name is often only a tag (`skopeo copy ... oci:DIR:TAG`).
-                if !ann.contains('/') {
-                    return Err(invalid(
-                        shown,
-                        format!(
-                            "image {} is named only {ann:?}; give a full name with --tag",
-                            target.digest
-                        ),
-                    ));
-                }
-                ann.parse::<Reference>()
+                // A short ref name (`skopeo copy ... oci-archive:x.tar:compat:v9`) is a local
+                // image's, as `podman load` names it: `localhost/compat:v9`.
+                Reference::local(ann)
                     .map_err(|err| invalid(shown, format!("{err}; give a name with --tag")))?
                     .to_string()
             }

@@ -158,7 +158,7 @@ fn put_image(store: &Store, spec: &BuildSpec) -> Result<Descriptor, BuildError> 
             "the input is not a wasm binary (no wasm magic number)".into(),
         ));
     }
-    let component = spec.wasm[4..8] != [1, 0, 0, 0];
+    let component = crate::detect::is_component(&spec.wasm);
     let os = if component { "wasip2" } else { "wasip1" };
     let put_json = |v: &Value| -> Result<(Digest, u64), BuildError> {
         let b = serde_json::to_vec(v).expect("json serializes");

@@ -16,6 +16,22 @@ pub const WASM_OS: &[&str] = &["wasi", "wasip1", "wasip2"];
 /// Annotations (or config labels) that mark a compat image as wasm.
 pub const VARIANT_KEYS: &[&str] = &["module.wasm.image/variant", "run.oci.handler"];
 
+/// Whether a variant annotation's value (`module.wasm.image/variant`, `run.oci.handler`) says
+/// a container whose `args[0]` is `arg0` runs wasm: `compat` and `wasm` always; their `-smart`
+/// forms (crun's) only when `args[0]` names a `.wasm` or `.wat` file, so a native sidecar under
+/// a pod-wide `-smart` annotation stays native. The image detector and the shim both ask this.
+pub fn variant_means_wasm(value: &str, arg0: Option<&str>) -> bool {
+    let wasm_file = arg0.is_some_and(|a| {
+        let a = a.rsplit_once('#').map_or(a, |(p, _)| p);
+        a.ends_with(".wasm") || a.ends_with(".wat")
+    });
+    match value {
+        "compat" | "wasm" => true,
+        "compat-smart" | "wasm-smart" => wasm_file,
+        _ => false,
+    }
+}
+
 /// Where an image's wasm lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Form {
@@ -116,21 +132,13 @@ impl ImageFacts<'_> {
                 because: format!("platform {os}/{arch}"),
             });
         }
-        if let Some((key, v)) = self.variant() {
-            let smart_ok = self
-                .arg0()
-                .is_some_and(|a| a.ends_with(".wasm") || a.ends_with(".wat"));
-            let yes = match v {
-                "compat" | "wasm" => true,
-                "compat-smart" | "wasm-smart" => smart_ok,
-                _ => false,
-            };
-            if yes {
-                return Some(Detection {
-                    form: Form::Compat,
-                    because: format!("{key}={v}"),
-                });
-            }
+        if let Some((key, v)) = self.variant()
+            && variant_means_wasm(v, self.arg0())
+        {
+            return Some(Detection {
+                form: Form::Compat,
+                because: format!("{key}={v}"),
+            });
         }
         None
     }
@@ -162,6 +170,11 @@ impl ImageFacts<'_> {
 /// True when `bytes` start like a wasm module or component.
 pub fn is_wasm(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm")
+}
+
+/// Whether a wasm binary (or its first 8 bytes) is a component rather than a core module.
+pub fn is_component(bytes: &[u8]) -> bool {
+    wasmparser::Parser::is_component(bytes)
 }
 
 #[cfg(test)]

@@ -1,5 +1,11 @@
 //! Image references as docker and podman read them: `[REGISTRY/]REPO[:TAG][@DIGEST]`, with
 //! Docker Hub short names (`hello` is `docker.io/library/hello:latest`).
+//!
+//! A short name (one whose first component is not a registry host) given to a command that
+//! looks in the local store means `localhost/NAME` when the store has that, else Docker Hub's
+//! name ([`Reference::local_candidates`]), as podman looks short names up in its local storage.
+//! Images loaded from an OCI layout under a short ref name are stored as `localhost/NAME`, as
+//! `podman load` names them ([`Reference::local`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -77,6 +83,41 @@ fn valid_tag(t: &str) -> bool {
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Whether `name` begins with a registry host (`example.com/...`, `host:5000/...`,
+/// `localhost/...`), so that no default registry applies to it.
+pub fn is_qualified(name: &str) -> bool {
+    let repo = name.split('@').next().unwrap_or(name);
+    repo.split_once('/').is_some_and(|(first, _)| {
+        first.contains('.') || first.contains(':') || first == "localhost"
+    })
+}
+
+impl Reference {
+    /// `name` as podman names a local image: a short name is `localhost/NAME`.
+    pub fn local(name: &str) -> Result<Reference, BadReference> {
+        if is_qualified(name) {
+            name.parse()
+        } else {
+            format!("localhost/{name}")
+                .parse()
+                .map_err(|e: BadReference| BadReference {
+                    value: name.to_string(),
+                    reason: e.reason,
+                })
+        }
+    }
+
+    /// The names a user's `name` may mean in the local store, in the order they are tried:
+    /// a short name is `localhost/NAME`, then Docker Hub's; any other name is only itself.
+    pub fn local_candidates(name: &str) -> Result<Vec<Reference>, BadReference> {
+        let hub: Reference = name.parse()?;
+        if is_qualified(name) {
+            return Ok(vec![hub]);
+        }
+        Ok(vec![Reference::local(name)?, hub])
+    }
 }
 
 impl FromStr for Reference {
@@ -164,6 +205,38 @@ mod tests {
 
     fn canon(s: &str) -> String {
         s.parse::<Reference>().unwrap().to_string()
+    }
+
+    #[test]
+    fn short_names_are_local_first() {
+        let names = |s: &str| -> Vec<String> {
+            Reference::local_candidates(s)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            names("compat:v9"),
+            ["localhost/compat:v9", "docker.io/library/compat:v9"]
+        );
+        assert_eq!(
+            names("team/app"),
+            ["localhost/team/app:latest", "docker.io/team/app:latest"]
+        );
+        assert_eq!(names("localhost/x:1"), ["localhost/x:1"]);
+        assert_eq!(names("example.com/x"), ["example.com/x:latest"]);
+        assert_eq!(names("host:5000/x:2"), ["host:5000/x:2"]);
+        assert_eq!(
+            Reference::local("v1").unwrap().to_string(),
+            "localhost/v1:latest"
+        );
+        assert_eq!(
+            Reference::local("quay.io/a/b:c").unwrap().to_string(),
+            "quay.io/a/b:c"
+        );
+        let e = Reference::local("Bad:Ref:X").unwrap_err();
+        assert_eq!(e.value, "Bad:Ref:X");
     }
 
     #[test]

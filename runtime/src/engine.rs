@@ -304,8 +304,7 @@ impl Runtime {
     /// and caches it. Precompiled native code is refused.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<(Program, LoadedFrom)> {
         let binary = to_binary(name, bytes)?;
-        let is_component = binary.get(4..8) != Some(&[1, 0, 0, 0]);
-        let kind = if is_component {
+        let kind = if wasmparser::Parser::is_component(&binary) {
             ArtifactKind::Component
         } else {
             ArtifactKind::Module
@@ -385,6 +384,7 @@ impl Runtime {
             name: name.to_string(),
             source: boxed(e),
         };
+        tracing::debug!(name, bytes = binary.len(), "compiling");
         let k = match kind {
             ArtifactKind::Module => {
                 ProgramKind::Module(Module::from_binary(engine, binary).map_err(compile_err)?)

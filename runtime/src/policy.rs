@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use oci_spec::runtime::{Mount, Spec};
+use oci_spec::runtime::{Mount, Process, Spec};
 
 use crate::error::{Error, Result};
 use crate::net::{Grant, NetPolicy};
@@ -45,6 +45,57 @@ const KERNEL_DIRS: &[&str] = &["/proc", "/sys", "/dev"];
 
 /// The longest wall-clock deadline accepted (a year).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a `config.json` as runc 1.1 reads one. The runtime spec makes `process.user` and
+/// `process.cwd` required, but runc runs a process without a user as uid 0 and podman and
+/// hand-written configs leave it out; WASI has no users, so a missing user is uid 0 and gid 0,
+/// and a missing working directory is `/`.
+pub fn parse_spec(text: &str) -> Result<Spec, String> {
+    let mut json: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if let Some(process) = json.get_mut("process").and_then(|p| p.as_object_mut()) {
+        process
+            .entry("user")
+            .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+        process.entry("cwd").or_insert_with(|| "/".into());
+    }
+    serde_json::from_value(json).map_err(|e| e.to_string())
+}
+
+/// Finds where `process.args[0]` lives in the rootfs: a path (absolute, or relative to the
+/// working directory) as is; a bare name in the process's `PATH`, as runc would. Returns the path
+/// relative to the rootfs and whether it exists.
+pub fn locate_entry(root: &cap_std::fs::Dir, process: &Process) -> Option<PathBuf> {
+    let arg0 = process.args().as_ref()?.first()?;
+    let (arg0, _) = Policy::split_export(arg0);
+    let cwd = process.cwd().to_string_lossy().into_owned();
+    let rel = |p: &str| -> PathBuf {
+        let full = if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("{cwd}/{p}")
+        };
+        PathBuf::from(full.trim_start_matches('/'))
+    };
+    let exists = |p: &Path| p.as_os_str().is_empty() || root.symlink_metadata(p).is_ok();
+    if arg0.contains('/') {
+        let p = rel(arg0);
+        return exists(&p).then_some(p);
+    }
+    let path = process
+        .env()
+        .iter()
+        .flatten()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .to_string();
+    std::iter::once(rel(arg0))
+        .chain(
+            path.split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(|d| rel(&format!("{d}/{arg0}"))),
+        )
+        .find(|p| !p.as_os_str().is_empty() && exists(p))
+}
 
 /// A deadline of `secs` seconds, range-checked: at least a millisecond, at most [`MAX_TIMEOUT`].
 /// Every timeout from a flag, annotation or spec goes through here.
@@ -199,8 +250,7 @@ impl Bundle {
             reason,
         };
         let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-        let spec: Spec = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        Self::from_spec(dir, spec)
+        Self::from_spec(dir, parse_spec(&text).map_err(bad)?)
     }
 
     /// Derives the policy from an already parsed spec of the bundle at `dir`.
@@ -228,13 +278,19 @@ impl Bundle {
         };
         let entry_guest = normalize_guest_path(&entry_guest)
             .ok_or_else(|| bad(format!("entrypoint {program:?} must not contain '..'")))?;
-        let entry = PathBuf::from(entry_guest.trim_start_matches('/'));
         let root = spec.root().as_ref().ok_or_else(|| bad("no root".into()))?;
         let rootfs = if root.path().is_absolute() {
             root.path().clone()
         } else {
             dir.join(root.path())
         };
+        // Where runc would find it (a bare name through PATH); one not found is read where the
+        // path names it, and reported missing there.
+        // Ambient authority, named: opening the bundle's rootfs.
+        let entry = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
+            .ok()
+            .and_then(|root| locate_entry(&root, process))
+            .unwrap_or_else(|| PathBuf::from(entry_guest.trim_start_matches('/')));
         let mut policy = Policy {
             args: std::iter::once(program.to_string())
                 .chain(args.iter().skip(1).cloned())

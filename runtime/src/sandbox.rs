@@ -101,7 +101,10 @@ impl Runtime {
                 }
             }
         };
-        let fs = self.filesystem(&policy)?;
+        let mut fs = self.filesystem(&policy)?;
+        if matches!(pre, Pre::Module { .. }) {
+            fs.preopen_cwd_first(&policy.cwd);
+        }
         Ok(Prepared {
             runtime: self.clone(),
             name,
@@ -190,6 +193,7 @@ impl Runtime {
             .collect();
         Ok(Filesystem {
             preopens,
+            _cwd: None,
             _tree: tree,
             _sources: sources.into_iter().map(|(s, ..)| s).collect(),
             _scratch: scratch,
@@ -204,9 +208,63 @@ struct Filesystem {
     /// What the guest's WASI context preopens: a path naming the directory, its guest path,
     /// read-only.
     preopens: Vec<(PathBuf, String, bool)>,
+    /// The working directory, when it is preopened of its own (see `preopen_cwd_first`).
+    _cwd: Option<std::os::fd::OwnedFd>,
     _tree: Option<crate::mounts::MountTree>,
     _sources: Vec<crate::mounts::Source>,
     _scratch: Vec<tempfile::TempDir>,
+}
+
+impl Filesystem {
+    /// Preview 1 has no call for the working directory, and a guest must see only the
+    /// environment it was given, so a preview 1 guest whose working directory is not `/` gets
+    /// it as its first preopen (descriptor 3), under its own guest path. That is where runtimes
+    /// without a `PWD` put it (Go's `wasip1` takes the first preopen's name as its working
+    /// directory); to wasi-libc it is one more name for a directory already granted, with the
+    /// same access. The directory is looked up beneath the grant that holds it without
+    /// following any symbolic link; one that does not resolve so is left out.
+    fn preopen_cwd_first(&mut self, cwd: &str) {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        if cwd == "/" || self.preopens.iter().any(|(_, g, _)| g == cwd) {
+            return;
+        }
+        let within = |g: &str| g == "/" || cwd.strip_prefix(g).is_some_and(|r| r.starts_with('/'));
+        let Some((host, guest, ro)) = self
+            .preopens
+            .iter()
+            .filter(|(_, g, _)| within(g))
+            .max_by_key(|(_, g, _)| g.len())
+            .cloned()
+        else {
+            return;
+        };
+        let rel = cwd[if guest == "/" { 0 } else { guest.len() }..].trim_start_matches('/');
+        let opened = rustix::fs::open(
+            &host,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|grant| {
+            rustix::fs::openat2(
+                &grant,
+                rel,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            )
+        });
+        match opened {
+            Ok(fd) => {
+                let path = PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ));
+                self.preopens.insert(0, (path, cwd.to_string(), ro));
+                self._cwd = Some(fd);
+            }
+            Err(e) => tracing::debug!(%cwd, error = %e, "working directory not preopened"),
+        }
+    }
 }
 
 struct Shared {

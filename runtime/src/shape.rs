@@ -51,7 +51,7 @@ fn walk(b: &[u8], depth: usize, functions: &mut u64) -> Result<(), String> {
         // Not ours to judge: the compiler reports malformed wasm.
         return Ok(());
     }
-    let component = b[4..8] != [1, 0, 0, 0];
+    let component = wasmparser::Parser::is_component(b);
     let mut at = 8;
     while at < b.len() {
         let id = b[at];

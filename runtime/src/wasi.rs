@@ -134,12 +134,10 @@ pub(crate) fn build_ctx(
     let mut b = WasiCtxBuilder::new();
     b.args(&policy.args);
     b.envs(&policy.env);
-    // Components read the working directory from wasi:cli; preview 1 libcs have no such call,
-    // so it is also passed as PWD.
+    // The guest sees exactly the environment it was given. Components read the working
+    // directory from wasi:cli; preview 1 guests get it as their first preopen (see
+    // `Filesystem::preopen_cwd_first`).
     b.initial_cwd(&policy.cwd);
-    if !policy.env.iter().any(|(k, _)| k == "PWD") {
-        b.env("PWD", &policy.cwd);
-    }
     match stdio.stdin {
         Input::Inherit => {
             b.inherit_stdin();

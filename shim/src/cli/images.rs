@@ -98,22 +98,29 @@ fn default_store() -> PathBuf {
         .join("wasmbox")
 }
 
-/// The canonical name of a reference given by a user.
+/// The canonical name of a reference given by a user, for a name being made (`build -t`).
 pub fn canonical(name: &str) -> Result<String> {
     Ok(name.parse::<Reference>()?.to_string())
+}
+
+/// The stored name a user's `name` means: a short name is `localhost/NAME` when the store has
+/// that, else Docker Hub's name (which `run` pulls when it is missing too).
+pub fn local_name(store: &Store, name: &str) -> Result<String> {
+    let names = Reference::local_candidates(name)?;
+    let found = names
+        .iter()
+        .map(ToString::to_string)
+        .find(|n| store.resolve(n).is_ok());
+    Ok(found.unwrap_or_else(|| names[names.len() - 1].to_string()))
 }
 
 fn kind(store: &Store, img: &Image) -> String {
     match img.detection.as_ref().map(|d| &d.form) {
         Some(Form::Artifact { digest, .. }) => {
-            let header = digest
-                .parse()
-                .ok()
-                .and_then(|d| store.read_blob(&d).ok())
-                .map(|b| b.get(4..8).map(<[u8]>::to_vec).unwrap_or_default());
-            match header.as_deref() {
-                Some([1, 0, 0, 0]) => "artifact, module".into(),
-                Some(_) => "artifact, component".into(),
+            let blob = digest.parse().ok().and_then(|d| store.read_blob(&d).ok());
+            match blob {
+                Some(b) if wasmbox_images::detect::is_component(&b) => "artifact, component".into(),
+                Some(_) => "artifact, module".into(),
                 None => "artifact".into(),
             }
         }
@@ -172,7 +179,7 @@ impl InspectCommand {
     /// Prints JSON.
     pub fn execute(self, store: &StoreOptions) -> Result<i32> {
         let store = store.open()?;
-        let img = Image::open(&store, &canonical(&self.image)?)?;
+        let img = Image::open(&store, &local_name(&store, &self.image)?)?;
         let out = serde_json::json!({
             "reference": img.name,
             "digest": img.manifest_digest.to_string(),
@@ -200,7 +207,7 @@ impl RmiCommand {
     pub fn execute(self, store: &StoreOptions) -> Result<i32> {
         let store = store.open()?;
         for i in &self.images {
-            let name = canonical(i)?;
+            let name = local_name(&store, i)?;
             store.remove_ref(&name)?;
             println!("Untagged: {name}");
         }
@@ -271,7 +278,7 @@ impl SaveCommand {
     /// Writes the tarball.
     pub fn execute(self, store: &StoreOptions) -> Result<i32> {
         let store = store.open()?;
-        let name = canonical(&self.image)?;
+        let name = local_name(&store, &self.image)?;
         let image = wasmbox_images::image::Image::open(&store, &name)
             .with_context(|| format!("saving {name}"))?;
         let artifact = matches!(
@@ -374,7 +381,7 @@ impl PushCommand {
     /// Pushes, printing a line per blob.
     pub fn execute(self, store: &StoreOptions) -> Result<i32> {
         let s = store.open()?;
-        let name = canonical(&self.image)?;
+        let name = local_name(&s, &self.image)?;
         let dest: Reference = self.destination.as_deref().unwrap_or(&name).parse()?;
         let progress = super::progress::StderrProgress::new();
         block_on(wasmbox_images::registry::push(

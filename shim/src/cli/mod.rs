@@ -4,6 +4,7 @@ mod images;
 mod options;
 mod progress;
 mod run;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,8 @@ pub enum Command {
 
 /// Entry point of the `wasmbox` binary: parses, runs, maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    // Before anything else, and before any thread: `run` handles these from the start.
+    signals::block();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .init();
     if !matches!(cli.command, Command::Run(_)) {
+        signals::unblock();
         // Listing commands end quietly when their reader goes away (`wasmbox inspect | head`),
         // as other Unix tools do. `run` keeps SIGPIPE ignored: a guest gets EPIPE instead.
         default_sigpipe();

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use wasmbox_runtime::{Bundle, ExitReason, Policy, ProtectedPath, Runtime, Stdio};
 
-use super::images::{StoreOptions, canonical};
+use super::images::{StoreOptions, local_name};
 use super::options::{CacheOptions, SandboxOptions};
 
 /// Run a wasm module or component, or an OCI runtime bundle.
@@ -37,6 +37,7 @@ impl RunCommand {
     pub fn execute(self, store: &StoreOptions) -> Result<i32> {
         // Before any thread starts: the guest's filesystem is a mount tree in a namespace of ours.
         wasmbox_runtime::mounts::enter_namespace();
+        super::signals::start().context("starting the signal thread")?;
         // The deadline covers loading and compiling too: a watchdog ends a run still loading.
         let started = std::time::Instant::now();
         let guest_started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -48,7 +49,7 @@ impl RunCommand {
                     std::thread::sleep(t);
                     if !flag.load(std::sync::atomic::Ordering::SeqCst) {
                         eprintln!("wasmbox: guest timed out after {t:?} while loading");
-                        std::process::exit(wasmbox_runtime::EXIT_TIMEOUT);
+                        super::signals::end_loading(wasmbox_runtime::EXIT_TIMEOUT);
                     }
                 })
                 .context("starting the deadline watchdog")?;
@@ -136,27 +137,14 @@ impl RunCommand {
             }
             policy.limits.timeout = Some(left);
         }
+        super::signals::starting();
         let prepared = runtime.prepare(&program, policy)?;
         set_umask(umask);
         guest_started.store(true, std::sync::atomic::Ordering::SeqCst);
         let running = prepared
             .start(Stdio::inherit())
             .context("starting the guest")?;
-        let kill = running.kill_handle();
-        runtime.handle().spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            let sig = tokio::select! {
-                _ = int.recv() => libc::SIGINT,
-                _ = term.recv() => libc::SIGTERM,
-            };
-            kill.kill(sig);
-        });
+        super::signals::running(running.kill_handle());
         let status = running.wait();
         match &status.reason {
             ExitReason::Exited(_) | ExitReason::Signaled(_) => {}
@@ -256,7 +244,7 @@ fn image_to_bundle(opts: &StoreOptions, what: &str, scratch: &Path) -> Result<te
             .next()
             .with_context(|| format!("{dir} holds no image"))?
     } else {
-        let name = canonical(what)
+        let name = local_name(&store, what)
             .with_context(|| format!("{what:?} is neither a file nor an image reference"))?;
         if store.resolve(&name).is_err() {
             opts.pull(&store, &name)?;
@@ -270,6 +258,7 @@ fn image_to_bundle(opts: &StoreOptions, what: &str, scratch: &Path) -> Result<te
         .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-run-"))
         .tempdir_in(&bundles)
         .context("creating a bundle directory")?;
+    super::signals::remove_on_signal(dir.path().to_path_buf());
     image.write_bundle(&store, dir.path(), &mut Default::default())?;
     Ok(dir)
 }

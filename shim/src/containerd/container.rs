@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use containerd_shim::protos::api::Mount;
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::Spec;
 use tokio::sync::watch;
 use wasmbox_runtime::{Bundle, Prepared, Running, Runtime};
 
@@ -171,13 +171,20 @@ pub enum Entry {
     Native,
 }
 
-/// Whether the spec's annotations say the workload is wasm.
+/// Whether the spec's annotations say the workload is wasm, by the same rule as image
+/// detection.
 fn annotated_wasm(spec: &Spec) -> bool {
+    let arg0 = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .and_then(|a| a.first())
+        .map(String::as_str);
     spec.annotations().as_ref().is_some_and(|a| {
-        ["module.wasm.image/variant", "run.oci.handler"]
+        wasmbox_images::detect::VARIANT_KEYS
             .iter()
             .filter_map(|k| a.get(*k))
-            .any(|v| v.starts_with("compat") || v.starts_with("wasm"))
+            .any(|v| wasmbox_images::detect::variant_means_wasm(v, arg0))
     })
 }
 
@@ -186,44 +193,8 @@ pub fn read_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| ShimError::InvalidArgument(format!("read {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
+    wasmbox_runtime::policy::parse_spec(&text)
         .map_err(|e| ShimError::InvalidArgument(format!("{}: malformed: {e}", path.display())))
-}
-
-/// Finds where `process.args[0]` lives in the rootfs: a path (absolute, or relative to the
-/// working directory) as is; a bare name in the process's `PATH`, as runc would. Returns the path
-/// relative to the rootfs and whether it exists.
-fn locate(root: &cap_std::fs::Dir, process: &Process) -> Option<PathBuf> {
-    let arg0 = process.args().as_ref()?.first()?;
-    let (arg0, _) = wasmbox_runtime::Policy::split_export(arg0);
-    let cwd = process.cwd().to_string_lossy().into_owned();
-    let rel = |p: &str| -> PathBuf {
-        let full = if p.starts_with('/') {
-            p.to_string()
-        } else {
-            format!("{cwd}/{p}")
-        };
-        PathBuf::from(full.trim_start_matches('/'))
-    };
-    let exists = |p: &Path| p.as_os_str().is_empty() || root.symlink_metadata(p).is_ok();
-    if arg0.contains('/') {
-        let p = rel(arg0);
-        return exists(&p).then_some(p);
-    }
-    let path = process
-        .env()
-        .iter()
-        .flatten()
-        .find_map(|kv| kv.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .to_string();
-    std::iter::once(rel(arg0))
-        .chain(
-            path.split(':')
-                .filter(|d| d.starts_with('/'))
-                .map(|d| rel(&format!("{d}/{arg0}"))),
-        )
-        .find(|p| !p.as_os_str().is_empty() && exists(p))
 }
 
 /// Decides whether the bundle's entrypoint is wasm, and if so derives its policy. Fails with a
@@ -253,7 +224,7 @@ pub fn classify(bundle_dir: &Path, spec: &Spec) -> Result<Entry> {
     // Ambient authority, named: opening the container's rootfs.
     let dir = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
         .map_err(|e| invalid(format!("rootfs {}: {e}", rootfs.display())))?;
-    let Some(entry) = locate(&dir, process) else {
+    let Some(entry) = wasmbox_runtime::policy::locate_entry(&dir, process) else {
         return Err(invalid(format!(
             "entrypoint {arg0:?} does not exist in the container's rootfs"
         )));

@@ -146,7 +146,7 @@ fn group_of(spec: &oci_spec::runtime::Spec) -> Option<String> {
 fn grouping(bundle: &Path, id: &str) -> String {
     std::fs::read_to_string(bundle.join("config.json"))
         .ok()
-        .and_then(|text| serde_json::from_str::<oci_spec::runtime::Spec>(&text).ok())
+        .and_then(|text| wasmbox_runtime::policy::parse_spec(&text).ok())
         .and_then(|spec| group_of(&spec))
         .unwrap_or_else(|| id.to_string())
 }

@@ -32,14 +32,14 @@ fn named(spec: &Spec) -> Option<PathBuf> {
     wanted(spec).flatten()
 }
 
-/// Whether the spec's annotations grant the guest any network access.
+/// Whether the spec's annotations grant the guest any network access: the policy's own reading
+/// of them. Malformed annotations grant nothing here; create reports them.
 fn grants_network(spec: &Spec) -> bool {
-    spec.annotations().as_ref().is_some_and(|a| {
-        ["wasmbox.net.connect", "wasmbox.net.listen"]
-            .iter()
-            .any(|k| a.get(*k).is_some_and(|v| !v.trim().is_empty()))
-            || a.get("wasmbox.net.dns").is_some_and(|v| v == "true")
-    })
+    let mut policy = wasmbox_runtime::Policy::default();
+    let empty = Default::default();
+    let ann = spec.annotations().as_ref().unwrap_or(&empty);
+    wasmbox_runtime::policy::apply_annotations(&mut policy, ann).is_ok()
+        && (policy.net.any() || policy.net.dns)
 }
 
 /// Joins the network namespace named by `BUNDLE/config.json`, if it names one. Must run before
@@ -50,7 +50,7 @@ pub fn join_from_bundle(bundle: &Path) -> std::result::Result<(), String> {
     let Ok(text) = std::fs::read_to_string(bundle.join("config.json")) else {
         return Ok(());
     };
-    let Ok(spec) = serde_json::from_str::<Spec>(&text) else {
+    let Ok(spec) = wasmbox_runtime::policy::parse_spec(&text) else {
         // create reports the malformed spec to containerd.
         return Ok(());
     };

@@ -72,15 +72,53 @@ fn args_and_env_reach_the_guest() {
         "env",
     ]);
     out.code(0);
+    // Exactly the variables given: nothing of wasmbox's own environment, no PWD.
     let env: Vec<&str> = out.stdout.lines().collect();
-    assert!(env.contains(&"GREETING=hi there"), "{out:#?}");
-    assert!(env.contains(&"PWD=/work"), "{out:#?}");
-    // Nothing of wasmbox's own environment leaks in.
-    assert!(
-        !env.iter().any(|l| l.starts_with("WASMBOX_CACHE_DIR=")),
-        "{out:#?}"
-    );
-    assert!(!env.iter().any(|l| l.starts_with("PATH=")), "{out:#?}");
+    assert_eq!(env, ["GREETING=hi there"], "{out:#?}");
+    let component = guest("files/files-component.wasm").display().to_string();
+    let out = wb.run(&["run", "-w", "/work", &component, "env"]);
+    out.code(0);
+    assert_eq!(out.stdout, "", "{out:#?}");
+}
+
+/// Prints the name of preopen 3, the first directory a preview 1 guest is given.
+const FIRST_PREOPEN: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $name (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (if (call $get (i32.const 3) (i32.const 0)) (then unreachable))
+    (drop (call $name (i32.const 3) (i32.const 64) (i32.load (i32.const 4))))
+    (i32.store (i32.const 16) (i32.const 64))
+    (i32.store (i32.const 20) (i32.load (i32.const 4)))
+    (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
+
+#[test]
+fn the_working_directory_reaches_both_kinds_of_guest_without_a_variable() {
+    let wb = Wasmbox::new();
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::create_dir(vol.path().join("sub")).unwrap();
+    std::fs::write(vol.path().join("sub/f"), "here").unwrap();
+    std::os::unix::fs::symlink("../../../../..", vol.path().join("up")).unwrap();
+    let v = format!("{}:/data", vol.path().display());
+    // A preview 1 module gets it as its first preopen, under its guest path.
+    let t = tempfile::tempdir().unwrap();
+    let m = t.path().join("first.wasm");
+    std::fs::write(&m, wat::parse_str(FIRST_PREOPEN).unwrap()).unwrap();
+    let m = m.display().to_string();
+    let first = |cwd: &str| {
+        let out = wb.run(&["run", "-v", &v, "-w", cwd, &m]);
+        out.code(0);
+        out.stdout.clone()
+    };
+    assert_eq!(first("/data/sub"), "/data/sub");
+    assert_eq!(first("/"), "/data");
+    // A working directory that is not there, outside every grant, or reached through a symbolic
+    // link adds nothing.
+    assert_eq!(first("/data/missing"), "/data");
+    assert_eq!(first("/elsewhere"), "/data");
+    assert_eq!(first("/data/up"), "/data");
 }
 
 #[test]
@@ -133,12 +171,20 @@ fn no_output_lost_when_exiting_at_once() {
 
 fn signal_exit(sig: i32, want: i32) {
     let wb = Wasmbox::new();
-    let mut child = wb.cmd().args(["run", &files(), "loop"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "guest should still loop"
-    );
+    let mut child = wb
+        .cmd()
+        .args(["run", &files(), "loop"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signalled once the guest says it runs, however long compiling took.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "looping\n");
     let t = Instant::now();
     // SAFETY: plain kill(2) on our own child.
     #[allow(unsafe_code, reason = "sending a signal to a child process")]
@@ -150,6 +196,74 @@ fn signal_exit(sig: i32, want: i32) {
     assert!(took < Duration::from_millis(500), "took {took:?}");
 }
 
+/// A signal that arrives while wasmbox is still loading and compiling ends it with 128+signal,
+/// and leaves no bundle or private directory behind.
+fn signal_while_loading(sig: i32, want: i32) {
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let big = t.path().join("big.wasm");
+    std::fs::write(&big, crate::escapes::many_functions(150_000)).unwrap();
+    let scratch = t.path().join("scratch");
+    let mut child = wb
+        .cmd()
+        .args(["--log-level", "wasmbox_runtime=debug", "run", "--no-cache"])
+        .arg(&big)
+        .env("WASMBOX_SCRATCH_DIR", &scratch)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The sign: wasmbox logs that it compiles.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "wasmbox ended before compiling: {seen}");
+        seen.push_str(&line);
+        if line.contains("compiling") {
+            break;
+        }
+    }
+    #[allow(unsafe_code, reason = "sending a signal to a child process")]
+    // SAFETY: plain kill(2) on our own child.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0);
+    let t0 = Instant::now();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(want), "{seen}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let left: Vec<_> = walk(&scratch);
+    assert!(
+        left.iter().all(|p| p.is_dir()),
+        "files left behind: {left:?}"
+    );
+}
+
+/// Every path under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        out.extend(walk(&p));
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn sigterm_while_compiling_gives_143() {
+    signal_while_loading(libc::SIGTERM, 143);
+}
+
+#[test]
+fn sigint_while_compiling_gives_130() {
+    signal_while_loading(libc::SIGINT, 130);
+}
+
 #[test]
 fn sigterm_gives_143() {
     signal_exit(libc::SIGTERM, 143);
@@ -158,4 +272,64 @@ fn sigterm_gives_143() {
 #[test]
 fn sigint_gives_130() {
     signal_exit(libc::SIGINT, 130);
+}
+
+/// Writes `config` as `DIR/config.json` beside a rootfs holding the `files` guest.
+fn raw_bundle(dir: &std::path::Path, config: &serde_json::Value) -> String {
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    std::fs::copy(files(), dir.join("rootfs/files.wasm")).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir.display().to_string()
+}
+
+#[test]
+fn bundles_that_runc_accepts_run_without_a_user() {
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    // As `runc spec` writes one, with its process pointed at the guest, and then without
+    // `process.user`, which runc runs as uid 0.
+    let spec_dir = t.path().join("spec");
+    std::fs::create_dir(&spec_dir).unwrap();
+    let st = std::process::Command::new("runc")
+        .arg("spec")
+        .current_dir(&spec_dir)
+        .status()
+        .expect("runc (installed by tests/run.sh)");
+    assert!(st.success());
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(spec_dir.join("config.json")).unwrap()).unwrap();
+    c["process"]["terminal"] = false.into();
+    c["process"]["args"] = serde_json::json!(["/files.wasm", "exit", "3"]);
+    let dir = raw_bundle(&spec_dir, &c);
+    wb.run(&["run", "--bundle", &dir]).code(3);
+    c["process"].as_object_mut().unwrap().remove("user");
+    let dir = raw_bundle(&spec_dir, &c);
+    wb.run(&["run", "--bundle", &dir]).code(3);
+    // Minimal hand-written ones: no user; no user and no working directory; a bare name found
+    // through the process's PATH, as runc finds it.
+    for (i, process) in [
+        serde_json::json!({"args": ["/files.wasm", "exit", "4"], "cwd": "/"}),
+        serde_json::json!({"args": ["/files.wasm", "exit", "4"]}),
+        serde_json::json!({"args": ["files.wasm", "exit", "4"], "env": ["PATH=/bin:/"]}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = t.path().join(format!("min{i}"));
+        let c = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": process});
+        let dir = raw_bundle(&d, &c);
+        let out = wb.run(&["run", "--bundle", &dir]);
+        assert_eq!(out.code, 4, "{c}: {out:#?}");
+    }
+    // What runc refuses stays refused, with the reason.
+    let d = t.path().join("bad");
+    let dir = raw_bundle(
+        &d,
+        &serde_json::json!({"root": {"path": "rootfs"}, "process": {"args": []}}),
+    );
+    let line = wb
+        .run(&["run", "--bundle", &dir])
+        .the_error_line()
+        .to_string();
+    assert!(line.contains("process.args is empty"), "{line}");
 }

@@ -171,7 +171,7 @@ fn load_list_run_inspect_save_rmi_prune() {
     let out = with_store(&wb, &["run", "localhost/files:v1", "env"]);
     assert!(
         out.stdout.lines().any(|l| l == "IMAGE_ENV=1")
-            && out.stdout.lines().any(|l| l == "PWD=/data"),
+            && !out.stdout.lines().any(|l| l.starts_with("PWD=")),
         "{out:#?}"
     );
     // Flags apply on top of the image.

@@ -442,7 +442,10 @@ fn load_archives_written_by_skopeo() {
             ),
             "docker-archive",
         ),
-        (format!("oci-archive:{}:v1", oci.display()), "oci-archive"),
+        (
+            format!("oci-archive:{}:compat:v9", oci.display()),
+            "oci-archive",
+        ),
     ] {
         let st = Command::new(tool("skopeo"))
             .args(["copy", "--quiet"])
@@ -460,9 +463,20 @@ fn load_archives_written_by_skopeo() {
         with_store(&wb, &["run", "localhost/from-docker:1"]).stdout,
         "from the image"
     );
-    // An OCI archive names the image only by a tag: a full name must be given.
-    with_store(&wb, &["load", "-i", oci.to_str().unwrap()])
-        .runtime_error(&["named only \"v1\"", "--tag"]);
+    // An OCI archive's short ref name is a local image's, as podman names it; the short name
+    // finds it, with no pull.
+    let out = with_store(&wb, &["load", "-i", oci.to_str().unwrap()]);
+    out.code(0);
+    assert_eq!(out.stdout.trim(), "Loaded image: localhost/compat:v9");
+    for name in ["compat:v9", "localhost/compat:v9"] {
+        let out = with_store(&wb, &["run", name]);
+        assert_eq!(out.stdout, "from the image", "{name}: {out:#?}");
+    }
+    assert!(
+        with_store(&wb, &["inspect", "compat:v9"])
+            .stdout
+            .contains("localhost/compat:v9")
+    );
     with_store(
         &wb,
         &[
