@@ -46,5 +46,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "binaries the end-to-end tests drive"
 cargo build --workspace --bins
 
+step "WASI testsuite, preview 1 (72 tests)"
+bash tests/wasi-testsuite/run.sh "$CARGO_TARGET_DIR/debug/wasmbox"
+
 step "tests"
 cargo test --workspace

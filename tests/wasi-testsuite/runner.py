@@ -1,0 +1,25 @@
+"""Starts the official wasi-testsuite runner, on Python 3.11 as well as 3.12 and later.
+
+Usage: python3 runner.py TEST_RUNNER_DIR [runner arguments...]
+
+The runner asks `"wasm32-wasip1" in WasiVersion` of its string enums, which only Python 3.12
+answers; on older versions membership by value is added to enums first. Nothing else changes.
+"""
+
+import enum
+import runpy
+import sys
+
+if sys.version_info < (3, 12):
+    _contains = enum.EnumMeta.__contains__
+
+    def _by_value(cls, value):  # type: ignore[no-untyped-def]
+        if isinstance(value, cls):
+            return _contains(cls, value)
+        return any(m.value == value for m in cls)
+
+    enum.EnumMeta.__contains__ = _by_value  # type: ignore[method-assign]
+
+sys.path.insert(0, sys.argv[1])
+sys.argv = ["wasi_test_runner"] + sys.argv[2:]
+runpy.run_module("wasi_test_runner", run_name="__main__", alter_sys=True)

@@ -1,0 +1,55 @@
+"""wasi-testsuite runtime adapter for wasmbox: runs each test through `wasmbox run`.
+
+The runner (`python -m wasi_test_runner -r tests/wasi-testsuite/wasmbox.py ...`) calls
+`compute_argv` once per test. `WASMBOX` names the binary (default: `wasmbox` on PATH). A test's
+environment becomes `-e` flags (the guest sees exactly these), its directory is granted read-write
+as `/`, and tests that use sockets get loopback only: connections to and listening on
+127.0.0.1 and ::1, any port, TCP and UDP, and name lookups.
+"""
+
+import os
+import shlex
+import subprocess
+from typing import Dict, List, Optional, Tuple
+
+WASMBOX = shlex.split(os.getenv("WASMBOX", "wasmbox"))
+
+
+def get_name() -> str:
+    return "wasmbox"
+
+
+def get_version() -> str:
+    out = subprocess.run(WASMBOX[0:1] + ["--version"], encoding="UTF-8",
+                         capture_output=True, check=True)
+    return out.stdout.split()[1]
+
+
+def get_wasi_versions() -> List[str]:
+    return ["wasm32-wasip1", "wasm32-wasip3"]
+
+
+def get_wasi_worlds() -> List[str]:
+    return ["wasi:cli/command"]
+
+
+LOOPBACK = ["127.0.0.1:*", "[::1]:*", "udp:127.0.0.1:*", "udp:[::1]:*"]
+
+
+def compute_argv(test_path: str,
+                 args_env_root: Tuple[List[str], Dict[str, str], Optional[str]],
+                 proposals: List[str],
+                 wasi_world: str,
+                 wasi_version: str) -> List[str]:
+    args, env, root = args_env_root
+    argv = WASMBOX + ["run"]
+    for k, v in env.items():
+        argv += ["-e", f"{k}={v}"]
+    if root:
+        argv += ["-v", f"{os.path.abspath(root)}:/"]
+    if "sockets" in proposals:
+        for a in LOOPBACK:
+            argv += ["--allow-connect", a, "--listen", a]
+        argv += ["--allow-dns"]
+    argv += [test_path, "--"] if args and args[0].startswith("-") else [test_path]
+    return argv + args
