@@ -63,7 +63,7 @@ pub fn parse_spec(text: &str) -> Result<Spec, String> {
 
 /// Finds where `process.args[0]` lives in the rootfs: a path (absolute, or relative to the
 /// working directory) as is; a bare name in the process's `PATH`, as runc would. Returns the path
-/// relative to the rootfs and whether it exists.
+/// relative to the rootfs, or `None` when nothing is there.
 pub fn locate_entry(root: &cap_std::fs::Dir, process: &Process) -> Option<PathBuf> {
     let arg0 = process.args().as_ref()?.first()?;
     let (arg0, _) = Policy::split_export(arg0);

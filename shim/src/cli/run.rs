@@ -40,17 +40,15 @@ impl RunCommand {
         super::signals::start().context("starting the signal thread")?;
         // The deadline covers loading and compiling too: a watchdog ends a run still loading.
         let started = std::time::Instant::now();
-        let guest_started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(t) = self.sandbox.timeout {
-            let flag = guest_started.clone();
             std::thread::Builder::new()
                 .name("wasmbox-deadline".into())
                 .spawn(move || {
                     std::thread::sleep(t);
-                    if !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                        eprintln!("wasmbox: guest timed out after {t:?} while loading");
-                        super::signals::end_loading(wasmbox_runtime::EXIT_TIMEOUT);
-                    }
+                    super::signals::end_loading(
+                        wasmbox_runtime::EXIT_TIMEOUT,
+                        &format!("guest timed out after {t:?} while loading"),
+                    );
                 })
                 .context("starting the deadline watchdog")?;
         }
@@ -140,7 +138,6 @@ impl RunCommand {
         super::signals::starting();
         let prepared = runtime.prepare(&program, policy)?;
         set_umask(umask);
-        guest_started.store(true, std::sync::atomic::Ordering::SeqCst);
         let running = prepared
             .start(Stdio::inherit())
             .context("starting the guest")?;

@@ -252,8 +252,8 @@ pub fn classify(bundle_dir: &Path, spec: &Spec) -> Result<Entry> {
         }
         return Ok(Entry::Native);
     }
-    let mut b = Bundle::from_spec(bundle_dir, spec.clone()).map_err(|e| invalid(chain(&e)))?;
-    b.entry = entry;
+    // `from_spec` finds the entry by the same rule (`policy::locate_entry`).
+    let b = Bundle::from_spec(bundle_dir, spec.clone()).map_err(|e| invalid(chain(&e)))?;
     Ok(Entry::Wasm(Box::new(b)))
 }
 
