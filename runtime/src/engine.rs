@@ -128,6 +128,7 @@ fn base_config() -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true);
     c.wasm_component_model(true);
+    c.wasm_component_model_async(true);
     c.max_wasm_stack(1 << 20);
     c
 }
@@ -193,7 +194,12 @@ impl Runtime {
         crate::p1net::add_to_linker(&mut p1_sockets)
             .map_err(|e| Error::Engine { source: boxed(e) })?;
         let mut p2 = wasmtime::component::Linker::new(&engine);
+        // WASI 0.2 and 0.3 side by side, and `wasi:http` (outgoing requests checked against the
+        // guest's HTTP grants), as `wasmtime run -Sp3,http` links them.
         wasmtime_wasi::p2::add_to_linker_async(&mut p2)
+            .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut p2))
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2))
+            .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut p2))
             .map_err(|e| Error::Engine { source: boxed(e) })?;
         let current = tokio::runtime::Handle::try_current().ok();
         let (owned_executor, handle) = match current {

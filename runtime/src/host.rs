@@ -1,5 +1,5 @@
-//! Per-guest store state: the WASI context, the memory limiter, and (for preview 1) the
-//! pre-opened sockets.
+//! Per-guest store state: the WASI context, the memory limiter, the `wasi:http` hooks (for
+//! components) and (for preview 1) the pre-opened sockets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,6 +8,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::p1net::Sockets;
 
@@ -108,11 +109,41 @@ pub(crate) struct P1Host {
     pub(crate) preopens: Vec<std::os::fd::OwnedFd>,
 }
 
-/// Store state of a preview 2 component.
+/// Store state of a component (WASI 0.2 or 0.3).
 pub(crate) struct P2Host {
     pub(crate) ctx: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
+    pub(crate) http: WasiHttpCtx,
+    /// Checks each outgoing request against the guest's HTTP grants.
+    pub(crate) hooks: crate::http::Hooks,
+}
+
+impl P2Host {
+    pub(crate) fn new(
+        ctx: WasiCtx,
+        table: ResourceTable,
+        limiter: Limiter,
+        http: Vec<crate::http::HttpGrant>,
+    ) -> Self {
+        P2Host {
+            ctx,
+            table,
+            limiter,
+            http: WasiHttpCtx::new(),
+            hooks: crate::http::Hooks { grants: http },
+        }
+    }
+}
+
+impl WasiHttpView for P2Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.hooks,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
 }
 
 impl WasiView for P2Host {

@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod exit;
 mod host;
+pub mod http;
 pub mod mounts;
 pub mod net;
 mod p1net;

@@ -141,6 +141,10 @@ pub struct NetPolicy {
     pub listen: Vec<Grant>,
     /// Whether the guest may resolve host names.
     pub dns: bool,
+    /// Authorities the guest may send HTTP requests to through `wasi:http` (no socket grant
+    /// needed: wasmbox makes the connection).
+    #[serde(default)]
+    pub http: Vec<crate::http::HttpGrant>,
 }
 
 /// What a socket address is about to be used for (mirrors wasmtime-wasi's socket address check).

@@ -14,6 +14,8 @@ use crate::net::{Grant, NetPolicy};
 pub const ANNOTATION_NET_CONNECT: &str = "wasmbox.net.connect";
 /// Annotation: comma-separated [`Grant`]s the guest may listen on.
 pub const ANNOTATION_NET_LISTEN: &str = "wasmbox.net.listen";
+/// Annotation: comma-separated [`crate::http::HttpGrant`]s the guest may send HTTP requests to.
+pub const ANNOTATION_NET_HTTP: &str = "wasmbox.net.http";
 /// Annotation: `true` lets the guest resolve host names.
 pub const ANNOTATION_NET_DNS: &str = "wasmbox.net.dns";
 /// Annotation: wall-clock deadline in seconds.
@@ -155,7 +157,8 @@ pub struct Policy {
     pub args: Vec<String>,
     /// Environment variables.
     pub env: Vec<(String, String)>,
-    /// Initial working directory (absolute guest path).
+    /// Initial working directory (absolute guest path); empty when none was given (a wasm file
+    /// run without `-w`): a component's `initial-cwd` is then none, as under `wasmtime run`.
     pub cwd: String,
     /// The export to call instead of the default entry (`_start` or `wasi:cli/run`).
     pub export: Option<String>,
@@ -380,6 +383,14 @@ pub fn apply_annotations(policy: &mut Policy, ann: &HashMap<String, String>) -> 
     };
     policy.net.connect.extend(grants(ANNOTATION_NET_CONNECT)?);
     policy.net.listen.extend(grants(ANNOTATION_NET_LISTEN)?);
+    if let Some(v) = ann.get(ANNOTATION_NET_HTTP) {
+        for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let g = s
+                .parse()
+                .map_err(|e| format!("annotation {ANNOTATION_NET_HTTP}: {e}"))?;
+            policy.net.http.push(g);
+        }
+    }
     if let Some(v) = ann.get(ANNOTATION_NET_DNS) {
         policy.net.dns = match v.as_str() {
             "true" | "1" | "yes" => true,

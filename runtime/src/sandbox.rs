@@ -28,7 +28,10 @@ enum Pre {
         export: String,
         init: bool,
     },
+    /// A WASI 0.2 command (`wasi:cli/run@0.2`).
     Command(CommandPre<P2Host>),
+    /// A WASI 0.3 command (`wasi:cli/run@0.3`, an async export).
+    Command3(wasmtime_wasi::p3::bindings::CommandPre<P2Host>),
     ComponentExport {
         pre: wasmtime::component::InstancePre<P2Host>,
         export: String,
@@ -77,10 +80,14 @@ impl Runtime {
             ProgramKind::Component(c) => {
                 let pre = self.inner.p2.instantiate_pre(c).map_err(link)?;
                 match &policy.export {
-                    None => Pre::Command(
-                        CommandPre::new(pre)
-                            .map_err(|_| Error::NotCommand { name: name.clone() })?,
-                    ),
+                    // A component exporting both runs as WASI 0.3, as `wasmtime run` does.
+                    None => match wasmtime_wasi::p3::bindings::CommandPre::new(pre.clone()) {
+                        Ok(p3) => Pre::Command3(p3),
+                        Err(_) => Pre::Command(
+                            CommandPre::new(pre)
+                                .map_err(|_| Error::NotCommand { name: name.clone() })?,
+                        ),
+                    },
                     Some(export) => {
                         let ty = c.component_type();
                         let ok = ty.exports(self.engine()).any(|(n, item)| {
@@ -225,7 +232,7 @@ impl Filesystem {
     /// following any symbolic link; one that does not resolve so is left out.
     fn preopen_cwd_first(&mut self, cwd: &str) {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
-        if cwd == "/" || self.preopens.iter().any(|(_, g, _)| g == cwd) {
+        if cwd.is_empty() || cwd == "/" || self.preopens.iter().any(|(_, g, _)| g == cwd) {
             return;
         }
         let within = |g: &str| g == "/" || cwd.strip_prefix(g).is_some_and(|r| r.starts_with('/'));
@@ -523,19 +530,30 @@ impl Prepared {
                     Box::pin(run_module(store, pre, export, init))
                 }
                 Pre::Command(pre) => {
-                    let host = P2Host {
-                        ctx: builder.build(),
-                        table: handle_table(handles),
+                    let host = P2Host::new(
+                        builder.build(),
+                        handle_table(handles),
                         limiter,
-                    };
+                        self.policy.net.http.clone(),
+                    );
                     Box::pin(run_command(new_store(&engine, host), pre))
                 }
-                Pre::ComponentExport { pre, export } => {
-                    let host = P2Host {
-                        ctx: builder.build(),
-                        table: handle_table(handles),
+                Pre::Command3(pre) => {
+                    let host = P2Host::new(
+                        builder.build(),
+                        handle_table(handles),
                         limiter,
-                    };
+                        self.policy.net.http.clone(),
+                    );
+                    Box::pin(run_command3(new_store(&engine, host), pre))
+                }
+                Pre::ComponentExport { pre, export } => {
+                    let host = P2Host::new(
+                        builder.build(),
+                        handle_table(handles),
+                        limiter,
+                        self.policy.net.http.clone(),
+                    );
                     Box::pin(run_component_export(new_store(&engine, host), pre, export))
                 }
             };
@@ -650,6 +668,20 @@ async fn run_module(
 async fn run_command(mut store: Store<P2Host>, pre: CommandPre<P2Host>) -> wasmtime::Result<i32> {
     let cmd = pre.instantiate_async(&mut store).await?;
     Ok(match cmd.wasi_cli_run().call_run(&mut store).await? {
+        Ok(()) => 0,
+        Err(()) => 1,
+    })
+}
+
+async fn run_command3(
+    mut store: Store<P2Host>,
+    pre: wasmtime_wasi::p3::bindings::CommandPre<P2Host>,
+) -> wasmtime::Result<i32> {
+    let cmd = pre.instantiate_async(&mut store).await?;
+    let result = store
+        .run_concurrent(async |store| cmd.wasi_cli_run().call_run(store).await)
+        .await??;
+    Ok(match result {
         Ok(()) => 0,
         Err(()) => 1,
     })

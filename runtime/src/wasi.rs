@@ -137,7 +137,9 @@ pub(crate) fn build_ctx(
     // The guest sees exactly the environment it was given. Components read the working
     // directory from wasi:cli; preview 1 guests get it as their first preopen (see
     // `Filesystem::preopen_cwd_first`).
-    b.initial_cwd(&policy.cwd);
+    if !policy.cwd.is_empty() {
+        b.initial_cwd(&policy.cwd);
+    }
     match stdio.stdin {
         Input::Inherit => {
             b.inherit_stdin();
@@ -177,6 +179,8 @@ pub(crate) fn build_ctx(
             })?;
     }
     let net = policy.net.clone();
+    // No socket at all without a grant (as `wasmtime run` without `-Sinherit-network`); with
+    // one, every address is checked below.
     b.allow_tcp(net.any());
     b.allow_udp(net.any());
     b.allow_ip_name_lookup(net.dns);

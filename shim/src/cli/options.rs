@@ -42,6 +42,11 @@ pub struct SandboxOptions {
     /// Let the guest resolve host names.
     #[arg(long = "allow-dns")]
     pub allow_dns: bool,
+    /// Let the guest send `wasi:http` requests to `HOST`, `HOST:PORT`, `HOST:*` or `*.DOMAIN`
+    /// (repeatable; `HOST` alone means port 80 for http and 443 for https). Without a grant every
+    /// outgoing request fails with `HTTP-request-denied`.
+    #[arg(long = "allow-http", value_name = "AUTHORITY")]
+    pub allow_http: Vec<String>,
 }
 
 impl SandboxOptions {
@@ -97,6 +102,12 @@ impl SandboxOptions {
             policy.net.listen.push(g.parse::<Grant>()?);
         }
         policy.net.dns |= self.allow_dns;
+        for g in &self.allow_http {
+            policy.net.http.push(
+                g.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--allow-http: {e}"))?,
+            );
+        }
         Ok(())
     }
 }

@@ -110,11 +110,18 @@ impl RunCommand {
             (None, Some(wasm)) => {
                 let (path, export) = split_file_export(wasm);
                 let (program, _) = runtime.load_file(&path)?;
+                // argv[0] is the file's name, not its host path (as under `wasmtime run`): no
+                // host path reaches the guest.
+                let arg0 = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.display().to_string());
                 let policy = Policy {
-                    args: std::iter::once(path.display().to_string())
+                    args: std::iter::once(arg0)
                         .chain(self.args.iter().cloned())
                         .collect(),
-                    cwd: "/".into(),
+                    // No working directory unless `-w` gives one.
+                    cwd: String::new(),
                     export,
                     ..Default::default()
                 };

@@ -61,7 +61,11 @@ fn args_and_env_reach_the_guest() {
     ]);
     out.code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(&lines[1..], ["args", "--flag", "two words"], "{out:#?}");
+    assert_eq!(
+        lines,
+        ["files.wasm", "args", "--flag", "two words"],
+        "argv[0] is the file's name, not its host path: {out:#?}"
+    );
     let out = wb.run(&[
         "run",
         "-e",

@@ -9,5 +9,6 @@ mod fs;
 mod images;
 mod limits;
 mod net;
+mod p3;
 mod registry;
 mod shim;
