@@ -3,8 +3,11 @@
 The runner (`python -m wasi_test_runner -r tests/wasi-testsuite/wasmbox.py ...`) calls
 `compute_argv` once per test. `WASMBOX` names the binary (default: `wasmbox` on PATH). A test's
 environment becomes `-e` flags (the guest sees exactly these), its directory is granted read-write
-as `/`, and tests that use sockets get loopback only: connections to and listening on
-127.0.0.1 and ::1, any port, TCP and UDP, and name lookups.
+as `/`, and tests that use sockets get connections to and listening on 127.0.0.1 and ::1, any
+port, TCP and UDP, and name lookups. Inside a network namespace that holds only loopback (run.sh
+makes one and says so with WASMBOX_TESTSUITE_NETNS=1) they get every address instead, as
+`wasmtime -Sinherit-network` does: some tests bind the wildcard address, or expect the kernel's
+answer for an address the host does not have.
 """
 
 import os
@@ -34,6 +37,7 @@ def get_wasi_worlds() -> List[str]:
 
 
 LOOPBACK = ["127.0.0.1:*", "[::1]:*", "udp:127.0.0.1:*", "udp:[::1]:*"]
+EVERY_ADDRESS = ["0.0.0.0/0:*", "[::/0]:*", "udp:0.0.0.0/0:*", "udp:[::/0]:*"]
 
 
 def compute_argv(test_path: str,
@@ -48,7 +52,8 @@ def compute_argv(test_path: str,
     if root:
         argv += ["-v", f"{os.path.abspath(root)}:/"]
     if "sockets" in proposals:
-        for a in LOOPBACK:
+        own_netns = os.getenv("WASMBOX_TESTSUITE_NETNS") == "1"
+        for a in EVERY_ADDRESS if own_netns else LOOPBACK:
             argv += ["--allow-connect", a, "--listen", a]
         argv += ["--allow-dns"]
     argv += [test_path, "--"] if args and args[0].startswith("-") else [test_path]

@@ -641,8 +641,40 @@ impl EventLog {
                 l2.lock().unwrap().push(line);
             }
         });
-        // ctr subscribes asynchronously; give it a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        // ctr subscribes asynchronously: it is listening once an event made after it started
+        // shows up. Namespaces made for that are removed again.
+        let t = Instant::now();
+        let mut probes = Vec::new();
+        loop {
+            let probe = format!(
+                "wasmbox-events-probe-{}-{}",
+                std::process::id(),
+                probes.len()
+            );
+            assert_eq!(c.ctr(&["namespaces", "create", &probe]).code, 0);
+            probes.push(probe);
+            let seen = |p: &String| {
+                lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("/namespaces/create") && l.contains(p.as_str()))
+            };
+            let until = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < until && !probes.iter().any(seen) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if probes.iter().any(seen) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "ctr events shows no events"
+            );
+        }
+        for p in &probes {
+            c.ctr(&["namespaces", "remove", p]);
+        }
         EventLog { child, lines }
     }
 

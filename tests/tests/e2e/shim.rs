@@ -29,6 +29,31 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// CPU time (user and system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which is in parentheses): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// Waits until the daemon's only shim has burned 10 more ticks of CPU: a sign that the guest it
+/// runs is spinning, not still starting.
+fn wait_spinning(c: &Containerd) {
+    let shim = c.shims()[0];
+    let start = cpu_ticks(shim);
+    wait_until("the guest spins", || cpu_ticks(shim) >= start + 10);
+}
+
+/// Waits until the echo server whose container log is `log` has found its listening socket.
+fn wait_listening(log: &std::path::Path) {
+    wait_until("the echo server listens", || {
+        std::fs::read_to_string(log).is_ok_and(|l| l.contains("listening on fd"))
+    });
+}
+
 #[test]
 fn compat_image_runs_to_completion_with_output_and_exit_status() {
     let c = with_images(&[HELLO, FILES]);
@@ -216,7 +241,7 @@ fn sigterm_stops_a_looping_guest_with_143_within_100ms_and_events_tell_the_story
     let events = EventLog::start(&c);
     c.run_detached(&[], WAT, "spin", &["/spin.wasm"]);
     c.wait_status("spin", "RUNNING");
-    std::thread::sleep(Duration::from_millis(200));
+    wait_spinning(&c);
     let before = SystemTime::now();
     let out = c.ctr(&["task", "kill", "-s", "SIGTERM", "spin"]);
     let sent = SystemTime::now();
@@ -379,7 +404,7 @@ fn a_lower_memory_limit_applies_to_a_running_guest_and_reports_oom() {
         &["/grow.wasm"],
     );
     c.wait_status("grow", "RUNNING");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_spinning(&c);
     assert_eq!(c.status("grow").as_deref(), Some("RUNNING"));
     // ctr 1.6 has no `task update`; containerd (and CRI's UpdateContainerResources) send this.
     update_memory(&c, "grow", 4 << 20);
@@ -499,6 +524,46 @@ fn fifty_containers_start_concurrently_and_are_all_killed() {
     }
     wait_until("all shims exit", || c.shims().is_empty());
     assert!(c.mounts().is_empty(), "{:?}", c.mounts());
+}
+
+#[test]
+fn a_pod_wide_smart_variant_runs_wasm_containers_as_wasm_and_a_native_sidecar_through_runc() {
+    // crun's convention: `compat-smart` on the pod means "wasm where the entrypoint is a .wasm
+    // file", so a native sidecar of the same pod stays native.
+    let c = with_images(&[FILES, BUSYBOX]);
+    for variant in ["compat-smart", "wasm-smart"] {
+        let ann = format!("module.wasm.image/variant={variant}");
+        let group = format!("io.containerd.runc.v2.group=smart-{variant}");
+        let flags = ["--annotation", ann.as_str(), "--annotation", group.as_str()];
+        let (app, side) = (format!("app-{variant}"), format!("side-{variant}"));
+        c.run_detached(&flags, FILES, &app, &["/app.wasm", "sleep", "600000"]);
+        let out = c.run(&flags, BUSYBOX, &side, &["echo", "native sidecar"]);
+        assert_eq!(out.code, 0, "{variant}: {out:#?}\n{}", c.log_tail());
+        assert_eq!(out.stdout, "native sidecar\n", "{variant}");
+        c.run_detached(&flags, BUSYBOX, &side, &["sleep", "600"]);
+        c.wait_status(&side, "RUNNING");
+        let native = c.pid(&side);
+        assert_eq!(
+            std::fs::read_to_string(format!("/proc/{native}/comm"))
+                .unwrap()
+                .trim(),
+            "sleep",
+            "{variant}: runc runs the sidecar"
+        );
+        let wasm = c.pid(&app);
+        assert_ne!(native, wasm);
+        assert!(
+            c.shims().contains(&wasm),
+            "{variant}: the wasm container lives in the shim"
+        );
+        for id in [&app, &side] {
+            assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", id]).code, 0);
+            c.wait_status(id, "STOPPED");
+            assert_eq!(c.ctr(&["task", "delete", id]).code, 0);
+            assert_eq!(c.ctr(&["containers", "rm", id]).code, 0);
+        }
+    }
+    wait_until("all shims exit", || c.shims().is_empty());
 }
 
 #[test]
@@ -691,15 +756,14 @@ fn guest_sockets_live_in_the_network_namespace_the_spec_names() {
     let port = crate::common::free_port();
     let grant = format!("wasmbox.net.listen=127.0.0.1:{port}");
     let path = format!("network:/var/run/netns/{ns}");
-    c.run_detached(
+    let log = c.run_detached(
         &["--with-ns", &path, "--annotation", &grant],
         ECHO,
         "echo",
         &["/app.wasm"],
     );
-    c.wait_status("echo", "RUNNING");
+    wait_listening(&log);
     // Not in the host's namespace...
-    std::thread::sleep(Duration::from_millis(200));
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     // ...but in the named one.
     let ns_path = format!("/var/run/netns/{ns}");
@@ -781,9 +845,8 @@ fn a_guest_granted_network_gets_a_namespace_of_its_own_unless_the_host_one_is_as
     let grant = format!("wasmbox.net.listen=127.0.0.1:{port}");
     // Plain `ctr run` asks for a new network namespace: the listener is not on the host's
     // loopback, but on the shim's own namespace's.
-    c.run_detached(&["--annotation", &grant], ECHO, "own", &["/app.wasm"]);
-    c.wait_status("own", "RUNNING");
-    std::thread::sleep(Duration::from_millis(200));
+    let log = c.run_detached(&["--annotation", &grant], ECHO, "own", &["/app.wasm"]);
+    wait_listening(&log);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     let shim = c.shims()[0];
     let ns_path = format!("/proc/{shim}/ns/net");

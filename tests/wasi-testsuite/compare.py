@@ -1,0 +1,72 @@
+"""Compares one run of the WASI 0.3 suite through wasmbox with one through wasmtime.
+
+Usage: python3 compare.py WASMBOX_JSON WASMTIME_JSON EXPECTATIONS_TOML SUITE_DIR
+
+Prints both counts and every test whose outcome differs. Exits non-zero when wasmbox fails a test
+that wasmtime passes and the expectations file does not name it, or when a test the file names
+does not fail (the file is then stale). Tests of the `wasi:http/service` world (read from each
+test's JSON in SUITE_DIR) need serving, which `wasmbox run` does not do: they are skipped for
+wasmbox and counted apart.
+"""
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+
+def outcomes(path):
+    d = json.load(open(path))
+    out = {}
+    for suite in d["results"]:
+        for t in suite["tests"]:
+            out[t["name"]] = (t["outcome"], t["failures"])
+    return out, d["results"][0]["runtime"]
+
+
+def main():
+    box, box_rt = outcomes(sys.argv[1])
+    ref, ref_rt = outcomes(sys.argv[2])
+    expected = {t["name"]: t.get("reason", "")
+                for s in tomllib.load(open(sys.argv[3], "rb")).get("suite", [])
+                for t in s.get("test", [])}
+    suite_dir = Path(sys.argv[4])
+
+    def world(name):
+        j = suite_dir / f"{name}.json"
+        return json.load(open(j)).get("world", "wasi:cli/command") if j.exists() else "wasi:cli/command"
+
+    names = sorted(set(box) | set(ref))
+    service = [n for n in names if world(n) == "wasi:http/service"]
+    command = [n for n in names if n not in service]
+    passed = lambda o, n: o.get(n, ("missing",))[0] == "pass"
+    ok = True
+    for n in command:
+        b, r = passed(box, n), passed(ref, n)
+        if n in expected:
+            if b:
+                print(f"  {n}: passes now; remove it from the expectations file")
+                ok = False
+            else:
+                print(f"  {n}: known failure: {expected[n]}")
+        elif not b and r:
+            print(f"  {n}: FAILS under wasmbox, passes under wasmtime: {box.get(n, ('missing', []))[1]}")
+            ok = False
+        elif b != r:
+            print(f"  {n}: wasmbox {'passes' if b else 'fails'}, wasmtime {'passes' if r else 'fails'}")
+    for n in expected:
+        if n not in command:
+            print(f"  {n}: named in the expectations file but not a command test of this suite")
+            ok = False
+    box_pass = sum(passed(box, n) for n in command)
+    ref_pass = sum(passed(ref, n) for n in command)
+    ref_service = sum(passed(ref, n) for n in service)
+    print(f"wasi-testsuite WASI 0.3, {len(names)} tests, {len(command)} of them wasi:cli/command:")
+    print(f"  wasmbox {box_rt['version']}: {box_pass} of {len(command)} passed; "
+          f"{len(service)} wasi:http/service tests skipped (serving is not part of `wasmbox run`)")
+    print(f"  wasmtime {ref_rt['version']}: {ref_pass} of {len(command)} passed; "
+          f"wasi:http/service: {ref_service} of {len(service)} passed")
+    sys.exit(0 if ok else 1)
+
+
+main()
