@@ -26,6 +26,7 @@ command -v mknod >/dev/null || missing+=(coreutils)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
+command -v podman >/dev/null || missing+=(podman)
 command -v tar >/dev/null || missing+=(tar)
 if [ ${#missing[@]} -gt 0 ]; then
     as_root=()

@@ -81,6 +81,8 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colours only on a terminal: a container log or a pipe gets plain lines.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if !matches!(cli.command, Command::Run(_)) {
         signals::unblock();

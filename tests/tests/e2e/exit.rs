@@ -286,6 +286,111 @@ fn raw_bundle(dir: &std::path::Path, config: &serde_json::Value) -> String {
     dir.display().to_string()
 }
 
+/// A podman of its own (root, run root and storage in `dir`), as tests/run.sh installs it.
+fn podman(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new("podman");
+    c.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ]);
+    c
+}
+
+#[test]
+fn bundles_that_podman_writes_run() {
+    // podman writes the config.json its OCI runtime gets at `podman init`: kernel mounts,
+    // single-file binds, rlimits, capabilities, seccomp. wasmbox runs that bundle as written.
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let store = store.to_str().unwrap();
+    let tar = t.path().join("files.tar");
+    let files = crate::common::guest("files/files.wasm");
+    wb.run(&[
+        "build",
+        "--store",
+        store,
+        "--format",
+        "compat",
+        "-t",
+        "localhost/files:podman",
+        files.to_str().unwrap(),
+    ])
+    .code(0);
+    wb.run(&[
+        "save",
+        "--store",
+        store,
+        "-o",
+        tar.to_str().unwrap(),
+        "localhost/files:podman",
+    ])
+    .code(0);
+    let pm = t.path().join("podman");
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = podman(&self.0).args(["rm", "-f", "-a"]).output();
+        }
+    }
+    let _remove = Remove(pm.clone());
+    let ok = |c: &mut std::process::Command| {
+        let out = c.output().expect("podman (installed by tests/run.sh)");
+        assert!(out.status.success(), "{c:?}: {out:#?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(podman(&pm).args(["load", "-q", "-i"]).arg(&tar));
+    let id = ok(podman(&pm).args([
+        "create",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=4096:4096",
+        "-e",
+        "FROM_PODMAN=yes",
+        "localhost/files:podman",
+        "env",
+    ]));
+    let id = id.trim();
+    ok(podman(&pm).args(["init", id]));
+    let config = pm
+        .join("root/vfs-containers")
+        .join(id)
+        .join("userdata/config.json");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).expect("podman's config.json")).unwrap();
+    assert!(
+        spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["type"] == "proc"),
+        "a config as podman writes it: {spec:#}"
+    );
+    let bundle = t.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+    let out = wb.run(&["run", "--bundle", bundle.to_str().unwrap()]);
+    out.code(0);
+    let env: Vec<&str> = out.stdout.lines().collect();
+    assert!(env.contains(&"FROM_PODMAN=yes"), "{out:#?}");
+    assert!(env.contains(&"container=podman"), "{out:#?}");
+    assert!(
+        !out.stderr.contains('\x1b'),
+        "log lines on a pipe carry no colour codes: {out:#?}"
+    );
+}
+
 #[test]
 fn bundles_that_runc_accepts_run_without_a_user() {
     let wb = Wasmbox::new();
