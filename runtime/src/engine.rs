@@ -200,6 +200,7 @@ impl Runtime {
             .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut p2))
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2))
             .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut p2))
+            .and_then(|()| crate::p2fs::add_to_linker(&mut p2))
             .map_err(|e| Error::Engine { source: boxed(e) })?;
         let current = tokio::runtime::Handle::try_current().ok();
         let (owned_executor, handle) = match current {

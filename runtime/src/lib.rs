@@ -22,6 +22,7 @@ pub mod http;
 pub mod mounts;
 pub mod net;
 mod p1net;
+mod p2fs;
 pub mod policy;
 pub mod protect;
 mod sandbox;

@@ -599,7 +599,7 @@ pub(crate) fn add_handle_limit(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
 /// Whether `name` under the preopened directory `dir` is a FIFO or a socket file, looked up
 /// beneath `dir` without opening it. Anything that does not resolve is left to wasmtime-wasi,
 /// which refuses escapes and reports missing files itself.
-fn is_fifo_or_socket(dir: &std::os::fd::OwnedFd, name: &[u8], follow: bool) -> bool {
+pub(crate) fn is_fifo_or_socket(dir: impl std::os::fd::AsFd, name: &[u8], follow: bool) -> bool {
     use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
     use std::os::unix::ffi::OsStrExt;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));

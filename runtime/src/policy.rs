@@ -15,7 +15,7 @@ pub const ANNOTATION_NET_CONNECT: &str = "wasmbox.net.connect";
 /// Annotation: comma-separated [`Grant`]s the guest may listen on.
 pub const ANNOTATION_NET_LISTEN: &str = "wasmbox.net.listen";
 /// Annotation: comma-separated [`crate::http::HttpGrant`]s the guest may send HTTP requests to.
-pub const ANNOTATION_NET_HTTP: &str = "wasmbox.net.http";
+pub const ANNOTATION_HTTP_ALLOW: &str = "wasmbox.http.allow";
 /// Annotation: `true` lets the guest resolve host names.
 pub const ANNOTATION_NET_DNS: &str = "wasmbox.net.dns";
 /// Annotation: wall-clock deadline in seconds.
@@ -383,11 +383,11 @@ pub fn apply_annotations(policy: &mut Policy, ann: &HashMap<String, String>) -> 
     };
     policy.net.connect.extend(grants(ANNOTATION_NET_CONNECT)?);
     policy.net.listen.extend(grants(ANNOTATION_NET_LISTEN)?);
-    if let Some(v) = ann.get(ANNOTATION_NET_HTTP) {
+    if let Some(v) = ann.get(ANNOTATION_HTTP_ALLOW) {
         for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let g = s
                 .parse()
-                .map_err(|e| format!("annotation {ANNOTATION_NET_HTTP}: {e}"))?;
+                .map_err(|e| format!("annotation {ANNOTATION_HTTP_ALLOW}: {e}"))?;
             policy.net.http.push(g);
         }
     }
@@ -509,7 +509,8 @@ mod tests {
                 {"destination": "/etc/hosts", "type": "bind", "source": host.path().join("hosts"), "options": ["rbind"]}
             ],
             "linux": {"resources": {"memory": {"limit": 1048576}}},
-            "annotations": {"wasmbox.net.connect": "127.0.0.1:80, udp:10.0.0.0/8:53", "wasmbox.net.dns": "true"}
+            "annotations": {"wasmbox.net.connect": "127.0.0.1:80, udp:10.0.0.0/8:53", "wasmbox.net.dns": "true",
+                "wasmbox.http.allow": "api.example.com, *.svc.cluster.local:8080"}
         }));
         let b = Bundle::from_spec(host.path(), s).unwrap();
         assert_eq!(b.entry, PathBuf::from("app/main.wasm"));
@@ -538,6 +539,8 @@ mod tests {
         assert_eq!(p.limits.memory, Some(1048576));
         assert_eq!(p.net.connect.len(), 2);
         assert!(p.net.dns);
+        let http: Vec<String> = p.net.http.iter().map(|g| g.to_string()).collect();
+        assert_eq!(http, ["api.example.com", "*.svc.cluster.local:8080"]);
     }
 
     #[test]

@@ -689,8 +689,11 @@ fn a_fifo_or_socket_file_in_a_grant_is_refused_not_waited_on() {
     let _sock = std::os::unix::net::UnixListener::bind(vol.path().join("sock")).unwrap();
     symlink("fifo", vol.path().join("link")).unwrap();
     let v = format!("{}:/data", vol.path().display());
-    {
-        let guest = files();
+    // The preview 1 module, and the same program as a WASI 0.2 component.
+    let component = crate::common::guest("files/files-component.wasm")
+        .to_string_lossy()
+        .into_owned();
+    for guest in [files(), component] {
         for path in ["/data/fifo", "/data/sock", "/data/link", "/data/./fifo"] {
             // `timeout` is only a backstop: opening the FIFO would wait for a writer for ever.
             let out = crate::common::Out::from(

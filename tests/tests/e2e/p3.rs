@@ -112,3 +112,32 @@ fn a_malformed_http_grant_is_refused_naming_it() {
         );
     }
 }
+
+#[test]
+fn a_wasi_0_3_open_of_a_fifo_in_a_grant_is_refused_not_waited_on() {
+    // `filesystem-stat` opens `a.txt` of its directory for reading. Made a FIFO, that open would
+    // wait for a writer for ever (it does under `wasmtime run`); wasmbox answers `access`.
+    let wb = Wasmbox::new();
+    let dir = fs_tests_dir();
+    let fifo = dir.path().join("a.txt");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let rw = format!("{}:/", dir.path().display());
+    // `timeout` is only a backstop for a wasmbox that would wait.
+    let out = crate::common::Out::from(
+        std::process::Command::new("timeout")
+            .arg("60")
+            .arg(crate::common::wasmbox_bin())
+            .args(["run", "-v", &rw, &p3("filesystem-stat")])
+            .env("WASMBOX_CACHE_DIR", wb.cache.path().join("c"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(out.code, 124, "the open waited: {out:#?}");
+    assert!(out.stderr.contains("ErrorCode::Access"), "{out:#?}");
+}
