@@ -536,6 +536,10 @@ fn a_pod_wide_smart_variant_runs_wasm_containers_as_wasm_and_a_native_sidecar_th
         let group = format!("io.containerd.runc.v2.group=smart-{variant}");
         let flags = ["--annotation", ann.as_str(), "--annotation", group.as_str()];
         let (app, side) = (format!("app-{variant}"), format!("side-{variant}"));
+        // An anchor keeps the group's shim alive, so what the others leave in its mount
+        // namespace after their delete can be seen.
+        let anchor = format!("anchor-{variant}");
+        c.run_detached(&flags, FILES, &anchor, &["/app.wasm", "sleep", "600000"]);
         c.run_detached(&flags, FILES, &app, &["/app.wasm", "sleep", "600000"]);
         let out = c.run(&flags, BUSYBOX, &side, &["echo", "native sidecar"]);
         assert_eq!(out.code, 0, "{variant}: {out:#?}\n{}", c.log_tail());
@@ -556,12 +560,32 @@ fn a_pod_wide_smart_variant_runs_wasm_containers_as_wasm_and_a_native_sidecar_th
             c.shims().contains(&wasm),
             "{variant}: the wasm container lives in the shim"
         );
-        for id in [&app, &side] {
+        let shim = c.shims()[0].to_string();
+        let of = |id: &str| {
+            let needle = format!("/{id}/");
+            c.mounts_seen_by(&shim)
+                .into_iter()
+                .filter(|m| m.contains(&needle))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            !of(&app).is_empty(),
+            "{variant}: the rootfs is mounted in the shim"
+        );
+        for id in [&app, &side, &anchor] {
             assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", id]).code, 0);
             c.wait_status(id, "STOPPED");
             assert_eq!(c.ctr(&["task", "delete", id]).code, 0);
             assert_eq!(c.ctr(&["containers", "rm", id]).code, 0);
+            if id != &anchor {
+                assert_eq!(
+                    of(id),
+                    Vec::<String>::new(),
+                    "{id}: mounts left in the shim"
+                );
+            }
         }
+        assert!(c.mounts().is_empty(), "{:?}", c.mounts());
     }
     wait_until("all shims exit", || c.shims().is_empty());
 }
