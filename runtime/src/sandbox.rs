@@ -232,7 +232,13 @@ impl Filesystem {
     /// following any symbolic link; one that does not resolve so is left out.
     fn preopen_cwd_first(&mut self, cwd: &str) {
         use rustix::fs::{Mode, OFlags, ResolveFlags};
-        if cwd.is_empty() || cwd == "/" || self.preopens.iter().any(|(_, g, _)| g == cwd) {
+        if cwd.is_empty() || cwd == "/" {
+            return;
+        }
+        // A working directory that is itself a grant: that grant goes first.
+        if let Some(i) = self.preopens.iter().position(|(_, g, _)| g == cwd) {
+            let grant = self.preopens.remove(i);
+            self.preopens.insert(0, grant);
             return;
         }
         let within = |g: &str| g == "/" || cwd.strip_prefix(g).is_some_and(|r| r.starts_with('/'));

@@ -309,12 +309,11 @@ impl Drop for Containerd {
     }
 }
 
+/// Sends `sig` to `pid`; false when kill(2) fails (the process is gone).
 #[allow(unsafe_code, reason = "kill(2) on a test's own process")]
-pub fn signal(pid: u32, sig: i32) {
+pub fn signal(pid: u32, sig: i32) -> bool {
     // SAFETY: no memory effects.
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
+    unsafe { libc::kill(pid as i32, sig) == 0 }
 }
 
 #[allow(unsafe_code, reason = "umount2(2) of a test's own mount")]
