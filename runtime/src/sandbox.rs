@@ -497,6 +497,10 @@ impl Prepared {
         let timeout = self.policy.limits.timeout;
         let handles = self.policy.limits.handles();
         let engine = inner.engine.clone();
+        let http = self.policy.net.http.clone();
+        let component_host = move |mut b: wasmtime_wasi::WasiCtxBuilder, limiter| {
+            P2Host::new(b.build(), handle_table(handles), limiter, http)
+        };
         let fut: std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>> =
             match self.pre {
                 Pre::Module { pre, export, init } => {
@@ -536,31 +540,16 @@ impl Prepared {
                     Box::pin(run_module(store, pre, export, init))
                 }
                 Pre::Command(pre) => {
-                    let host = P2Host::new(
-                        builder.build(),
-                        handle_table(handles),
-                        limiter,
-                        self.policy.net.http.clone(),
-                    );
-                    Box::pin(run_command(new_store(&engine, host), pre))
+                    let store = new_store(&engine, component_host(builder, limiter));
+                    Box::pin(run_command(store, pre))
                 }
                 Pre::Command3(pre) => {
-                    let host = P2Host::new(
-                        builder.build(),
-                        handle_table(handles),
-                        limiter,
-                        self.policy.net.http.clone(),
-                    );
-                    Box::pin(run_command3(new_store(&engine, host), pre))
+                    let store = new_store(&engine, component_host(builder, limiter));
+                    Box::pin(run_command3(store, pre))
                 }
                 Pre::ComponentExport { pre, export } => {
-                    let host = P2Host::new(
-                        builder.build(),
-                        handle_table(handles),
-                        limiter,
-                        self.policy.net.http.clone(),
-                    );
-                    Box::pin(run_component_export(new_store(&engine, host), pre, export))
+                    let store = new_store(&engine, component_host(builder, limiter));
+                    Box::pin(run_component_export(store, pre, export))
                 }
             };
         let task_shared = shared.clone();
