@@ -54,7 +54,7 @@ bash tests/wasi-testsuite/run.sh p1 "$CARGO_TARGET_DIR/debug/wasmbox"
 # serve, WASI 0.3, wasi:http), built once into a directory of its own outside the clone.
 wasmtime_version=48.0.8
 tools="${WASMBOX_TOOLS_DIR:-$HOME/.cache/wasmbox-tools}"
-if ! "$tools/bin/wasmtime" --version 2>/dev/null | grep -q "^wasmtime $wasmtime_version "; then
+if ! "$tools/bin/wasmtime" --version 2>/dev/null | grep -qE "^wasmtime $wasmtime_version( |\$)"; then
     step "wasmtime CLI $wasmtime_version (the WASI 0.3 baseline), built once into $tools"
     CARGO_TARGET_DIR="$tools/target" cargo install --quiet --locked --force \
         --root "$tools" wasmtime-cli --version "=$wasmtime_version" --no-default-features \

@@ -47,6 +47,9 @@ impl FromStr for HttpGrant {
         if t.contains("://") || t.contains('/') {
             return Err(bad("give an authority (host or host:port), not a URL"));
         }
+        if t.contains('@') {
+            return Err(bad("give an authority without a user name ('@')"));
+        }
         let (host, port) = if let Some(rest) = t.strip_prefix('[') {
             let (h, after) = rest
                 .split_once(']')
@@ -65,6 +68,11 @@ impl FromStr for HttpGrant {
             }
         } else {
             match t.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => {
+                    return Err(bad(
+                        "an IPv6 address goes in brackets: [ADDR] or [ADDR]:PORT",
+                    ));
+                }
                 Some((h, p)) => (h, Some(p)),
                 None => (t, None),
             }
@@ -86,7 +94,7 @@ impl FromStr for HttpGrant {
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let valid = host.contains(':') // an IPv6 address, checked above
+        let valid = host.parse::<std::net::Ipv6Addr>().is_ok() // bracketed, checked above
             || host.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
@@ -153,12 +161,18 @@ pub fn check(grants: &[HttpGrant], uri: &::http::Uri) -> Result<(), String> {
         other => return Err(format!("scheme {other:?} is not http or https")),
     };
     let authority = uri.authority().ok_or("the request has no authority")?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    // What is checked must be what is connected to: the whole authority, so no user name (it
+    // would be looked up as part of the name), brackets only around an IPv6 address, and at
+    // most one trailing dot.
+    if authority.as_str().contains('@') {
+        return Err(format!("{authority} carries a user name"));
+    }
+    let raw = authority.host();
+    let host = match raw.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6.to_ascii_lowercase(),
+        Some(_) => return Err(format!("{authority}: brackets hold only an IPv6 address")),
+        None => raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase(),
+    };
     let port = authority.port_u16().unwrap_or(default_port);
     if grants.iter().any(|g| g.allows(&host, port, default_port)) {
         Ok(())
@@ -247,6 +261,9 @@ mod tests {
             ("a..b", "no other wildcards"),
             ("[::1", "missing ']'"),
             ("[nope]:80", "IPv6"),
+            ("::1", "in brackets"),
+            ("a:b:80", "in brackets"),
+            ("user@example.com", "user name"),
         ] {
             let e = s.parse::<HttpGrant>().unwrap_err();
             assert!(e.contains(why), "{s}: {e}");
@@ -272,6 +289,11 @@ mod tests {
         assert!(ok(&["127.0.0.1:8080"], "http://127.0.0.1:8080/"));
         assert!(!ok(&[], "http://127.0.0.1:8080/"));
         assert!(!ok(&["example.com:*"], "ftp://example.com/"));
+        // The authority checked is the one connected to.
+        assert!(!ok(&["example.com"], "http://x@example.com/"));
+        assert!(!ok(&["example.com"], "http://[example.com]/"));
+        assert!(ok(&["example.com"], "http://example.com./"));
+        assert!(!ok(&["example.com"], "http://example.com../"));
     }
 
     fn request(uri: &str) -> ::http::Request<WasiBody> {

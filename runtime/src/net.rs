@@ -172,6 +172,12 @@ impl NetPolicy {
         !self.connect.is_empty() || !self.listen.is_empty()
     }
 
+    /// True when the guest can reach the network in any way: sockets, name lookups, or
+    /// outgoing HTTP (which wasmbox sends from the namespace it runs in).
+    pub fn reaches_network(&self) -> bool {
+        self.any() || self.dns || !self.http.is_empty()
+    }
+
     fn grants(&self, list: &[Grant], proto: Protocol, sa: &SocketAddr) -> bool {
         list.iter().any(|g| g.protocol == proto && g.contains(sa))
     }
@@ -261,6 +267,29 @@ mod tests {
             assert!(!p.allows(&sa("127.0.0.1:80"), u));
             assert!(!p.allows(&sa("0.0.0.0:0"), u));
         }
+    }
+
+    #[test]
+    fn any_grant_at_all_reaches_the_network() {
+        assert!(!NetPolicy::default().reaches_network());
+        let http = NetPolicy {
+            http: vec!["api.example.com".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(
+            http.reaches_network() && !http.any(),
+            "HTTP alone: no sockets"
+        );
+        let dns = NetPolicy {
+            dns: true,
+            ..Default::default()
+        };
+        assert!(dns.reaches_network());
+        let connect = NetPolicy {
+            connect: vec!["127.0.0.1:80".parse().unwrap()],
+            ..Default::default()
+        };
+        assert!(connect.reaches_network());
     }
 
     #[test]

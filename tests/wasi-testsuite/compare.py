@@ -2,9 +2,10 @@
 
 Usage: python3 compare.py WASMBOX_JSON WASMTIME_JSON EXPECTATIONS_TOML SUITE_DIR
 
-Prints both counts and every test whose outcome differs. Exits non-zero when wasmbox fails a test
-that wasmtime passes and the expectations file does not name it, or when a test the file names
-does not fail (the file is then stale). Tests of the `wasi:http/service` world (read from each
+Prints both counts and every test whose outcome differs. Exits non-zero when wasmbox fails a
+command test the expectations file does not name (whatever wasmtime does), when a test the file
+names does not fail (the file is then stale), or when either run passed nothing (a broken run
+must not pass as a match). Tests of the `wasi:http/service` world (read from each
 test's JSON in SUITE_DIR) need serving, which `wasmbox run` does not do: they are skipped for
 wasmbox and counted apart.
 """
@@ -49,8 +50,9 @@ def main():
                 ok = False
             else:
                 print(f"  {n}: known failure: {expected[n]}")
-        elif not b and r:
-            print(f"  {n}: FAILS under wasmbox, passes under wasmtime: {box.get(n, ('missing', []))[1]}")
+        elif not b:
+            other = "passes" if r else "fails too"
+            print(f"  {n}: FAILS under wasmbox (wasmtime {other}): {box.get(n, ('missing', []))[1]}")
             ok = False
         elif b != r:
             print(f"  {n}: wasmbox {'passes' if b else 'fails'}, wasmtime {'passes' if r else 'fails'}")
@@ -66,6 +68,9 @@ def main():
           f"{len(service)} wasi:http/service tests skipped (serving is not part of `wasmbox run`)")
     print(f"  wasmtime {ref_rt['version']}: {ref_pass} of {len(command)} passed; "
           f"wasi:http/service: {ref_service} of {len(service)} passed")
+    if not command or box_pass == 0 or ref_pass == 0:
+        print("  a run passed nothing: the comparison means nothing")
+        ok = False
     sys.exit(0 if ok else 1)
 
 

@@ -39,7 +39,7 @@ fn grants_network(spec: &Spec) -> bool {
     let empty = Default::default();
     let ann = spec.annotations().as_ref().unwrap_or(&empty);
     wasmbox_runtime::policy::apply_annotations(&mut policy, ann).is_ok()
-        && (policy.net.any() || policy.net.dns)
+        && policy.net.reaches_network()
 }
 
 /// Joins the network namespace named by `BUNDLE/config.json`, if it names one. Must run before

@@ -560,7 +560,9 @@ fn a_pod_wide_smart_variant_runs_wasm_containers_as_wasm_and_a_native_sidecar_th
             c.shims().contains(&wasm),
             "{variant}: the wasm container lives in the shim"
         );
-        let shim = c.shims()[0].to_string();
+        // A wasm guest lives in its group's shim: its pid is the shim's (an earlier group's shim
+        // may still be exiting).
+        let shim = wasm.to_string();
         let of = |id: &str| {
             let needle = format!("/{id}/");
             c.mounts_seen_by(&shim)
@@ -895,6 +897,28 @@ fn a_guest_granted_network_gets_a_namespace_of_its_own_unless_the_host_one_is_as
         s.is_some()
     });
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "host"]).code, 0);
+}
+
+#[test]
+fn an_http_grant_alone_also_gets_a_namespace_of_its_own() {
+    // wasmbox sends a guest's HTTP requests itself, from the namespace it is in: a guest granted
+    // only outgoing HTTP must not be left in the host's, where the host's loopback services are.
+    let c = with_images(&[FILES]);
+    let grant = "wasmbox.http.allow=127.0.0.1:8080";
+    c.run_detached(
+        &["--annotation", grant],
+        FILES,
+        "http",
+        &["/app.wasm", "sleep", "600000"],
+    );
+    c.wait_status("http", "RUNNING");
+    let shim = c.pid("http");
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{shim}/ns/net")).unwrap(),
+        std::fs::read_link("/proc/self/ns/net").unwrap(),
+        "the shim runs the guest in a network namespace of its own"
+    );
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "http"]).code, 0);
 }
 
 #[test]
