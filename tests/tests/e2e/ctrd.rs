@@ -611,7 +611,26 @@ fn native_image(
 /// `ctr events`, collected in the background.
 pub struct EventLog {
     child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    lines: std::sync::Arc<Lines>,
+}
+
+/// The lines `ctr events` printed so far, and a signal for each new one.
+#[derive(Default)]
+struct Lines {
+    seen: std::sync::Mutex<Vec<String>>,
+    added: std::sync::Condvar,
+}
+
+impl Lines {
+    /// Waits up to `within` for a line that `want` accepts; true when one came.
+    fn wait(&self, within: Duration, want: impl Fn(&str) -> bool) -> bool {
+        let seen = self.seen.lock().unwrap();
+        let (seen, _) = self
+            .added
+            .wait_timeout_while(seen, within, |s| !s.iter().any(|l| want(l)))
+            .unwrap();
+        seen.iter().any(|l| want(l))
+    }
 }
 
 /// One event: its topic and its JSON body.
@@ -619,6 +638,16 @@ pub struct EventLog {
 pub struct Event {
     pub topic: String,
     pub body: serde_json::Value,
+}
+
+impl Event {
+    /// Parses one line of `ctr events` (`TIME NAMESPACE TOPIC {JSON}`).
+    fn parse(line: &str) -> Option<Event> {
+        let brace = line.find('{')?;
+        let body: serde_json::Value = serde_json::from_str(&line[brace..]).ok()?;
+        let topic = line[..brace].split_whitespace().last()?.to_string();
+        Some(Event { topic, body })
+    }
 }
 
 impl EventLog {
@@ -633,11 +662,12 @@ impl EventLog {
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::new(Lines::default());
         let l2 = lines.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                l2.lock().unwrap().push(line);
+                l2.seen.lock().unwrap().push(line);
+                l2.added.notify_all();
             }
         });
         // ctr subscribes asynchronously: it is listening once an event made after it started
@@ -652,18 +682,10 @@ impl EventLog {
             );
             assert_eq!(c.ctr(&["namespaces", "create", &probe]).code, 0);
             probes.push(probe);
-            let seen = |p: &String| {
-                lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .any(|l| l.contains("/namespaces/create") && l.contains(p.as_str()))
-            };
-            let until = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < until && !probes.iter().any(seen) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if probes.iter().any(seen) {
+            let seen = lines.wait(Duration::from_millis(200), |l| {
+                l.contains("/namespaces/create") && probes.iter().any(|p| l.contains(p.as_str()))
+            });
+            if seen {
                 break;
             }
             assert!(
@@ -680,27 +702,25 @@ impl EventLog {
     /// Events about container `id` so far.
     pub fn of(&self, id: &str) -> Vec<Event> {
         self.lines
+            .seen
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|l| {
-                let brace = l.find('{')?;
-                let body: serde_json::Value = serde_json::from_str(&l[brace..]).ok()?;
-                let topic = l[..brace].split_whitespace().last()?.to_string();
-                (body["container_id"] == id).then_some(Event { topic, body })
-            })
+            .filter_map(|l| Event::parse(l))
+            .filter(|e| e.body["container_id"] == id)
             .collect()
     }
 
     /// Waits until container `id` has an event on `topic`, and returns it.
     #[track_caller]
     pub fn wait_for(&self, id: &str, topic: &str) -> Event {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if let Some(e) = self.of(id).into_iter().find(|e| e.topic == topic) {
-                return e;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let wanted = |l: &str| {
+            Event::parse(l).is_some_and(|e| e.topic == topic && e.body["container_id"] == id)
+        };
+        if self.lines.wait(Duration::from_secs(20), wanted)
+            && let Some(e) = self.of(id).into_iter().find(|e| e.topic == topic)
+        {
+            return e;
         }
         panic!("no {topic} event for {id}: {:#?}", self.of(id));
     }
