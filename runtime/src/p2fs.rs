@@ -18,6 +18,20 @@ use crate::host::P2Host;
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
 const TYPES3: &str = "wasi:filesystem/types@0.3.0";
 
+/// Whether opening `path` beneath directory descriptor `fd` is refused: it names a FIFO or a
+/// socket file. The same check for both WASI versions, which share the descriptor type.
+fn refused(host: &P2Host, fd: &Resource<Descriptor>, path: &str, follow: bool) -> bool {
+    let refuse = matches!(
+        host.table.get(fd),
+        Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d))
+            if crate::p1net::is_fifo_or_socket(&*d.dir, path.as_bytes(), follow)
+    );
+    if refuse {
+        tracing::debug!(%path, "FIFO or socket file not opened");
+    }
+    refuse
+}
+
 /// Shadows `[method]descriptor.open-at` in `linker`, which already holds wasmtime-wasi's 0.2.
 pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
@@ -33,14 +47,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
         )| {
             Box::new(async move {
                 let host: &mut P2Host = store.data_mut();
-                let mut view = host.filesystem();
-                if let Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) = view.table.get(&fd) {
-                    let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-                    if crate::p1net::is_fifo_or_socket(&*d.dir, path.as_bytes(), follow) {
-                        tracing::debug!(%path, "FIFO or socket file not opened");
-                        return Ok((Err(ErrorCode::Access),));
-                    }
+                let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
+                if refused(host, &fd, &path, follow) {
+                    return Ok((Err(ErrorCode::Access),));
                 }
+                let mut view = host.filesystem();
                 let r = HostDescriptor::open_at(&mut view, fd, path_flags, path, open_flags, flags)
                     .await;
                 match r {
@@ -62,16 +73,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
         )| {
             Box::pin(async move {
                 let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
-                let special = accessor.with(|mut access| {
-                    let host: &mut P2Host = access.get();
-                    matches!(
-                        host.table.get(&fd),
-                        Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d))
-                            if crate::p1net::is_fifo_or_socket(&*d.dir, path.as_bytes(), follow)
-                    )
-                });
-                if special {
-                    tracing::debug!(%path, "FIFO or socket file not opened");
+                if accessor.with(|mut access| refused(access.get(), &fd, &path, follow)) {
                     return Ok((Err(p3::ErrorCode::Access),));
                 }
                 let fs = accessor.with_getter::<wasmtime_wasi::filesystem::WasiFilesystem>(

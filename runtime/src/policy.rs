@@ -365,32 +365,36 @@ impl Bundle {
     }
 }
 
+/// The comma-separated values of annotation `key` (none when it is absent), each parsed as `T`;
+/// the error names the annotation.
+fn list<T: std::str::FromStr>(ann: &HashMap<String, String>, key: &str) -> Result<Vec<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let Some(v) = ann.get(key) else {
+        return Ok(Vec::new());
+    };
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<T>().map_err(|e| format!("annotation {key}: {e}")))
+        .collect()
+}
+
 /// Applies the `wasmbox.*` annotations to a policy.
 pub fn apply_annotations(policy: &mut Policy, ann: &HashMap<String, String>) -> Result<(), String> {
-    let grants = |key: &str| -> Result<Vec<Grant>, String> {
-        ann.get(key)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        s.parse::<Grant>()
-                            .map_err(|e| format!("annotation {key}: {e}"))
-                    })
-                    .collect()
-            })
-            .unwrap_or(Ok(Vec::new()))
-    };
-    policy.net.connect.extend(grants(ANNOTATION_NET_CONNECT)?);
-    policy.net.listen.extend(grants(ANNOTATION_NET_LISTEN)?);
-    if let Some(v) = ann.get(ANNOTATION_HTTP_ALLOW) {
-        for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let g = s
-                .parse()
-                .map_err(|e| format!("annotation {ANNOTATION_HTTP_ALLOW}: {e}"))?;
-            policy.net.http.push(g);
-        }
-    }
+    policy
+        .net
+        .connect
+        .extend(list::<Grant>(ann, ANNOTATION_NET_CONNECT)?);
+    policy
+        .net
+        .listen
+        .extend(list::<Grant>(ann, ANNOTATION_NET_LISTEN)?);
+    policy
+        .net
+        .http
+        .extend(list::<crate::http::HttpGrant>(ann, ANNOTATION_HTTP_ALLOW)?);
     if let Some(v) = ann.get(ANNOTATION_NET_DNS) {
         policy.net.dns = match v.as_str() {
             "true" | "1" | "yes" => true,

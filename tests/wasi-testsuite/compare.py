@@ -54,8 +54,8 @@ def main():
             other = "passes" if r else "fails too"
             print(f"  {n}: FAILS under wasmbox (wasmtime {other}): {box.get(n, ('missing', []))[1]}")
             ok = False
-        elif b != r:
-            print(f"  {n}: wasmbox {'passes' if b else 'fails'}, wasmtime {'passes' if r else 'fails'}")
+        elif not r:
+            print(f"  {n}: wasmbox passes, wasmtime fails")
     for n in expected:
         if n not in command:
             print(f"  {n}: named in the expectations file but not a command test of this suite")

@@ -4,10 +4,11 @@
 #   tests/wasi-testsuite/run.sh p1 WASMBOX_BINARY
 #       the preview 1 suites (C, AssemblyScript, Rust): fails on anything short of 72 of 72.
 #   tests/wasi-testsuite/run.sh p3 WASMBOX_BINARY WASMTIME_BINARY
-#       the Rust WASI 0.3 suite, through wasmbox and through `wasmtime` in the same run. Fails when
-#       wasmbox fails a test wasmtime passes, unless expectations-p3.toml names it and why, and
-#       when a test that file names passes (the file is then stale). Tests of the
-#       `wasi:http/service` world need serving and are skipped for wasmbox.
+#       the Rust WASI 0.3 suite, through wasmbox and through `wasmtime` in the same run, both
+#       counts printed (compare.py). Fails when wasmbox fails a command test expectations-p3.toml
+#       does not name with its reason, when a test that file names passes (it is then stale), and
+#       when either run passes nothing. Tests of the `wasi:http/service` world need serving and
+#       are skipped for wasmbox.
 #
 # The suite is `../shared/wasi-testsuite` (or $WASI_TESTSUITE), copied to a temp dir first since
 # tests write under their fs-tests.dir. Needs python3 (3.11 or later) with colorama and requests.
