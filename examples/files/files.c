@@ -31,6 +31,11 @@
  *   openmany PATH [MS]   open PATH read-only again and again, keeping every
  *                        descriptor, until an open fails (at most 1000000);
  *                        print "opened N", then hold them MS milliseconds
+ *   reopen PATH N        open PATH read-only N times, closing it each time;
+ *                        print "opened A refused B" (B opens failed with EACCES);
+ *                        if an open ever gives anything but a regular file
+ *                        (a FIFO, say), print "error: opened a non-file" and
+ *                        exit 3
  *
  * Process commands:
  *   env                  print the environment, one KEY=VALUE per line
@@ -270,6 +275,36 @@ static int cmd_openrw(const char *path) {
     return ok();
 }
 
+static int cmd_reopen(const char *path, const char *n_text) {
+    long long n = parse_num(n_text);
+    if (n < 0) {
+        return usage("reopen PATH N");
+    }
+    long long opened = 0, refused = 0;
+    for (long long i = 0; i < n; i++) {
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) {
+            if (errno != EACCES) {
+                return fail();
+            }
+            refused++;
+            continue;
+        }
+        struct stat st;
+        if (fstat(fd, &st) != 0) {
+            return fail();
+        }
+        if (!S_ISREG(st.st_mode)) {
+            puts("error: opened a non-file");
+            return 3;
+        }
+        close(fd);
+        opened++;
+    }
+    printf("opened %lld refused %lld\n", opened, refused);
+    return 0;
+}
+
 static int cmd_openmany(const char *path, const char *hold_ms) {
     long n = 0;
     while (n < 1000000 && open(path, O_RDONLY) >= 0) {
@@ -447,6 +482,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "openmany") == 0) {
         NEED(1, "openmany PATH [MS]");
         return cmd_openmany(a[0], nargs > 1 ? a[1] : NULL);
+    } else if (strcmp(cmd, "reopen") == 0) {
+        NEED(2, "reopen PATH N");
+        return cmd_reopen(a[0], a[1]);
     } else if (strcmp(cmd, "openrw") == 0) {
         NEED(1, "openrw PATH");
         return cmd_openrw(a[0]);

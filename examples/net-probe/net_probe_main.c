@@ -14,6 +14,9 @@
  *                                 "listening on ADDR:PORT", accepts one
  *                                 connection, echoes one line back, prints
  *                                 "echoed N bytes" and exits 0
+ *   net-probe sockets             make IPv4 TCP sockets, keeping each, until
+ *                                 one fails (at most 100000); prints "made N",
+ *                                 then the error as below
  *
  * HOST must be an IPv4 or IPv6 literal. On failure the program prints
  * "error: <error-code>" to stdout, using the wasi:sockets error-code name
@@ -78,7 +81,7 @@ static _Noreturn void die_stream(wasi_io_streams_stream_error_t *err) {
 }
 
 static _Noreturn void usage(void) {
-    puts("error: usage: net-probe connect HOST PORT | resolve NAME | listen HOST PORT");
+    puts("error: usage: net-probe connect HOST PORT | resolve NAME | listen HOST PORT | sockets");
     exit(2);
 }
 
@@ -375,6 +378,24 @@ static int cmd_listen(const char *host, const char *port_text) {
     return 0;
 }
 
+static int cmd_sockets(void) {
+    unsigned long n = 0;
+    wasi_sockets_tcp_own_tcp_socket_t sock;
+    error_code_t err = 0;
+    while (n < 100000) {
+        if (!wasi_sockets_tcp_create_socket_create_tcp_socket(
+                WASI_SOCKETS_NETWORK_IP_ADDRESS_FAMILY_IPV4, &sock, &err)) {
+            break;
+        }
+        n++;
+    }
+    printf("made %lu\n", n);
+    if (n == 100000) {
+        return 0;
+    }
+    die_code(err);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "connect") == 0) {
         return cmd_connect(argv[2], argv[3]);
@@ -384,6 +405,9 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "listen") == 0) {
         return cmd_listen(argv[2], argv[3]);
+    }
+    if (argc >= 2 && strcmp(argv[1], "sockets") == 0) {
+        return cmd_sockets();
     }
     usage();
 }

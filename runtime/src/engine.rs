@@ -189,7 +189,7 @@ impl Runtime {
             )
             .map_err(|e| Error::Engine { source: boxed(e) })?;
         p1.allow_shadowing(false);
-        crate::p1net::add_handle_limit(&mut p1).map_err(|e| Error::Engine { source: boxed(e) })?;
+        crate::p1fs::add_to_linker(&mut p1).map_err(|e| Error::Engine { source: boxed(e) })?;
         let mut p1_sockets = p1.clone();
         crate::p1net::add_to_linker(&mut p1_sockets)
             .map_err(|e| Error::Engine { source: boxed(e) })?;
@@ -201,6 +201,7 @@ impl Runtime {
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2))
             .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut p2))
             .and_then(|()| crate::p2fs::add_to_linker(&mut p2))
+            .and_then(|()| crate::p2sockets::add_to_linker(&mut p2))
             .map_err(|e| Error::Engine { source: boxed(e) })?;
         let current = tokio::runtime::Handle::try_current().ok();
         let (owned_executor, handle) = match current {

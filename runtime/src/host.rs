@@ -105,14 +105,18 @@ pub(crate) struct P1Host {
     pub(crate) sockets: Sockets,
     /// Most descriptors the guest may hold open.
     pub(crate) handles: usize,
-    /// The preopened directories, in the order WASI numbers them (descriptor 3 on).
-    pub(crate) preopens: Vec<std::os::fd::OwnedFd>,
+    /// The directories the guest's descriptors name, by number: the preopens (3 on) and those
+    /// the guest opened itself, each as the host's own `O_PATH` descriptor (see `p1fs`).
+    pub(crate) dirs: std::collections::HashMap<u32, Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Store state of a component (WASI 0.2 or 0.3).
 pub(crate) struct P2Host {
     pub(crate) ctx: WasiCtx,
     pub(crate) table: ResourceTable,
+    /// Most handles the guest may hold open: opening a file or a socket past it is an error
+    /// code; the table's own cap, a little above, is the backstop.
+    pub(crate) handles: usize,
     pub(crate) limiter: Limiter,
     pub(crate) http: WasiHttpCtx,
     /// Checks each outgoing request against the guest's HTTP grants.
@@ -123,16 +127,25 @@ impl P2Host {
     pub(crate) fn new(
         ctx: WasiCtx,
         table: ResourceTable,
+        handles: usize,
         limiter: Limiter,
         http: Vec<crate::http::HttpGrant>,
     ) -> Self {
         P2Host {
             ctx,
             table,
+            handles,
             limiter,
             http: WasiHttpCtx::new(),
             hooks: crate::http::Hooks { grants: http },
         }
+    }
+}
+
+impl P2Host {
+    /// Whether `more` new handles would take the guest past its limit.
+    pub(crate) fn at_handle_limit(&mut self, more: usize) -> bool {
+        self.table.iter_mut().count() + more > self.handles
     }
 }
 

@@ -21,13 +21,16 @@ mod host;
 pub mod http;
 pub mod mounts;
 pub mod net;
+mod p1fs;
 mod p1net;
 mod p2fs;
+mod p2sockets;
 pub mod policy;
 pub mod protect;
 mod sandbox;
 pub mod seccomp;
 pub mod shape;
+mod special;
 mod wasi;
 
 #[cfg(test)]

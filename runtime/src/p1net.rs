@@ -17,8 +17,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use wasmtime::{AsContextMut, Caller, Extern, Linker};
-use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
+use wasmtime::{Caller, Extern, Linker};
 
 use crate::error::{Error, Result};
 use crate::host::P1Host;
@@ -27,17 +26,17 @@ use crate::net::{AddrUse, NetPolicy, Protocol};
 /// First descriptor number used for sockets.
 pub const SOCKET_FD_BASE: u32 = 1 << 24;
 
-const MODULE: &str = "wasi_snapshot_preview1";
+pub(crate) const MODULE: &str = "wasi_snapshot_preview1";
 
 // errno values of WASI preview 1.
-const SUCCESS: i32 = 0;
-const EACCES: i32 = 2;
+pub(crate) const SUCCESS: i32 = 0;
+pub(crate) const EACCES: i32 = 2;
 const EAGAIN: i32 = 6;
 const ECONNRESET: i32 = 15;
 const EFAULT: i32 = 21;
-const EINTR: i32 = 27;
+pub(crate) const EINTR: i32 = 27;
 const EINVAL: i32 = 28;
-const EMFILE: i32 = 33;
+pub(crate) const EMFILE: i32 = 33;
 const EIO: i32 = 29;
 const ENOTCONN: i32 = 53;
 const ENOTSUP: i32 = 58;
@@ -167,15 +166,15 @@ fn off(at: u32, k: u32) -> Result<u32, i32> {
 }
 
 /// Guest memory access with bounds checks; out-of-bounds is `EFAULT`.
-struct Mem<'a>(&'a mut [u8]);
+pub(crate) struct Mem<'a>(pub(crate) &'a mut [u8]);
 
 impl Mem<'_> {
-    fn slice(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], i32> {
+    pub(crate) fn slice(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], i32> {
         let start = ptr as usize;
         let end = start.checked_add(len as usize).ok_or(EFAULT)?;
         self.0.get_mut(start..end).ok_or(EFAULT)
     }
-    fn u32(&mut self, ptr: u32) -> Result<u32, i32> {
+    pub(crate) fn u32(&mut self, ptr: u32) -> Result<u32, i32> {
         Ok(u32::from_le_bytes(
             self.slice(ptr, 4)?.try_into().expect("4 bytes"),
         ))
@@ -205,7 +204,7 @@ impl Mem<'_> {
     }
 }
 
-fn memory(caller: &mut Caller<'_, P1Host>) -> wasmtime::Result<wasmtime::Memory> {
+pub(crate) fn memory(caller: &mut Caller<'_, P1Host>) -> wasmtime::Result<wasmtime::Memory> {
     match caller.get_export("memory") {
         Some(Extern::Memory(m)) => Ok(m),
         _ => wasmtime::bail!("missing required memory export"),
@@ -220,38 +219,25 @@ fn is_socket(caller: &Caller<'_, P1Host>, fd: i32) -> bool {
 /// Delegates a call to wasmtime-wasi's implementation, as its own linker glue would.
 macro_rules! delegate {
     ($caller:ident, $func:ident, async ($($arg:expr),*)) => {{
-        let fuel = $caller.as_context_mut().hostcall_fuel();
-        let mem = memory(&mut $caller)?;
+        let fuel = wasmtime::AsContextMut::as_context_mut(&mut $caller).hostcall_fuel();
+        let mem = $crate::p1net::memory(&mut $caller)?;
         let (data, host) = mem.data_and_store_mut(&mut $caller);
         let ctx = &mut host.wasi;
-        wiggle::WasiSnapshotPreview1Fuel::set(ctx, fuel);
-        let mut gm = wiggle::GuestMemory::Unshared(data);
-        p1::$func(ctx, &mut gm, $($arg),*).await
+        wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1::set_hostcall_fuel(ctx, fuel);
+        let mut gm = ::wiggle::GuestMemory::Unshared(data);
+        wasmtime_wasi::p1::wasi_snapshot_preview1::$func(ctx, &mut gm, $($arg),*).await
     }};
     ($caller:ident, $func:ident, ($($arg:expr),*)) => {{
-        let fuel = $caller.as_context_mut().hostcall_fuel();
-        let mem = memory(&mut $caller)?;
+        let fuel = wasmtime::AsContextMut::as_context_mut(&mut $caller).hostcall_fuel();
+        let mem = $crate::p1net::memory(&mut $caller)?;
         let (data, host) = mem.data_and_store_mut(&mut $caller);
         let ctx = &mut host.wasi;
-        wiggle::WasiSnapshotPreview1Fuel::set(ctx, fuel);
-        let mut gm = wiggle::GuestMemory::Unshared(data);
-        p1::$func(ctx, &mut gm, $($arg),*)
+        wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1::set_hostcall_fuel(ctx, fuel);
+        let mut gm = ::wiggle::GuestMemory::Unshared(data);
+        wasmtime_wasi::p1::wasi_snapshot_preview1::$func(ctx, &mut gm, $($arg),*)
     }};
 }
-
-mod wiggle {
-    //! Names for the pieces of wiggle the delegation needs.
-    pub(super) use ::wiggle::GuestMemory;
-    use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
-
-    /// Sets the per-call copy budget exactly as wasmtime-wasi's own glue does.
-    pub(super) struct WasiSnapshotPreview1Fuel;
-    impl WasiSnapshotPreview1Fuel {
-        pub(super) fn set(ctx: &mut wasmtime_wasi::p1::WasiP1Ctx, fuel: usize) {
-            ctx.set_hostcall_fuel(fuel);
-        }
-    }
-}
+pub(crate) use delegate;
 
 /// Reads into the guest's first non-empty iovec; waits unless the socket is non-blocking.
 async fn recv(
@@ -549,81 +535,6 @@ async fn poll(
     Ok(Ok(events.len() as u32))
 }
 
-/// Shadows `path_open`: a guest that holds its handle limit gets `EMFILE`, as from a kernel at
-/// `RLIMIT_NOFILE`, instead of trapping on a full resource table; and a FIFO or socket file under
-/// a preopen is refused (`EACCES`) instead of being opened, since opening one blocks a host thread
-/// until a peer appears.
-pub(crate) fn add_handle_limit(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
-    type Args = (i32, i32, i32, i32, i32, i64, i64, i32, i32);
-    l.allow_shadowing(true);
-    l.func_wrap_async(
-        MODULE,
-        "path_open",
-        |mut c: Caller<'_, P1Host>,
-         (fd, dirflags, path, len, oflags, base, inh, fdflags, ret): Args| {
-            Box::new(async move {
-                let host = c.data_mut();
-                let open = wasmtime_wasi::WasiView::ctx(&mut host.wasi)
-                    .table
-                    .iter_mut()
-                    .count();
-                if open >= host.handles {
-                    return Ok(EMFILE);
-                }
-                let follow = dirflags & 1 != 0;
-                let slot = (fd as u32).wrapping_sub(3) as usize;
-                if slot < c.data().preopens.len() {
-                    let mem = memory(&mut c)?;
-                    let (data, host) = mem.data_and_store_mut(&mut c);
-                    let name = match Mem(data).slice(path as u32, len as u32) {
-                        Ok(b) => b.to_vec(),
-                        Err(e) => return Ok(e),
-                    };
-                    if is_fifo_or_socket(&host.preopens[slot], &name, follow) {
-                        tracing::debug!(path = %String::from_utf8_lossy(&name), "FIFO or socket file not opened");
-                        return Ok(EACCES);
-                    }
-                }
-                delegate!(
-                    c,
-                    path_open,
-                    async (fd, dirflags, path, len, oflags, base, inh, fdflags, ret)
-                )
-            })
-        },
-    )?;
-    l.allow_shadowing(false);
-    Ok(())
-}
-
-/// Whether `name` under the preopened directory `dir` is a FIFO or a socket file, looked up
-/// beneath `dir` without opening it. Anything that does not resolve is left to wasmtime-wasi,
-/// which refuses escapes and reports missing files itself.
-pub(crate) fn is_fifo_or_socket(dir: impl std::os::fd::AsFd, name: &[u8], follow: bool) -> bool {
-    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
-    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
-    if !follow {
-        flags |= OFlags::NOFOLLOW;
-    }
-    let Ok(fd) = rustix::fs::openat2(
-        dir,
-        path,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    ) else {
-        return false;
-    };
-    rustix::fs::fstat(&fd).is_ok_and(|st| {
-        matches!(
-            FileType::from_raw_mode(st.st_mode),
-            FileType::Fifo | FileType::Socket
-        )
-    })
-}
-
 fn write_result(
     caller: &mut Caller<'_, P1Host>,
     r: Result<u32, i32>,
@@ -751,7 +662,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, P1Host>, (fd,): (i32,)| {
             Box::new(async move {
                 if !is_socket(&c, fd) {
-                    return delegate!(c, fd_close, async (fd));
+                    return crate::p1fs::close(&mut c, fd).await;
                 }
                 c.data_mut().sockets.fds.remove(&(fd as u32));
                 Ok(SUCCESS)

@@ -1,8 +1,10 @@
-//! The WASI 0.2 and 0.3 filesystems as wasmtime-wasi implements them, with one change: `open-at`
-//! of a FIFO or a socket file is refused (`access`) instead of opened, since opening one holds a
-//! host thread until a peer appears (the preview 1 `path_open` refuses them the same way, in
-//! `p1net`). The check looks the name up beneath the directory without opening it; a guest cannot
-//! make such files (WASI has no `mknod`), so only ones already in a grant are met.
+//! The WASI 0.2 and 0.3 filesystems as wasmtime-wasi implements them, with two changes in
+//! `open-at`, as preview 1's `path_open` has them (`p1fs`):
+//!
+//! - a guest that holds its handle limit gets `insufficient-memory` (`ENOMEM` to wasi-libc; WASI
+//!   has no `EMFILE`) instead of trapping on a full resource table;
+//! - a FIFO or a socket file is refused (`access`) before, during and after the open, as
+//!   [`crate::special`] describes.
 
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
@@ -13,23 +15,61 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 use wasmtime_wasi::p3::bindings::filesystem::types as p3;
 
 use crate::host::P2Host;
+use crate::special;
 
 /// The interfaces as wasmtime-wasi 48 defines them (guests importing any 0.2.x reach the first).
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
 const TYPES3: &str = "wasi:filesystem/types@0.3.0";
 
-/// Whether opening `path` beneath directory descriptor `fd` is refused: it names a FIFO or a
-/// socket file. The same check for both WASI versions, which share the descriptor type.
-fn refused(host: &P2Host, fd: &Resource<Descriptor>, path: &str, follow: bool) -> bool {
-    let refuse = matches!(
-        host.table.get(fd),
-        Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d))
-            if crate::p1net::is_fifo_or_socket(&*d.dir, path.as_bytes(), follow)
-    );
-    if refuse {
-        tracing::debug!(%path, "FIFO or socket file not opened");
+/// Why an open is refused before it starts.
+enum Refused {
+    /// The guest holds its handle limit.
+    Limit,
+    /// The path names a FIFO or a socket file.
+    Special,
+}
+
+/// Checks an open of `path` beneath directory descriptor `fd` before it starts. The same check
+/// for both WASI versions, which share the descriptor type.
+fn check(
+    host: &mut P2Host,
+    fd: &Resource<Descriptor>,
+    path: &str,
+    follow: bool,
+) -> Result<(), Refused> {
+    if host.at_handle_limit(1) {
+        return Err(Refused::Limit);
     }
-    refuse
+    if let Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) = host.table.get(fd)
+        && special::is_fifo_or_socket(&*d.dir, path.as_bytes(), follow)
+    {
+        tracing::debug!(%path, "FIFO or socket file not opened");
+        return Err(Refused::Special);
+    }
+    // Not a directory: wasmtime-wasi says why.
+    Ok(())
+}
+
+/// After an open: true (and the descriptor is gone) when what was opened is a FIFO or a socket
+/// after all, swapped in under the checks.
+fn opened_special(
+    host: &mut P2Host,
+    d: &Resource<wasmtime_wasi::filesystem::Descriptor>,
+    path: &str,
+) -> bool {
+    let special = matches!(
+        host.table.get(d),
+        Ok(wasmtime_wasi::filesystem::Descriptor::File(f)) if special::is_fifo_or_socket_fd(&*f.file)
+    );
+    if special {
+        tracing::warn!(%path, "a FIFO or socket was opened; closed and refused");
+        let _ = host
+            .table
+            .delete(Resource::<wasmtime_wasi::filesystem::Descriptor>::new_own(
+                d.rep(),
+            ));
+    }
+    special
 }
 
 /// Shadows `[method]descriptor.open-at` in `linker`, which already holds wasmtime-wasi's 0.2.
@@ -48,15 +88,30 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
             Box::new(async move {
                 let host: &mut P2Host = store.data_mut();
                 let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-                if refused(host, &fd, &path, follow) {
-                    return Ok((Err(ErrorCode::Access),));
+                match check(host, &fd, &path, follow) {
+                    Ok(()) => {}
+                    Err(Refused::Limit) => return Ok((Err(ErrorCode::InsufficientMemory),)),
+                    Err(Refused::Special) => return Ok((Err(ErrorCode::Access),)),
                 }
                 let mut view = host.filesystem();
-                let r = HostDescriptor::open_at(&mut view, fd, path_flags, path, open_flags, flags)
-                    .await;
-                match r {
-                    Ok(d) => Ok((Ok(d),)),
-                    Err(e) => Ok((Err(e.downcast()?),)),
+                let open = HostDescriptor::open_at(
+                    &mut view,
+                    fd,
+                    path_flags,
+                    path.clone(),
+                    open_flags,
+                    flags,
+                );
+                match special::interrupting(open).await {
+                    (Ok(d), _) if opened_special(store.data_mut(), &d, &path) => {
+                        Ok((Err(ErrorCode::Access),))
+                    }
+                    (Ok(d), _) => Ok((Ok(d),)),
+                    (Err(e), interrupted) => match e.downcast()? {
+                        // It waited on a FIFO that appeared under it.
+                        ErrorCode::Interrupted if interrupted => Ok((Err(ErrorCode::Access),)),
+                        code => Ok((Err(code),)),
+                    },
                 }
             })
         },
@@ -73,20 +128,33 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
         )| {
             Box::pin(async move {
                 let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
-                if accessor.with(|mut access| refused(access.get(), &fd, &path, follow)) {
-                    return Ok((Err(p3::ErrorCode::Access),));
+                match accessor.with(|mut access| check(access.get(), &fd, &path, follow)) {
+                    Ok(()) => {}
+                    Err(Refused::Limit) => return Ok((Err(p3::ErrorCode::InsufficientMemory),)),
+                    Err(Refused::Special) => return Ok((Err(p3::ErrorCode::Access),)),
                 }
                 let fs = accessor.with_getter::<wasmtime_wasi::filesystem::WasiFilesystem>(
                     <P2Host as WasiFilesystemView>::filesystem,
                 );
-                let r =
+                let open =
                     <wasmtime_wasi::filesystem::WasiFilesystem as p3::HostDescriptorWithStore<
                         P2Host,
-                    >>::open_at(&fs, fd, path_flags, path, open_flags, flags)
-                    .await;
-                match r {
-                    Ok(d) => Ok((Ok(d),)),
-                    Err(e) => Ok((Err(e.downcast()?),)),
+                    >>::open_at(
+                        &fs, fd, path_flags, path.clone(), open_flags, flags
+                    );
+                match special::interrupting(open).await {
+                    (Ok(d), _)
+                        if accessor.with(|mut access| opened_special(access.get(), &d, &path)) =>
+                    {
+                        Ok((Err(p3::ErrorCode::Access),))
+                    }
+                    (Ok(d), _) => Ok((Ok(d),)),
+                    (Err(e), interrupted) => match e.downcast()? {
+                        p3::ErrorCode::Interrupted if interrupted => {
+                            Ok((Err(p3::ErrorCode::Access),))
+                        }
+                        code => Ok((Err(code),)),
+                    },
                 }
             })
         },

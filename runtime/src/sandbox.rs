@@ -499,7 +499,7 @@ impl Prepared {
         let engine = inner.engine.clone();
         let http = self.policy.net.http.clone();
         let component_host = move |mut b: wasmtime_wasi::WasiCtxBuilder, limiter| {
-            P2Host::new(b.build(), handle_table(handles), limiter, http)
+            P2Host::new(b.build(), handle_table(handles), handles, limiter, http)
         };
         let fut: std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>> =
             match self.pre {
@@ -511,10 +511,9 @@ impl Prepared {
                     wasmtime_wasi::WasiView::ctx(&mut wasi)
                         .table
                         .set_max_capacity(handles + HANDLE_HEADROOM);
-                    let preopens = fs
-                        .preopens
-                        .iter()
-                        .map(|(path, guest, _)| {
+                    let dirs = (3..)
+                        .zip(&fs.preopens)
+                        .map(|(fd, (path, guest, _))| {
                             rustix::fs::open(
                                 path,
                                 rustix::fs::OFlags::PATH
@@ -522,33 +521,34 @@ impl Prepared {
                                     | rustix::fs::OFlags::CLOEXEC,
                                 rustix::fs::Mode::empty(),
                             )
+                            .map(|d| (fd, Arc::new(d)))
                             .map_err(|e| Error::Preopen {
                                 host: path.clone(),
                                 guest: guest.clone(),
                                 source: Box::new(std::io::Error::from(e)),
                             })
                         })
-                        .collect::<Result<Vec<_>>>()?;
+                        .collect::<Result<_>>()?;
                     let host = P1Host {
                         wasi,
                         limiter,
                         sockets,
                         handles,
-                        preopens,
+                        dirs,
                     };
                     let store = new_store(&engine, host);
                     Box::pin(run_module(store, pre, export, init))
                 }
                 Pre::Command(pre) => {
-                    let store = new_store(&engine, component_host(builder, limiter));
+                    let store = new_component_store(&engine, component_host(builder, limiter));
                     Box::pin(run_command(store, pre))
                 }
                 Pre::Command3(pre) => {
-                    let store = new_store(&engine, component_host(builder, limiter));
+                    let store = new_component_store(&engine, component_host(builder, limiter));
                     Box::pin(run_command3(store, pre))
                 }
                 Pre::ComponentExport { pre, export } => {
-                    let store = new_store(&engine, component_host(builder, limiter));
+                    let store = new_component_store(&engine, component_host(builder, limiter));
                     Box::pin(run_component_export(store, pre, export))
                 }
             };
@@ -602,6 +602,28 @@ fn new_store<T: HasLimiter>(engine: &wasmtime::Engine, host: T) -> Store<T> {
     store.set_epoch_deadline(1);
     // Yield to the executor every tick: other guests progress, and kill and timeout are noticed.
     store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    store
+}
+
+/// Component-model handles (resources, streams, futures, subtasks) one guest may hold, per handle
+/// it may hold open; wasmtime keeps them in tables of its own, beside the resource table.
+const COMPONENT_HANDLES_PER_HANDLE: usize = 16;
+/// Entries of wasmtime's concurrency table (stream, future and task state) per component handle.
+const CONCURRENT_ENTRIES_PER_HANDLE: usize = 4;
+/// The most component-model handles any guest may hold (wasmtime's own default).
+const MAX_COMPONENT_HANDLES: usize = 100_000;
+
+/// A store for a component, whose component-model handle tables are capped too: a guest making
+/// streams or futures in a loop traps at the cap instead of growing the host without bound.
+fn new_component_store(engine: &wasmtime::Engine, host: P2Host) -> Store<P2Host> {
+    let cap = ((host.handles + HANDLE_HEADROOM) * COMPONENT_HANDLES_PER_HANDLE)
+        .min(MAX_COMPONENT_HANDLES);
+    let mut store = new_store(engine, host);
+    store.set_max_component_handles(cap);
+    // The state behind the handles: a stream takes two handles and a few entries here.
+    if let Some(t) = store.concurrent_resource_table() {
+        t.set_max_capacity(cap * CONCURRENT_ENTRIES_PER_HANDLE);
+    }
     store
 }
 

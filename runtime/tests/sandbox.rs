@@ -289,6 +289,49 @@ fn wat_component_loop() -> String {
         .to_string()
 }
 
+/// Component-model handles, which a guest makes with no host call (here streams, by
+/// `stream.new`), are capped per guest by its handle limit: the same component that makes 5,000
+/// streams and returns runs under the default limit, and traps under a small one.
+#[test]
+fn component_model_handles_are_capped_by_the_handle_limit() {
+    let rt = runtime();
+    let wat = r#"(component
+        (type $s (stream u8))
+        (core func $new (canon stream.new $s))
+        (core module $m
+          (import "" "new" (func $new (result i64)))
+          (func (export "make") (local $i i32)
+            (loop $l
+              (drop (call $new))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $i) (i32.const 5000))))))
+        (core instance $i (instantiate $m (with "" (instance (export "new" (func $new))))))
+        (func (export "make") (canon lift (core func $i "make"))))"#;
+    let (prog, _) = rt.load("streams.wat", wat.as_bytes()).unwrap();
+    let run = |open_handles: Option<u64>| {
+        let p = Policy {
+            export: Some("make".into()),
+            limits: wasmbox_runtime::Limits {
+                open_handles,
+                ..Default::default()
+            },
+            ..policy(&[])
+        };
+        rt.prepare(&prog, p)
+            .unwrap()
+            .start(Stdio::default())
+            .unwrap()
+            .wait()
+    };
+    let st = run(None);
+    assert!(st.success(), "{st}");
+    let st = run(Some(16));
+    assert!(
+        matches!(&st.reason, ExitReason::Trap(m) if m.contains("handle limit")),
+        "{st}"
+    );
+}
+
 #[test]
 fn component_without_wasi_cli_run_is_refused() {
     let rt = runtime();

@@ -1,0 +1,186 @@
+//! Preview 1's filesystem calls as wasmtime-wasi implements them, with two changes in
+//! `path_open`:
+//!
+//! - a guest that holds its handle limit gets `EMFILE`, as from a kernel at `RLIMIT_NOFILE`,
+//!   instead of trapping on a full resource table;
+//! - a FIFO or a socket file is refused (`EACCES`) before, during and after the open, as
+//!   [`crate::special`] describes.
+//!
+//! The checks look beneath the directory the guest names, so the host keeps its own `O_PATH`
+//! descriptor of every directory the guest holds ([`P1Host::dirs`]): the preopens, and each
+//! directory the guest opens itself, taken right after its `path_open`, moved by `fd_renumber`
+//! and dropped by `fd_close`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use wasmtime::{AsContextMut, Caller, Linker};
+use wasmtime_wasi::p1::types;
+use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
+
+use crate::host::P1Host;
+use crate::p1net::{EACCES, EINTR, EMFILE, MODULE, Mem, SUCCESS, delegate, memory};
+use crate::special;
+
+/// The descriptors a preview 1 guest holds: every entry of its resource table.
+pub(crate) fn held(c: &mut Caller<'_, P1Host>) -> usize {
+    wasmtime_wasi::WasiView::ctx(&mut c.data_mut().wasi)
+        .table
+        .iter_mut()
+        .count()
+}
+
+/// Adds the shadowed calls to `l`, which already holds wasmtime-wasi's preview 1.
+pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
+    type Args = (i32, i32, i32, i32, i32, i64, i64, i32, i32);
+    l.allow_shadowing(true);
+    l.func_wrap_async(
+        MODULE,
+        "path_open",
+        |mut c: Caller<'_, P1Host>,
+         (fd, dirflags, path, len, oflags, base, inh, fdflags, ret): Args| {
+            Box::new(async move {
+                if held(&mut c) >= c.data().handles {
+                    return Ok(EMFILE);
+                }
+                let Some(dir) = c.data().dirs.get(&(fd as u32)).cloned() else {
+                    // Not a directory the guest holds: wasmtime-wasi says why (EBADF, ENOTDIR).
+                    return delegate!(
+                        c,
+                        path_open,
+                        async (fd, dirflags, path, len, oflags, base, inh, fdflags, ret)
+                    );
+                };
+                let follow = dirflags & 1 != 0;
+                let mem = memory(&mut c)?;
+                let name = match Mem(mem.data_mut(&mut c)).slice(path as u32, len as u32) {
+                    Ok(b) => b.to_vec(),
+                    Err(e) => return Ok(e),
+                };
+                if special::is_fifo_or_socket(&*dir, &name, follow) {
+                    tracing::debug!(path = %String::from_utf8_lossy(&name), "FIFO or socket file not opened");
+                    return Ok(EACCES);
+                }
+                let open = async {
+                    delegate!(
+                        c,
+                        path_open,
+                        async (fd, dirflags, path, len, oflags, base, inh, fdflags, ret)
+                    )
+                };
+                let (code, interrupted) = special::interrupting(open).await;
+                let code = code?;
+                if interrupted && code == EINTR {
+                    // It waited on a FIFO that appeared under it.
+                    return Ok(EACCES);
+                }
+                if code != SUCCESS {
+                    return Ok(code);
+                }
+                let mem = memory(&mut c)?;
+                let Ok(new) = Mem(mem.data_mut(&mut c)).u32(ret as u32) else {
+                    // wasmtime-wasi wrote it there a moment ago.
+                    return Ok(code);
+                };
+                let opened = filetype(&mut c, new).await;
+                if matches!(
+                    opened,
+                    Some(
+                        types::Filetype::Unknown
+                            | types::Filetype::SocketStream
+                            | types::Filetype::SocketDgram
+                    )
+                ) {
+                    // A FIFO (preview 1 has no file type for one) or socket swapped in under the
+                    // checks: the guest never holds it.
+                    tracing::warn!(path = %String::from_utf8_lossy(&name), "a FIFO or socket was opened; closed and refused");
+                    close_here(&mut c, new).await;
+                    return Ok(EACCES);
+                }
+                if opened == Some(types::Filetype::Directory)
+                    && let Some(d) = open_dir_path(&*dir, &name, follow)
+                {
+                    c.data_mut().dirs.insert(new, Arc::new(d));
+                }
+                Ok(code)
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_close",
+        |mut c: Caller<'_, P1Host>, (fd,): (i32,)| Box::new(async move { close(&mut c, fd).await }),
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_renumber",
+        |mut c: Caller<'_, P1Host>, (from, to): (i32, i32)| {
+            Box::new(async move {
+                let code = delegate!(c, fd_renumber, async (from, to))?;
+                if code == SUCCESS && from != to {
+                    let dirs = &mut c.data_mut().dirs;
+                    dirs.remove(&(to as u32));
+                    if let Some(d) = dirs.remove(&(from as u32)) {
+                        dirs.insert(to as u32, d);
+                    }
+                }
+                Ok(code)
+            })
+        },
+    )?;
+    l.allow_shadowing(false);
+    Ok(())
+}
+
+/// `fd_close` of a file or directory descriptor (sockets are `p1net`'s): wasmtime-wasi closes it,
+/// and a directory is forgotten.
+pub(crate) async fn close(mut c: &mut Caller<'_, P1Host>, fd: i32) -> wasmtime::Result<i32> {
+    let code = delegate!(c, fd_close, async (fd))?;
+    if code == SUCCESS {
+        c.data_mut().dirs.remove(&(fd as u32));
+    }
+    Ok(code)
+}
+
+/// Closes `fd`, which the host opened on the guest's behalf a moment ago.
+async fn close_here(c: &mut Caller<'_, P1Host>, fd: u32) {
+    let mem = match memory(c) {
+        Ok(m) => m,
+        Err(_) => return,
+    };
+    let (data, host) = mem.data_and_store_mut(c.as_context_mut());
+    let mut gm = wiggle::GuestMemory::Unshared(data);
+    let _ = host.wasi.fd_close(&mut gm, types::Fd::from(fd)).await;
+}
+
+/// The file type of the guest's descriptor `fd`, as wasmtime-wasi reports it.
+async fn filetype(c: &mut Caller<'_, P1Host>, fd: u32) -> Option<types::Filetype> {
+    let mem = memory(c).ok()?;
+    let (data, host) = mem.data_and_store_mut(c.as_context_mut());
+    let mut gm = wiggle::GuestMemory::Unshared(data);
+    host.wasi
+        .fd_fdstat_get(&mut gm, types::Fd::from(fd))
+        .await
+        .ok()
+        .map(|s| s.fs_filetype)
+}
+
+/// An `O_PATH` descriptor of `name` beneath `dir` when it is a directory, for checking later
+/// opens relative to it.
+fn open_dir_path(dir: impl AsFd, name: &[u8], follow: bool) -> Option<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+    let mut flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    rustix::fs::openat2(
+        dir,
+        path,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()
+}

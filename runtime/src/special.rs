@@ -1,0 +1,282 @@
+//! FIFOs and socket files in a grant. Opening a FIFO waits in the kernel until a peer opens the
+//! other end, and reading one waits for a writer: either would hold a host thread of the shared
+//! blocking pool for as long as a peer pleases. So a guest never gets one. Every open of a path is
+//! checked three ways, for preview 1 (`p1fs`) and for components (`p2fs`) alike:
+//!
+//! 1. before: the name is looked up beneath the directory without opening it, and a FIFO or a
+//!    socket file is refused (`EACCES` / `access`);
+//! 2. during: should a host process swap a FIFO in after that look-up, the open waits in the
+//!    kernel for a partner. While an open lasts longer than [`INTERRUPT_AFTER`], and at once when
+//!    the guest is killed during it, every thread of this process that waits for a FIFO partner
+//!    (`/proc/self/task/*/wchan` reads `wait_for_partner`) is interrupted with a signal whose
+//!    handler does nothing and does not restart the call ([`interrupt_fifo_waiters`]); the open
+//!    fails with `EINTR` and the guest is told `EACCES`. This works whatever became of the FIFO
+//!    (a swapper may have unlinked it again). wasmbox's own threads never wait for a FIFO partner
+//!    (the shim opens containerd's FIFOs non-blocking), and std retries an interrupted open;
+//! 3. after: a descriptor that turns out to be a FIFO or a socket is closed and refused.
+//!
+//! A guest cannot make such files itself (WASI has no `mknod`); they come from images, from the
+//! host, or from a native container sharing a volume.
+
+use std::future::Future;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+
+/// How long an open may wait before the threads waiting for a FIFO partner are interrupted (and
+/// then again each time as long again).
+pub(crate) const INTERRUPT_AFTER: Duration = Duration::from_millis(10);
+
+/// Whether `fd` is a FIFO or a socket.
+pub(crate) fn is_fifo_or_socket_fd(fd: impl AsFd) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        matches!(
+            FileType::from_raw_mode(st.st_mode),
+            FileType::Fifo | FileType::Socket
+        )
+    })
+}
+
+/// `name` beneath `dir` opened `O_PATH` (nothing is opened for reading or writing), resolved as
+/// a guest's path is: never above `dir`, no magic links, the last component followed only when
+/// `follow`.
+fn lookup(dir: impl AsFd, name: &[u8], follow: bool) -> Option<rustix::fd::OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    rustix::fs::openat2(
+        dir,
+        path,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()
+}
+
+/// Whether `name` beneath the directory `dir` is a FIFO or a socket file, looked up without
+/// opening it. Anything that does not resolve is left to wasmtime-wasi, which refuses escapes and
+/// reports missing files itself.
+pub(crate) fn is_fifo_or_socket(dir: impl AsFd, name: &[u8], follow: bool) -> bool {
+    lookup(dir, name, follow).is_some_and(is_fifo_or_socket_fd)
+}
+
+/// The signal that interrupts a wait for a FIFO partner: a real-time one nothing else uses.
+fn interrupt_signal() -> i32 {
+    libc::SIGRTMAX() - 3
+}
+
+/// Installs the do-nothing handler for [`interrupt_signal`], without `SA_RESTART`, once.
+fn install_handler() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: a handler that does nothing is async-signal-safe; the signal is one of the
+        // real-time ones, which neither std, tokio nor wasmtime use; the struct is zeroed and then
+        // filled as sigaction(2) asks.
+        #[allow(unsafe_code, reason = "installing a signal handler that does nothing")]
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = 0;
+            libc::sigaction(interrupt_signal(), &sa, std::ptr::null_mut()) == 0
+        }
+    })
+}
+
+/// The threads of this process that wait in the kernel for a FIFO partner (none where `wchan` is
+/// not readable).
+fn fifo_waiters() -> Vec<libc::pid_t> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("wchan"))
+                .is_ok_and(|w| w.trim() == "wait_for_partner")
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Interrupts every thread of this process that waits in the kernel for a FIFO partner; returns
+/// how many.
+pub(crate) fn interrupt_fifo_waiters() -> usize {
+    if !install_handler() {
+        return 0;
+    }
+    let pid = std::process::id() as libc::pid_t;
+    fifo_waiters()
+        .into_iter()
+        .filter(|&tid| {
+            // SAFETY: tgkill only sends a signal, to a thread of this very process, whose handler
+            // (installed above) does nothing.
+            #[allow(unsafe_code, reason = "signalling a thread of our own")]
+            let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, interrupt_signal()) };
+            sent == 0
+        })
+        .count()
+}
+
+/// Interrupts FIFO waiters when dropped armed (the guest killed while its open waits).
+struct OnDrop {
+    armed: bool,
+}
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            interrupt_fifo_waiters();
+        }
+    }
+}
+
+/// Awaits `open`, interrupting the threads that wait for a FIFO partner whenever it has lasted
+/// another [`INTERRUPT_AFTER`], and once more if it is dropped before it returns. Returns what
+/// `open` returned, and whether any thread was interrupted meanwhile.
+pub(crate) async fn interrupting<F: Future>(open: F) -> (F::Output, bool) {
+    let mut guard = OnDrop { armed: true };
+    let mut interrupted = false;
+    let mut open = std::pin::pin!(open);
+    loop {
+        tokio::select! {
+            r = &mut open => {
+                guard.armed = false;
+                return (r, interrupted);
+            }
+            () = tokio::time::sleep(INTERRUPT_AFTER) => {
+                let n = interrupt_fifo_waiters();
+                if n > 0 {
+                    tracing::warn!(threads = n, "interrupted opens waiting on a FIFO (one appeared under an open)");
+                    interrupted = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mkfifo(path: &std::path::Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn fifos_and_sockets_are_told_from_files_and_directories() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("file"), "x").unwrap();
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        mkfifo(&d.path().join("fifo"));
+        let _sock = std::os::unix::net::UnixListener::bind(d.path().join("sock")).unwrap();
+        std::os::unix::fs::symlink("fifo", d.path().join("link")).unwrap();
+        let dir = std::fs::File::open(d.path()).unwrap();
+        assert!(!is_fifo_or_socket(&dir, b"file", true));
+        assert!(!is_fifo_or_socket(&dir, b"dir", true));
+        assert!(!is_fifo_or_socket(&dir, b"missing", true));
+        assert!(is_fifo_or_socket(&dir, b"fifo", false));
+        assert!(is_fifo_or_socket(&dir, b"sock", false));
+        assert!(is_fifo_or_socket(&dir, b"link", true));
+        // Not followed, the link itself is no FIFO; the open that follows it not either.
+        assert!(!is_fifo_or_socket(&dir, b"link", false));
+        // Never above the directory.
+        assert!(!is_fifo_or_socket(
+            std::fs::File::open(d.path().join("dir")).unwrap(),
+            b"../fifo",
+            true
+        ));
+    }
+
+    /// Interrupting reaches every FIFO waiter of the process: the tests that make some take
+    /// turns.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// An open that waits on a FIFO (as when a host process swaps one in after the look-up, and
+    /// maybe unlinks it again) is interrupted, at either end.
+    #[test]
+    fn an_open_waiting_on_a_fifo_is_interrupted() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let d = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        for write in [false, true] {
+            let fifo = d.path().join(format!("fifo-{write}"));
+            mkfifo(&fifo);
+            let path = fifo.clone();
+            let open = async move {
+                let waiting = tokio::task::spawn_blocking(move || {
+                    // rustix, as cap-std opens: no retry on EINTR.
+                    rustix::fs::open(
+                        &path,
+                        if write {
+                            OFlags::WRONLY
+                        } else {
+                            OFlags::RDONLY
+                        },
+                        Mode::empty(),
+                    )
+                });
+                // Gone from its directory once the open waits: no path leads to it any more.
+                while !waiting.is_finished() {
+                    if !fifo_waiters().is_empty() {
+                        std::fs::remove_file(&fifo).unwrap();
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                waiting.await.unwrap()
+            };
+            let (r, interrupted) = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), interrupting(open))
+                    .await
+                    .expect("the open was interrupted")
+            });
+            assert_eq!(r.unwrap_err(), rustix::io::Errno::INTR);
+            assert!(interrupted);
+        }
+    }
+
+    /// Dropping the watch while its open waits (the guest killed) frees the waiting thread.
+    #[test]
+    fn a_dropped_watch_frees_the_waiting_thread() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        mkfifo(&fifo);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(rustix::fs::open(&fifo, OFlags::RDONLY, Mode::empty()).err());
+        });
+        // However long the thread takes to reach the open, a drop after it is there frees it:
+        // keep dropping watches until the thread reports.
+        let started = std::time::Instant::now();
+        let got = loop {
+            drop(OnDrop { armed: true });
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(v) => break v,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    assert!(started.elapsed() < Duration::from_secs(60), "never freed");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(got, Some(rustix::io::Errno::INTR));
+    }
+}
