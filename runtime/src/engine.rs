@@ -48,6 +48,8 @@ pub struct RuntimeConfig {
     /// caller's threads (which may have to exec programs, as the shim runs runc) stay unfiltered.
     /// Outside a tokio runtime the runtime always has its own executor.
     pub own_executor: bool,
+    /// Where wasm is compiled: in this process, or in a helper whose memory is capped.
+    pub compiler: crate::compiler::Compiler,
 }
 
 /// A compiled workload, ready to be prepared any number of times.
@@ -104,6 +106,7 @@ pub(crate) struct Inner {
     cache_writes: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Everything this runtime has loaded, by wasm digest: one compiled copy per module.
     loaded: std::sync::Mutex<std::collections::HashMap<[u8; 32], ProgramKind>>,
+    compiler: crate::compiler::Compiler,
 }
 
 impl Drop for Inner {
@@ -124,12 +127,29 @@ pub struct Runtime {
     pub(crate) inner: Arc<Inner>,
 }
 
-fn base_config() -> Config {
+/// The engine configuration every engine starts from, the compiler helper's included (so what it
+/// compiles loads here).
+pub(crate) fn base_config() -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true);
     c.wasm_component_model(true);
     c.wasm_component_model_async(true);
     c.max_wasm_stack(1 << 20);
+    c
+}
+
+/// [`base_config`] with the pooling allocator.
+fn pooling_config() -> Config {
+    let mut c = base_config();
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_memories(1000)
+        .total_tables(1000)
+        .total_core_instances(1000)
+        .total_component_instances(1000)
+        .max_memories_per_component(50)
+        .max_tables_per_component(50)
+        .max_core_instances_per_component(100);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
 }
 
@@ -139,22 +159,10 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self> {
         let engine = match config.allocator {
             Allocator::OnDemand => Engine::new(&base_config()),
-            Allocator::Pooling => {
-                let mut c = base_config();
-                let mut pool = PoolingAllocationConfig::default();
-                pool.total_memories(1000)
-                    .total_tables(1000)
-                    .total_core_instances(1000)
-                    .total_component_instances(1000)
-                    .max_memories_per_component(50)
-                    .max_tables_per_component(50)
-                    .max_core_instances_per_component(100);
-                c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-                Engine::new(&c).or_else(|e| {
-                    tracing::info!(error = %e, "pooling allocator unavailable; allocating on demand");
-                    Engine::new(&base_config())
-                })
-            }
+            Allocator::Pooling => Engine::new(&pooling_config()).or_else(|e| {
+                tracing::info!(error = %e, "pooling allocator unavailable; allocating on demand");
+                Engine::new(&base_config())
+            }),
         }
         .map_err(|e| Error::Engine { source: boxed(e) })?;
         let cache = config
@@ -271,6 +279,7 @@ impl Runtime {
                 stop_ticker,
                 cache_writes: Default::default(),
                 loaded: Default::default(),
+                compiler: config.compiler.clone(),
             }),
         })
     }
@@ -311,6 +320,17 @@ impl Runtime {
     /// Loads wasm (binary or text) named `name`: from the cache when compiled before, else compiles
     /// and caches it. Precompiled native code is refused.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<(Program, LoadedFrom)> {
+        self.load_by(name, bytes, None)
+    }
+
+    /// [`Runtime::load`], giving up at `deadline`: a compile in a helper process is ended then
+    /// ([`Error::CompileDeadline`]); one in this process runs to its end.
+    pub fn load_by(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(Program, LoadedFrom)> {
         let binary = to_binary(name, bytes)?;
         let kind = if wasmparser::Parser::is_component(&binary) {
             ArtifactKind::Component
@@ -321,7 +341,7 @@ impl Runtime {
         if let Some(k) = self.inner.loaded.lock().expect("loaded").get(&digest) {
             return Ok((self.program(name, k.clone()), LoadedFrom::Memory));
         }
-        let (k, from) = self.compile_or_cached(name, &binary, digest, kind)?;
+        let (k, from) = self.compile_or_cached(name, &binary, digest, kind, deadline)?;
         self.inner
             .loaded
             .lock()
@@ -350,6 +370,7 @@ impl Runtime {
         binary: &[u8],
         digest: [u8; 32],
         kind: ArtifactKind,
+        deadline: Option<std::time::Instant>,
     ) -> Result<(ProgramKind, LoadedFrom)> {
         let engine = &self.inner.engine;
         if let Some(cache) = &self.inner.cache {
@@ -393,12 +414,24 @@ impl Runtime {
             source: boxed(e),
         };
         tracing::debug!(name, bytes = binary.len(), "compiling");
-        let k = match kind {
-            ArtifactKind::Module => {
-                ProgramKind::Module(Module::from_binary(engine, binary).map_err(compile_err)?)
+        let (k, serialized) = match &self.inner.compiler {
+            crate::compiler::Compiler::InProcess => {
+                let k = match kind {
+                    ArtifactKind::Module => ProgramKind::Module(
+                        Module::from_binary(engine, binary).map_err(compile_err)?,
+                    ),
+                    ArtifactKind::Component => ProgramKind::Component(
+                        Component::from_binary(engine, binary).map_err(compile_err)?,
+                    ),
+                };
+                (k, None)
             }
-            ArtifactKind::Component => {
-                ProgramKind::Component(Component::from_binary(engine, binary).map_err(compile_err)?)
+            crate::compiler::Compiler::Helper { program, memory } => {
+                let bytes = crate::compiler::compile_in_helper(
+                    program, *memory, name, kind, binary, deadline,
+                )?;
+                let k = deserialize_helper_output(engine, &bytes, kind).map_err(compile_err)?;
+                (k, Some(bytes))
             }
         };
         if let Some(cache) = &self.inner.cache {
@@ -411,9 +444,12 @@ impl Runtime {
             let job = std::thread::Builder::new()
                 .name("wasmbox-cache".into())
                 .spawn(move || {
-                    let bytes = match &program {
-                        ProgramKind::Module(m) => m.serialize(),
-                        ProgramKind::Component(c) => c.serialize(),
+                    let bytes = match serialized {
+                        Some(b) => Ok(b),
+                        None => match &program {
+                            ProgramKind::Module(m) => m.serialize(),
+                            ProgramKind::Component(c) => c.serialize(),
+                        },
                     };
                     match bytes {
                         Ok(bytes) => {
@@ -517,6 +553,29 @@ fn deserialize(
     }
 }
 
+/// Loads what the compiler helper wrote.
+fn deserialize_helper_output(
+    engine: &Engine,
+    bytes: &[u8],
+    kind: ArtifactKind,
+) -> wasmtime::Result<ProgramKind> {
+    // SAFETY: `bytes` are what our own compiler helper (this program, re-executed) wrote on a pipe
+    // only we hold, from `precompile_*` of an engine configured as this one; they came from no
+    // image and no user. wasmtime checks the engine compatibility header before loading.
+    #[allow(
+        unsafe_code,
+        reason = "loading code our own compiler helper compiled, straight from its pipe"
+    )]
+    unsafe {
+        Ok(match kind {
+            ArtifactKind::Module => ProgramKind::Module(Module::deserialize(engine, bytes)?),
+            ArtifactKind::Component => {
+                ProgramKind::Component(Component::deserialize(engine, bytes)?)
+            }
+        })
+    }
+}
+
 /// True when `bytes` are wasmtime's precompiled native code (a `.cwasm`), which wasmbox only ever
 /// loads from its own cache.
 pub fn is_precompiled(bytes: &[u8]) -> bool {
@@ -581,6 +640,27 @@ mod tests {
             .to_string();
         assert!(e.contains("wasm text"), "{e}");
         assert!(to_binary("x", b"(module)").is_ok());
+    }
+
+    /// The compiler helper always compiles with [`base_config`]; what it compiles must load into
+    /// a pooling engine too, so the allocator must not be part of the compatibility hash.
+    #[test]
+    fn the_allocator_does_not_change_what_compiled_code_loads_into() {
+        let hash = |c: &Config| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(
+                &Engine::new(c).unwrap().precompile_compatibility_hash(),
+                &mut h,
+            );
+            std::hash::Hasher::finish(&h)
+        };
+        assert_eq!(hash(&base_config()), hash(&pooling_config()));
+        let artifact = Engine::new(&base_config())
+            .unwrap()
+            .precompile_module(b"(module (func (export \"f\")))")
+            .unwrap();
+        let pooling = Engine::new(&pooling_config()).unwrap();
+        deserialize_helper_output(&pooling, &artifact, ArtifactKind::Module).unwrap();
     }
 
     #[test]

@@ -55,6 +55,31 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The compiler helper process failed.
+    #[error("compiling {name}: {reason}")]
+    CompileHelper {
+        /// The workload's name.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Compiling needed more memory than the compiler is given.
+    #[error(
+        "compiling {name}: the compiler needed more than its {} MiB memory cap",
+        limit >> 20
+    )]
+    CompileMemory {
+        /// The workload's name.
+        name: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
+    /// The deadline passed while compiling.
+    #[error("compiling {name}: the deadline passed")]
+    CompileDeadline {
+        /// The workload's name.
+        name: String,
+    },
     /// The requested entry export does not exist or has the wrong type.
     #[error("{name} has no export {export:?} callable without arguments")]
     ExportNotFound {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod cache;
+pub mod compiler;
 mod engine;
 mod error;
 mod exit;

@@ -4,3 +4,34 @@
 
 pub mod cli;
 pub mod containerd;
+
+use wasmbox_runtime::compiler::{Compiler, HELPER_ARG, MIN_COMPILE_MEMORY, helper_main};
+
+/// When this process was started as the compiler helper (first argument
+/// [`wasmbox_runtime::compiler::HELPER_ARG`]), runs it and returns its exit status. Both binaries
+/// ask this first thing in `main`, before any thread or signal setup.
+pub fn compiler_helper() -> Option<i32> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != HELPER_ARG {
+        return None;
+    }
+    Some(helper_main(&args.collect::<Vec<_>>()))
+}
+
+/// Parses a compile memory cap (a size, as `--memory` takes), at least
+/// [`wasmbox_runtime::compiler::MIN_COMPILE_MEMORY`].
+pub fn parse_compile_memory(s: &str) -> Result<u64, String> {
+    let n = cli::parse_size(s)?;
+    if n < MIN_COMPILE_MEMORY {
+        return Err(format!(
+            "{s:?} is too little to compile in (at least {} MiB)",
+            MIN_COMPILE_MEMORY >> 20
+        ));
+    }
+    Ok(n)
+}
+
+/// Compiling in this program re-executed as a helper, capped at `memory` bytes.
+pub fn compiler(memory: u64) -> Compiler {
+    Compiler::this_program(memory)
+}

@@ -60,6 +60,9 @@ pub enum Command {
 
 /// Entry point of the `wasmbox` binary: parses, runs, maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    if let Some(code) = crate::compiler_helper() {
+        return ExitCode::from(code as u8);
+    }
     // Before anything else, and before any thread: `run` handles these from the start.
     signals::block();
     let cli = match Cli::try_parse() {

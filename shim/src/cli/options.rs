@@ -140,6 +140,10 @@ pub struct CacheOptions {
     /// Compile without reading or writing the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Cap on the memory one compile may take (default 2g). Compiling runs in a helper process
+    /// of its own; a module that needs more is refused.
+    #[arg(long, env = "WASMBOX_COMPILE_MEMORY", value_name = "SIZE", value_parser = crate::parse_compile_memory)]
+    pub compile_memory: Option<u64>,
 }
 
 impl CacheOptions {
@@ -153,6 +157,10 @@ impl CacheOptions {
                     .clone()
                     .or_else(wasmbox_runtime::cache::default_dir)
             },
+            compiler: crate::compiler(
+                self.compile_memory
+                    .unwrap_or(wasmbox_runtime::compiler::DEFAULT_COMPILE_MEMORY),
+            ),
             ..Default::default()
         }
     }

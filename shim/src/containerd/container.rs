@@ -267,13 +267,17 @@ fn head_full(dir: &cap_std::fs::Dir, entry: &Path, head: &[u8]) -> Vec<u8> {
 }
 
 /// Loads and links a wasm bundle's entry: the guest is ready to start.
-pub fn prepare(runtime: &Runtime, bundle: &Bundle) -> Result<Prepared> {
+pub fn prepare(
+    runtime: &Runtime,
+    bundle: &Bundle,
+    deadline: Option<std::time::Instant>,
+) -> Result<Prepared> {
     let bytes = bundle
         .read_entry()
         .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
     let name = format!("/{}", bundle.entry.display());
     let (program, _) = runtime
-        .load(&name, &bytes)
+        .load_by(&name, &bytes, deadline)
         .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
     runtime
         .prepare(&program, bundle.policy.clone())

@@ -44,6 +44,9 @@ const EXIT_SHIM_GONE: u32 = 137;
 
 /// Entry point of the shim binary; returns the process exit code.
 pub fn main() -> i32 {
+    if let Some(code) = crate::compiler_helper() {
+        return code;
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let flags = containerd_shim::parse(&args[1..]).ok();
     if flags.as_ref().is_some_and(|f| f.version) {

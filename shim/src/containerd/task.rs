@@ -76,7 +76,15 @@ impl TaskService {
             return Ok(r);
         }
         let grouped = super::group_of(spec).is_some();
+        let compile_memory = match std::env::var("WASMBOX_COMPILE_MEMORY") {
+            Ok(v) => crate::parse_compile_memory(&v)
+                .map_err(|e| ShimError::InvalidArgument(format!("WASMBOX_COMPILE_MEMORY: {e}")))?,
+            Err(_) => wasmbox_runtime::compiler::DEFAULT_COMPILE_MEMORY,
+        };
         let config = wasmbox_runtime::RuntimeConfig {
+            // Each compile in a helper process of its own: one container's module cannot take the
+            // memory the pod's other containers run in.
+            compiler: crate::compiler(compile_memory),
             cache_dir: std::env::var_os("WASMBOX_CACHE_DIR")
                 .map(Into::into)
                 .or_else(wasmbox_runtime::cache::default_dir),
@@ -963,7 +971,12 @@ async fn prepare_off_executor(
     bundle: &wasmbox_runtime::Bundle,
 ) -> Result<wasmbox_runtime::Prepared> {
     let (rt, b) = (runtime.clone(), bundle.clone());
-    tokio::task::spawn_blocking(move || container::prepare(&rt, &b))
+    let deadline = bundle
+        .policy
+        .limits
+        .timeout
+        .and_then(|t| std::time::Instant::now().checked_add(t));
+    tokio::task::spawn_blocking(move || container::prepare(&rt, &b, deadline))
         .await
         .map_err(|e| ShimError::Internal(format!("preparing the guest: {e}")))?
 }

@@ -21,6 +21,8 @@ pub struct Containerd {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub ns: String,
+    /// Added to containerd's environment.
+    env: Vec<(String, String)>,
 }
 
 fn tool(name: &str) -> String {
@@ -36,6 +38,11 @@ fn tool(name: &str) -> String {
 impl Containerd {
     /// Starts a containerd and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts a containerd with `env` added to its environment (which its shims inherit).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = tempfile::Builder::new()
             .prefix("wbctd")
@@ -66,6 +73,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             dir,
             child: None,
             ns,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         c.launch();
         c
@@ -92,6 +103,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .arg(d.join("config.toml"))
             .env("PATH", path)
             .env("WASMBOX_CACHE_DIR", d.join("cache"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -466,6 +466,38 @@ fn the_deadline_covers_compiling_and_huge_modules_are_refused() {
     assert!(line.contains("250002 functions"), "{line}");
 }
 
+/// Compiling runs in a helper process whose memory is capped: a module that needs about 1 GiB
+/// to compile fails under a 256 MiB cap with a message that says so, and `wasmbox run` itself
+/// never holds that memory; a small module compiles under 64 MiB.
+#[test]
+fn compile_memory_is_capped_in_a_helper_process() {
+    let wb = Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let big = t.path().join("big.wasm");
+    std::fs::write(&big, many_functions(200_000)).unwrap();
+    let big = big.display().to_string();
+    let line = error_line(
+        &wb,
+        &["run", "--no-cache", "--compile-memory", "256m", &big],
+    );
+    assert!(
+        line.contains("the compiler needed more than its 256 MiB memory cap"),
+        "{line}"
+    );
+    let out = wb.run(&[
+        "run",
+        "--no-cache",
+        "--compile-memory",
+        "64m",
+        &files(),
+        "args",
+    ]);
+    out.code(0);
+    let out = wb.run(&["run", "--compile-memory", "1m", &files(), "args"]);
+    out.code(125);
+    assert!(out.stderr.contains("too little to compile in"), "{out:#?}");
+}
+
 #[test]
 fn files_a_guest_creates_follow_the_umask_not_an_inherited_zero() {
     use std::os::unix::fs::PermissionsExt;

@@ -1166,11 +1166,9 @@ fn one_guest_cannot_make_its_pods_shim_buffer_or_scan() {
     assert_eq!(c.ctr(&["task", "delete", "flood"]).code, 0);
 }
 
-#[test]
-fn the_deadline_covers_compiling_in_the_shim() {
-    let c = Containerd::start();
-    // An image of a module that takes far longer than a second to compile.
-    let t = tempfile::tempdir().unwrap();
+/// Imports into `c` a compat image of a module that takes far longer than a second, and about
+/// 1 GiB, to compile; returns its name.
+fn big_image(c: &Containerd, t: &tempfile::TempDir) -> &'static str {
     let big = t.path().join("big.wasm");
     std::fs::write(&big, crate::escapes::many_functions(200_000)).unwrap();
     let wb = crate::common::Wasmbox::new();
@@ -1191,8 +1189,51 @@ fn the_deadline_covers_compiling_in_the_shim() {
     wb.run(&["--store", &store, "save", "-o", &archive, name])
         .code(0);
     c.import(std::path::Path::new(&archive));
+    name
+}
+
+#[test]
+fn the_deadline_covers_compiling_in_the_shim() {
+    let c = Containerd::start();
+    let t = tempfile::tempdir().unwrap();
+    let name = big_image(&c, &t);
     let out = c.run(&["--annotation", "wasmbox.timeout=1"], name, "big", &[]);
     assert_ne!(out.code, 0, "{out:#?}");
     assert!(out.stderr.contains("while loading"), "{out:#?}");
     assert!(c.status("big").is_none());
+}
+
+/// Compiling runs in a helper process whose memory is capped (`WASMBOX_COMPILE_MEMORY` in the
+/// shim's environment): a module that needs more fails its own create, with a message that says
+/// so, while its pod's shim and the neighbour running in it are untouched.
+#[test]
+fn a_compile_beyond_its_memory_cap_fails_alone() {
+    let c = Containerd::start_with_env(&[("WASMBOX_COMPILE_MEMORY", "256m")]);
+    let t = tempfile::tempdir().unwrap();
+    let name = big_image(&c, &t);
+    c.import(&Images::get().archive(FILES));
+    let group = ["--annotation", "io.containerd.runc.v2.group=compile"];
+    let log = c.run_detached(&group, FILES, "neighbour", &["/app.wasm", "loop"]);
+    wait_until("the neighbour runs", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("looping"))
+    });
+    let shim = c.pid("neighbour");
+    let out = c.run(&group, name, "big", &[]);
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("the compiler needed more than its 256 MiB"),
+        "{out:#?}"
+    );
+    assert!(c.status("big").is_none());
+    assert_eq!(c.status("neighbour").as_deref(), Some("RUNNING"));
+    // The compile's gigabyte was never the shim's.
+    let hwm_kib = crate::common::peak_rss_kib(shim);
+    assert!(hwm_kib < 200 * 1024, "the shim's peak RSS {hwm_kib} KiB");
+    assert_eq!(
+        c.ctr(&["task", "kill", "-s", "SIGKILL", "neighbour"]).code,
+        0
+    );
+    c.wait_status("neighbour", "STOPPED");
+    assert_eq!(c.ctr(&["task", "delete", "neighbour"]).code, 0);
 }
