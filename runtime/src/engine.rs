@@ -224,7 +224,11 @@ impl Runtime {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .thread_name("wasmbox-guest")
-                    .on_thread_start(move || crate::seccomp::install(&progs, baseline))
+                    .on_thread_start(move || {
+                        crate::seccomp::install(&progs, baseline);
+                        crate::special::register_guest_thread();
+                    })
+                    .on_thread_stop(crate::special::unregister_guest_thread)
                     .enable_all()
                     .build()
                     .map_err(|source| Error::Executor { source })?;
@@ -414,8 +418,8 @@ impl Runtime {
             source: boxed(e),
         };
         tracing::debug!(name, bytes = binary.len(), "compiling");
-        let (k, serialized) = match &self.inner.compiler {
-            crate::compiler::Compiler::InProcess => {
+        let (k, serialized) = match self.inner.compiler.helper_program() {
+            None => {
                 let k = match kind {
                     ArtifactKind::Module => ProgramKind::Module(
                         Module::from_binary(engine, binary).map_err(compile_err)?,
@@ -426,9 +430,9 @@ impl Runtime {
                 };
                 (k, None)
             }
-            crate::compiler::Compiler::Helper { program, memory } => {
+            Some((program, memory)) => {
                 let bytes = crate::compiler::compile_in_helper(
-                    program, *memory, name, kind, binary, deadline,
+                    program, memory, name, kind, binary, deadline,
                 )?;
                 let k = deserialize_helper_output(engine, &bytes, kind).map_err(compile_err)?;
                 (k, Some(bytes))

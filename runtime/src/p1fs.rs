@@ -8,8 +8,9 @@
 //!
 //! The checks look beneath the directory the guest names, so the host keeps its own `O_PATH`
 //! descriptor of every directory the guest holds ([`P1Host::dirs`]): the preopens, and each
-//! directory the guest opens itself, taken right after its `path_open`, moved by `fd_renumber`
-//! and dropped by `fd_close`.
+//! directory the guest opens itself, taken right after its `path_open` and checked to be the
+//! same directory (a directory that cannot be pinned so is refused), moved by `fd_renumber` and
+//! dropped by `fd_close`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -43,21 +44,16 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 if held(&mut c) >= c.data().handles {
                     return Ok(EMFILE);
                 }
-                let Some(dir) = c.data().dirs.get(&(fd as u32)).cloned() else {
-                    // Not a directory the guest holds: wasmtime-wasi says why (EBADF, ENOTDIR).
-                    return delegate!(
-                        c,
-                        path_open,
-                        async (fd, dirflags, path, len, oflags, base, inh, fdflags, ret)
-                    );
-                };
+                let dir = c.data().dirs.get(&(fd as u32)).cloned();
                 let follow = dirflags & 1 != 0;
                 let mem = memory(&mut c)?;
                 let name = match Mem(mem.data_mut(&mut c)).slice(path as u32, len as u32) {
                     Ok(b) => b.to_vec(),
                     Err(e) => return Ok(e),
                 };
-                if special::is_fifo_or_socket(&*dir, &name, follow) {
+                if let Some(dir) = &dir
+                    && special::is_fifo_or_socket(&**dir, &name, follow)
+                {
                     tracing::debug!(path = %String::from_utf8_lossy(&name), "FIFO or socket file not opened");
                     return Ok(EACCES);
                 }
@@ -68,10 +64,10 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                         async (fd, dirflags, path, len, oflags, base, inh, fdflags, ret)
                     )
                 };
-                let (code, interrupted) = special::interrupting(open).await;
-                let code = code?;
-                if interrupted && code == EINTR {
-                    // It waited on a FIFO that appeared under it.
+                let code = special::interrupting(open).await?;
+                if code == EINTR {
+                    // Only the FIFO watchdog's signal interrupts an open: it waited on a FIFO
+                    // that appeared under it.
                     return Ok(EACCES);
                 }
                 if code != SUCCESS {
@@ -82,25 +78,43 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     // wasmtime-wasi wrote it there a moment ago.
                     return Ok(code);
                 };
-                let opened = filetype(&mut c, new).await;
-                if matches!(
-                    opened,
-                    Some(
-                        types::Filetype::Unknown
-                            | types::Filetype::SocketStream
-                            | types::Filetype::SocketDgram
-                    )
-                ) {
+                let keep = match filetype(&mut c, new).await {
+                    Some(types::Filetype::Directory) => {
+                        // Pinned as the very directory the guest now holds, or refused: later
+                        // opens beneath it are checked beneath that descriptor.
+                        let pinned = match dir.and_then(|d| open_dir_path(&*d, &name, follow)) {
+                            Some(host) => same_directory(&mut c, new, &host)
+                                .await
+                                .then_some(host),
+                            None => None,
+                        };
+                        match pinned {
+                            Some(host) => {
+                                c.data_mut().dirs.insert(new, Arc::new(host));
+                                true
+                            }
+                            None => {
+                                tracing::warn!(path = %String::from_utf8_lossy(&name), "a directory changed under its open; refused");
+                                false
+                            }
+                        }
+                    }
                     // A FIFO (preview 1 has no file type for one) or socket swapped in under the
-                    // checks: the guest never holds it.
-                    tracing::warn!(path = %String::from_utf8_lossy(&name), "a FIFO or socket was opened; closed and refused");
+                    // checks, or something wasmtime-wasi cannot say: the guest never holds it.
+                    None
+                    | Some(
+                        types::Filetype::Unknown
+                        | types::Filetype::SocketStream
+                        | types::Filetype::SocketDgram,
+                    ) => {
+                        tracing::warn!(path = %String::from_utf8_lossy(&name), "a FIFO or socket was opened; closed and refused");
+                        false
+                    }
+                    Some(_) => true,
+                };
+                if !keep {
                     close_here(&mut c, new).await;
                     return Ok(EACCES);
-                }
-                if opened == Some(types::Filetype::Directory)
-                    && let Some(d) = open_dir_path(&*dir, &name, follow)
-                {
-                    c.data_mut().dirs.insert(new, Arc::new(d));
                 }
                 Ok(code)
             })
@@ -163,6 +177,27 @@ async fn filetype(c: &mut Caller<'_, P1Host>, fd: u32) -> Option<types::Filetype
         .await
         .ok()
         .map(|s| s.fs_filetype)
+}
+
+/// Whether the guest's directory descriptor `fd` and the host's `host` are the same directory:
+/// preview 1 numbers an inode by hashing its device and inode numbers as wasmtime-wasi does.
+async fn same_directory(c: &mut Caller<'_, P1Host>, fd: u32, host: &OwnedFd) -> bool {
+    use std::hash::{Hash, Hasher};
+    let Ok(st) = rustix::fs::fstat(host) else {
+        return false;
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (st.st_dev, st.st_ino).hash(&mut h);
+    let want = h.finish();
+    let Ok(mem) = memory(c) else {
+        return false;
+    };
+    let (data, host) = mem.data_and_store_mut(c.as_context_mut());
+    let mut gm = wiggle::GuestMemory::Unshared(data);
+    host.wasi
+        .fd_filestat_get(&mut gm, types::Fd::from(fd))
+        .await
+        .is_ok_and(|s| s.ino == want)
 }
 
 /// An `O_PATH` descriptor of `name` beneath `dir` when it is a directory, for checking later

@@ -103,13 +103,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                     flags,
                 );
                 match special::interrupting(open).await {
-                    (Ok(d), _) if opened_special(store.data_mut(), &d, &path) => {
+                    Ok(d) if opened_special(store.data_mut(), &d, &path) => {
                         Ok((Err(ErrorCode::Access),))
                     }
-                    (Ok(d), _) => Ok((Ok(d),)),
-                    (Err(e), interrupted) => match e.downcast()? {
-                        // It waited on a FIFO that appeared under it.
-                        ErrorCode::Interrupted if interrupted => Ok((Err(ErrorCode::Access),)),
+                    Ok(d) => Ok((Ok(d),)),
+                    Err(e) => match e.downcast()? {
+                        // Only the FIFO watchdog's signal interrupts an open: it waited on a
+                        // FIFO that appeared under it.
+                        ErrorCode::Interrupted => Ok((Err(ErrorCode::Access),)),
                         code => Ok((Err(code),)),
                     },
                 }
@@ -143,16 +144,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                         &fs, fd, path_flags, path.clone(), open_flags, flags
                     );
                 match special::interrupting(open).await {
-                    (Ok(d), _)
+                    Ok(d)
                         if accessor.with(|mut access| opened_special(access.get(), &d, &path)) =>
                     {
                         Ok((Err(p3::ErrorCode::Access),))
                     }
-                    (Ok(d), _) => Ok((Ok(d),)),
-                    (Err(e), interrupted) => match e.downcast()? {
-                        p3::ErrorCode::Interrupted if interrupted => {
-                            Ok((Err(p3::ErrorCode::Access),))
-                        }
+                    Ok(d) => Ok((Ok(d),)),
+                    Err(e) => match e.downcast()? {
+                        // Only the FIFO watchdog's signal interrupts an open.
+                        p3::ErrorCode::Interrupted => Ok((Err(p3::ErrorCode::Access),)),
                         code => Ok((Err(code),)),
                     },
                 }

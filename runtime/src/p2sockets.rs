@@ -2,8 +2,10 @@
 //! change: a guest that holds its handle limit gets an error code instead of trapping on a full
 //! resource table: `new-socket-limit` in WASI 0.2 (`EMFILE` to wasi-libc), `out-of-memory` in WASI
 //! 0.3, which has no code of its own for it. A server at its limit keeps serving the
-//! connections it has. (WASI 0.3's `listen` hands accepted sockets over a stream that wasmtime
-//! fills itself; at the limit that stream's next socket traps instead.)
+//! connections it has (at the limit, `accept` answers `new-socket-limit` even when no connection
+//! is waiting). Other handles a guest makes (streams, pollables, WASI 0.3's accepted sockets,
+//! which `listen` hands over a stream that wasmtime fills itself) trap a little past the limit,
+//! where the resource table's own cap is.
 
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::p2::bindings::sockets as p2;

@@ -6,13 +6,13 @@
 //! 1. before: the name is looked up beneath the directory without opening it, and a FIFO or a
 //!    socket file is refused (`EACCES` / `access`);
 //! 2. during: should a host process swap a FIFO in after that look-up, the open waits in the
-//!    kernel for a partner. While an open lasts longer than [`INTERRUPT_AFTER`], and at once when
-//!    the guest is killed during it, every thread of this process that waits for a FIFO partner
-//!    (`/proc/self/task/*/wchan` reads `wait_for_partner`) is interrupted with a signal whose
-//!    handler does nothing and does not restart the call ([`interrupt_fifo_waiters`]); the open
-//!    fails with `EINTR` and the guest is told `EACCES`. This works whatever became of the FIFO
-//!    (a swapper may have unlinked it again). wasmbox's own threads never wait for a FIFO partner
-//!    (the shim opens containerd's FIFOs non-blocking), and std retries an interrupted open;
+//!    kernel for a partner. While any open is in progress, and for [`LINGER`] after one was
+//!    abandoned (its guest killed), a watchdog thread interrupts, every [`INTERRUPT_AFTER`], each
+//!    guest thread that waits for a FIFO partner (`/proc/self/task/*/wchan` reads
+//!    `wait_for_partner`) with a signal whose handler does nothing and does not restart the call
+//!    ([`interrupt_fifo_waiters`]); the open fails with `EINTR` and the guest is told `EACCES`.
+//!    This works whatever became of the FIFO (a swapper may have unlinked it again), and while
+//!    the guest is paused. Only the threads of the runtime's own executor are signalled;
 //! 3. after: a descriptor that turns out to be a FIFO or a socket is closed and refused.
 //!
 //! A guest cannot make such files itself (WASI has no `mknod`); they come from images, from the
@@ -70,16 +70,24 @@ fn interrupt_signal() -> i32 {
     libc::SIGRTMAX() - 3
 }
 
-/// Installs the do-nothing handler for [`interrupt_signal`], without `SA_RESTART`, once.
+/// Installs the do-nothing handler for [`interrupt_signal`], without `SA_RESTART`, once; false
+/// (and nothing installed) when something else already handles that signal.
 fn install_handler() -> bool {
     static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *INSTALLED.get_or_init(|| {
         extern "C" fn nothing(_: libc::c_int) {}
-        // SAFETY: a handler that does nothing is async-signal-safe; the signal is one of the
-        // real-time ones, which neither std, tokio nor wasmtime use; the struct is zeroed and then
-        // filled as sigaction(2) asks.
+        // SAFETY: a handler that does nothing is async-signal-safe; the structs are zeroed and
+        // then filled as sigaction(2) asks; the handler is only installed over the default
+        // disposition, so nobody else's handler is replaced.
         #[allow(unsafe_code, reason = "installing a signal handler that does nothing")]
         unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(interrupt_signal(), std::ptr::null(), &mut old) != 0
+                || old.sa_sigaction != libc::SIG_DFL
+            {
+                tracing::warn!("the FIFO interrupt signal is taken; opens that wait on a swapped-in FIFO are not interrupted");
+                return false;
+            }
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = nothing as *const () as usize;
             libc::sigemptyset(&mut sa.sa_mask);
@@ -87,6 +95,25 @@ fn install_handler() -> bool {
             libc::sigaction(interrupt_signal(), &sa, std::ptr::null_mut()) == 0
         }
     })
+}
+
+/// The threads that run guests' blocking calls (the runtime's own executor registers them); when
+/// there are none (a runtime on its embedder's executor), every thread is a candidate.
+static GUEST_THREADS: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers the calling thread as one that runs guests (from the executor's `on_thread_start`).
+pub(crate) fn register_guest_thread() {
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    GUEST_THREADS.lock().expect("guest threads").push(tid);
+}
+
+/// Forgets the calling thread (from the executor's `on_thread_stop`).
+pub(crate) fn unregister_guest_thread() {
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    GUEST_THREADS
+        .lock()
+        .expect("guest threads")
+        .retain(|&t| t != tid);
 }
 
 /// The threads of this process that wait in the kernel for a FIFO partner (none where `wchan` is
@@ -99,66 +126,128 @@ fn fifo_waiters() -> Vec<libc::pid_t> {
         .flatten()
         .filter(|t| {
             std::fs::read_to_string(t.path().join("wchan"))
-                .is_ok_and(|w| w.trim() == "wait_for_partner")
+                .is_ok_and(|w| matches!(w.trim(), "wait_for_partner" | "fifo_open"))
         })
         .filter_map(|t| t.file_name().to_str()?.parse().ok())
         .collect()
 }
 
-/// Interrupts every thread of this process that waits in the kernel for a FIFO partner; returns
-/// how many.
+/// Interrupts every guest thread of this process that waits in the kernel for a FIFO partner;
+/// returns how many.
 pub(crate) fn interrupt_fifo_waiters() -> usize {
     if !install_handler() {
         return 0;
     }
-    let pid = std::process::id() as libc::pid_t;
+    let pid = std::process::id() as libc::c_long;
+    let guests = GUEST_THREADS.lock().expect("guest threads").clone();
     fifo_waiters()
         .into_iter()
+        .filter(|tid| guests.is_empty() || guests.contains(tid))
         .filter(|&tid| {
             // SAFETY: tgkill only sends a signal, to a thread of this very process, whose handler
             // (installed above) does nothing.
             #[allow(unsafe_code, reason = "signalling a thread of our own")]
-            let sent = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, interrupt_signal()) };
+            let sent = unsafe {
+                libc::syscall(
+                    libc::SYS_tgkill,
+                    pid,
+                    tid as libc::c_long,
+                    interrupt_signal() as libc::c_long,
+                )
+            };
             sent == 0
         })
         .count()
 }
 
-/// Interrupts FIFO waiters when dropped armed (the guest killed while its open waits).
-struct OnDrop {
-    armed: bool,
+/// How long after an open was abandoned (its guest killed) the watchdog still looks for its
+/// thread, which may not have reached the kernel's wait yet.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Opens in progress, and when one was last abandoned: what the watchdog watches.
+struct Watched {
+    in_flight: usize,
+    abandoned: Option<std::time::Instant>,
 }
 
-impl Drop for OnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            interrupt_fifo_waiters();
-        }
-    }
-}
+static WATCHED: std::sync::Mutex<Watched> = std::sync::Mutex::new(Watched {
+    in_flight: 0,
+    abandoned: None,
+});
+static WAKE: std::sync::Condvar = std::sync::Condvar::new();
 
-/// Awaits `open`, interrupting the threads that wait for a FIFO partner whenever it has lasted
-/// another [`INTERRUPT_AFTER`], and once more if it is dropped before it returns. Returns what
-/// `open` returned, and whether any thread was interrupted meanwhile.
-pub(crate) async fn interrupting<F: Future>(open: F) -> (F::Output, bool) {
-    let mut guard = OnDrop { armed: true };
-    let mut interrupted = false;
-    let mut open = std::pin::pin!(open);
-    loop {
-        tokio::select! {
-            r = &mut open => {
-                guard.armed = false;
-                return (r, interrupted);
-            }
-            () = tokio::time::sleep(INTERRUPT_AFTER) => {
-                let n = interrupt_fifo_waiters();
-                if n > 0 {
-                    tracing::warn!(threads = n, "interrupted opens waiting on a FIFO (one appeared under an open)");
-                    interrupted = true;
+/// The process-wide watchdog: while any open is in progress (or was abandoned within
+/// [`LINGER`]), every [`INTERRUPT_AFTER`] it interrupts the guest threads waiting for a FIFO
+/// partner. It runs on a thread of its own, so a paused or killed guest, or a busy executor,
+/// does not stop it.
+fn watchdog() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("wasmbox-fifo-watch".into())
+            .spawn(|| {
+                loop {
+                    {
+                        let mut w = WATCHED.lock().expect("watched");
+                        loop {
+                            let lingering = w.abandoned.is_some_and(|t| t.elapsed() < LINGER);
+                            if w.in_flight > 0 || lingering {
+                                break;
+                            }
+                            w.abandoned = None;
+                            w = WAKE.wait(w).expect("watched");
+                        }
+                    }
+                    std::thread::sleep(INTERRUPT_AFTER);
+                    let n = interrupt_fifo_waiters();
+                    if n > 0 {
+                        tracing::warn!(
+                            threads = n,
+                            "interrupted opens waiting on a FIFO (one appeared under an open)"
+                        );
+                    }
                 }
-            }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the FIFO watchdog");
         }
+    });
+}
+
+/// An open in progress, counted by the watchdog until dropped.
+struct InFlight {
+    done: bool,
+}
+
+impl InFlight {
+    fn start() -> Self {
+        watchdog();
+        WATCHED.lock().expect("watched").in_flight += 1;
+        WAKE.notify_all();
+        InFlight { done: false }
     }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut w = WATCHED.lock().expect("watched");
+        w.in_flight -= 1;
+        if !self.done {
+            // The guest was killed (its future dropped) while the open was in progress.
+            w.abandoned = Some(std::time::Instant::now());
+        }
+        WAKE.notify_all();
+    }
+}
+
+/// Awaits `open` while the watchdog interrupts the guest threads that wait for a FIFO partner
+/// (the open's own thread among them, should a FIFO appear under it), also for a while after it
+/// is dropped before it returns.
+pub(crate) async fn interrupting<F: Future>(open: F) -> F::Output {
+    let mut watched = InFlight::start();
+    let r = open.await;
+    watched.done = true;
+    r
 }
 
 #[cfg(test)]
@@ -243,40 +332,35 @@ mod tests {
                 }
                 waiting.await.unwrap()
             };
-            let (r, interrupted) = rt.block_on(async {
+            let r = rt.block_on(async {
                 tokio::time::timeout(Duration::from_secs(30), interrupting(open))
                     .await
                     .expect("the open was interrupted")
             });
             assert_eq!(r.unwrap_err(), rustix::io::Errno::INTR);
-            assert!(interrupted);
         }
     }
 
-    /// Dropping the watch while its open waits (the guest killed) frees the waiting thread.
+    /// An open abandoned while its thread is still on its way to the kernel's wait (the guest
+    /// killed just after asking) is still interrupted once it gets there.
     #[test]
-    fn a_dropped_watch_frees_the_waiting_thread() {
+    fn an_abandoned_open_is_interrupted_when_its_thread_gets_to_the_wait() {
         let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("fifo");
         mkfifo(&fifo);
         let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
+            // Reaches the open only after the open was abandoned.
+            go_rx.recv().unwrap();
             let _ = tx.send(rustix::fs::open(&fifo, OFlags::RDONLY, Mode::empty()).err());
         });
-        // However long the thread takes to reach the open, a drop after it is there frees it:
-        // keep dropping watches until the thread reports.
-        let started = std::time::Instant::now();
-        let got = loop {
-            drop(OnDrop { armed: true });
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(v) => break v,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    assert!(started.elapsed() < Duration::from_secs(60), "never freed");
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
+        drop(InFlight::start());
+        go_tx.send(()).unwrap();
+        let got = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the waiting thread was freed");
         assert_eq!(got, Some(rustix::io::Errno::INTR));
     }
 }
