@@ -1,22 +1,27 @@
 //! Compiling in a helper process. Cranelift's memory grows with the module it compiles, not with
 //! the guest's memory limit, and a module within the shape caps can take gigabytes to compile. A
-//! [`crate::Runtime`] configured with [`Compiler::Helper`] therefore compiles each module it has
-//! not compiled before in a child process: the same program re-executed with [`HELPER_ARG`],
+//! [`crate::Runtime`] configured with [`Compiler::helper`] therefore compiles each module it has
+//! not compiled before in a child process: this very program re-executed with [`HELPER_ARG`],
 //! whose writable data is capped (`RLIMIT_DATA`). A module that needs more fails to compile with
 //! an error that says so, and the process that asked (a shim serving a whole pod) is untouched.
-//! The child dies with the thread that started it, and at the caller's deadline.
+//! The child dies with the thread that started it, and at the caller's deadline; it is the first
+//! the kernel's OOM killer picks (`oom_score_adj` 1000); no more compile at once than there are
+//! CPUs.
 //!
 //! The protocol: the child reads the wasm binary on stdin until end of file, compiles it with an
 //! engine configured as the parent's is, and writes the serialized artifact on stdout followed by
-//! a trailer (its length, then [`TRAILER_MAGIC`]); a failure is a message on stderr. The outcome
-//! is read from the output alone, never from the exit status, which a shim's reaper may collect
-//! first. The parent loads the artifact as it would a cache entry, and stores it in its cache.
+//! a trailer (its length, then [`TRAILER_MAGIC`]); a failure is a short message on stderr. The
+//! parent follows the child through a pidfd, never by its pid, since a shim's reaper may collect
+//! it first. It loads the artifact as it would a cache entry, and stores it in its cache.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags};
 
 use crate::cache::ArtifactKind;
 use crate::error::{Error, Result};
@@ -33,33 +38,47 @@ pub const MIN_COMPILE_MEMORY: u64 = 64 << 20;
 /// Ends a helper's output after the artifact's length: the compile finished.
 const TRAILER_MAGIC: &[u8; 8] = b"wasmbox!";
 
-/// Most bytes of compiled artifact a helper may hand back (wasm is at most 256 MiB; its native
-/// code is a few times that at most).
-const MAX_ARTIFACT: u64 = 4 << 30;
+/// Most bytes of a helper's message kept.
+const MESSAGE_MAX: usize = 4 << 10;
+
+/// Compiler threads in a helper, whatever the machine: what its memory cap must also hold.
+const HELPER_THREADS: usize = 2;
 
 /// Where a [`crate::Runtime`] compiles.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Compiler {
-    /// In the calling process: its memory is bounded only by the module shape caps.
+pub struct Compiler(Where);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Where {
     #[default]
     InProcess,
-    /// In a child process, `program HELPER_ARG KIND MEMORY`, whose writable data is capped at
-    /// `memory` bytes. `program` must call [`helper_main`] when its first argument is
-    /// [`HELPER_ARG`].
     Helper {
-        /// The program to run (usually `/proc/self/exe`: this very binary).
         program: PathBuf,
-        /// Cap on the helper's writable data, in bytes.
         memory: u64,
     },
 }
 
 impl Compiler {
-    /// This very program re-executed as the helper, capped at `memory` bytes.
-    pub fn this_program(memory: u64) -> Self {
-        Compiler::Helper {
+    /// In the calling process: its memory is bounded only by the module shape caps.
+    pub fn in_process() -> Self {
+        Compiler(Where::InProcess)
+    }
+
+    /// In this very program re-executed (`/proc/self/exe` [`HELPER_ARG`] ...), whose writable
+    /// data is capped at `memory` bytes. The program must call [`helper_main`] when its first
+    /// argument is [`HELPER_ARG`].
+    pub fn helper(memory: u64) -> Self {
+        Compiler(Where::Helper {
             program: PathBuf::from("/proc/self/exe"),
             memory,
+        })
+    }
+
+    /// The helper to run and its cap, when compiling in one.
+    pub(crate) fn helper_program(&self) -> Option<(&std::path::Path, u64)> {
+        match &self.0 {
+            Where::InProcess => None,
+            Where::Helper { program, memory } => Some((program, *memory)),
         }
     }
 }
@@ -71,8 +90,84 @@ fn kind_arg(kind: ArtifactKind) -> &'static str {
     }
 }
 
-/// Compiles `binary` (wasm that passed the shape check) in a helper, and returns the serialized
-/// artifact. Kills the helper at `deadline`.
+/// Helpers running at once, at most one per CPU (compiling is CPU-bound; more at once would only
+/// multiply the memory held).
+struct Slots {
+    busy: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+static SLOTS: Slots = Slots {
+    busy: std::sync::Mutex::new(0),
+    freed: std::sync::Condvar::new(),
+};
+
+struct Slot;
+
+impl Slot {
+    /// Waits for a free slot until `deadline`.
+    fn take(deadline: Option<Instant>) -> Option<Slot> {
+        let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut busy = SLOTS.busy.lock().expect("compile slots");
+        while *busy >= max {
+            busy = match deadline {
+                None => SLOTS.freed.wait(busy).expect("compile slots"),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    SLOTS
+                        .freed
+                        .wait_timeout(busy, left)
+                        .expect("compile slots")
+                        .0
+                }
+            };
+        }
+        *busy += 1;
+        Some(Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *SLOTS.busy.lock().expect("compile slots") -= 1;
+        SLOTS.freed.notify_one();
+    }
+}
+
+/// A helper process, followed through its pidfd; killed when dropped before it was waited for.
+struct Helper {
+    pidfd: OwnedFd,
+    waited: bool,
+}
+
+impl Helper {
+    /// Its exit, when it can still be collected (a shim's reaper may have done it).
+    fn wait(&mut self) -> Option<rustix::process::WaitIdStatus> {
+        self.waited = true;
+        rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED,
+        )
+        .ok()
+        .flatten()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if !self.waited {
+            // Through the pidfd: it is this very process, never another that took its pid.
+            let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
+            self.wait();
+        }
+    }
+}
+
+/// Compiles `binary` (wasm that passed the shape check) in a helper capped at `memory` bytes,
+/// and returns the serialized artifact. Kills the helper at `deadline`.
 pub(crate) fn compile_in_helper(
     program: &std::path::Path,
     memory: u64,
@@ -85,41 +180,57 @@ pub(crate) fn compile_in_helper(
         name: name.to_string(),
         reason,
     };
+    let past_deadline = || Error::CompileDeadline {
+        name: name.to_string(),
+    };
+    let _slot = Slot::take(deadline).ok_or_else(past_deadline)?;
     let mut child = Command::new(program)
         .arg(HELPER_ARG)
         .arg(kind_arg(kind))
         .arg(memory.to_string())
+        .arg(std::process::id().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env_clear()
+        .env("RAYON_NUM_THREADS", HELPER_THREADS.to_string())
         .spawn()
         .map_err(|e| fail(format!("starting the compiler {}: {e}", program.display())))?;
-    // Kill and reap the helper whatever happens below.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+    // The helper cannot end before its stdin does, so this is still our child, whoever reaps.
+    let pid = rustix::process::Pid::from_child(&child);
+    let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(format!("following the compiler: {e}")));
         }
+    };
+    let mut helper = Helper {
+        pidfd,
+        waited: false,
+    };
+    let to_fd = |p: Option<OwnedFd>| p.expect("piped");
+    let stdin: OwnedFd = to_fd(child.stdin.take().map(Into::into));
+    let stdout: OwnedFd = to_fd(child.stdout.take().map(Into::into));
+    let stderr: OwnedFd = to_fd(child.stderr.take().map(Into::into));
+    // Nobody waits through `child`: the pidfd does.
+    drop(child);
+    for fd in [&stdin, &stdout, &stderr] {
+        rustix::io::ioctl_fionbio(fd, true).map_err(|e| fail(format!("piping: {e}")))?;
     }
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let mut child = Reap(child);
-    // The helper reads all of its input before it writes anything, so this cannot deadlock.
-    let written = stdin.write_all(binary);
-    drop(stdin);
-    let mut artifact = Vec::new();
+    let mut stdin = Some(std::fs::File::from(stdin));
+    let (mut stdout, mut stderr) = (std::fs::File::from(stdout), std::fs::File::from(stderr));
+    let (mut to_write, mut artifact, mut message) = (binary, Vec::new(), Vec::new());
+    let (mut out_open, mut err_open) = (true, true);
     let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let wait = match deadline {
+    // Feed stdin, drain stdout and stderr, all at once: a full pipe never stalls either side.
+    while out_open || err_open {
+        let timeout = match deadline {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Error::CompileDeadline {
-                        name: name.to_string(),
-                    });
+                    return Err(past_deadline());
                 }
                 Some(
                     rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
@@ -130,45 +241,82 @@ pub(crate) fn compile_in_helper(
             }
             None => None,
         };
-        let mut fds = [rustix::event::PollFd::new(
-            &stdout,
-            rustix::event::PollFlags::IN,
-        )];
-        match rustix::event::poll(&mut fds, wait.as_ref()) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
+        let mut fds = Vec::with_capacity(3);
+        if let Some(w) = &stdin {
+            fds.push(PollFd::new(w, PollFlags::OUT));
+        }
+        if out_open {
+            fds.push(PollFd::new(&stdout, PollFlags::IN));
+        }
+        if err_open {
+            fds.push(PollFd::new(&stderr, PollFlags::IN));
+        }
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(fail(format!("waiting for the compiler: {e}"))),
         }
-        match stdout.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if artifact.len() as u64 + n as u64 > MAX_ARTIFACT {
-                    return Err(fail("the compiled code is too large".into()));
-                }
-                artifact.extend_from_slice(&buf[..n]);
+        drop(fds);
+        if let Some(w) = &mut stdin {
+            match w.write(to_write) {
+                Ok(n) => to_write = &to_write[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // The helper is gone early: what it said tells why.
+                Err(_) => to_write = &[],
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(fail(format!("reading from the compiler: {e}"))),
+            if to_write.is_empty() {
+                stdin = None;
+            }
+        }
+        if out_open {
+            match stdout.read(&mut buf) {
+                Ok(0) => out_open = false,
+                Ok(n) => {
+                    // The helper's output cannot outgrow the memory it was given.
+                    if artifact.len() as u64 + n as u64 > memory {
+                        return Err(fail("the compiled code is larger than the cap".into()));
+                    }
+                    artifact.extend_from_slice(&buf[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(fail(format!("reading from the compiler: {e}"))),
+            }
+        }
+        if err_open {
+            match stderr.read(&mut buf) {
+                Ok(0) => err_open = false,
+                Ok(n) => {
+                    let room = MESSAGE_MAX.saturating_sub(message.len());
+                    message.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => err_open = false,
+            }
         }
     }
-    let mut message = Vec::new();
-    let _ = (&mut stderr).take(64 << 10).read_to_end(&mut message);
-    let message = String::from_utf8_lossy(&message).trim().to_string();
-    // The helper is done (its stdout is closed): collect it unless a reaper of the process (a
-    // shim's) did. Not killed from here on: once collected, its pid may be another process's.
-    let status = child.0.wait().ok();
-    std::mem::forget(child);
+    let status = helper.wait();
     if let Some(len) = artifact.len().checked_sub(16)
         && &artifact[len + 8..] == TRAILER_MAGIC
         && u64::from_le_bytes(artifact[len..len + 8].try_into().expect("8 bytes")) == len as u64
-        && written.is_ok()
     {
         artifact.truncate(len);
         return Ok(artifact);
     }
-    // The allocator aborts, or an mmap fails, when the data cap refuses more memory.
-    if message.contains("memory allocation of") || message.contains("Cannot allocate memory") {
+    let message = String::from_utf8_lossy(&message).trim().to_string();
+    // The allocator aborts, or an allocation of wasmtime's fails, when the cap refuses memory.
+    let aborted = status
+        .as_ref()
+        .and_then(|s| s.terminating_signal())
+        .is_some_and(|s| s == libc::SIGABRT);
+    if aborted || message.contains("Cannot allocate memory") {
         return Err(Error::CompileMemory {
             name: name.to_string(),
             limit: memory,
@@ -176,19 +324,32 @@ pub(crate) fn compile_in_helper(
     }
     Err(fail(match (message.is_empty(), status) {
         (false, _) => message,
-        (true, Some(st)) => format!("the compiler failed ({st})"),
+        (true, Some(st)) => match (st.exit_status(), st.terminating_signal()) {
+            (Some(code), _) => format!("the compiler exited with status {code}"),
+            (_, Some(sig)) => format!("the compiler was killed by signal {sig}"),
+            _ => "the compiler stopped before it finished".into(),
+        },
         (true, None) => "the compiler stopped before it finished".into(),
     }))
 }
 
 /// What a wasmbox binary runs, before anything else, when its first argument is [`HELPER_ARG`]
-/// (`args` are the arguments after it: `KIND MEMORY`): caps its own writable data, dies with its
-/// parent, compiles stdin to stdout. Returns the exit status.
+/// (`args` are the arguments after it: `KIND MEMORY PARENT`): caps its own writable data, dies
+/// with its parent, compiles stdin to stdout. Returns the exit status.
 pub fn helper_main(args: &[OsString]) -> i32 {
     match helper(args) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "{e:#}");
+            let mut text = format!("{e:#}");
+            if text.len() > MESSAGE_MAX / 2 {
+                let mut end = MESSAGE_MAX / 2;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push_str("...");
+            }
+            let _ = writeln!(std::io::stderr(), "{text}");
             1
         }
     }
@@ -196,19 +357,20 @@ pub fn helper_main(args: &[OsString]) -> i32 {
 
 fn helper(args: &[OsString]) -> anyhow::Result<()> {
     use anyhow::Context;
-    let [kind, memory] = args else {
-        anyhow::bail!("usage: {HELPER_ARG} module|component MEMORY");
+    let [kind, memory, parent] = args else {
+        anyhow::bail!("usage: {HELPER_ARG} module|component MEMORY PARENT-PID");
     };
-    let memory: u64 = memory
-        .to_str()
-        .and_then(|m| m.parse().ok())
-        .context("MEMORY is a number of bytes")?;
+    let number = |a: &OsString| a.to_str().and_then(|m| m.parse::<u64>().ok());
+    let memory = number(memory).context("MEMORY is a number of bytes")?;
+    let parent = number(parent).context("PARENT-PID is a number")?;
     // Nothing to outlive: the parent is waiting for this.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .context("asking to die with the parent")?;
-    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u64) != Some(parent) {
         anyhow::bail!("the parent is gone");
     }
+    // Of everything on the machine, a runaway compile is what the OOM killer should take first.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
     rustix::process::setrlimit(
         rustix::process::Resource::Data,
         rustix::process::Rlimit {

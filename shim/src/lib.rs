@@ -33,5 +33,5 @@ pub fn parse_compile_memory(s: &str) -> Result<u64, String> {
 
 /// Compiling in this program re-executed as a helper, capped at `memory` bytes.
 pub fn compiler(memory: u64) -> Compiler {
-    Compiler::this_program(memory)
+    Compiler::helper(memory)
 }
