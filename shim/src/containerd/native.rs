@@ -61,10 +61,11 @@ impl Native {
         // Its own process group: signals meant for the shim's group never reach runc.
         cmd.process_group(0);
         let what = format!("runc {}", args.first().copied().unwrap_or(""));
+        let since = std::time::Instant::now();
         let child = cmd
             .spawn()
             .map_err(|e| ShimError::Internal(format!("{what} {}: {e}", self.id)))?;
-        let code = reaper::watch(child.id() as i32)
+        let code = reaper::watch(child.id() as i32, since)
             .await
             .map_err(|_| ShimError::Internal(format!("{what} {}: exit lost", self.id)))?;
         drop(child);

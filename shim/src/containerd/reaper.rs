@@ -49,17 +49,39 @@ fn exited(pid: i32, code: i32) {
     }
 }
 
-/// Resolves with `pid`'s exit code (128+signal when killed), also if it already exited.
-pub fn watch(pid: i32) -> oneshot::Receiver<i32> {
+/// Resolves with `pid`'s exit code (128+signal when killed), also if it already exited. `since`
+/// is a moment before the process was started: an exit kept from before then was another
+/// process's that had the same pid (pids are reused), and is dropped.
+pub fn watch(pid: i32, since: Instant) -> oneshot::Receiver<i32> {
     let (tx, rx) = oneshot::channel();
     let mut t = TABLE.lock().expect("reaper lock");
     match t.unclaimed.remove(&pid) {
-        Some((code, _)) => {
+        Some((code, at)) if at >= since => {
             let _ = tx.send(code);
         }
-        None => {
+        _ => {
             t.watchers.insert(pid, tx);
         }
     }
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_from_before_a_process_started_is_not_its_own() {
+        let before = Instant::now();
+        exited(987_001, 3);
+        let mut rx = watch(987_001, before);
+        assert_eq!(rx.try_recv().unwrap(), 3);
+        exited(987_002, 4);
+        let after = Instant::now();
+        let mut rx = watch(987_002, after);
+        // Stale: the watcher waits for the real exit.
+        assert!(rx.try_recv().is_err());
+        exited(987_002, 5);
+        assert_eq!(rx.try_recv().unwrap(), 5);
+    }
 }

@@ -232,6 +232,7 @@ impl TaskService {
                 rec.kind = record::Kind::Native;
                 rec.runc_root = Some(n.root.clone());
                 save(&rec)?;
+                let since = std::time::Instant::now();
                 let pid = n.create(&stdio).await?;
                 rec.pid = pid;
                 save(&rec)?;
@@ -245,15 +246,15 @@ impl TaskService {
                     execs: HashMap::new(),
                     paused: false,
                 };
-                self.watch_native(&c.init, id, "");
+                self.watch_native(&c.init, id, "", since);
                 Ok(c)
             }
         }
     }
 
     /// Publishes the exit of a native process when the reaper reports it.
-    fn watch_native(&self, p: &Proc, id: &str, exec_id: &str) {
-        let rx = reaper::watch(p.pid as i32);
+    fn watch_native(&self, p: &Proc, id: &str, exec_id: &str, since: std::time::Instant) {
+        let rx = reaper::watch(p.pid as i32, since);
         let tx = p.exit.clone();
         let (events, id, exec_id, pid) = (
             self.events.clone(),
@@ -323,6 +324,7 @@ impl TaskService {
             }
             Body::NativeExec(json) => {
                 let n = native.expect("native exec in a native container");
+                let since = std::time::Instant::now();
                 let pid = match n.exec(&req.exec_id, &json, &p.stdio).await {
                     Ok(pid) => pid,
                     Err(e) => {
@@ -334,7 +336,7 @@ impl TaskService {
                 p.body = Body::Native;
                 p.started = true;
                 let p: &Proc = p;
-                self.watch_native(p, &req.id, &req.exec_id);
+                self.watch_native(p, &req.id, &req.exec_id, since);
             }
             other => {
                 p.body = other;
