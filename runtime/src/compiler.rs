@@ -1,7 +1,7 @@
 //! Compiling in a helper process. Cranelift's memory grows with the module it compiles, not with
 //! the guest's memory limit, and a module within the shape caps can take gigabytes to compile. A
 //! [`crate::Runtime`] configured with [`Compiler::helper`] therefore compiles each module it has
-//! not compiled before in a child process: this very program re-executed with [`HELPER_ARG`],
+//! not compiled before, when larger than [`IN_PROCESS_MAX`], in a child process: this very program re-executed with [`HELPER_ARG`],
 //! whose writable data is capped (`RLIMIT_DATA`). A module that needs more fails to compile with
 //! an error that says so, and the process that asked (a shim serving a whole pod) is untouched.
 //! The child dies with the thread that started it, and at the caller's deadline; it is the first
@@ -34,6 +34,10 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 2 << 30;
 
 /// The least a compile may be given: below this not even a small module compiles.
 pub const MIN_COMPILE_MEMORY: u64 = 64 << 20;
+
+/// The largest wasm compiled in the calling process even when a helper is configured: its
+/// compile needs a few tens of MiB at most, and a helper would cost more than the compile.
+pub const IN_PROCESS_MAX: usize = 64 << 10;
 
 /// Ends a helper's output after the artifact's length: the compile finished.
 const TRAILER_MAGIC: &[u8; 8] = b"wasmbox!";

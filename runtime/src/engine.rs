@@ -417,8 +417,20 @@ impl Runtime {
             name: name.to_string(),
             source: boxed(e),
         };
-        tracing::debug!(name, bytes = binary.len(), "compiling");
-        let (k, serialized) = match self.inner.compiler.helper_program() {
+        // Small wasm compiles here: its compile needs a few tens of MiB at most, and a helper
+        // would cost more than the compile itself.
+        let helper = self
+            .inner
+            .compiler
+            .helper_program()
+            .filter(|_| binary.len() > crate::compiler::IN_PROCESS_MAX);
+        tracing::debug!(
+            name,
+            bytes = binary.len(),
+            r#where = if helper.is_some() { "in a helper" } else { "in process" },
+            "compiling"
+        );
+        let (k, serialized) = match helper {
             None => {
                 let k = match kind {
                     ArtifactKind::Module => ProgramKind::Module(

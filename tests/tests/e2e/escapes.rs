@@ -489,8 +489,8 @@ fn the_deadline_covers_compiling_and_huge_modules_are_refused() {
 
 /// Compiling runs in a helper process whose memory is capped: a module that needs about 1 GiB
 /// to compile fails under a 256 MiB cap with a message that says so; compiled in a helper under
-/// the default cap, that memory is never `wasmbox run`'s own; a small module compiles under
-/// 64 MiB.
+/// the default cap, that memory is never `wasmbox run`'s own; a module that needs little
+/// compiles in a helper under 64 MiB.
 #[test]
 fn compile_memory_is_capped_in_a_helper_process() {
     let wb = Wasmbox::new();
@@ -526,15 +526,26 @@ fn compile_memory_is_capped_in_a_helper_process() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(hwm_kib < 256 * 1024, "wasmbox run's peak RSS {hwm_kib} KiB");
+    // A module past the size compiled in process (64 KiB) but quick to compile: its helper
+    // needs little.
+    let data = t.path().join("data.wasm");
+    let wat = format!(
+        r#"(module (memory 2) (data (i32.const 0) "{}") (func (export "_start")))"#,
+        "x".repeat(100 << 10)
+    );
+    std::fs::write(&data, wat::parse_str(&wat).unwrap()).unwrap();
+    let data = data.display().to_string();
     let out = wb.run(&[
         "run",
         "--no-cache",
+        "--log-level",
+        "wasmbox_runtime=debug",
         "--compile-memory",
         "64m",
-        &files(),
-        "args",
+        &data,
     ]);
     out.code(0);
+    assert!(out.stderr.contains("in a helper"), "{out:#?}");
     let out = wb.run(&["run", "--compile-memory", "1m", &files(), "args"]);
     out.code(125);
     assert!(out.stderr.contains("too little to compile in"), "{out:#?}");
