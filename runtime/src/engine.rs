@@ -427,7 +427,11 @@ impl Runtime {
         tracing::debug!(
             name,
             bytes = binary.len(),
-            r#where = if helper.is_some() { "in a helper" } else { "in process" },
+            r#where = if helper.is_some() {
+                "in a helper"
+            } else {
+                "in process"
+            },
             "compiling"
         );
         let (k, serialized) = match helper {
