@@ -107,6 +107,10 @@ OUTPUTS=(
     net-probe/bindings/net_probe.h
     net-probe/bindings/net_probe_component_type.o
     net-probe/net-probe.wasm
+    http-hello/bindings/http_hello.c
+    http-hello/bindings/http_hello.h
+    http-hello/bindings/http_hello_component_type.o
+    http-hello/http-hello.wasm
 )
 for f in "${OUTPUTS[@]}"; do mkdir -p "$OUT/$(dirname "$f")"; done
 
@@ -141,9 +145,32 @@ cc_wasm -I "$OUT/net-probe/bindings" -o "$OUT/net-probe/net-probe.core.wasm" \
     "$OUT/net-probe/bindings/net_probe_component_type.o"
 "$COMPONENTIZE" "$OUT/net-probe/net-probe.core.wasm" "$OUT/net-probe/net-probe.wasm"
 
+log "http-hello"
+if [[ "$skip_bindgen" == 1 ]]; then
+    cp http-hello/bindings/http_hello.c http-hello/bindings/http_hello.h \
+        http-hello/bindings/http_hello_component_type.o "$OUT/http-hello/bindings/"
+else
+    # The WASI 0.2.12 WIT gates wasi:clocks/timezone behind a feature the CLI world names.
+    "$WIT_BINDGEN" c --features clocks-timezone --world http-hello \
+        --out-dir "$OUT/http-hello/bindings" wit >/dev/null
+fi
+cc_wasm -mexec-model=reactor -I "$OUT/http-hello/bindings" \
+    -o "$OUT/http-hello/http-hello.core.wasm" \
+    http-hello/http_hello.c \
+    "$OUT/http-hello/bindings/http_hello.c" \
+    "$OUT/http-hello/bindings/http_hello_component_type.o"
+"$COMPONENTIZE" --proxy "$OUT/http-hello/http-hello.core.wasm" "$OUT/http-hello/http-hello.wasm"
+
 log "images/hello (OCI layout of hello.wasm as a wasm artifact)"
 "$PYTHON" images/make-layout.py "$OUT/hello/hello.wasm" "$OUT/images/hello" \
     localhost/wasmbox/examples/hello:latest
+
+log "images/http-hello (OCI layout of http-hello.wasm as a wasm artifact)"
+"$PYTHON" images/make-layout.py "$OUT/http-hello/http-hello.wasm" "$OUT/images/http-hello" \
+    localhost/wasmbox/examples/http-hello:latest
+
+# The OCI layouts under images/ that the build writes.
+LAYOUTS=(hello http-hello)
 
 # --- install or compare ----------------------------------------------------
 
@@ -158,18 +185,22 @@ if [[ "$check" == 1 ]]; then
             failed=1
         fi
     done
-    if ! diff -r "$OUT/images/hello" images/hello >/dev/null 2>&1; then
-        echo "build.sh: differs from a fresh build: examples/images/hello/" >&2
-        failed=1
-    fi
+    for l in "${LAYOUTS[@]}"; do
+        if ! diff -r "$OUT/images/$l" "images/$l" >/dev/null 2>&1; then
+            echo "build.sh: differs from a fresh build: examples/images/$l/" >&2
+            failed=1
+        fi
+    done
     if [[ "$failed" != 0 ]]; then
         echo "build.sh: run examples/build.sh to regenerate" >&2
         exit 1
     fi
-    log "all ${#OUTPUTS[@]} generated files and examples/images/hello match"
+    log "all ${#OUTPUTS[@]} generated files and the layouts in examples/images match"
 else
-    rm -rf images/hello
-    cp -r "$OUT/images/hello" images/hello
+    for l in "${LAYOUTS[@]}"; do
+        rm -rf "images/$l"
+        cp -r "$OUT/images/$l" "images/$l"
+    done
     for f in "${OUTPUTS[@]}"; do
         mkdir -p "$(dirname "$f")"
         install -m 0644 "$OUT/$f" "$f"

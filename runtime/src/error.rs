@@ -134,6 +134,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An HTTP component's listening address could not be bound.
+    #[error("serving HTTP on {addr}")]
+    Serve {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The guest's mount tree could not be built.
     #[error("building the guest's mount tree: {reason}")]
     MountTree {

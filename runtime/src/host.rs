@@ -50,11 +50,21 @@ impl Meter {
 /// Caps the bytes of all of a guest's memories and tables together.
 pub(crate) struct Limiter {
     meter: Arc<Meter>,
+    /// A meter that adds up several guests' use (the instances of one server), unlimited.
+    total: Option<Arc<Meter>>,
 }
 
 impl Limiter {
     pub(crate) fn new(meter: Arc<Meter>) -> Self {
-        Self { meter }
+        Self { meter, total: None }
+    }
+
+    /// A limiter for `meter` whose use is also counted in `total`, until it is dropped.
+    pub(crate) fn counted_in(meter: Arc<Meter>, total: Arc<Meter>) -> Self {
+        Self {
+            meter,
+            total: Some(total),
+        }
     }
 
     fn grow(&mut self, current: u64, desired: u64) -> wasmtime::Result<bool> {
@@ -70,8 +80,23 @@ impl Limiter {
             m.hit.store(true, Ordering::SeqCst);
             wasmtime::bail!("memory limit of {limit} bytes exceeded (asked for {next} bytes)");
         }
-        m.used.store(next, Ordering::SeqCst);
+        let before = m.used.swap(next, Ordering::SeqCst);
+        if let Some(t) = &self.total {
+            if next >= before {
+                t.used.fetch_add(next - before, Ordering::SeqCst);
+            } else {
+                t.used.fetch_sub(before - next, Ordering::SeqCst);
+            }
+        }
         Ok(true)
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        if let Some(t) = &self.total {
+            t.used.fetch_sub(self.meter.used(), Ordering::SeqCst);
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub mod policy;
 pub mod protect;
 mod sandbox;
 pub mod seccomp;
+mod serve;
 pub mod shape;
 mod special;
 mod wasi;
@@ -46,7 +47,10 @@ pub use exit::{
     EXIT_MEMORY_LIMIT, EXIT_RUNTIME_ERROR, EXIT_TIMEOUT, EXIT_TRAP, ExitReason, ExitStatus,
 };
 pub use net::NetPolicy;
-pub use policy::{Bundle, DirGrant, Limits, Policy};
+pub use policy::{
+    Bundle, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HTTP_ADDR, DEFAULT_MAX_CONCURRENCY, DirGrant, Limits,
+    MAX_CONCURRENCY, Policy, ServeConfig,
+};
 pub use protect::ProtectedPath;
-pub use sandbox::{KillHandle, Prepared, Running, Usage};
+pub use sandbox::{GuestKind, KillHandle, Prepared, Running, Usage};
 pub use wasi::{Input, Output, Stdio};

@@ -20,6 +20,14 @@ pub const ANNOTATION_HTTP_ALLOW: &str = "wasmbox.http.allow";
 pub const ANNOTATION_NET_DNS: &str = "wasmbox.net.dns";
 /// Annotation: wall-clock deadline in seconds.
 pub const ANNOTATION_TIMEOUT: &str = "wasmbox.timeout";
+/// Annotation: where an HTTP component is served (`HOST:PORT`, default [`DEFAULT_HTTP_ADDR`]).
+pub const ANNOTATION_HTTP_ADDR: &str = "wasmbox.http.addr";
+/// Annotation: requests an HTTP component handles at once.
+pub const ANNOTATION_HTTP_MAX_CONCURRENCY: &str = "wasmbox.http.max-concurrency";
+/// Annotation: how long one request may run, in seconds.
+pub const ANNOTATION_HTTP_REQUEST_TIMEOUT: &str = "wasmbox.http.request-timeout";
+/// Annotation: how long a drain waits for requests in flight, in seconds.
+pub const ANNOTATION_HTTP_DRAIN_TIMEOUT: &str = "wasmbox.http.drain-timeout";
 
 /// Filesystem types that are kernel interfaces and are never exposed to a guest (as mount types,
 /// and as mounts below a recursive grant's source).
@@ -170,6 +178,42 @@ pub struct Policy {
     pub net: NetPolicy,
     /// Limits.
     pub limits: Limits,
+    /// How an HTTP component is served (unused for commands).
+    pub serve: ServeConfig,
+}
+
+/// Where and how wasmbox serves an HTTP component (`wasi:http/incoming-handler`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Where wasmbox listens (the listener is wasmbox's: the guest needs no socket grant).
+    pub addr: std::net::SocketAddr,
+    /// Requests handled at once; further requests wait for a slot, and while every slot is
+    /// taken no new connection is accepted (they wait in the kernel's accept queue).
+    pub max_concurrency: usize,
+    /// How long one request's instance may run, response body included.
+    pub request_timeout: Option<Duration>,
+    /// After SIGTERM, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
+}
+
+/// Where HTTP components are served unless told otherwise (as runwasi and `wasmtime serve`).
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
+/// Requests an HTTP component handles at once unless told otherwise.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
+/// The most requests at once that may be asked for (instances the pooling allocator holds).
+pub const MAX_CONCURRENCY: usize = 1000;
+/// How long a drain waits for requests in flight unless told otherwise.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_HTTP_ADDR.parse().expect("a valid address"),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            request_timeout: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
 }
 
 /// A guest path made absolute and normal, or `None` when it tries to climb with `..`.
@@ -407,15 +451,41 @@ pub fn apply_annotations(policy: &mut Policy, ann: &HashMap<String, String>) -> 
         };
     }
     if let Some(v) = ann.get(ANNOTATION_TIMEOUT) {
-        let secs: f64 = v
+        policy.limits.timeout = Some(seconds(ANNOTATION_TIMEOUT, v)?);
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_ADDR) {
+        policy.serve.addr = v.trim().parse().map_err(|_| {
+            format!("annotation {ANNOTATION_HTTP_ADDR}: expected HOST:PORT (e.g. 0.0.0.0:8080), got {v:?}")
+        })?;
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_MAX_CONCURRENCY) {
+        policy.serve.max_concurrency = v
             .trim()
             .parse()
-            .map_err(|_| format!("annotation {ANNOTATION_TIMEOUT}: expected seconds, got {v:?}"))?;
-        policy.limits.timeout = Some(
-            timeout_from_secs(secs).map_err(|e| format!("annotation {ANNOTATION_TIMEOUT}: {e}"))?,
-        );
+            .ok()
+            .filter(|n| (1..=MAX_CONCURRENCY).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "annotation {ANNOTATION_HTTP_MAX_CONCURRENCY}: expected 1 to {MAX_CONCURRENCY}, got {v:?}"
+                )
+            })?;
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_REQUEST_TIMEOUT) {
+        policy.serve.request_timeout = Some(seconds(ANNOTATION_HTTP_REQUEST_TIMEOUT, v)?);
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_DRAIN_TIMEOUT) {
+        policy.serve.drain_timeout = seconds(ANNOTATION_HTTP_DRAIN_TIMEOUT, v)?;
     }
     Ok(())
+}
+
+/// An annotation's value in seconds, range-checked as every deadline is.
+fn seconds(key: &str, v: &str) -> Result<Duration, String> {
+    let secs: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("annotation {key}: expected seconds, got {v:?}"))?;
+    timeout_from_secs(secs).map_err(|e| format!("annotation {key}: {e}"))
 }
 
 fn apply_mount(policy: &mut Policy, m: &Mount, bundle: &Path) -> Result<(), String> {

@@ -36,6 +36,29 @@ enum Pre {
         pre: wasmtime::component::InstancePre<P2Host>,
         export: String,
     },
+    /// An HTTP component (`wasi:http/incoming-handler@0.2`), served.
+    Proxy(wasmtime_wasi_http::p2::bindings::ProxyPre<P2Host>),
+}
+
+/// What a guest is, by what it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestKind {
+    /// A core module (WASI preview 1), run from `_start` or a named export.
+    CommandModule,
+    /// A component exporting `wasi:cli/run` (WASI 0.2 or 0.3), or a named export.
+    CommandComponent,
+    /// A component exporting `wasi:http/incoming-handler`: served, a fresh instance per request.
+    HttpComponent,
+}
+
+impl std::fmt::Display for GuestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GuestKind::CommandModule => "command module",
+            GuestKind::CommandComponent => "command component",
+            GuestKind::HttpComponent => "HTTP component",
+        })
+    }
 }
 
 /// A guest linked and checked, ready to start (an OCI "created" container).
@@ -45,6 +68,8 @@ pub struct Prepared {
     policy: Policy,
     pre: Pre,
     fs: Filesystem,
+    /// An HTTP component's listener, when bound before start ([`Prepared::listen_with`]).
+    listener: Option<std::net::TcpListener>,
 }
 
 impl Runtime {
@@ -81,12 +106,16 @@ impl Runtime {
                 let pre = self.inner.p2.instantiate_pre(c).map_err(link)?;
                 match &policy.export {
                     // A component exporting both runs as WASI 0.3, as `wasmtime run` does.
+                    // A command, else an HTTP component.
                     None => match wasmtime_wasi::p3::bindings::CommandPre::new(pre.clone()) {
                         Ok(p3) => Pre::Command3(p3),
-                        Err(_) => Pre::Command(
-                            CommandPre::new(pre)
-                                .map_err(|_| Error::NotCommand { name: name.clone() })?,
-                        ),
+                        Err(_) => match CommandPre::new(pre.clone()) {
+                            Ok(p2) => Pre::Command(p2),
+                            Err(_) => Pre::Proxy(
+                                wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
+                                    .map_err(|_| Error::NotCommand { name: name.clone() })?,
+                            ),
+                        },
                     },
                     Some(export) => {
                         let ty = c.component_type();
@@ -118,6 +147,7 @@ impl Runtime {
             policy,
             pre,
             fs,
+            listener: None,
         })
     }
 
@@ -211,10 +241,10 @@ impl Runtime {
 /// A guest's directories: the opened sources, the private scratch directories and, with mount
 /// trees on, the tree over them. Dropped in field order when the guest ends: the tree is
 /// unmounted before the scratch directories are removed.
-struct Filesystem {
+pub(crate) struct Filesystem {
     /// What the guest's WASI context preopens: a path naming the directory, its guest path,
     /// read-only.
-    preopens: Vec<(PathBuf, String, bool)>,
+    pub(crate) preopens: Vec<(PathBuf, String, bool)>,
     /// The working directory, when it is preopened of its own (see `preopen_cwd_first`).
     _cwd: Option<std::os::fd::OwnedFd>,
     _tree: Option<crate::mounts::MountTree>,
@@ -280,21 +310,34 @@ impl Filesystem {
     }
 }
 
-struct Shared {
-    /// Signal the guest was killed with; 0 while not killed.
-    kill_signal: AtomicI32,
-    kill: tokio::sync::Notify,
+pub(crate) struct Shared {
+    /// Signal the guest was (last) killed with; 0 while not killed.
+    pub(crate) kill_signal: AtomicI32,
+    pub(crate) kill: tokio::sync::Notify,
+    /// A server takes every kill (the first SIGTERM drains, the next ends it); a command only
+    /// the first.
+    serving: bool,
     status: Mutex<Option<ExitStatus>>,
     done: Condvar,
     watch: tokio::sync::watch::Sender<Option<ExitStatus>>,
-    meter: Arc<Meter>,
-    gate: Gate,
+    /// The guest's memory (for a server: the limit of each instance, the use of all of them).
+    pub(crate) meter: Arc<Meter>,
+    pub(crate) gate: Gate,
+}
+
+impl Shared {
+    /// Records the guest's end and wakes everyone waiting for it.
+    fn finish(&self, status: ExitStatus) {
+        *self.status.lock().expect("status lock") = Some(status.clone());
+        self.done.notify_all();
+        self.watch.send_replace(Some(status));
+    }
 }
 
 /// Holds a paused guest: while paused its future is not polled, so it makes no progress (a guest
 /// running wasm is stopped at its next epoch yield). Also adds up the CPU time spent polling it.
 #[derive(Default)]
-struct Gate {
+pub(crate) struct Gate {
     paused: AtomicBool,
     waker: Mutex<Option<Waker>>,
     cpu_ns: AtomicU64,
@@ -311,9 +354,9 @@ impl Gate {
 }
 
 /// A guest's future behind its [`Gate`].
-struct Gated<'a, F: ?Sized> {
-    fut: Pin<&'a mut F>,
-    gate: &'a Gate,
+pub(crate) struct Gated<'a, F: ?Sized> {
+    pub(crate) fut: Pin<&'a mut F>,
+    pub(crate) gate: &'a Gate,
 }
 
 impl<F: Future + ?Sized> Future for Gated<'_, F> {
@@ -378,6 +421,11 @@ impl KillHandle {
         if self.0.status.lock().expect("status lock").is_some() {
             return false;
         }
+        if self.0.serving {
+            self.0.kill_signal.store(signal.max(1), Ordering::SeqCst);
+            self.0.kill.notify_one();
+            return true;
+        }
         let first = self
             .0
             .kill_signal
@@ -393,9 +441,15 @@ impl KillHandle {
 /// A started guest.
 pub struct Running {
     shared: Arc<Shared>,
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 impl Running {
+    /// Where an HTTP component is being served; `None` for a command.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
+    }
+
     /// A handle that kills this guest.
     pub fn kill_handle(&self) -> KillHandle {
         KillHandle(self.shared.clone())
@@ -456,6 +510,34 @@ impl Running {
 }
 
 impl Prepared {
+    /// What the guest is: a command or an HTTP component.
+    pub fn kind(&self) -> GuestKind {
+        match self.pre {
+            Pre::Module { .. } => GuestKind::CommandModule,
+            Pre::Proxy(_) => GuestKind::HttpComponent,
+            _ => GuestKind::CommandComponent,
+        }
+    }
+
+    /// For an HTTP component, binds its listening address now with `bind` (given the address
+    /// the policy names), so a taken address fails here rather than at start, and the caller
+    /// decides where it is bound (a network namespace of its own); returns the bound address.
+    /// Nothing is done for a command.
+    pub fn listen_with(
+        &mut self,
+        bind: impl FnOnce(std::net::SocketAddr) -> std::io::Result<std::net::TcpListener>,
+    ) -> Result<Option<std::net::SocketAddr>> {
+        if !matches!(self.pre, Pre::Proxy(_)) {
+            return Ok(None);
+        }
+        let addr = self.policy.serve.addr;
+        let listen = |source| Error::Serve { addr, source };
+        let l = bind(addr).map_err(listen)?;
+        let bound = l.local_addr().map_err(listen)?;
+        self.listener = Some(l);
+        Ok(Some(bound))
+    }
+
     /// The workload's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -482,18 +564,41 @@ impl Prepared {
         // Sockets register with the executor's reactor.
         let _enter = inner.handle.enter();
         let fs = self.fs;
-        let mut builder = build_ctx(&self.policy, &fs.preopens, stdio)?;
         let meter = Meter::new(self.policy.limits.memory);
-        let limiter = Limiter::new(meter.clone());
         let shared = Arc::new(Shared {
             kill_signal: AtomicI32::new(0),
             kill: tokio::sync::Notify::new(),
+            serving: matches!(self.pre, Pre::Proxy(_)),
             status: Mutex::new(None),
             done: Condvar::new(),
             watch: tokio::sync::watch::Sender::new(None),
             meter,
             gate: Gate::default(),
         });
+        if let Pre::Proxy(pre) = self.pre {
+            let (addr, server) = crate::serve::start(crate::serve::Parts {
+                engine: inner.engine.clone(),
+                pre,
+                policy: self.policy,
+                listener: self.listener,
+                fs,
+                stdout: stdio.stdout,
+                stderr: stdio.stderr,
+                shared: shared.clone(),
+            })?;
+            tracing::info!(name = self.name, %addr, "serving HTTP");
+            let task_shared = shared.clone();
+            inner.handle.spawn(async move {
+                let reason = server.await;
+                task_shared.finish(ExitStatus { reason });
+            });
+            return Ok(Running {
+                shared,
+                http_addr: Some(addr),
+            });
+        }
+        let mut builder = build_ctx(&self.policy, &fs.preopens, stdio)?;
+        let limiter = Limiter::new(shared.meter.clone());
         let timeout = self.policy.limits.timeout;
         let handles = self.policy.limits.handles();
         let engine = inner.engine.clone();
@@ -551,6 +656,7 @@ impl Prepared {
                     let store = new_component_store(&engine, component_host(builder, limiter));
                     Box::pin(run_component_export(store, pre, export))
                 }
+                Pre::Proxy(_) => unreachable!("served above"),
             };
         let task_shared = shared.clone();
         let name = self.name.clone();
@@ -578,11 +684,12 @@ impl Prepared {
             drop(fs);
             let status = ExitStatus { reason };
             tracing::debug!(name, %status, elapsed = ?started.elapsed(), "guest ended");
-            *task_shared.status.lock().expect("status lock") = Some(status.clone());
-            task_shared.done.notify_all();
-            task_shared.watch.send_replace(Some(status));
+            task_shared.finish(status);
         });
-        Ok(Running { shared })
+        Ok(Running {
+            shared,
+            http_addr: None,
+        })
     }
 }
 
@@ -590,13 +697,13 @@ impl Prepared {
 const HANDLE_HEADROOM: usize = 64;
 
 /// A resource table holding at most `handles` entries (plus the headroom).
-fn handle_table(handles: usize) -> wasmtime::component::ResourceTable {
+pub(crate) fn handle_table(handles: usize) -> wasmtime::component::ResourceTable {
     let mut t = wasmtime::component::ResourceTable::new();
     t.set_max_capacity(handles + HANDLE_HEADROOM);
     t
 }
 
-fn new_store<T: HasLimiter>(engine: &wasmtime::Engine, host: T) -> Store<T> {
+pub(crate) fn new_store<T: HasLimiter>(engine: &wasmtime::Engine, host: T) -> Store<T> {
     let mut store = Store::new(engine, host);
     store.limiter(|h| h.limiter());
     store.set_epoch_deadline(1);
@@ -615,7 +722,7 @@ const MAX_COMPONENT_HANDLES: usize = 100_000;
 
 /// A store for a component, whose component-model handle tables are capped too: a guest making
 /// streams or futures in a loop traps at the cap instead of growing the host without bound.
-fn new_component_store(engine: &wasmtime::Engine, host: P2Host) -> Store<P2Host> {
+pub(crate) fn new_component_store(engine: &wasmtime::Engine, host: P2Host) -> Store<P2Host> {
     let cap = ((host.handles + HANDLE_HEADROOM) * COMPONENT_HANDLES_PER_HANDLE)
         .min(MAX_COMPONENT_HANDLES);
     let mut store = new_store(engine, host);
@@ -646,7 +753,7 @@ fn classify(r: wasmtime::Result<i32>, shared: &Shared) -> ExitReason {
 }
 
 /// The trap's cause and the innermost frame, on one line.
-fn trap_message(e: &wasmtime::Error) -> String {
+pub(crate) fn trap_message(e: &wasmtime::Error) -> String {
     let cause = e.root_cause().to_string();
     let frame = e
         .downcast_ref::<wasmtime::WasmBacktrace>()

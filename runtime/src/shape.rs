@@ -80,9 +80,77 @@ fn walk(b: &[u8], depth: usize, functions: &mut u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `binary` (wasm, or wasm text) is a component exporting `wasi:http/incoming-handler`
+/// at its top level (any 0.2 version): an HTTP server. Read from the export sections alone; a
+/// hosting process uses it to choose its allocator before it has an engine.
+pub fn exports_http_handler(bytes: &[u8]) -> bool {
+    let text;
+    let binary = if bytes.starts_with(b"\0asm") {
+        bytes
+    } else {
+        match wat::parse_bytes(bytes) {
+            Ok(b) => {
+                text = b.into_owned();
+                &text[..]
+            }
+            Err(_) => return false,
+        }
+    };
+    if !wasmparser::Parser::is_component(binary) {
+        return false;
+    }
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(binary) {
+        match payload {
+            Ok(wasmparser::Payload::ModuleSection { .. })
+            | Ok(wasmparser::Payload::ComponentSection { .. }) => depth += 1,
+            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 0 => {
+                let http = exports.into_iter().flatten().any(|e| {
+                    e.name
+                        .0
+                        .strip_prefix("wasi:http/incoming-handler@")
+                        .is_some_and(|v| v.starts_with("0.2"))
+                });
+                if http {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_handlers_are_told_from_commands_by_their_exports() {
+        let server = wat::parse_str(
+            r#"(component
+                 (component $inner (core module) (instance $i) (export "wasi:cli/run@0.2.0" (instance $i)))
+                 (instance $i)
+                 (export "wasi:http/incoming-handler@0.2.3" (instance $i)))"#,
+        )
+        .unwrap();
+        assert!(exports_http_handler(&server));
+        // Only the top level counts: a nested component's export is not the program's.
+        let nested = wat::parse_str(
+            r#"(component
+                 (component $inner (instance $i) (export "wasi:http/incoming-handler@0.2.3" (instance $i)))
+                 (instance $j) (export "wasi:cli/run@0.2.0" (instance $j)))"#,
+        )
+        .unwrap();
+        assert!(!exports_http_handler(&nested));
+        assert!(!exports_http_handler(&wat::parse_str("(module)").unwrap()));
+        assert!(!exports_http_handler(b"not wasm"));
+        assert!(exports_http_handler(
+            br#"(component (instance $i) (export "wasi:http/incoming-handler@0.2.12" (instance $i)))"#
+        ));
+    }
 
     #[test]
     fn counts_functions_in_modules_and_nested_components() {

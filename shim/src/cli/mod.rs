@@ -15,7 +15,7 @@ pub use images::{
     BuildCommand, ImagesCommand, InspectCommand, LoadCommand, PruneCommand, PullCommand,
     PushCommand, RmiCommand, SaveCommand, StoreOptions,
 };
-pub use options::{CacheOptions, SandboxOptions, parse_duration, parse_size};
+pub use options::{CacheOptions, SandboxOptions, ServeOptions, parse_duration, parse_size};
 pub use run::{DEFAULT_UMASK, RunCommand, set_umask};
 
 /// wasmbox: run WebAssembly workloads as sandboxed containers.
@@ -38,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a wasm module or component, or an OCI runtime bundle, in a sandbox.
     Run(Box<RunCommand>),
+    /// Serve an HTTP component (`wasi:http/incoming-handler`): a fresh instance per request.
+    Serve(Box<RunCommand>),
     /// Pull an image from a registry into the store.
     Pull(PullCommand),
     /// Push an image from the store to a registry.
@@ -87,7 +89,7 @@ pub fn main() -> ExitCode {
         // Colours only on a terminal: a container log or a pipe gets plain lines.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         signals::unblock();
         // Listing commands end quietly when their reader goes away (`wasmbox inspect | head`),
         // as other Unix tools do. `run` keeps SIGPIPE ignored: a guest gets EPIPE instead.
@@ -95,6 +97,10 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(c) => c.execute(&cli.store),
+        Command::Serve(mut c) => {
+            c.serve_only = true;
+            c.execute(&cli.store)
+        }
         Command::Pull(c) => c.execute(&cli.store),
         Command::Push(c) => c.execute(&cli.store),
         Command::Build(c) => c.execute(&cli.store),

@@ -112,6 +112,61 @@ impl SandboxOptions {
     }
 }
 
+/// How an HTTP component is served (by `wasmbox serve`, and by `wasmbox run` when what it runs
+/// is one).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Where to listen for HTTP (default 0.0.0.0:8080). The listener is wasmbox's: the guest
+    /// needs no socket grant for it.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    pub addr: Option<std::net::SocketAddr>,
+    /// Requests handled at once (default 256, at most 1000); more wait for a slot.
+    #[arg(long, value_name = "N", value_parser = parse_concurrency)]
+    pub max_concurrency: Option<usize>,
+    /// How long one request's instance may run, its response body included; past it the
+    /// client gets 503, or the response is cut.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+    /// After SIGTERM, how long requests in flight may take to finish (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+}
+
+impl ServeOptions {
+    /// Applies the options on top of `policy`.
+    pub fn apply(&self, policy: &mut Policy) {
+        let s = &mut policy.serve;
+        if let Some(a) = self.addr {
+            s.addr = a;
+        }
+        if let Some(n) = self.max_concurrency {
+            s.max_concurrency = n;
+        }
+        if let Some(t) = self.request_timeout {
+            s.request_timeout = Some(t);
+        }
+        if let Some(t) = self.drain_timeout {
+            s.drain_timeout = t;
+        }
+    }
+}
+
+fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address to listen on (HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"
+        )
+    })
+}
+
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    let max = wasmbox_runtime::MAX_CONCURRENCY;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of requests from 1 to {max}")),
+    }
+}
+
 fn parse_volume(v: &str) -> Result<(PathBuf, String, bool)> {
     let parts: Vec<&str> = v.split(':').collect();
     let (host, guest, ro) = match parts.as_slice() {

@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use wasmbox_runtime::{Bundle, ExitReason, Policy, ProtectedPath, Runtime, Stdio};
+use wasmbox_runtime::{
+    Allocator, Bundle, ExitReason, GuestKind, Policy, ProtectedPath, Runtime, Stdio,
+};
 
 use super::images::{StoreOptions, local_name};
-use super::options::{CacheOptions, SandboxOptions};
+use super::options::{CacheOptions, SandboxOptions, ServeOptions};
 
 /// Run a wasm module or component, or an OCI runtime bundle.
 #[derive(Args, Debug)]
@@ -19,6 +21,9 @@ pub struct RunCommand {
     /// Grants and limits.
     #[command(flatten)]
     pub sandbox: SandboxOptions,
+    /// Serving options (for HTTP components).
+    #[command(flatten)]
+    pub serve: ServeOptions,
     /// Cache options.
     #[command(flatten)]
     pub cache: CacheOptions,
@@ -30,6 +35,9 @@ pub struct RunCommand {
     /// Arguments passed to the guest (after its name).
     #[arg(value_name = "ARGS", allow_hyphen_values = true)]
     pub args: Vec<String>,
+    /// Refuse anything but an HTTP component (`wasmbox serve`).
+    #[arg(skip)]
+    pub serve_only: bool,
 }
 
 impl RunCommand {
@@ -60,7 +68,6 @@ impl RunCommand {
             .protected
             .push(ProtectedPath::new("image store", store.dir()));
         let mount_tree = config.mount_tree;
-        let runtime = Runtime::new(config)?;
         // An image is turned into a bundle in a private directory removed after the run.
         let mut image_bundle = None;
         if let (None, Some(what)) = (&self.bundle, &self.wasm)
@@ -83,7 +90,8 @@ impl RunCommand {
             self.args.clone()
         };
         let mut umask = DEFAULT_UMASK;
-        let (program, mut policy) = match (&bundle_dir, &self.wasm) {
+        // The wasm is read before the engine is made: a server gets the pooling allocator.
+        let (name, bytes, mut policy) = match (&bundle_dir, &self.wasm) {
             (Some(dir), _) => {
                 let first = &guest_first;
                 let bundle = Bundle::load(dir)?;
@@ -97,7 +105,6 @@ impl RunCommand {
                 }
                 let bytes = bundle.read_entry()?;
                 let name = format!("{}:/{}", dir.display(), bundle.entry.display());
-                let (program, _) = runtime.load(&name, &bytes)?;
                 let mut policy = bundle.policy;
                 // Arguments after the bundle replace the spec's (as `docker run IMAGE CMD`).
                 if let Some(first) = first {
@@ -105,11 +112,16 @@ impl RunCommand {
                     policy.args.push(first.clone());
                     policy.args.extend(guest_rest.iter().cloned());
                 }
-                (program, policy)
+                (name, bytes, policy)
             }
             (None, Some(wasm)) => {
                 let (path, export) = split_file_export(wasm);
-                let (program, _) = runtime.load_file(&path)?;
+                // Ambient authority, named: the file the user asked to run.
+                let bytes =
+                    std::fs::read(&path).map_err(|source| wasmbox_runtime::Error::ReadWasm {
+                        path: path.clone(),
+                        source,
+                    })?;
                 // argv[0] is the file's name, not its host path (as under `wasmtime run`): no
                 // host path reaches the guest.
                 let arg0 = path
@@ -125,11 +137,19 @@ impl RunCommand {
                     export,
                     ..Default::default()
                 };
-                (program, policy)
+                (path.display().to_string(), bytes, policy)
             }
             (None, None) => bail!("nothing to run: give a wasm file or --bundle DIR"),
         };
+        if self.serve_only || wasmbox_runtime::shape::exports_http_handler(&bytes) {
+            // A fresh instance per request: slots reserved once, reused with copy-on-write images.
+            config.allocator = Allocator::Pooling;
+        }
+        let runtime = Runtime::new(config)?;
+        let (program, _) = runtime.load(&name, &bytes)?;
+        drop(bytes);
         self.sandbox.apply(&mut policy)?;
+        self.serve.apply(&mut policy);
         if !mount_tree && (!policy.dirs.is_empty() || !policy.scratch.is_empty()) {
             check_direct_grants_allowed()?;
         }
@@ -144,6 +164,13 @@ impl RunCommand {
         }
         super::signals::starting();
         let prepared = runtime.prepare(&program, policy)?;
+        let kind = prepared.kind();
+        if self.serve_only && kind != GuestKind::HttpComponent {
+            bail!(
+                "{} is a {kind}, not an HTTP component (it exports no wasi:http/incoming-handler); run it with wasmbox run",
+                prepared.name()
+            );
+        }
         set_umask(umask);
         let running = prepared
             .start(Stdio::inherit())

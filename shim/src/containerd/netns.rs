@@ -5,7 +5,10 @@
 //! thread, so every thread, and so every socket a guest opens, lives there. Later containers of
 //! the group must name the same namespace. A spec that asks for a new namespace (no path), as a
 //! plain `ctr run` does, gets one, with only loopback up, when it grants the guest any network
-//! access; without a grant the guest can open no socket, so none is made.
+//! access; without a grant the guest can open no socket, so none is made for the process. An HTTP
+//! component's listener is wasmbox's, though: in that case it is bound in a new namespace of its
+//! own, made on a thread of its own at create ([`bind_in_new_namespace`]), so a server never
+//! listens in the host's namespace unless the spec says so.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -109,6 +112,25 @@ fn new_namespace() -> std::result::Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether an HTTP component's listener must be bound in a new namespace of its own: the spec
+/// asks for a new one, which the process did not make at start (the spec grants no network).
+pub fn server_needs_own_namespace(spec: &Spec) -> bool {
+    matches!(wanted(spec), Some(None)) && !grants_network(spec)
+}
+
+/// Binds `addr` in a new network namespace, with only loopback up, made by a thread of its own
+/// (`unshare` moves only the calling thread; the socket keeps its namespace alive).
+pub fn bind_in_new_namespace(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    std::thread::Builder::new()
+        .name("wasmbox-netns".into())
+        .spawn(move || {
+            new_namespace().map_err(std::io::Error::other)?;
+            std::net::TcpListener::bind(addr)
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("the thread binding the listener failed"))?
 }
 
 /// Checks that a wasm container's spec names this process's network namespace (or none).

@@ -47,7 +47,8 @@ type Shared = Arc<AsyncMutex<Container>>;
 /// The task service of one shim process, which may serve many containers (a pod).
 pub struct TaskService {
     /// Made at the first wasm create: pooling when the shim serves a group, on demand otherwise.
-    runtime: std::sync::OnceLock<Runtime>,
+    /// An error is kept, and each create reports it.
+    runtime: Arc<std::sync::OnceLock<std::result::Result<Runtime, (bool, String)>>>,
     containers: Mutex<HashMap<String, Shared>>,
     events: Events,
     namespace: String,
@@ -59,7 +60,7 @@ impl TaskService {
     /// A service publishing through `events`.
     pub fn new(events: Events, namespace: String, exit: Arc<ExitSignal>) -> Self {
         Self {
-            runtime: std::sync::OnceLock::new(),
+            runtime: Default::default(),
             containers: Mutex::new(HashMap::new()),
             events,
             namespace,
@@ -68,45 +69,15 @@ impl TaskService {
         }
     }
 
-    /// The wasm runtime, made on first use. A shim serving a group (the spec carries a group
-    /// annotation) will run many guests and pre-reserves instance slots (the pooling allocator);
-    /// a shim for one container allocates on demand, which starts faster.
+    /// The wasm runtime, made on first use. A shim serving a group (the spec carries a group annotation) will run many guests and
+    /// pre-reserves instance slots (the pooling allocator); a shim for one container allocates
+    /// on demand, which starts faster.
     fn runtime(&self, spec: &oci_spec::runtime::Spec) -> Result<&Runtime> {
-        if let Some(r) = self.runtime.get() {
-            return Ok(r);
+        match self.runtime.get_or_init(|| make_runtime(spec)) {
+            Ok(r) => Ok(r),
+            Err((invalid, msg)) if *invalid => Err(ShimError::InvalidArgument(msg.clone())),
+            Err((_, msg)) => Err(ShimError::Internal(msg.clone())),
         }
-        let grouped = super::group_of(spec).is_some();
-        let compile_memory = match std::env::var("WASMBOX_COMPILE_MEMORY") {
-            Ok(v) => crate::parse_compile_memory(&v)
-                .map_err(|e| ShimError::InvalidArgument(format!("WASMBOX_COMPILE_MEMORY: {e}")))?,
-            Err(_) => wasmbox_runtime::compiler::DEFAULT_COMPILE_MEMORY,
-        };
-        let config = wasmbox_runtime::RuntimeConfig {
-            // Each compile in a helper process of its own: one container's module cannot take the
-            // memory the pod's other containers run in.
-            compiler: crate::compiler(compile_memory),
-            cache_dir: std::env::var_os("WASMBOX_CACHE_DIR")
-                .map(Into::into)
-                .or_else(wasmbox_runtime::cache::default_dir),
-            allocator: if grouped {
-                wasmbox_runtime::Allocator::Pooling
-            } else {
-                wasmbox_runtime::Allocator::OnDemand
-            },
-            mount_tree: true,
-            // Guests run on filtered threads of their own; the shim's threads still exec runc.
-            own_executor: true,
-            scratch_dir: Some(std::path::Path::new(super::native::STATE_DIR).join("scratch")),
-            protected: vec![wasmbox_runtime::ProtectedPath::new(
-                "state directory",
-                super::native::STATE_DIR,
-            )],
-        };
-        let rt = Runtime::new(config).map_err(|e| {
-            ShimError::Internal(format!("starting the wasm runtime: {}", chain(&e)))
-        })?;
-        let _ = self.runtime.set(rt);
-        Ok(self.runtime.get().expect("just set"))
     }
 
     fn get(&self, id: &str) -> Result<Shared> {
@@ -205,7 +176,18 @@ impl TaskService {
         match container::classify(bundle, &spec)? {
             Entry::Wasm(b) => {
                 super::netns::check_same(&spec)?;
-                let prepared = prepare_within_deadline(self.runtime(&spec)?, &b).await?;
+                let mut prepared = prepare_within_deadline(self.runtime(&spec)?, &b).await?;
+                // An HTTP component's address is bound now: a taken one fails create.
+                let own = super::netns::server_needs_own_namespace(&spec);
+                prepared
+                    .listen_with(|addr| {
+                        if own {
+                            super::netns::bind_in_new_namespace(addr)
+                        } else {
+                            std::net::TcpListener::bind(addr)
+                        }
+                    })
+                    .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
                 let io = stdio.open_wasm().await?;
                 save(&rec)?;
                 tracing::info!(id, entry = %b.entry.display(), "created wasm container");
@@ -930,6 +912,39 @@ impl Task for TaskService {
         }
         Ok(Empty::new())
     }
+}
+
+/// Makes the wasm runtime for `spec`'s shim; an error says whether the configuration was at
+/// fault (true) and what went wrong.
+fn make_runtime(spec: &oci_spec::runtime::Spec) -> std::result::Result<Runtime, (bool, String)> {
+    let grouped = super::group_of(spec).is_some();
+    let compile_memory = match std::env::var("WASMBOX_COMPILE_MEMORY") {
+        Ok(v) => crate::parse_compile_memory(&v)
+            .map_err(|e| (true, format!("WASMBOX_COMPILE_MEMORY: {e}")))?,
+        Err(_) => wasmbox_runtime::compiler::DEFAULT_COMPILE_MEMORY,
+    };
+    let config = wasmbox_runtime::RuntimeConfig {
+        // Each compile in a helper process of its own: one container's module cannot take the
+        // memory the pod's other containers run in.
+        compiler: crate::compiler(compile_memory),
+        cache_dir: std::env::var_os("WASMBOX_CACHE_DIR")
+            .map(Into::into)
+            .or_else(wasmbox_runtime::cache::default_dir),
+        allocator: if grouped {
+            wasmbox_runtime::Allocator::Pooling
+        } else {
+            wasmbox_runtime::Allocator::OnDemand
+        },
+        mount_tree: true,
+        // Guests run on filtered threads of their own; the shim's threads still exec runc.
+        own_executor: true,
+        scratch_dir: Some(std::path::Path::new(super::native::STATE_DIR).join("scratch")),
+        protected: vec![wasmbox_runtime::ProtectedPath::new(
+            "state directory",
+            super::native::STATE_DIR,
+        )],
+    };
+    Runtime::new(config).map_err(|e| (false, format!("starting the wasm runtime: {}", chain(&e))))
 }
 
 impl std::fmt::Debug for TaskService {

@@ -184,3 +184,47 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
 }
+
+/// The lines a child process printed so far on one stream, read in the background, and a signal
+/// for each new one.
+#[derive(Default)]
+pub struct Lines {
+    seen: std::sync::Mutex<Vec<String>>,
+    added: std::sync::Condvar,
+}
+
+impl Lines {
+    /// Reads `from` line by line on a thread of its own until it ends.
+    pub fn read(from: impl std::io::Read + Send + 'static) -> std::sync::Arc<Self> {
+        use std::io::BufRead;
+        let lines = std::sync::Arc::new(Lines::default());
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+                l2.seen.lock().unwrap().push(line);
+                l2.added.notify_all();
+            }
+        });
+        lines
+    }
+
+    /// Waits up to `within` for a line that `want` accepts, and returns it.
+    pub fn find(&self, within: std::time::Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+        let seen = self.seen.lock().unwrap();
+        let (seen, _) = self
+            .added
+            .wait_timeout_while(seen, within, |s| !s.iter().any(|l| want(l)))
+            .unwrap();
+        seen.iter().find(|l| want(l)).cloned()
+    }
+
+    /// Waits up to `within` for a line that `want` accepts; true when one came.
+    pub fn wait(&self, within: std::time::Duration, want: impl Fn(&str) -> bool) -> bool {
+        self.find(within, want).is_some()
+    }
+
+    /// Every line so far.
+    pub fn all(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}

@@ -396,6 +396,7 @@ pub const WAT: &str = "localhost/wasmbox-test/wat:ctr";
 pub const BUSYBOX: &str = "localhost/wasmbox-test/busybox:ctr";
 pub const PRECOMPILED: &str = "localhost/wasmbox-test/precompiled:ctr";
 pub const ECHO: &str = "localhost/wasmbox-test/echo:ctr";
+pub const HTTP_HELLO: &str = "localhost/wasmbox-test/http-hello:ctr";
 pub const DEVICES: &str = "localhost/wasmbox-test/devices:ctr";
 
 /// Guests written in WAT (`examples/wat/NAME.wat`), stored compiled in one image as `/NAME.wasm`.
@@ -463,6 +464,16 @@ impl Images {
             ECHO,
         ]);
         save(ECHO, &[]);
+        let http = guest("http-hello/http-hello.wasm");
+        run(&[
+            "build",
+            "--format",
+            "compat",
+            http.to_str().unwrap(),
+            "-t",
+            HTTP_HELLO,
+        ]);
+        save(HTTP_HELLO, &[]);
         run(&["build", hello.to_str().unwrap(), "-t", HELLO_ARTIFACT]);
         save(HELLO_ARTIFACT, &[]);
         let converted = images.archive(HELLO_CONVERTED);
@@ -623,26 +634,7 @@ fn native_image(
 /// `ctr events`, collected in the background.
 pub struct EventLog {
     child: Child,
-    lines: std::sync::Arc<Lines>,
-}
-
-/// The lines `ctr events` printed so far, and a signal for each new one.
-#[derive(Default)]
-struct Lines {
-    seen: std::sync::Mutex<Vec<String>>,
-    added: std::sync::Condvar,
-}
-
-impl Lines {
-    /// Waits up to `within` for a line that `want` accepts; true when one came.
-    fn wait(&self, within: Duration, want: impl Fn(&str) -> bool) -> bool {
-        let seen = self.seen.lock().unwrap();
-        let (seen, _) = self
-            .added
-            .wait_timeout_while(seen, within, |s| !s.iter().any(|l| want(l)))
-            .unwrap();
-        seen.iter().any(|l| want(l))
-    }
+    lines: std::sync::Arc<crate::common::Lines>,
 }
 
 /// One event: its topic and its JSON body.
@@ -665,7 +657,6 @@ impl Event {
 impl EventLog {
     /// Starts `ctr events`.
     pub fn start(c: &Containerd) -> Self {
-        use std::io::BufRead;
         let mut child = c
             .ctr_cmd()
             .arg("events")
@@ -673,15 +664,7 @@ impl EventLog {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let lines = std::sync::Arc::new(Lines::default());
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                l2.seen.lock().unwrap().push(line);
-                l2.added.notify_all();
-            }
-        });
+        let lines = crate::common::Lines::read(child.stdout.take().unwrap());
         // ctr subscribes asynchronously: it is listening once an event made after it started
         // shows up. Namespaces made for that are removed again.
         let t = Instant::now();
@@ -714,9 +697,7 @@ impl EventLog {
     /// Events about container `id` so far.
     pub fn of(&self, id: &str) -> Vec<Event> {
         self.lines
-            .seen
-            .lock()
-            .unwrap()
+            .all()
             .iter()
             .filter_map(|l| Event::parse(l))
             .filter(|e| e.body["container_id"] == id)

@@ -6,6 +6,7 @@ mod ctrd;
 mod escapes;
 mod exit;
 mod fs;
+mod http;
 mod images;
 mod limits;
 mod net;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::ctrd::{
     BUSYBOX, Containerd, DEVICES, ECHO, EventLog, FILES, HELLO, HELLO_ARTIFACT, HELLO_CONVERTED,
-    Images, PRECOMPILED, RUNTIME, WAT, alive, parse_time, shim_socket, signal,
+    HTTP_HELLO, Images, PRECOMPILED, RUNTIME, WAT, alive, parse_time, shim_socket, signal,
 };
 
 fn with_images(names: &[&str]) -> Containerd {
@@ -795,6 +795,117 @@ fn guest_sockets_live_in_the_network_namespace_the_spec_names() {
     let ns_path = format!("/var/run/netns/{ns}");
     assert_eq!(echo_in_netns(ns_path, port, "ping\n"), "ping\n");
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "echo"]).code, 0);
+}
+
+#[test]
+fn an_http_component_is_served_in_the_namespace_the_spec_names_and_drains_on_kill() {
+    let c = with_images(&[HTTP_HELLO]);
+    let ns = format!("wbt-http-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["netns", "add", &ns]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let _del = Del(ns.clone());
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let events = EventLog::start(&c);
+    let path = format!("network:/var/run/netns/{ns}");
+    let log = c.run_detached(
+        &[
+            "--with-ns",
+            &path,
+            "--annotation",
+            "wasmbox.http.addr=127.0.0.1:8080",
+        ],
+        HTTP_HELLO,
+        "web",
+        &["/app.wasm"],
+    );
+    let ns_path = format!("/var/run/netns/{ns}");
+    // The server is up once the shim's log says so (the container's stderr).
+    wait_until("the server is listening", || {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("wasmbox: serving http://127.0.0.1:8080"))
+            || c.status("web").as_deref() == Some("STOPPED")
+    });
+    assert_eq!(
+        c.status("web").as_deref(),
+        Some("RUNNING"),
+        "{}",
+        c.log_tail()
+    );
+    // On the namespace's loopback (the host's 8080 is not the container's).
+    assert_eq!(
+        http_in_netns(ns_path.clone(), 8080, "/"),
+        "200|hello from wasm\n"
+    );
+    // A slow request in flight when the kill comes still completes; then the task exits 0.
+    let slow = {
+        let p = ns_path.clone();
+        std::thread::spawn(move || http_in_netns(p, 8080, "/sleep"))
+    };
+    wait_until("the slow request is in the handler", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("] sleeping"))
+    });
+    assert_eq!(c.ctr(&["task", "kill", "web"]).code, 0);
+    assert_eq!(slow.join().unwrap(), "200|slept\n");
+    let exit = events.wait_for("web", "/tasks/exit");
+    // A drained server exits 0 (protobuf's JSON leaves a zero out).
+    assert_eq!(
+        exit.body["exit_status"].as_u64().unwrap_or(0),
+        0,
+        "{exit:#?}"
+    );
+    c.wait_status("web", "STOPPED");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("wasmbox: draining"), "{text}");
+    // The access log went to the container's log, one line per request.
+    let access: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("time=") && l.contains(" method=GET "))
+        .collect();
+    assert_eq!(access.len(), 2, "{text}");
+    assert!(
+        access.iter().any(|l| l.contains("path=/sleep status=200")),
+        "{text}"
+    );
+    assert_eq!(c.ctr(&["task", "delete", "web"]).code, 0);
+}
+
+/// GETs `path` (HTTP/1.0, so the body is not chunked) from 127.0.0.1:`port` in the network
+/// namespace at `ns_path`; returns the status code and the body, joined by `|`.
+fn http_in_netns(ns_path: String, port: u16, path: &'static str) -> String {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        enter_netns(&ns_path);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nhost: web\r\n\r\n").unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        let status = got
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let body = got
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        format!("{status}|{body}")
+    })
+    .join()
+    .unwrap()
 }
 
 /// Sends `msg` to the echo server on 127.0.0.1:`port` of the network namespace at `ns_path`,

@@ -1,0 +1,556 @@
+//! Serving HTTP components: `wasmbox serve` (and `wasmbox run`) on loopback, driven by curl and
+//! by hyper as a client, with the `http-hello` example (C, `examples/http-hello`).
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use sha2::{Digest as _, Sha256};
+
+use crate::common::{Lines, Wasmbox, guest};
+
+/// How long a first start may take: the component is compiled cold while other tests run.
+const READY: Duration = Duration::from_secs(180);
+
+fn hello() -> String {
+    guest("http-hello/http-hello.wasm")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A running `wasmbox serve`, killed when dropped.
+struct Served {
+    child: Child,
+    addr: String,
+    stdout: Arc<Lines>,
+    stderr: Arc<Lines>,
+}
+
+impl Served {
+    /// Starts `wasmbox ARGS... --addr 127.0.0.1:0 WASM` and waits for its readiness line.
+    fn start(wb: &Wasmbox, command: &str, args: &[&str], wasm: &str) -> Self {
+        let mut child = wb
+            .cmd()
+            .arg(command)
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .arg(wasm)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Lines::read(child.stdout.take().unwrap());
+        let stderr = Lines::read(child.stderr.take().unwrap());
+        let ready = stderr.find(READY, |l| l.starts_with("wasmbox: serving http://"));
+        let Some(line) = ready else {
+            let _ = child.kill();
+            panic!("no readiness line; stderr: {:#?}", stderr.all());
+        };
+        let addr = line
+            .trim_start_matches("wasmbox: serving http://")
+            .to_string();
+        Served {
+            child,
+            addr,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `curl -s` with `args`, returning (status, body).
+    fn curl(&self, args: &[&str], path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+            .args(args)
+            .arg(self.url(path))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse().unwrap_or(0), body.to_string())
+    }
+
+    fn signal(&self, sig: i32) {
+        assert!(crate::ctrd::signal(self.child.id(), sig));
+    }
+
+    /// Waits for the process to end, returning its exit code.
+    fn wait(&mut self, within: Duration) -> i32 {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(t.elapsed() < within, "wasmbox did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The access-log line of the request to `path` (the first one).
+    fn access_line(&self, path: &str) -> String {
+        let want = format!(" path={path} ");
+        self.stderr
+            .find(Duration::from_secs(30), |l| {
+                l.starts_with("time=") && l.contains(&want)
+            })
+            .unwrap_or_else(|| panic!("no access line for {path}: {:#?}", self.stderr.all()))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// One HTTP/1.1 connection to `addr`, kept alive across requests.
+async fn http1(addr: &str) -> hyper::client::conn::http1::SendRequest<Body> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+fn get(addr: &str, path: &str) -> hyper::Request<Body> {
+    hyper::Request::get(path)
+        .header("host", addr)
+        .body(empty())
+        .unwrap()
+}
+
+async fn text(resp: hyper::Response<hyper::body::Incoming>) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn an_http_component_answers_curl_and_keeps_connections_alive() {
+    let wb = Wasmbox::new();
+    let s = Served::start(&wb, "serve", &[], &hello());
+    assert_eq!(s.curl(&[], "/"), (200, "hello from wasm\n".into()));
+    // The same through `run`: an HTTP component is served with no extra flag.
+    let r = Served::start(&wb, "run", &[], &hello());
+    assert_eq!(r.curl(&[], "/"), (200, "hello from wasm\n".into()));
+    // Ten requests over one connection, each answered by a fresh instance: the handler's
+    // counter (a global of its instance) is 1 every time.
+    let addr = s.addr.clone();
+    runtime().block_on(async move {
+        let mut conn = http1(&addr).await;
+        for _ in 0..10 {
+            conn.ready().await.unwrap();
+            let resp = conn.send_request(get(&addr, "/count")).await.unwrap();
+            assert_eq!(text(resp).await, (200, "1\n".into()));
+        }
+    });
+    let line = s.access_line("/count");
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert!(
+        fields[0].starts_with("time=20") && fields[0].ends_with('Z'),
+        "{line}"
+    );
+    assert!(fields[1].starts_with("id="), "{line}");
+    assert_eq!(
+        fields[2..5],
+        ["method=GET", "path=/count", "status=200"],
+        "{line}"
+    );
+    assert!(
+        fields[5].starts_with("duration=") && fields[5].ends_with("ms"),
+        "{line}"
+    );
+    assert_eq!(fields[6], "bytes=2", "{line}");
+}
+
+#[test]
+fn h2c_and_two_hundred_concurrent_requests_are_all_answered() {
+    let wb = Wasmbox::new();
+    let s = Served::start(&wb, "serve", &[], &hello());
+    let out = Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-w", "%{http_version}"])
+        .arg(s.url("/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from wasm\n2");
+    let addr = s.addr.clone();
+    runtime().block_on(async move {
+        // HTTP/2 without TLS, many streams on one connection.
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (h2, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let mut h2 = h2.clone();
+            let uri = format!("http://{addr}/echo");
+            tasks.push(tokio::spawn(async move {
+                let body = format!("stream {i}");
+                let req = hyper::Request::post(uri)
+                    .body(
+                        Full::new(Bytes::from(body.clone()))
+                            .map_err(|n| match n {})
+                            .boxed(),
+                    )
+                    .unwrap();
+                let resp = h2.send_request(req).await.unwrap();
+                assert_eq!(text(resp).await, (200, body));
+            }));
+        }
+        // And 200 HTTP/1.1 connections at once, each with a body of its own.
+        for i in 0..200 {
+            let addr = addr.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = http1(&addr).await;
+                let body = format!("request {i}");
+                let req = hyper::Request::post("/echo")
+                    .header("host", &addr)
+                    .body(
+                        Full::new(Bytes::from(body.clone()))
+                            .map_err(|n| match n {})
+                            .boxed(),
+                    )
+                    .unwrap();
+                let resp = conn.send_request(req).await.unwrap();
+                assert_eq!(text(resp).await, (200, body));
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_streamed_hundred_mebibyte_body_is_echoed_without_being_held_whole() {
+    const MIB: usize = 1 << 20;
+    let wb = Wasmbox::new();
+    let s = Served::start(&wb, "serve", &["--memory", "32m"], &hello());
+    let addr = s.addr.clone();
+    let (sent, got, len) = runtime().block_on(async move {
+        let mut conn = http1(&addr).await;
+        // 100 chunks of 1 MiB, each different, produced as they are sent.
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(2);
+        let sender = tokio::spawn(async move {
+            let mut h = Sha256::new();
+            for i in 0..100u32 {
+                let chunk: Vec<u8> = (0..MIB)
+                    .map(|j| (j as u32 ^ i.wrapping_mul(2_654_435_761)) as u8)
+                    .collect();
+                h.update(&chunk);
+                if tx
+                    .send(Ok(hyper::body::Frame::data(Bytes::from(chunk))))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            hex::encode(h.finalize())
+        });
+        let body = StreamBody::new(tokio_stream(rx)).boxed();
+        let req = hyper::Request::post("/echo")
+            .header("host", &addr)
+            .body(body)
+            .unwrap();
+        let resp = conn.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut h = Sha256::new();
+        let mut len = 0usize;
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f.unwrap().into_data() {
+                len += d.len();
+                h.update(&d);
+            }
+        }
+        (sender.await.unwrap(), hex::encode(h.finalize()), len)
+    });
+    assert_eq!(len, 100 * MIB);
+    assert_eq!(sent, got);
+    // Neither wasmbox nor the guest (capped at 32 MiB) held the body whole.
+    let peak = crate::common::peak_rss_kib(s.child.id());
+    assert!(peak < 90 * 1024, "peak RSS {peak} KiB");
+}
+
+/// A stream of frames from a channel, for a streamed request body.
+fn tokio_stream<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[test]
+fn faults_stay_in_their_request_and_the_server_goes_on() {
+    let wb = Wasmbox::new();
+    let s = Served::start(
+        &wb,
+        "serve",
+        &["--memory", "16m", "--request-timeout", "1s"],
+        &hello(),
+    );
+    let (code, _) = s.curl(&[], "/trap");
+    assert_eq!(code, 500);
+    assert!(
+        s.stderr.wait(Duration::from_secs(30), |l| l
+            .contains("wasmbox: handler trapped")),
+        "{:#?}",
+        s.stderr.all()
+    );
+    assert_eq!(s.curl(&[], "/"), (200, "hello from wasm\n".into()));
+    let (code, _) = s.curl(&[], "/alloc");
+    assert_eq!(code, 500);
+    assert!(
+        s.stderr.wait(Duration::from_secs(30), |l| l.contains(
+            "wasmbox: handler exceeded its memory limit of 16777216 bytes"
+        )),
+        "{:#?}",
+        s.stderr.all()
+    );
+    let t = Instant::now();
+    let (code, _) = s.curl(&[], "/spin");
+    assert_eq!(code, 503);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(
+        s.stderr.wait(Duration::from_secs(30), |l| l
+            .contains("wasmbox: handler timed out after 1s")),
+        "{:#?}",
+        s.stderr.all()
+    );
+    let (code, _) = s.curl(&[], "/noresponse");
+    assert_eq!(code, 500);
+    assert!(s.stderr.wait(Duration::from_secs(30), |l| {
+        l.contains("wasmbox: handler returned without a response")
+    }));
+    // Malformed requests get 400 from wasmbox's HTTP layer and never reach a guest.
+    let mut raw = std::net::TcpStream::connect(&s.addr).unwrap();
+    raw.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert_eq!(s.curl(&[], "/"), (200, "hello from wasm\n".into()));
+}
+
+#[test]
+fn handler_output_is_tagged_with_its_request_id() {
+    let wb = Wasmbox::new();
+    let s = Served::start(&wb, "serve", &[], &hello());
+    assert_eq!(s.curl(&[], "/print"), (200, "printed\n".into()));
+    let access = s.access_line("/print");
+    let id = access
+        .split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .unwrap()
+        .to_string();
+    let out = format!("[{id}] a line on stdout");
+    let err = format!("[{id}] a line on stderr");
+    assert!(
+        s.stdout.wait(Duration::from_secs(30), |l| l == out),
+        "{:#?}",
+        s.stdout.all()
+    );
+    assert!(
+        s.stderr.wait(Duration::from_secs(30), |l| l == err),
+        "{:#?}",
+        s.stderr.all()
+    );
+    // The unterminated last line is kept too.
+    let tail = format!("[{id}] no newline at the end");
+    assert!(
+        s.stdout.wait(Duration::from_secs(30), |l| l == tail),
+        "{:#?}",
+        s.stdout.all()
+    );
+}
+
+/// A loopback HTTP server answering every request with `body`; counts its connections.
+struct Upstream {
+    port: u16,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Upstream {
+    fn start(body: &'static str) -> Self {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c2 = connections.clone();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                c2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Upstream { port, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn outgoing_requests_reach_only_granted_authorities() {
+    let granted = Upstream::start("upstream says hi");
+    let other = Upstream::start("should never be seen");
+    let wb = Wasmbox::new();
+    let grant = format!("localhost:{}", granted.port);
+    let ip_grant = format!("127.0.0.1:{}", granted.port);
+    let s = Served::start(
+        &wb,
+        "serve",
+        &["--allow-http", &grant, "--allow-http", &ip_grant],
+        &hello(),
+    );
+    let fetch = |url: String| s.curl(&["-G", "--data-urlencode", &format!("url={url}")], "/fetch");
+    let (code, body) = fetch(format!("http://127.0.0.1:{}/x", granted.port));
+    assert_eq!((code, body.as_str()), (200, "upstream says hi"));
+    assert_eq!(granted.connections(), 1);
+    // Not granted: denied before any connection, with the denied error code.
+    let (code, body) = fetch(format!("http://127.0.0.1:{}/x", other.port));
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("HTTP-request-denied"), "{body}");
+    // A grant by name is not a grant for another name of the same address, nor another port.
+    let s2 = Served::start(&wb, "serve", &["--allow-http", &grant], &hello());
+    let fetch2 =
+        |url: String| s2.curl(&["-G", "--data-urlencode", &format!("url={url}")], "/fetch");
+    let (code, body) = fetch2(format!("http://127.0.0.1:{}/x", granted.port));
+    assert!(
+        code == 502 && body.contains("HTTP-request-denied"),
+        "{code} {body}"
+    );
+    let (code, body) = fetch2(format!("http://localhost:{}/x", other.port));
+    assert!(
+        code == 502 && body.contains("HTTP-request-denied"),
+        "{code} {body}"
+    );
+    assert_eq!(granted.connections(), 1);
+    assert_eq!(other.connections(), 0);
+    let denied = format!("127.0.0.1:{}", other.port);
+    assert!(
+        s.stderr
+            .wait(Duration::from_secs(30), |l| l.contains("denied")
+                && l.contains(&denied)),
+        "{:#?}",
+        s.stderr.all()
+    );
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight_then_exits_zero() {
+    let wb = Wasmbox::new();
+    let mut s = Served::start(&wb, "serve", &[], &hello());
+    let url = s.url("/sleep");
+    let slow = std::thread::spawn(move || {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    // The handler says when it has the request.
+    assert!(
+        s.stdout.wait(READY, |l| l.ends_with("] sleeping")),
+        "{:#?}",
+        s.stdout.all()
+    );
+    s.signal(libc::SIGTERM);
+    assert!(
+        s.stderr.wait(Duration::from_secs(30), |l| l
+            .starts_with("wasmbox: draining")),
+        "{:#?}",
+        s.stderr.all()
+    );
+    // No new connection once draining.
+    assert!(std::net::TcpStream::connect(&s.addr).is_err());
+    assert_eq!(slow.join().unwrap(), "slept\n\n200");
+    assert_eq!(s.wait(Duration::from_secs(30)), 0);
+}
+
+#[test]
+fn a_second_sigterm_ends_a_drain_at_once() {
+    let wb = Wasmbox::new();
+    let mut s = Served::start(&wb, "serve", &["--drain-timeout", "60s"], &hello());
+    let url = s.url("/spin");
+    let stuck = std::thread::spawn(move || {
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null"])
+            .arg(url)
+            .status()
+            .unwrap()
+    });
+    assert!(
+        s.stdout.wait(READY, |l| l.ends_with("] spinning")),
+        "{:#?}",
+        s.stdout.all()
+    );
+    s.signal(libc::SIGTERM);
+    assert!(s.stderr.wait(Duration::from_secs(30), |l| {
+        l.starts_with("wasmbox: draining")
+    }));
+    let t = Instant::now();
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait(Duration::from_secs(30)), 128 + libc::SIGTERM);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let _ = stuck.join();
+}
+
+#[test]
+fn serve_refuses_a_command_and_a_taken_address() {
+    let wb = Wasmbox::new();
+    let out = wb.run(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        &guest("hello/hello.wasm").to_string_lossy(),
+    ]);
+    out.runtime_error(&["is a command module, not an HTTP component"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = wb.run(&["serve", "--addr", &addr, &hello()]);
+    out.runtime_error(&["serving HTTP on", &addr]);
+    let out = wb.run(&["serve", "--max-concurrency", "0", &hello()]);
+    assert_eq!(out.code, 125, "{out:#?}");
+}
