@@ -7,6 +7,8 @@
  *   /            "hello from wasm\n"
  *   /count       how many requests this instance has handled ("1\n" with a fresh instance each)
  *   /echo        the request body, streamed back as it arrives
+ *   /trailers    the request body back, with the request's trailers and `x-wasm: trailer` as the
+ *                response's trailers
  *   /print       writes a line on stdout, one on stderr and an unterminated one on stdout
  *   /sleep       prints "sleeping", waits 1.5 s without spinning, answers "slept\n"
  *   /spin        prints "spinning", then loops for ever
@@ -41,11 +43,12 @@ static void write_all(wasi_io_streams_borrow_output_stream_t out, const uint8_t 
     }
 }
 
-/* Sends the response head; returns its body, whose stream the caller writes then finishes. */
-static wasi_http_types_own_outgoing_body_t start_response(
-    wasi_http_types_own_response_outparam_t out, int status) {
+/* Sends the response head with `headers`; returns its body, whose stream the caller writes then
+ * finishes. */
+static wasi_http_types_own_outgoing_body_t start_response_with(
+    wasi_http_types_own_response_outparam_t out, int status, wasi_http_types_own_fields_t headers) {
     wasi_http_types_own_outgoing_response_t resp =
-        wasi_http_types_constructor_outgoing_response(wasi_http_types_constructor_fields());
+        wasi_http_types_constructor_outgoing_response(headers);
     wasi_http_types_borrow_outgoing_response_t r = wasi_http_types_borrow_outgoing_response(resp);
     wasi_http_types_method_outgoing_response_set_status_code(r, (uint16_t)status);
     wasi_http_types_own_outgoing_body_t body;
@@ -54,6 +57,11 @@ static wasi_http_types_own_outgoing_body_t start_response(
     result.val.ok = resp;
     wasi_http_types_static_response_outparam_set(out, &result);
     return body;
+}
+
+static wasi_http_types_own_outgoing_body_t start_response(
+    wasi_http_types_own_response_outparam_t out, int status) {
+    return start_response_with(out, status, wasi_http_types_constructor_fields());
 }
 
 static void finish(wasi_http_types_own_outgoing_body_t body) {
@@ -121,6 +129,82 @@ static void echo(wasi_http_types_own_incoming_request_t req,
     wasi_http_types_future_trailers_drop_own(wasi_http_types_static_incoming_body_finish(in_body));
     wasi_io_streams_output_stream_drop_own(os);
     finish(body);
+}
+
+/* Answers with the request's body, then the request's trailers plus `x-wasm: trailer`. */
+static void trailers(wasi_http_types_own_incoming_request_t req,
+                     wasi_http_types_own_response_outparam_t out) {
+    wasi_http_types_own_incoming_body_t in_body;
+    if (!wasi_http_types_method_incoming_request_consume(
+            wasi_http_types_borrow_incoming_request(req), &in_body)) {
+        respond_text(out, 500, "no request body\n");
+        return;
+    }
+    wasi_http_types_own_input_stream_t in;
+    wasi_http_types_method_incoming_body_stream(wasi_http_types_borrow_incoming_body(in_body), &in);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    copy_stream(wasi_io_streams_borrow_input_stream(in), (wasi_io_streams_borrow_output_stream_t){0},
+                &data, &len);
+    wasi_io_streams_input_stream_drop_own(in);
+    wasi_http_types_own_future_trailers_t future =
+        wasi_http_types_static_incoming_body_finish(in_body);
+    wasi_http_types_borrow_future_trailers_t f = wasi_http_types_borrow_future_trailers(future);
+    wasi_http_types_result_result_option_own_trailers_error_code_void_t got;
+    while (!wasi_http_types_method_future_trailers_get(f, &got)) {
+        wasi_io_poll_own_pollable_t p = wasi_http_types_method_future_trailers_subscribe(f);
+        wasi_io_poll_method_pollable_block(wasi_io_poll_borrow_pollable(p));
+        wasi_io_poll_pollable_drop_own(p);
+    }
+    wasi_http_types_future_trailers_drop_own(future);
+    /* What arrived is immutable: the response gets a copy with one more field. */
+    wasi_http_types_own_fields_t sent;
+    if (!got.is_err && !got.val.ok.is_err && got.val.ok.val.ok.is_some) {
+        wasi_http_types_own_fields_t received = got.val.ok.val.ok.val;
+        sent = wasi_http_types_method_fields_clone(wasi_http_types_borrow_fields(received));
+        wasi_http_types_fields_drop_own(received);
+    } else {
+        sent = wasi_http_types_constructor_fields();
+    }
+    http_hello_string_t name;
+    http_hello_string_set(&name, "x-wasm");
+    wasi_http_types_field_value_t value = {(uint8_t *)"trailer", 7};
+    wasi_http_types_header_error_t herr;
+    wasi_http_types_method_fields_append(wasi_http_types_borrow_fields(sent), &name, &value, &herr);
+    /* HTTP/1.1 sends only the trailers the head declares (`trailer: a, b`). */
+    http_hello_list_tuple2_field_name_field_value_t entries;
+    wasi_http_types_method_fields_entries(wasi_http_types_borrow_fields(sent), &entries);
+    size_t declared_len = 0;
+    for (size_t i = 0; i < entries.len; i++) {
+        declared_len += entries.ptr[i].f0.len + 2;
+    }
+    uint8_t *declared = malloc(declared_len + 1);
+    size_t at = 0;
+    for (size_t i = 0; i < entries.len; i++) {
+        if (at > 0) {
+            declared[at++] = ',';
+            declared[at++] = ' ';
+        }
+        memcpy(declared + at, entries.ptr[i].f0.ptr, entries.ptr[i].f0.len);
+        at += entries.ptr[i].f0.len;
+    }
+    http_hello_list_tuple2_field_name_field_value_free(&entries);
+    wasi_http_types_own_fields_t headers = wasi_http_types_constructor_fields();
+    http_hello_string_set(&name, "trailer");
+    wasi_http_types_field_value_t declared_value = {declared, at};
+    wasi_http_types_method_fields_append(wasi_http_types_borrow_fields(headers), &name,
+                                         &declared_value, &herr);
+    free(declared);
+    wasi_http_types_own_outgoing_body_t body = start_response_with(out, 200, headers);
+    wasi_http_types_own_output_stream_t os;
+    if (wasi_http_types_method_outgoing_body_write(wasi_http_types_borrow_outgoing_body(body),
+                                                   &os)) {
+        write_all(wasi_io_streams_borrow_output_stream(os), data, len);
+        wasi_io_streams_output_stream_drop_own(os);
+    }
+    free(data);
+    wasi_http_types_error_code_t err;
+    wasi_http_types_static_outgoing_body_finish(body, &sent, &err);
 }
 
 static int hex(char c) {
@@ -260,6 +344,8 @@ void exports_wasi_http_incoming_handler_handle(
         respond_text(out, 200, text);
     } else if (strcmp(path, "/echo") == 0) {
         echo(request, out);
+    } else if (strcmp(path, "/trailers") == 0) {
+        trailers(request, out);
     } else if (strcmp(path, "/print") == 0) {
         say("a line on stdout\n");
         write(2, "a line on stderr\n", 17);

@@ -40,6 +40,8 @@ const LINE_MAX: usize = 16 << 10;
 const LINES_QUEUED: usize = 1024;
 /// How long the listener rests after a failed accept (out of descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// How long a log thread lets lines gather after a write.
+const GATHER: Duration = Duration::from_millis(10);
 /// Most bytes of queued lines written at once.
 const BATCH_MAX: usize = 64 << 10;
 
@@ -234,8 +236,14 @@ impl Service {
             started,
             sink: self.err.clone(),
         };
+        // Until a response is handed to hyper, hyper dropping this request (the client went
+        // away) ends its instance, and the access line says so.
+        let mut pending = Pending {
+            access: Some(access),
+            abort: None,
+        };
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
-            return access.respond(503, "server stopping\n", None);
+            return pending.take().respond(503, "server stopping\n", None);
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let me = self.clone();
@@ -244,7 +252,10 @@ impl Service {
             me.run_instance(id, req, tx).await
         });
         let abort = guest.abort_handle();
-        match rx.await {
+        pending.abort = Some(abort.clone());
+        let answered = rx.await;
+        let access = pending.take();
+        match answered {
             Ok(Ok(resp)) => access.forward(resp, abort),
             Ok(Err(code)) => {
                 self.err.line(format!(
@@ -346,6 +357,41 @@ impl Service {
     }
 }
 
+/// A request not answered yet. Dropped armed (hyper dropped the request: its client went away),
+/// it ends the request's instance and writes its access line with status 499.
+struct Pending {
+    access: Option<Access>,
+    abort: Option<tokio::task::AbortHandle>,
+}
+
+impl Pending {
+    /// Disarms it: the request is being answered.
+    fn take(&mut self) -> Access {
+        self.abort = None;
+        self.access.take().expect("taken once")
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(access) = self.access.take() else {
+            return;
+        };
+        if let Some(abort) = self.abort.take() {
+            abort.abort();
+            access.sink.line(format!(
+                "[{}] wasmbox: handler ended: the client went away",
+                access.id
+            ));
+        }
+        access.write(CLIENT_GONE, 0, false);
+    }
+}
+
+/// The status an access line shows for a request whose client went away before any response
+/// (as nginx writes it).
+const CLIENT_GONE: u16 = 499;
+
 /// One request's access-log line, written when its response ends.
 struct Access {
     time: SystemTime,
@@ -431,6 +477,13 @@ impl Body for Logged {
                 if let Some(d) = f.data_ref() {
                     self.bytes += d.len() as u64;
                 }
+                if f.is_trailers()
+                    && let Some(a) = self.access.take()
+                {
+                    // Trailers end a body: hyper may not ask for more.
+                    a.write(self.status, self.bytes, true);
+                    self.abort = None;
+                }
             }
             Poll::Ready(None) => {
                 if let Some(a) = self.access.take() {
@@ -509,6 +562,9 @@ impl LineSink {
                         // The reader is gone; keep draining so writers never block.
                         continue;
                     }
+                    // Lines gather meanwhile: under load this thread wakes a hundred times a
+                    // second, not once a request.
+                    std::thread::sleep(GATHER);
                 }
             })
             .expect("starting a log thread");

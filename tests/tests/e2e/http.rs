@@ -15,6 +15,17 @@ use crate::common::{Lines, Wasmbox, guest};
 /// How long a first start may take: the component is compiled cold while other tests run.
 const READY: Duration = Duration::from_secs(180);
 
+/// The Python app (`examples/http-py`), built by `tests/run.sh` (it is not committed).
+fn python_app() -> String {
+    let p = guest("http-py/http-py.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `bash examples/http-py/build.sh` (tests/run.sh does)",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
 fn hello() -> String {
     guest("http-hello/http-hello.wasm")
         .to_string_lossy()
@@ -304,6 +315,68 @@ fn a_streamed_hundred_mebibyte_body_is_echoed_without_being_held_whole() {
     assert!(peak < 90 * 1024, "peak RSS {peak} KiB");
 }
 
+/// Trailers go both ways, over HTTP/2 and over HTTP/1.1 (chunked, when the client says it takes
+/// them): the handler gets the request's and answers with its own.
+#[test]
+fn trailers_reach_the_handler_and_come_back() {
+    let wb = Wasmbox::new();
+    let s = Served::start(&wb, "serve", &[], &hello());
+    let addr = s.addr.clone();
+    runtime().block_on(async move {
+        let request = || {
+            let mut t = hyper::HeaderMap::new();
+            t.insert("x-client", "sent at the end".parse().unwrap());
+            let frames = vec![
+                Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from_static(b"some body"))),
+                Ok(hyper::body::Frame::trailers(t)),
+            ];
+            StreamBody::new(futures_util::stream::iter(frames)).boxed()
+        };
+        let check = |data: Vec<u8>, trailers: Option<hyper::HeaderMap>| {
+            assert_eq!(data, b"some body");
+            let t = trailers.expect("response trailers");
+            assert_eq!(t["x-client"], "sent at the end");
+            assert_eq!(t["x-wasm"], "trailer");
+        };
+        // HTTP/2.
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut h2, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::post(format!("http://{addr}/trailers"))
+            .body(request())
+            .unwrap();
+        let resp = h2.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        check(collected.to_bytes().to_vec(), trailers);
+        // HTTP/1.1, chunked.
+        let mut conn = http1(&addr).await;
+        let req = hyper::Request::post("/trailers")
+            .header("host", &addr)
+            .header("te", "trailers")
+            // HTTP/1.1 sends only the trailers its head declares.
+            .header("trailer", "x-client")
+            .body(request())
+            .unwrap();
+        let resp = conn.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        check(collected.to_bytes().to_vec(), trailers);
+    });
+    // Both responses ended, trailers and all.
+    for _ in 0..2 {
+        let line = s.access_line("/trailers");
+        assert!(!line.contains("incomplete"), "{line}");
+    }
+}
+
 /// A stream of frames from a channel, for a streamed request body.
 fn tokio_stream<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
@@ -537,6 +610,94 @@ fn a_second_sigterm_ends_a_drain_at_once() {
     let _ = stuck.join();
 }
 
+/// A request still running when the drain period ends is ended (the client's response is cut
+/// or refused) and the server exits 0.
+#[test]
+fn a_drain_ends_what_is_still_running_at_its_deadline() {
+    let wb = Wasmbox::new();
+    let mut s = Served::start(&wb, "serve", &["--drain-timeout", "1s"], &hello());
+    let url = s.url("/spin");
+    let stuck = std::thread::spawn(move || {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    assert!(
+        s.stdout.wait(READY, |l| l.ends_with("] spinning")),
+        "{:#?}",
+        s.stdout.all()
+    );
+    s.signal(libc::SIGTERM);
+    assert!(s.stderr.wait(Duration::from_secs(30), |l| {
+        l.starts_with("wasmbox: draining")
+    }));
+    assert_eq!(s.wait(Duration::from_secs(30)), 0);
+    // The handler never answered: the client got no success.
+    assert_ne!(stuck.join().unwrap(), "200");
+}
+
+/// `--max-concurrency 1`: one handler at a time; three slow requests sent at once take three
+/// handler runs end to end (never less), and all are answered.
+#[test]
+fn max_concurrency_runs_requests_one_after_the_other() {
+    let wb = Wasmbox::new();
+    let s = Served::start(&wb, "serve", &["--max-concurrency", "1"], &hello());
+    let t = Instant::now();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let url = s.url("/sleep");
+            std::thread::spawn(move || {
+                let out = Command::new("curl")
+                    .args(["-s", "-w", "%{http_code}"])
+                    .arg(url)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+        })
+        .collect();
+    for h in slow {
+        assert_eq!(h.join().unwrap(), "slept\n200");
+    }
+    // Each /sleep waits 1.5 s in its handler.
+    assert!(
+        t.elapsed() >= Duration::from_millis(4400),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// A client that goes away before its response ends its handler's instance: with one slot,
+/// the next request is answered only if the spinning instance was ended.
+#[test]
+fn a_client_that_goes_away_ends_its_instance() {
+    let wb = Wasmbox::new();
+    let s = Served::start(&wb, "serve", &["--max-concurrency", "1"], &hello());
+    let mut conn = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(conn, "GET /spin HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    assert!(
+        s.stdout.wait(READY, |l| l.ends_with("] spinning")),
+        "{:#?}",
+        s.stdout.all()
+    );
+    drop(conn);
+    assert!(
+        s.stderr.wait(Duration::from_secs(30), |l| l
+            .contains("handler ended: the client went away")),
+        "{:#?}",
+        s.stderr.all()
+    );
+    let line = s.access_line("/spin");
+    assert!(
+        line.contains(" status=499 ") && line.ends_with("incomplete=true"),
+        "{line}"
+    );
+    assert_eq!(s.curl(&[], "/"), (200, "hello from wasm\n".into()));
+}
+
 #[test]
 fn serve_refuses_a_command_and_a_taken_address() {
     let wb = Wasmbox::new();
@@ -553,4 +714,34 @@ fn serve_refuses_a_command_and_a_taken_address() {
     out.runtime_error(&["serving HTTP on", &addr]);
     let out = wb.run(&["serve", "--max-concurrency", "0", &hello()]);
     assert_eq!(out.code, 125, "{out:#?}");
+}
+
+/// The Python app (componentize-py): a greeting, a streamed echo of a body larger than its
+/// buffers, and outgoing requests to the granted upstream only.
+#[test]
+fn the_python_app_echoes_and_fetches_only_what_is_granted() {
+    let granted = Upstream::start("upstream says hi");
+    let other = Upstream::start("should never be seen");
+    let wb = Wasmbox::new();
+    let grant = format!("127.0.0.1:{}", granted.port);
+    let s = Served::start(&wb, "serve", &["--allow-http", &grant], &python_app());
+    assert_eq!(s.curl(&[], "/"), (200, "hello from python\n".into()));
+    let body: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &body).unwrap();
+    let upload = format!("@{}", file.path().display());
+    let (code, echoed) = s.curl(&["--data-binary", &upload], "/echo");
+    assert_eq!(code, 200);
+    assert!(echoed == body, "echoed {} bytes", echoed.len());
+    let fetch = |url: String| s.curl(&["-G", "--data-urlencode", &format!("url={url}")], "/fetch");
+    assert_eq!(
+        fetch(format!("http://127.0.0.1:{}/x", granted.port)),
+        (200, "upstream says hi".into())
+    );
+    let (code, text) = fetch(format!("http://127.0.0.1:{}/x", other.port));
+    assert_eq!(code, 502, "{text}");
+    assert!(text.contains("HttpRequestDenied"), "{text}");
+    assert_eq!((granted.connections(), other.connections()), (1, 0));
 }
