@@ -80,25 +80,44 @@ fn walk(b: &[u8], depth: usize, functions: &mut u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `binary` (wasm, or wasm text) is a component exporting `wasi:http/incoming-handler`
-/// at its top level (any 0.2 version): an HTTP server. Read from the export sections alone; a
-/// hosting process uses it to choose its allocator before it has an engine.
-pub fn exports_http_handler(bytes: &[u8]) -> bool {
+/// What a program is, by its header and its top-level exports, as [`crate::Runtime::prepare`]
+/// decides it (a component exporting `wasi:cli/run` is a command even if it also serves HTTP):
+/// read from the export sections alone, so a hosting process can choose its allocator before it
+/// has an engine, and `inspect` can say. `None` for what is not wasm (or wasm text).
+pub fn guest_kind(bytes: &[u8]) -> Option<crate::GuestKind> {
+    use crate::GuestKind;
     let text;
     let binary = if bytes.starts_with(b"\0asm") {
         bytes
     } else {
-        match wat::parse_bytes(bytes) {
-            Ok(b) => {
-                text = b.into_owned();
-                &text[..]
-            }
-            Err(_) => return false,
-        }
+        text = wat::parse_bytes(bytes).ok()?.into_owned();
+        &text[..]
     };
-    if !wasmparser::Parser::is_component(binary) {
-        return false;
+    if binary.len() < 8 || !binary.starts_with(b"\0asm") {
+        return None;
     }
+    if !wasmparser::Parser::is_component(binary) {
+        return Some(GuestKind::CommandModule);
+    }
+    let exports = top_level_exports(binary);
+    let exports_any = |interface: &str, versions: &[&str]| {
+        exports.iter().any(|e| {
+            e.strip_prefix(interface)
+                .and_then(|v| v.strip_prefix('@'))
+                .is_some_and(|v| versions.iter().any(|w| v.starts_with(w)))
+        })
+    };
+    if !exports_any("wasi:cli/run", &["0.2", "0.3"])
+        && exports_any("wasi:http/incoming-handler", &["0.2"])
+    {
+        return Some(GuestKind::HttpComponent);
+    }
+    Some(GuestKind::CommandComponent)
+}
+
+/// The names a component exports at its top level (not those of components nested in it).
+fn top_level_exports(binary: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
     let mut depth = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(binary) {
         match payload {
@@ -106,21 +125,13 @@ pub fn exports_http_handler(bytes: &[u8]) -> bool {
             | Ok(wasmparser::Payload::ComponentSection { .. }) => depth += 1,
             Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
             Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 0 => {
-                let http = exports.into_iter().flatten().any(|e| {
-                    e.name
-                        .0
-                        .strip_prefix("wasi:http/incoming-handler@")
-                        .is_some_and(|v| v.starts_with("0.2"))
-                });
-                if http {
-                    return true;
-                }
+                names.extend(exports.into_iter().flatten().map(|e| e.name.0.to_string()));
             }
-            Err(_) => return false,
+            Err(_) => break,
             _ => {}
         }
     }
-    false
+    names
 }
 
 #[cfg(test)]
@@ -128,28 +139,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_handlers_are_told_from_commands_by_their_exports() {
-        let server = wat::parse_str(
-            r#"(component
-                 (component $inner (core module) (instance $i) (export "wasi:cli/run@0.2.0" (instance $i)))
-                 (instance $i)
-                 (export "wasi:http/incoming-handler@0.2.3" (instance $i)))"#,
-        )
-        .unwrap();
-        assert!(exports_http_handler(&server));
+    fn programs_are_told_apart_by_their_header_and_exports() {
+        use crate::GuestKind::*;
+        let kind = |text: &str| guest_kind(&wat::parse_str(text).unwrap());
+        assert_eq!(kind("(module)"), Some(CommandModule));
+        assert_eq!(
+            kind(
+                r#"(component (instance $i) (export "wasi:http/incoming-handler@0.2.3" (instance $i)))"#
+            ),
+            Some(HttpComponent)
+        );
+        assert_eq!(
+            kind(r#"(component (instance $i) (export "wasi:cli/run@0.2.0" (instance $i)))"#),
+            Some(CommandComponent)
+        );
+        // A command that also serves runs as a command, as `prepare` decides.
+        assert_eq!(
+            kind(
+                r#"(component (instance $i) (export "wasi:cli/run@0.3.0" (instance $i))
+                     (export "wasi:http/incoming-handler@0.2.0" (instance $i)))"#
+            ),
+            Some(CommandComponent)
+        );
         // Only the top level counts: a nested component's export is not the program's.
-        let nested = wat::parse_str(
-            r#"(component
-                 (component $inner (instance $i) (export "wasi:http/incoming-handler@0.2.3" (instance $i)))
-                 (instance $j) (export "wasi:cli/run@0.2.0" (instance $j)))"#,
-        )
-        .unwrap();
-        assert!(!exports_http_handler(&nested));
-        assert!(!exports_http_handler(&wat::parse_str("(module)").unwrap()));
-        assert!(!exports_http_handler(b"not wasm"));
-        assert!(exports_http_handler(
-            br#"(component (instance $i) (export "wasi:http/incoming-handler@0.2.12" (instance $i)))"#
-        ));
+        assert_eq!(
+            kind(
+                r#"(component
+                     (component $inner (instance $i) (export "wasi:http/incoming-handler@0.2.3" (instance $i)))
+                     (instance $j) (export "wasi:cli/run@0.2.0" (instance $j)))"#
+            ),
+            Some(CommandComponent)
+        );
+        assert_eq!(guest_kind(b"not wasm"), None);
+        // Wasm text is read too.
+        assert_eq!(
+            guest_kind(
+                br#"(component (instance $i) (export "wasi:http/incoming-handler@0.2.12" (instance $i)))"#
+            ),
+            Some(HttpComponent)
+        );
     }
 
     #[test]

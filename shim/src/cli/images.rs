@@ -114,19 +114,40 @@ pub fn local_name(store: &Store, name: &str) -> Result<String> {
     Ok(found.unwrap_or_else(|| names[names.len() - 1].to_string()))
 }
 
+/// What wasm `bytes` are: a command module, a command component or an HTTP component.
+fn workload(bytes: &[u8]) -> String {
+    wasmbox_runtime::shape::guest_kind(bytes)
+        .map(|k| k.to_string())
+        .unwrap_or_else(|| "not wasm".into())
+}
+
+/// The image's form, and for an artifact what its wasm is (a compat image's entry is inside its
+/// layers: [`compat_workload`] unpacks them).
 fn kind(store: &Store, img: &Image) -> String {
     match img.detection.as_ref().map(|d| &d.form) {
         Some(Form::Artifact { digest, .. }) => {
             let blob = digest.parse().ok().and_then(|d| store.read_blob(&d).ok());
             match blob {
-                Some(b) if wasmbox_images::detect::is_component(&b) => "artifact, component".into(),
-                Some(_) => "artifact, module".into(),
+                Some(b) => format!("artifact, {}", workload(&b)),
                 None => "artifact".into(),
             }
         }
         Some(Form::Compat) => "compat".into(),
         None => "not wasm".into(),
     }
+}
+
+/// What a compat image's entry is, read from a bundle of it written in a private directory.
+fn compat_workload(store: &Store, img: &Image) -> Result<String> {
+    let scratch = super::run::scratch_base()?;
+    let bundles = super::run::private_dir(&scratch.join("bundles"))?;
+    let dir = tempfile::Builder::new()
+        .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-run-"))
+        .tempdir_in(&bundles)
+        .context("creating a bundle directory")?;
+    img.write_bundle(store, dir.path(), &mut Default::default())?;
+    let bytes = wasmbox_runtime::Bundle::load(dir.path())?.read_entry()?;
+    Ok(workload(&bytes))
 }
 
 /// Where the wasm entry is: the artifact's layer, or the compat image's entrypoint file.
@@ -168,22 +189,38 @@ impl ImagesCommand {
     }
 }
 
-/// Show an image's manifest, config and detected entry.
+/// Show an image's manifest, config, detected entry and what its wasm is; or what a wasm file is.
 #[derive(Args, Debug)]
 pub struct InspectCommand {
-    /// The image.
+    /// The image, or a wasm file.
     pub image: String,
 }
 
 impl InspectCommand {
     /// Prints JSON.
     pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        if super::run::names_a_file(&self.image) {
+            // Ambient authority, named: the file the user asked about.
+            let bytes =
+                std::fs::read(&self.image).with_context(|| format!("reading {}", self.image))?;
+            let out = serde_json::json!({
+                "file": self.image,
+                "kind": workload(&bytes),
+                "size": bytes.len(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(0);
+        }
         let store = store.open()?;
         let img = Image::open(&store, &local_name(&store, &self.image)?)?;
+        let kind = match img.detection.as_ref().map(|d| &d.form) {
+            Some(Form::Compat) => format!("compat, {}", compat_workload(&store, &img)?),
+            _ => kind(&store, &img),
+        };
         let out = serde_json::json!({
             "reference": img.name,
             "digest": img.manifest_digest.to_string(),
-            "kind": kind(&store, &img),
+            "kind": kind,
             "detectedBecause": img.detection.as_ref().map(|d| d.because.clone()),
             "entry": entry(&img),
             "manifest": img.manifest,

@@ -141,7 +141,9 @@ impl RunCommand {
             }
             (None, None) => bail!("nothing to run: give a wasm file or --bundle DIR"),
         };
-        if self.serve_only || wasmbox_runtime::shape::exports_http_handler(&bytes) {
+        if self.serve_only
+            || wasmbox_runtime::shape::guest_kind(&bytes) == Some(GuestKind::HttpComponent)
+        {
             // A fresh instance per request: slots reserved once, reused with copy-on-write images.
             config.allocator = Allocator::Pooling;
         }
@@ -188,7 +190,7 @@ impl RunCommand {
 /// Where `wasmbox run` keeps its private directories: `$WASMBOX_SCRATCH_DIR`, else
 /// `/run/wasmbox/run` for root, else `$XDG_RUNTIME_DIR/wasmbox` or `~/.cache/wasmbox-run`. Never
 /// the shared temp dir, which users grant (`-v /tmp:/tmp`) and other processes share.
-fn scratch_base() -> Result<PathBuf> {
+pub(crate) fn scratch_base() -> Result<PathBuf> {
     let base = std::env::var_os("WASMBOX_SCRATCH_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -208,7 +210,7 @@ fn scratch_base() -> Result<PathBuf> {
 }
 
 /// Creates `dir` (and its parents) if needed, mode 0700.
-fn private_dir(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn private_dir(dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -255,7 +257,7 @@ fn check_direct_grants_allowed() -> Result<()> {
 
 /// True when `what` is meant as a file: it exists, or it is written as a path or a wasm file name
 /// (`/…`, `./…`, `../…`, `*.wasm`, `*.wat`, `*.cwasm`, optionally with `#export`).
-fn names_a_file(what: &str) -> bool {
+pub(crate) fn names_a_file(what: &str) -> bool {
     let (path, _) = split_file_export(what);
     let p = path.to_string_lossy();
     path.exists()

@@ -153,7 +153,8 @@ fn load_list_run_inspect_save_rmi_prune() {
     let out = with_store(&wb, &["images"]);
     out.code(0);
     assert!(
-        out.stdout.contains("localhost/demo/hello:1.0") && out.stdout.contains("artifact, module"),
+        out.stdout.contains("localhost/demo/hello:1.0")
+            && out.stdout.contains("artifact, command module"),
         "{out:#?}"
     );
     assert!(
@@ -339,4 +340,44 @@ fn output_piped_into_a_reader_that_quits_ends_quietly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `inspect` says what an image's wasm is (a command module, a command component, an HTTP
+/// component), for artifacts, for compat images (from the entry inside their layers) and for a
+/// wasm file.
+#[test]
+fn inspect_says_what_the_wasm_is() {
+    let wb = Wasmbox::new();
+    let kind = |args: &[&str]| -> String {
+        let out = with_store(&wb, args);
+        out.code(0);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["kind"].as_str().unwrap().to_string()
+    };
+    let layout = format!("oci:{}", guest("images/http-hello").display());
+    with_store(&wb, &["load", "-i", &layout[4..]]).code(0);
+    assert_eq!(
+        kind(&["inspect", "localhost/wasmbox/examples/http-hello:latest"]),
+        "artifact, HTTP component"
+    );
+    let http = guest("http-hello/http-hello.wasm").display().to_string();
+    with_store(
+        &wb,
+        &["build", "--format", "compat", &http, "-t", "web:compat"],
+    )
+    .code(0);
+    assert_eq!(kind(&["inspect", "web:compat"]), "compat, HTTP component");
+    let files = guest("files/files-component.wasm").display().to_string();
+    with_store(
+        &wb,
+        &["build", "--format", "compat", &files, "-t", "files:compat"],
+    )
+    .code(0);
+    assert_eq!(
+        kind(&["inspect", "files:compat"]),
+        "compat, command component"
+    );
+    assert_eq!(kind(&["inspect", &http]), "HTTP component");
+    let hello = guest("hello/hello.wasm").display().to_string();
+    assert_eq!(kind(&["inspect", &hello]), "command module");
 }
