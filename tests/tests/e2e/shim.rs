@@ -797,8 +797,25 @@ fn guest_sockets_live_in_the_network_namespace_the_spec_names() {
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "echo"]).code, 0);
 }
 
+/// `memory.usage_in_bytes` of `id` as `ctr task metrics` reports it.
+fn memory_usage(c: &Containerd, id: &str) -> u64 {
+    let metrics = c.ctr(&["task", "metrics", id]);
+    assert_eq!(metrics.code, 0, "{metrics:#?}");
+    metrics
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("memory.usage_in_bytes"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics:#?}"))
+}
+
+/// Two HTTP components of one pod (one group, one network namespace the test made) are served
+/// by one shim on two ports; requests come through that namespace; `ctr task metrics` counts the
+/// memory of the instances alive; a kill drains: a slow request in flight completes, the task
+/// exits 0, and the container's log has the readiness, drain and access lines.
 #[test]
-fn an_http_component_is_served_in_the_namespace_the_spec_names_and_drains_on_kill() {
+fn http_components_are_served_in_the_pods_namespace_and_drain_on_kill() {
     let c = with_images(&[HTTP_HELLO]);
     let ns = format!("wbt-http-{}", std::process::id());
     let ip = |args: &[&str]| {
@@ -821,35 +838,42 @@ fn an_http_component_is_served_in_the_namespace_the_spec_names_and_drains_on_kil
     ip(&["-n", &ns, "link", "set", "lo", "up"]);
     let events = EventLog::start(&c);
     let path = format!("network:/var/run/netns/{ns}");
-    let log = c.run_detached(
-        &[
-            "--with-ns",
-            &path,
-            "--annotation",
-            "wasmbox.http.addr=127.0.0.1:8080",
-        ],
-        HTTP_HELLO,
-        "web",
-        &["/app.wasm"],
-    );
+    let serve = |id: &str, port: u16| {
+        let addr = format!("wasmbox.http.addr=127.0.0.1:{port}");
+        let log = c.run_detached(
+            &[
+                "--with-ns",
+                &path,
+                "--annotation",
+                &addr,
+                "--annotation",
+                "io.containerd.runc.v2.group=web",
+            ],
+            HTTP_HELLO,
+            id,
+            &["/app.wasm"],
+        );
+        // The server is up once its log says so (the container's stderr).
+        let ready = format!("wasmbox: serving http://127.0.0.1:{port}");
+        wait_until("the server is listening", || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&ready))
+                || c.status(id).as_deref() == Some("STOPPED")
+        });
+        assert_eq!(c.status(id).as_deref(), Some("RUNNING"), "{}", c.log_tail());
+        log
+    };
+    let log = serve("web", 8080);
+    serve("web2", 8081);
+    assert_eq!(c.pid("web"), c.pid("web2"), "one shim serves the pod");
     let ns_path = format!("/var/run/netns/{ns}");
-    // The server is up once the shim's log says so (the container's stderr).
-    wait_until("the server is listening", || {
-        std::fs::read_to_string(&log)
-            .is_ok_and(|l| l.contains("wasmbox: serving http://127.0.0.1:8080"))
-            || c.status("web").as_deref() == Some("STOPPED")
-    });
-    assert_eq!(
-        c.status("web").as_deref(),
-        Some("RUNNING"),
-        "{}",
-        c.log_tail()
-    );
-    // On the namespace's loopback (the host's 8080 is not the container's).
+    // On the namespace's loopback (the host's 8080 is not the pod's).
     assert_eq!(
         http_in_netns(ns_path.clone(), 8080, "/"),
         "200|hello from wasm\n"
     );
+    assert_eq!(http_in_netns(ns_path.clone(), 8081, "/count"), "200|1\n");
+    // Between requests no instance lives.
+    assert_eq!(memory_usage(&c, "web"), 0);
     // A slow request in flight when the kill comes still completes; then the task exits 0.
     let slow = {
         let p = ns_path.clone();
@@ -858,6 +882,8 @@ fn an_http_component_is_served_in_the_namespace_the_spec_names_and_drains_on_kil
     wait_until("the slow request is in the handler", || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("] sleeping"))
     });
+    // Its instance's memory is the container's while it lives.
+    assert!(memory_usage(&c, "web") >= 64 << 10);
     assert_eq!(c.ctr(&["task", "kill", "web"]).code, 0);
     assert_eq!(slow.join().unwrap(), "200|slept\n");
     let exit = events.wait_for("web", "/tasks/exit");
@@ -880,7 +906,67 @@ fn an_http_component_is_served_in_the_namespace_the_spec_names_and_drains_on_kil
         access.iter().any(|l| l.contains("path=/sleep status=200")),
         "{text}"
     );
+    // The pod's other server went on.
+    assert_eq!(
+        http_in_netns(ns_path.clone(), 8081, "/"),
+        "200|hello from wasm\n"
+    );
     assert_eq!(c.ctr(&["task", "delete", "web"]).code, 0);
+    assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "web2"]).code, 0);
+    c.wait_status("web2", "STOPPED");
+    assert_eq!(c.ctr(&["task", "delete", "web2"]).code, 0);
+}
+
+/// A plain `ctr run` (a new network namespace asked for, none named, no network granted) serves
+/// an HTTP component in a namespace of its own, as runc would run it: never on the host's.
+#[test]
+fn an_http_component_never_listens_on_the_hosts_network_unasked() {
+    let c = with_images(&[HTTP_HELLO]);
+    let port = crate::common::free_port();
+    let addr = format!("wasmbox.http.addr=127.0.0.1:{port}");
+    let log = c.run_detached(
+        &["--annotation", &addr],
+        HTTP_HELLO,
+        "private",
+        &["/app.wasm"],
+    );
+    let ready = format!("wasmbox: serving http://127.0.0.1:{port}");
+    wait_until("the server is listening", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&ready))
+            || c.status("private").as_deref() == Some("STOPPED")
+    });
+    assert_eq!(
+        c.status("private").as_deref(),
+        Some("RUNNING"),
+        "{}",
+        c.log_tail()
+    );
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    // `--net-host` asks for the host's namespace: there it answers.
+    let port2 = crate::common::free_port();
+    let addr2 = format!("wasmbox.http.addr=127.0.0.1:{port2}");
+    let log2 = c.run_detached(
+        &["--net-host", "--annotation", &addr2],
+        HTTP_HELLO,
+        "hosted",
+        &["/app.wasm"],
+    );
+    let ready2 = format!("wasmbox: serving http://127.0.0.1:{port2}");
+    wait_until("the host-network server is listening", || {
+        std::fs::read_to_string(&log2).is_ok_and(|l| l.contains(&ready2))
+            || c.status("hosted").as_deref() == Some("STOPPED")
+    });
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port2}/")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from wasm\n");
+    for id in ["private", "hosted"] {
+        assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", id]).code, 0);
+        c.wait_status(id, "STOPPED");
+        assert_eq!(c.ctr(&["task", "delete", id]).code, 0);
+    }
 }
 
 /// GETs `path` (HTTP/1.0, so the body is not chunked) from 127.0.0.1:`port` in the network
