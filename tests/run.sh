@@ -41,6 +41,9 @@ cargo fmt --all -- --check
 step "example guests are reproducible from their sources"
 WASMBOX_SKIP_BINDGEN=1 bash examples/build.sh --check
 
+step "examples built here, not committed (the Python HTTP component)"
+bash examples/http-py/build.sh
+
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
