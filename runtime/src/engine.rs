@@ -90,6 +90,8 @@ pub enum LoadedFrom {
 
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
+    /// Whether `engine` took its instances from the pooling allocator.
+    pub(crate) pooling: bool,
     pub(crate) cache: Option<ModuleCache>,
     pub(crate) p1: wasmtime::Linker<P1Host>,
     /// `p1` plus socket descriptors, for modules granted pre-opened listeners.
@@ -138,31 +140,59 @@ pub(crate) fn base_config() -> Config {
     c
 }
 
+/// Instances of components the pooling allocator holds at once.
+pub(crate) const POOL_INSTANCES: u32 = 1000;
+/// Linear memories (and tables) the pool reserves: each reservation is address space, not memory.
+pub(crate) const POOL_MEMORIES: u32 = 1000;
+/// Core instances one component may make; core instances are counted, not reserved, so the pool
+/// allows this many for each of its [`POOL_INSTANCES`] and never runs out of them first.
+const POOL_CORE_PER_COMPONENT: u32 = 100;
+
 /// [`base_config`] with the pooling allocator.
 fn pooling_config() -> Config {
     let mut c = base_config();
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_memories(1000)
-        .total_tables(1000)
-        .total_core_instances(1000)
-        .total_component_instances(1000)
+    pool.total_memories(POOL_MEMORIES)
+        .total_tables(POOL_MEMORIES)
+        .total_core_instances(POOL_INSTANCES * POOL_CORE_PER_COMPONENT)
+        .total_component_instances(POOL_INSTANCES)
         .max_memories_per_component(50)
         .max_tables_per_component(50)
-        .max_core_instances_per_component(100);
+        .max_core_instances_per_component(POOL_CORE_PER_COMPONENT);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
+}
+
+/// How many instances of `component` the engine's allocator can hold at once: `None` when it
+/// allocates on demand (no fixed bound) or the component's needs cannot be known.
+pub(crate) fn pool_capacity(
+    pooling: bool,
+    component: &wasmtime::component::Component,
+) -> Option<usize> {
+    if !pooling {
+        return None;
+    }
+    let need = component.resources_required()?;
+    let per = |n: u32| POOL_MEMORIES.checked_div(n).unwrap_or(POOL_INSTANCES);
+    let fits = POOL_INSTANCES
+        .min(per(need.num_memories))
+        .min(per(need.num_tables));
+    Some(fits.max(1) as usize)
 }
 
 impl Runtime {
     /// Creates the engine, its linkers and the epoch ticker. Inside a tokio runtime, guests run on
     /// it; otherwise the runtime owns a small multi-threaded executor.
     pub fn new(config: RuntimeConfig) -> Result<Self> {
-        let engine = match config.allocator {
-            Allocator::OnDemand => Engine::new(&base_config()),
-            Allocator::Pooling => Engine::new(&pooling_config()).or_else(|e| {
-                tracing::info!(error = %e, "pooling allocator unavailable; allocating on demand");
-                Engine::new(&base_config())
-            }),
+        let (engine, pooling) = match config.allocator {
+            Allocator::OnDemand => Engine::new(&base_config()).map(|e| (e, false)),
+            Allocator::Pooling => match Engine::new(&pooling_config()) {
+                Ok(e) => Ok((e, true)),
+                Err(e) => {
+                    tracing::info!(error = %e, "pooling allocator unavailable; allocating on demand");
+                    Engine::new(&base_config()).map(|e| (e, false))
+                }
+            },
         }
         .map_err(|e| Error::Engine { source: boxed(e) })?;
         let cache = config
@@ -271,6 +301,7 @@ impl Runtime {
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
+                pooling,
                 cache,
                 p1,
                 p1_sockets,

@@ -576,8 +576,11 @@ impl Prepared {
             gate: Gate::default(),
         });
         if let Pre::Proxy(pre) = self.pre {
+            let capacity =
+                crate::engine::pool_capacity(inner.pooling, pre.instance_pre().component());
             let (addr, server) = crate::serve::start(crate::serve::Parts {
                 engine: inner.engine.clone(),
+                capacity,
                 pre,
                 policy: self.policy,
                 listener: self.listener,

@@ -65,6 +65,8 @@ struct Service {
 pub(crate) struct Parts {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) pre: ProxyPre<P2Host>,
+    /// How many instances of the component the engine's pool holds at once, if it is bounded.
+    pub(crate) capacity: Option<usize>,
     pub(crate) policy: Policy,
     /// Bound already ([`crate::Prepared::listen_with`]), or `None` to bind `policy.serve.addr`.
     pub(crate) listener: Option<std::net::TcpListener>,
@@ -82,6 +84,7 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
     let Parts {
         engine,
         pre,
+        capacity,
         policy,
         listener,
         fs,
@@ -103,7 +106,15 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
     // The readiness line, on the server's stderr (the container's log under containerd): the
     // listener is bound and accepting once it is written.
     err.line(format!("wasmbox: serving http://{bound}"));
-    let slots = Arc::new(Semaphore::new(policy.serve.max_concurrency.max(1)));
+    // Requests beyond what the instance pool holds wait for a slot instead of failing.
+    let mut concurrency = policy.serve.max_concurrency.max(1);
+    if let Some(fits) = capacity.filter(|&fits| fits < concurrency) {
+        err.line(format!(
+            "wasmbox: at most {fits} requests at once: the instance pool holds {fits} instances of this component"
+        ));
+        concurrency = fits;
+    }
+    let slots = Arc::new(Semaphore::new(concurrency));
     let svc = Arc::new(Service {
         engine,
         pre,
@@ -351,8 +362,9 @@ impl Service {
             .wasi_http_incoming_handler()
             .call_handle(&mut store, req, out)
             .await?;
-        // The body may still be streaming from tasks of the store's: the instance lives until
-        // the client has it all (or leaves, which aborts this task).
+        // Let the connection's task send the response before this one frees the instance
+        // (returning its memory to the pool takes a while, and the scheduler would run it first).
+        tokio::task::yield_now().await;
         Ok(())
     }
 }

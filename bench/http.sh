@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# HTTP serving benchmark: `wasmbox serve` against `wasmtime serve` (48.0.8) with wrk, on the C
+# hello component (examples/http-hello) and the Python app (examples/http-py). See
+# bench/README.md.
+#
+# Builds wasmbox (release), installs wrk (Debian) and the wasmtime CLI if missing, builds the
+# Python component, then runs bench/serve.py.
+#
+# Environment:
+#   ROUNDS             rounds per point (default 3)
+#   DURATION           seconds per wrk run (default 10)
+#   CONNECTIONS        connection counts (default 1,16,64)
+#   CARGO_TARGET_DIR   where wasmbox is built (default ~/.cache/wasmbox-target)
+#   WASMBOX_TOOLS_DIR  where the wasmtime CLI is installed (default ~/.cache/wasmbox-tools)
+set -euo pipefail
+
+WASMTIME_VERSION=48.0.8
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbox-target}"
+TOOLS_DIR="${WASMBOX_TOOLS_DIR:-$HOME/.cache/wasmbox-tools}"
+WASMBOX="$CARGO_TARGET_DIR/release/wasmbox"
+WASMTIME="$TOOLS_DIR/bin/wasmtime"
+
+echo "building wasmbox (release) in $CARGO_TARGET_DIR ..." >&2
+(cd "$ROOT" && cargo build --release --quiet -p wasmbox-shim)
+
+if ! command -v wrk >/dev/null; then
+    as_root=()
+    [ "$(id -u)" = 0 ] || as_root=(sudo)
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq wrk
+fi
+
+if ! "$WASMTIME" --version 2>/dev/null | grep -qE "^wasmtime $WASMTIME_VERSION( |\$)" ||
+    ! "$WASMTIME" serve --help >/dev/null 2>&1; then
+    echo "installing wasmtime-cli $WASMTIME_VERSION into $TOOLS_DIR ..." >&2
+    cargo install wasmtime-cli --version "=$WASMTIME_VERSION" --locked --root "$TOOLS_DIR" --force
+fi
+
+bash "$ROOT/examples/http-py/build.sh"
+
+exec python3 "$ROOT/bench/serve.py" --wasmbox "$WASMBOX" --wasmtime "$WASMTIME" \
+    --component "hello=$ROOT/examples/http-hello/http-hello.wasm" \
+    --component "python=$ROOT/examples/http-py/http-py.wasm"

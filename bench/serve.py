@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""HTTP serving benchmark: `wasmbox serve` against `wasmtime serve` on the same components.
+
+For each component and each connection count, `wrk` loads each server for DURATION seconds;
+the two servers are interleaved run by run and which goes first alternates every round, so
+drift on the machine hits both alike. Each server runs as its own process on loopback, started
+once per component and kept for all its runs. Reported per point: the median over the rounds of
+requests per second and of the 99th percentile latency, for both, and their ratios; and
+wasmbox's resident memory idle (before the first run) and under load (the most seen while wrk
+ran).
+
+Standard library only. Usually started by bench/http.sh, which builds what it needs first:
+
+    python3 bench/serve.py --wasmbox PATH --wasmtime PATH --component NAME=FILE... [--rounds N]
+        [--duration S] [--connections 1,16,64]
+
+Exit status: 0 when the benchmark ran (goals met or not), 1 when a server failed to start or
+answered wrongly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+
+class BenchError(Exception):
+    """The benchmark cannot give a meaningful answer."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    port: int
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.monotonic() + 300
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode} before serving")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} did not answer on {url}")
+            time.sleep(0.05)
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out: str) -> tuple[float, float, int]:
+    """Requests per second, p99 latency in ms, and non-2xx/3xx plus socket errors."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if not rps or not p99:
+        raise BenchError(f"cannot read wrk's output:\n{out}")
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return float(rps.group(1)), float(p99.group(1)) * UNITS[p99.group(2)], errors
+
+
+def run_wrk(server: Server, conns: int, duration: int) -> tuple[float, float, int, int]:
+    """One wrk run; also the most RSS the server had while it ran."""
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                peak[0] = max(peak[0], server.rss_kib())
+            except OSError:
+                pass
+            done.wait(0.2)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{min(conns, 2)}",
+                f"-c{conns}",
+                f"-d{duration}s",
+                "--latency",
+                f"http://127.0.0.1:{server.port}/",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        done.set()
+        t.join()
+    rps, p99, errors = parse_wrk(out)
+    return rps, p99, errors, peak[0]
+
+
+@dataclass
+class Point:
+    rps: dict[str, list[float]] = field(default_factory=lambda: {"wasmbox": [], "wasmtime": []})
+    p99: dict[str, list[float]] = field(default_factory=lambda: {"wasmbox": [], "wasmtime": []})
+    errors: dict[str, int] = field(default_factory=lambda: {"wasmbox": 0, "wasmtime": 0})
+    peak_rss: int = 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--wasmbox", required=True)
+    ap.add_argument("--wasmtime", required=True)
+    ap.add_argument("--component", action="append", required=True, metavar="NAME=FILE")
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "3")))
+    ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "10")))
+    ap.add_argument("--connections", default=os.environ.get("CONNECTIONS", "1,16,64"))
+    args = ap.parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    version = lambda exe: subprocess.run(  # noqa: E731
+        [exe, "--version"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"machine: {os.cpu_count()} CPUs, {os.uname().release}")
+    print(f"wasmbox: {version(args.wasmbox)}; wasmtime: {version(args.wasmtime)}")
+    print(f"{args.rounds} rounds of {args.duration}s per point, interleaved; medians shown\n")
+    results: dict[tuple[str, int], Point] = {}
+    idle: dict[str, int] = {}
+    try:
+        for comp in args.component:
+            name, path = comp.split("=", 1)
+            p1, p2 = free_port(), free_port()
+            servers = {
+                "wasmbox": Server(
+                    "wasmbox",
+                    [args.wasmbox, "serve", "--addr", f"127.0.0.1:{p1}", path],
+                    p1,
+                ),
+                "wasmtime": Server(
+                    "wasmtime",
+                    [args.wasmtime, "serve", "--addr", f"127.0.0.1:{p2}", "-Scli", path],
+                    p2,
+                ),
+            }
+            for s in servers.values():
+                s.start()
+            idle[name] = servers["wasmbox"].rss_kib()
+            try:
+                for r in range(args.rounds):
+                    for c in conns:
+                        point = results.setdefault((name, c), Point())
+                        order = ["wasmbox", "wasmtime"] if r % 2 == 0 else ["wasmtime", "wasmbox"]
+                        for tool in order:
+                            rps, p99, errors, peak = run_wrk(servers[tool], c, args.duration)
+                            point.rps[tool].append(rps)
+                            point.p99[tool].append(p99)
+                            point.errors[tool] += errors
+                            if tool == "wasmbox":
+                                point.peak_rss = max(point.peak_rss, peak)
+                        print(
+                            f"round {r + 1} {name} c={c}: "
+                            f"wasmbox {point.rps['wasmbox'][-1]:.0f} req/s p99 {point.p99['wasmbox'][-1]:.2f} ms; "
+                            f"wasmtime {point.rps['wasmtime'][-1]:.0f} req/s p99 {point.p99['wasmtime'][-1]:.2f} ms",
+                            flush=True,
+                        )
+            finally:
+                for s in servers.values():
+                    s.stop()
+    except BenchError as e:
+        print(f"http.py: {e}", file=sys.stderr)
+        return 1
+
+    print()
+    print(
+        f"{'component':<10} {'conns':>5} | {'wasmbox req/s':>13} {'wasmtime req/s':>14} {'ratio':>6} | "
+        f"{'wasmbox p99':>11} {'wasmtime p99':>12} {'ratio':>6} | {'wasmbox RSS':>11} | errors"
+    )
+    met = True
+    for (name, c), pt in results.items():
+        rb, rt = statistics.median(pt.rps["wasmbox"]), statistics.median(pt.rps["wasmtime"])
+        lb, lt = statistics.median(pt.p99["wasmbox"]), statistics.median(pt.p99["wasmtime"])
+        ok = rb >= rt and lb <= lt
+        met &= ok
+        print(
+            f"{name:<10} {c:>5} | {rb:>13.0f} {rt:>14.0f} {rb / rt:>6.2f} | "
+            f"{lb:>9.2f}ms {lt:>10.2f}ms {lb / lt:>6.2f} | {pt.peak_rss / 1024:>8.1f}MiB | "
+            f"{pt.errors['wasmbox']}/{pt.errors['wasmtime']}{'' if ok else '  (goal not met)'}"
+        )
+    print()
+    for name, kib in idle.items():
+        print(f"wasmbox RSS idle, serving {name}: {kib / 1024:.1f} MiB")
+    print(
+        "goal (wasmbox req/s >= wasmtime's and p99 <= wasmtime's at every point): "
+        + ("met" if met else "not met")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
