@@ -61,6 +61,9 @@ struct Service {
     tasks: TaskTracker,
 }
 
+/// Epoch ticks a handler runs before it yields to other requests (4 × 5 ms).
+const SLICE_TICKS: u64 = 4;
+
 /// What a server is made of.
 pub(crate) struct Parts {
     pub(crate) engine: wasmtime::Engine,
@@ -352,6 +355,11 @@ impl Service {
             self.policy.net.http.clone(),
         );
         let mut store = crate::sandbox::new_component_store(&self.engine, host);
+        // Longer slices than a command's: a handler usually finishes within one, so requests run
+        // first come, first served instead of sharing the CPU (which delays every one of them);
+        // a kill, a timeout or a client going away is still noticed within a slice.
+        store.set_epoch_deadline(SLICE_TICKS);
+        store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(SLICE_TICKS)));
         let proxy = self.pre.instantiate_async(&mut store).await?;
         let req = store
             .data_mut()

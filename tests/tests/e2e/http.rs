@@ -670,6 +670,49 @@ fn max_concurrency_runs_requests_one_after_the_other() {
     );
 }
 
+/// The default `--max-concurrency` (256) holds that many handlers at once, each a fresh instance
+/// of a component of several core instances (hello has five and an adapter): every one of 256
+/// slow requests sent at once is answered, none fails for want of an instance slot. And a
+/// concurrency beyond what the instance pool holds is lowered at start, and said.
+#[test]
+fn the_default_concurrency_is_held_at_once_and_a_larger_one_is_lowered() {
+    let wb = Wasmbox::new();
+    let s = Served::start(&wb, "serve", &[], &hello());
+    let addr = s.addr.clone();
+    runtime().block_on(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..256 {
+            let addr = addr.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut h1 = http1(&addr).await;
+                text(h1.send_request(get(&addr, "/sleep")).await.unwrap()).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), (200, "slept\n".to_string()));
+        }
+    });
+    assert!(
+        !s.stderr.all().iter().any(|l| l.contains("status=500")),
+        "{:#?}",
+        s.stderr.all()
+    );
+    drop(s);
+    let s = Served::start(&wb, "serve", &["--max-concurrency", "1000"], &hello());
+    let line = s
+        .stderr
+        .find(READY, |l| l.starts_with("wasmbox: at most "))
+        .unwrap_or_else(|| panic!("{:#?}", s.stderr.all()));
+    let n: usize = line["wasmbox: at most ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((256..1000).contains(&n), "{line}");
+    assert_eq!(s.curl(&[], "/"), (200, "hello from wasm\n".into()));
+}
+
 /// A client that goes away before its response ends its handler's instance: with one slot,
 /// the next request is answered only if the spinning instance was ended.
 #[test]
