@@ -341,6 +341,8 @@ pub(crate) struct Gate {
     paused: AtomicBool,
     waker: Mutex<Option<Waker>>,
     cpu_ns: AtomicU64,
+    /// The part of `cpu_ns` spent in the kernel (page faults, system calls).
+    system_ns: AtomicU64,
 }
 
 impl Gate {
@@ -370,10 +372,13 @@ impl<F: Future + ?Sized> Future for Gated<'_, F> {
                 return Poll::Pending;
             }
         }
-        let t0 = thread_cpu_ns();
+        let (t0, k0) = (thread_cpu_ns(), thread_system_ns());
         let r = self.fut.as_mut().poll(cx);
         let spent = thread_cpu_ns().saturating_sub(t0);
+        // The kernel's split is coarser (microseconds): never more than the whole.
+        let system = thread_system_ns().saturating_sub(k0).min(spent);
         self.gate.cpu_ns.fetch_add(spent, Ordering::Relaxed);
+        self.gate.system_ns.fetch_add(system, Ordering::Relaxed);
         r
     }
 }
@@ -396,6 +401,19 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CPU time the calling thread has spent in the kernel, in nanoseconds (microsecond precision).
+#[allow(unsafe_code, reason = "getrusage writes only into the rusage we pass")]
+fn thread_system_ns() -> u64 {
+    // SAFETY: all-zero is a valid rusage (plain integers).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    if rc != 0 {
+        return 0;
+    }
+    ru.ru_stime.tv_sec as u64 * 1_000_000_000 + ru.ru_stime.tv_usec as u64 * 1_000
+}
+
 /// A snapshot of what a running guest uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -403,8 +421,10 @@ pub struct Usage {
     pub memory: u64,
     /// Its memory limit, if any.
     pub memory_limit: Option<u64>,
-    /// CPU time spent running it.
+    /// CPU time spent running it (wasm and the host calls it makes on its threads).
     pub cpu: Duration,
+    /// The part of `cpu` spent in the kernel; the rest is user time.
+    pub cpu_system: Duration,
     /// Whether it is paused.
     pub paused: bool,
 }
@@ -504,6 +524,7 @@ impl Running {
             memory: self.shared.meter.used(),
             memory_limit: self.shared.meter.limit(),
             cpu: Duration::from_nanos(self.shared.gate.cpu_ns.load(Ordering::Relaxed)),
+            cpu_system: Duration::from_nanos(self.shared.gate.system_ns.load(Ordering::Relaxed)),
             paused: self.shared.gate.paused.load(Ordering::SeqCst),
         }
     }

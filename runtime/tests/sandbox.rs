@@ -428,6 +428,48 @@ fn a_paused_guest_makes_no_progress_and_resumes_where_it_was() {
     assert_eq!(running.wait().code(), 143);
 }
 
+/// CPU time is split as the kernel measures it: a guest that faults in 64 MiB of fresh pages
+/// (kernel work on its thread) has system time, a guest that only spins adds user time, and the
+/// two parts make up the whole.
+#[test]
+fn cpu_time_is_split_into_user_and_system() {
+    let rt = runtime();
+    let (prog, _) = rt.load_file(&example("wat/touch.wat")).unwrap();
+    let running = rt
+        .prepare(&prog, policy(&[]))
+        .unwrap()
+        .start(Stdio::default())
+        .unwrap();
+    let wait_for = |what: &str, done: &dyn Fn(&wasmbox_runtime::Usage) -> bool| {
+        let t = Instant::now();
+        loop {
+            let u = running.usage();
+            if done(&u) {
+                return u;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "{what}: {u:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // It has grown to 64 MiB (and written to all but the last mebibyte at least).
+    let full = wait_for("memory grown", &|u| u.memory > (64 << 20));
+    let spun = wait_for("spinning for 200 ms after that", &|u| {
+        u.cpu >= full.cpu + Duration::from_millis(200)
+    });
+    assert!(
+        spun.cpu_system >= Duration::from_millis(1),
+        "about 16,000 page faults take kernel time: {spun:?}"
+    );
+    assert!(spun.cpu_system <= spun.cpu, "{spun:?}");
+    let user = |u: &wasmbox_runtime::Usage| u.cpu - u.cpu_system;
+    assert!(
+        user(&spun) >= user(&full) + Duration::from_millis(100),
+        "spinning is user time: {full:?} then {spun:?}"
+    );
+    running.kill_handle().kill(9);
+    assert_eq!(running.wait().code(), 137);
+}
+
 #[test]
 fn a_lower_memory_limit_applies_to_a_running_guest() {
     let rt = runtime();

@@ -642,13 +642,15 @@ impl TaskService {
                 "container {id} is native (run by runc); wasmbox reports stats of wasm containers only"
             )));
         }
-        let (mut memory, mut limit, mut cpu, mut procs) = (0u64, 0u64, 0u64, 0u64);
+        let (mut memory, mut limit, mut cpu, mut system, mut procs) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         for p in std::iter::once(&c.init).chain(c.execs.values()) {
             if let Some(g) = p.guest() {
                 let u = g.usage();
                 memory += u.memory;
                 limit = limit.max(u.memory_limit.unwrap_or(0));
                 cpu += u.cpu.as_nanos() as u64;
+                system += u.cpu_system.as_nanos() as u64;
                 procs += 1;
             }
         }
@@ -660,7 +662,8 @@ impl TaskService {
             cpu: MessageField::some(CPUStat {
                 usage: MessageField::some(CPUUsage {
                     total: cpu,
-                    user: cpu,
+                    user: cpu - system,
+                    kernel: system,
                     ..Default::default()
                 }),
                 ..Default::default()
