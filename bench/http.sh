@@ -14,15 +14,8 @@
 #   WASMBOX_TOOLS_DIR  where the wasmtime CLI is installed (default ~/.cache/wasmbox-tools)
 set -euo pipefail
 
-WASMTIME_VERSION=48.0.8
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbox-target}"
-TOOLS_DIR="${WASMBOX_TOOLS_DIR:-$HOME/.cache/wasmbox-tools}"
-WASMBOX="$CARGO_TARGET_DIR/release/wasmbox"
-WASMTIME="$TOOLS_DIR/bin/wasmtime"
-
-echo "building wasmbox (release) in $CARGO_TARGET_DIR ..." >&2
-(cd "$ROOT" && cargo build --release --quiet -p wasmbox-shim)
+# shellcheck source=bench/wasmtime-peer.sh
+source "$(dirname "${BASH_SOURCE[0]}")/wasmtime-peer.sh"
 
 if ! command -v wrk >/dev/null; then
     as_root=()
@@ -33,8 +26,7 @@ fi
 
 if ! "$WASMTIME" --version 2>/dev/null | grep -qE "^wasmtime $WASMTIME_VERSION( |\$)" ||
     ! "$WASMTIME" serve --help >/dev/null 2>&1; then
-    echo "installing wasmtime-cli $WASMTIME_VERSION into $TOOLS_DIR ..." >&2
-    cargo install wasmtime-cli --version "=$WASMTIME_VERSION" --locked --root "$TOOLS_DIR" --force
+    install_wasmtime
 fi
 
 bash "$ROOT/examples/http-py/build.sh"

@@ -12,16 +12,9 @@
 #   TMPDIR             where the benchmark's cache directories are made
 set -euo pipefail
 
-WASMTIME_VERSION=48.0.8
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmbox-target}"
-TOOLS_DIR="${WASMBOX_TOOLS_DIR:-$HOME/.cache/wasmbox-tools}"
-WASMBOX="$CARGO_TARGET_DIR/release/wasmbox"
-WASMTIME="$TOOLS_DIR/bin/wasmtime"
+# shellcheck source=bench/wasmtime-peer.sh
+source "$(dirname "${BASH_SOURCE[0]}")/wasmtime-peer.sh"
 WASM="$ROOT/examples/hello/hello.wasm"
-
-echo "building wasmbox (release) in $CARGO_TARGET_DIR ..." >&2
-(cd "$ROOT" && cargo build --release --quiet -p wasmbox-shim)
 
 # True when $WASMTIME is version $WASMTIME_VERSION and can cache compiled code in a directory we
 # name. A build without the `cache` feature (e.g. `--no-default-features`) ignores the cache
@@ -39,8 +32,7 @@ wasmtime_usable() {
 }
 
 if ! wasmtime_usable; then
-    echo "installing wasmtime-cli $WASMTIME_VERSION (default features) into $TOOLS_DIR ..." >&2
-    cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$TOOLS_DIR" --force
+    install_wasmtime
     if ! wasmtime_usable; then
         echo "startup.sh: $WASMTIME is not a wasmtime $WASMTIME_VERSION with a working cache" >&2
         exit 1
