@@ -158,7 +158,9 @@ fn pooling_config() -> Config {
         .total_component_instances(POOL_INSTANCES)
         .max_memories_per_component(50)
         .max_tables_per_component(50)
-        .max_core_instances_per_component(POOL_CORE_PER_COMPONENT);
+        .max_core_instances_per_component(POOL_CORE_PER_COMPONENT)
+        .linear_memory_keep_resident(256 << 10)
+        .table_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
 }
