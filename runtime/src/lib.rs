@@ -28,6 +28,7 @@ mod p2fs;
 mod p2sockets;
 pub mod policy;
 pub mod protect;
+pub mod rfc3339;
 mod sandbox;
 pub mod seccomp;
 mod serve;

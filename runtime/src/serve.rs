@@ -460,7 +460,7 @@ impl Access {
         let took = self.started.elapsed();
         let mut line = format!(
             "time={} id={} method={} path={} status={status} duration={:.3}ms bytes={bytes}",
-            rfc3339(self.time),
+            crate::rfc3339::millis(self.time),
             self.id,
             self.method,
             quote(&self.path),
@@ -707,30 +707,6 @@ impl Drop for TaggedWriter {
     }
 }
 
-/// `t` as RFC 3339 in UTC with milliseconds (`2026-12-02T21:40:00.123Z`).
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
 /// A path as one logfmt value: quoted when it holds a space, a quote or a control character.
 fn quote(s: &str) -> String {
     if s.chars()
@@ -745,15 +721,6 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_rfc3339_in_utc() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_247_600_123);
-        assert_eq!(rfc3339(t), "2026-12-02T21:40:00.123Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn paths_with_spaces_or_quotes_are_quoted() {
