@@ -760,25 +760,8 @@ fn bad_bundles_fail_create_clearly_and_leave_nothing_behind() {
 #[test]
 fn guest_sockets_live_in_the_network_namespace_the_spec_names() {
     let c = with_images(&[ECHO]);
-    let ns = format!("wbt-net-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let st = std::process::Command::new("ip")
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip {args:?}");
-    };
-    ip(&["netns", "add", &ns]);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .status();
-        }
-    }
-    let _del = Del(ns.clone());
-    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let netns = TestNetns::new("wbt-net");
+    let ns = &netns.0;
     let port = crate::common::free_port();
     let grant = format!("wasmbox.net.listen=127.0.0.1:{port}");
     let path = format!("network:/var/run/netns/{ns}");
@@ -795,6 +778,35 @@ fn guest_sockets_live_in_the_network_namespace_the_spec_names() {
     let ns_path = format!("/var/run/netns/{ns}");
     assert_eq!(echo_in_netns(ns_path, port, "ping\n"), "ping\n");
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "echo"]).code, 0);
+}
+
+/// A named network namespace (`ip netns add`) holding only loopback, up; deleted when dropped.
+struct TestNetns(String);
+
+impl TestNetns {
+    fn new(prefix: &str) -> Self {
+        let ns = TestNetns(format!("{prefix}-{}", std::process::id()));
+        ip(&["netns", "add", &ns.0]);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+/// Runs `ip ARGS`, which must succeed.
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip {args:?}");
 }
 
 /// `memory.usage_in_bytes` of `id` as `ctr task metrics` reports it.
@@ -817,25 +829,8 @@ fn memory_usage(c: &Containerd, id: &str) -> u64 {
 #[test]
 fn http_components_are_served_in_the_pods_namespace_and_drain_on_kill() {
     let c = with_images(&[HTTP_HELLO]);
-    let ns = format!("wbt-http-{}", std::process::id());
-    let ip = |args: &[&str]| {
-        let st = std::process::Command::new("ip")
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip {args:?}");
-    };
-    ip(&["netns", "add", &ns]);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .status();
-        }
-    }
-    let _del = Del(ns.clone());
-    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let netns = TestNetns::new("wbt-http");
+    let ns = &netns.0;
     let events = EventLog::start(&c);
     let path = format!("network:/var/run/netns/{ns}");
     let serve = |id: &str, port: u16| {
