@@ -429,8 +429,8 @@ fn a_paused_guest_makes_no_progress_and_resumes_where_it_was() {
 }
 
 /// CPU time is split as the kernel measures it: a guest that faults in 64 MiB of fresh pages
-/// (kernel work on its thread) has system time, a guest that only spins adds user time, and the
-/// two parts make up the whole.
+/// (kernel work on its thread) has system time, its counting loop adds user time, and the two
+/// parts make up the whole.
 #[test]
 fn cpu_time_is_split_into_user_and_system() {
     let rt = runtime();
@@ -440,34 +440,17 @@ fn cpu_time_is_split_into_user_and_system() {
         .unwrap()
         .start(Stdio::default())
         .unwrap();
-    let wait_for = |what: &str, done: &dyn Fn(&wasmbox_runtime::Usage) -> bool| {
-        let t = Instant::now();
-        loop {
-            let u = running.usage();
-            if done(&u) {
-                return u;
-            }
-            assert!(t.elapsed() < Duration::from_secs(60), "{what}: {u:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
-    // It has grown to 64 MiB (and written to all but the last mebibyte at least).
-    let full = wait_for("memory grown", &|u| u.memory > (64 << 20));
-    let spun = wait_for("spinning for 200 ms after that", &|u| {
-        u.cpu >= full.cpu + Duration::from_millis(200)
-    });
+    assert_eq!(running.wait().code(), 0);
+    let u = running.usage();
     assert!(
-        spun.cpu_system >= Duration::from_millis(1),
-        "about 16,000 page faults take kernel time: {spun:?}"
+        u.cpu_system >= Duration::from_millis(1),
+        "about 16,000 page faults take kernel time: {u:?}"
     );
-    assert!(spun.cpu_system <= spun.cpu, "{spun:?}");
-    let user = |u: &wasmbox_runtime::Usage| u.cpu - u.cpu_system;
+    assert!(u.cpu_system <= u.cpu, "{u:?}");
     assert!(
-        user(&spun) >= user(&full) + Duration::from_millis(100),
-        "spinning is user time: {full:?} then {spun:?}"
+        u.cpu - u.cpu_system >= Duration::from_millis(100),
+        "counting to 2^30 is user time: {u:?}"
     );
-    running.kill_handle().kill(9);
-    assert_eq!(running.wait().code(), 137);
 }
 
 #[test]

@@ -191,6 +191,8 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
 pub struct Lines {
     seen: std::sync::Mutex<Vec<String>>,
     added: std::sync::Condvar,
+    /// Set when the stream ended (signalled through `added` too).
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl Lines {
@@ -204,6 +206,9 @@ impl Lines {
                 l2.seen.lock().unwrap().push(line);
                 l2.added.notify_all();
             }
+            let _seen = l2.seen.lock().unwrap();
+            l2.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            l2.added.notify_all();
         });
         lines
     }
@@ -221,6 +226,18 @@ impl Lines {
     /// Waits up to `within` for a line that `want` accepts; true when one came.
     pub fn wait(&self, within: std::time::Duration, want: impl Fn(&str) -> bool) -> bool {
         self.find(within, want).is_some()
+    }
+
+    /// Waits up to `within` for the stream to end (the writer closed it, usually by exiting);
+    /// true when it did.
+    pub fn wait_end(&self, within: std::time::Duration) -> bool {
+        let ended = || self.ended.load(std::sync::atomic::Ordering::SeqCst);
+        let seen = self.seen.lock().unwrap();
+        let _ = self
+            .added
+            .wait_timeout_while(seen, within, |_| !ended())
+            .unwrap();
+        ended()
     }
 
     /// Every line so far.

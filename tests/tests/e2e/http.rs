@@ -93,16 +93,10 @@ impl Served {
         assert!(crate::ctrd::signal(self.child.id(), sig));
     }
 
-    /// Waits for the process to end, returning its exit code.
+    /// Waits for the process to end (its stderr closes), returning its exit code.
     fn wait(&mut self, within: Duration) -> i32 {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code().unwrap_or(-1);
-            }
-            assert!(t.elapsed() < within, "wasmbox did not end");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(self.stderr.wait_end(within), "wasmbox did not end");
+        self.child.wait().unwrap().code().unwrap_or(-1)
     }
 
     /// The access-log line of the request to `path` (the first one).
