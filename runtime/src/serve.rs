@@ -527,15 +527,13 @@ impl Body for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        if self.access.is_some() && self.inner.is_end_stream() {
-            // A body hyper never polled because it was empty from the start.
-            if let Some(a) = self.access.take() {
-                a.write(self.status, self.bytes, true);
-            }
-            return;
-        }
         if let Some(a) = self.access.take() {
-            a.write(self.status, self.bytes, false);
+            // Complete only when hyper never polled it because it was empty from the start.
+            let complete = self.inner.is_end_stream();
+            a.write(self.status, self.bytes, complete);
+            if complete {
+                return;
+            }
         }
         if let Some(abort) = self.abort.take() {
             abort.abort();
@@ -595,14 +593,19 @@ impl LineSink {
     /// executor when the queue is full.
     fn line(&self, mut line: String) {
         line.push('\n');
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(l)) =
-            self.0.try_send(line.into_bytes())
-        {
-            let tx = self.0.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(l).await;
-            });
-        }
+        queue(&self.0, line.into_bytes());
+    }
+}
+
+/// Queues `line` without waiting: when the queue is full, a task sends it once there is room.
+fn queue(tx: &tokio::sync::mpsc::Sender<Vec<u8>>, line: Vec<u8>) {
+    if let Err(tokio::sync::mpsc::error::TrySendError::Full(l)) = tx.try_send(line)
+        && let Ok(h) = tokio::runtime::Handle::try_current()
+    {
+        let tx = tx.clone();
+        h.spawn(async move {
+            let _ = tx.send(l).await;
+        });
     }
 }
 
@@ -696,13 +699,7 @@ impl Drop for TaggedWriter {
             && let Some(tx) = self.tx.get_ref().cloned()
         {
             let line = self.take_line();
-            if let Err(tokio::sync::mpsc::error::TrySendError::Full(l)) = tx.try_send(line)
-                && let Ok(h) = tokio::runtime::Handle::try_current()
-            {
-                h.spawn(async move {
-                    let _ = tx.send(l).await;
-                });
-            }
+            queue(&tx, line);
         }
     }
 }
