@@ -316,11 +316,15 @@ pub(crate) fn compile_in_helper(
     }
     let message = String::from_utf8_lossy(&message).trim().to_string();
     // The allocator aborts, or an allocation of wasmtime's fails, when the cap refuses memory.
+    // The message tells even when the status is gone: in a shim, its reaper may have collected
+    // the helper's exit before this wait did.
     let aborted = status
         .as_ref()
         .and_then(|s| s.terminating_signal())
         .is_some_and(|s| s == libc::SIGABRT);
-    if aborted || message.contains("Cannot allocate memory") {
+    let refused = message.contains("Cannot allocate memory")
+        || (message.contains("memory allocation of") && message.contains("bytes failed"));
+    if aborted || refused {
         return Err(Error::CompileMemory {
             name: name.to_string(),
             limit: memory,
