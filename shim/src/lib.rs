@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod containerd;
+pub mod lifecycle;
 
 use wasmbox_runtime::compiler::{Compiler, HELPER_ARG, MIN_COMPILE_MEMORY, helper_main};
 

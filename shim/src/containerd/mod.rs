@@ -4,17 +4,13 @@
 //! service ([`task::TaskService`]); it runs it with `delete` to clean up after a shim that died.
 //! Containers with the same `io.kubernetes.cri.sandbox-id` or `io.containerd.runc.v2.group`
 //! annotation share one shim process; without either, each container gets its own, as with runc.
-//! Wasm containers run as guests inside the shim; native ones are handed to runc.
+//! Wasm containers run as guests inside the shim; native ones are handed to runc. This module is
+//! only the face containerd sees (ttrpc requests, events, the shim's process); what happens to
+//! containers is [`crate::lifecycle`]'s.
 
-mod container;
 mod error;
 mod events;
 mod logging;
-mod native;
-mod netns;
-mod reaper;
-mod record;
-mod stdio;
 mod task;
 
 use std::os::unix::net::UnixStream;
@@ -28,7 +24,8 @@ use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Error as CrateError, ExitSignal, Flags, StartOpts};
 
-use record::Record;
+use crate::lifecycle::netns;
+use crate::lifecycle::record::Record;
 
 /// The runtime name containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.wasmbox.v1";
@@ -130,7 +127,6 @@ fn raise_nofile() {
 pub struct Service {
     exit: Arc<ExitSignal>,
     namespace: String,
-    id: String,
     debug: bool,
     /// The socket this process serves on (`unix://PATH`), removed when it exits.
     socket: String,
@@ -188,7 +184,6 @@ impl containerd_shim::asynchronous::Shim for Service {
         Service {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
-            id: args.id.clone(),
             debug: args.debug,
             socket: args.socket.clone(),
         }
@@ -213,32 +208,10 @@ impl containerd_shim::asynchronous::Shim for Service {
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         // The shim serving this bundle is gone: undo what it did and report the exit.
         let bundle = std::env::current_dir().map_err(|e| other(format!("bundle dir: {e}")))?;
-        let rec = Record::load(&bundle).map_err(|e| other(format!("read state: {e}")))?;
-        let mut pid = 0;
-        if let Some(rec) = rec {
-            pid = rec.pid;
-            if rec.kind == record::Kind::Native {
-                reaper::start()
-                    .await
-                    .map_err(|e| other(format!("reaper: {e}")))?;
-                let n = native::Native {
-                    root: rec
-                        .runc_root
-                        .clone()
-                        .unwrap_or_else(|| native::runc_root(&self.namespace)),
-                    id: rec.id.clone(),
-                    bundle: bundle.clone(),
-                };
-                if let Err(e) = n.delete(true).await {
-                    tracing::warn!(id = self.id, error = %e, "runc delete after the shim died");
-                }
-            }
-            if rec.rootfs_mounted {
-                container::unmount_rootfs(&bundle);
-            }
-            Record::remove(&bundle);
-            remove_dead_socket(&bundle);
-        }
+        let pid = crate::lifecycle::recover(&bundle, &self.namespace)
+            .await
+            .map_err(|e| other(e.to_string()))?;
+        remove_dead_socket(&bundle);
         Ok(gone(pid))
     }
 
@@ -253,10 +226,10 @@ impl containerd_shim::asynchronous::Shim for Service {
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> task::TaskService {
         logging::init(self.debug);
-        if let Err(e) = reaper::start().await {
+        if let Err(e) = crate::lifecycle::reaper::start().await {
             tracing::error!(error = %e, "starting the reaper failed");
         }
-        let events = events::Events::start(publisher, self.namespace.clone());
+        let events = events::Publisher::start(publisher, self.namespace.clone());
         task::TaskService::new(events, self.namespace.clone(), self.exit.clone())
     }
 }

@@ -8,7 +8,7 @@ use wasmbox_runtime::{Input, Output, Stdio};
 use super::error::{Result, ShimError};
 
 /// The stdio paths of one process, as containerd sent them (empty: none).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StdioPaths {
     /// stdin FIFO.
     pub stdin: String,

@@ -1,136 +1,18 @@
-//! One container in the shim: its rootfs, whether it is wasm (a guest in this process) or native
-//! (run by runc), its init process and its exec'd processes.
+//! A container's bundle: its spec, its rootfs mounts, and whether its entrypoint is wasm (a guest
+//! in this process) or native (run by runc).
 
-use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::path::Path;
 
-use containerd_shim::protos::api::Mount;
 use oci_spec::runtime::Spec;
-use tokio::sync::watch;
-use wasmbox_runtime::{Bundle, Prepared, Running, Runtime};
+use wasmbox_runtime::{Bundle, Prepared, Runtime};
 
 use super::error::{Result, ShimError, chain};
-use super::native::Native;
-use super::stdio::StdioPaths;
-
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    /// Exit status (128+signal when killed).
-    pub code: u32,
-    /// When it ended.
-    pub at: SystemTime,
-}
-
-/// A process's runnable part.
-pub enum Body {
-    /// A wasm guest linked and waiting to start, with its opened stdio.
-    WasmCreated(Box<Prepared>, wasmbox_runtime::Stdio),
-    /// A running (or ended) wasm guest.
-    WasmRunning(Arc<Running>),
-    /// A native process; runc owns it.
-    Native,
-    /// A native exec'd process not started yet: its OCI process JSON.
-    NativeExec(Vec<u8>),
-    /// Started and gone, or never started and killed.
-    Done,
-}
-
-/// The init process or an exec'd process of a container.
-pub struct Proc {
-    /// Its pid: the shim's for wasm guests.
-    pub pid: u32,
-    /// Its stdio paths.
-    pub stdio: StdioPaths,
-    /// What runs.
-    pub body: Body,
-    /// Set once, when it ends.
-    pub exit: watch::Sender<Option<Exit>>,
-    /// Whether it was started.
-    pub started: bool,
-}
-
-impl Proc {
-    /// A process in the created state.
-    pub fn new(pid: u32, stdio: StdioPaths, body: Body) -> Self {
-        Self {
-            pid,
-            stdio,
-            body,
-            exit: watch::Sender::new(None),
-            started: false,
-        }
-    }
-
-    /// Its exit, if it has ended.
-    pub fn exited(&self) -> Option<Exit> {
-        *self.exit.borrow()
-    }
-
-    /// The running guest, for wasm.
-    pub fn guest(&self) -> Option<&Arc<Running>> {
-        match &self.body {
-            Body::WasmRunning(r) if self.exited().is_none() => Some(r),
-            _ => None,
-        }
-    }
-}
-
-/// Who runs a container.
-pub enum Kind {
-    /// A wasm guest in this process; the spec is kept for exec.
-    Wasm(Box<Spec>),
-    /// runc.
-    Native(Native),
-}
-
-/// One container.
-pub struct Container {
-    /// Its id.
-    pub id: String,
-    /// Its bundle directory.
-    pub bundle: PathBuf,
-    /// Whether this shim mounted its rootfs (and so unmounts it).
-    pub mounted: bool,
-    /// Who runs it.
-    pub kind: Kind,
-    /// Its init process.
-    pub init: Proc,
-    /// Exec'd processes by exec id.
-    pub execs: HashMap<String, Proc>,
-    /// Whether it is paused.
-    pub paused: bool,
-}
-
-impl Container {
-    /// The process `exec_id` names ("" for init).
-    pub fn process(&self, exec_id: &str) -> Result<&Proc> {
-        if exec_id.is_empty() {
-            return Ok(&self.init);
-        }
-        self.execs.get(exec_id).ok_or_else(|| {
-            ShimError::NotFound(format!("process {exec_id} in container {}", self.id))
-        })
-    }
-
-    /// The process `exec_id` names, mutably.
-    pub fn process_mut(&mut self, exec_id: &str) -> Result<&mut Proc> {
-        if exec_id.is_empty() {
-            return Ok(&mut self.init);
-        }
-        let id = self.id.clone();
-        self.execs
-            .get_mut(exec_id)
-            .ok_or_else(|| ShimError::NotFound(format!("process {exec_id} in container {id}")))
-    }
-}
+use super::events::RootfsMount;
 
 /// Mounts the rootfs containerd prepared (snapshot mounts) at `BUNDLE/rootfs`. Returns whether
 /// anything was mounted.
-pub fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<bool> {
+pub fn mount_rootfs(bundle: &Path, mounts: &[RootfsMount]) -> Result<bool> {
     if mounts.is_empty() {
         return Ok(false);
     }
@@ -138,7 +20,7 @@ pub fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<bool> {
     std::fs::create_dir_all(&target)
         .map_err(|e| ShimError::Internal(format!("create {}: {e}", target.display())))?;
     for (i, m) in mounts.iter().enumerate() {
-        let fs = (!m.type_.is_empty()).then_some(m.type_.as_str());
+        let fs = (!m.kind.is_empty()).then_some(m.kind.as_str());
         let src = (!m.source.is_empty()).then_some(m.source.as_str());
         if let Err(e) = containerd_shim::mount::mount_rootfs(fs, src, &m.options, &target) {
             if i > 0 {
@@ -147,7 +29,7 @@ pub fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<bool> {
             return Err(ShimError::Internal(format!(
                 "mount rootfs {} ({}) at {}: {e}",
                 m.source,
-                m.type_,
+                m.kind,
                 target.display()
             )));
         }

@@ -1,12 +1,17 @@
 //! Native containers (a pod's pause container, native sidecars), run by the system's `runc` on
 //! behalf of the shim, so mixed pods work.
 
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use async_trait::async_trait;
+
 use super::error::{Result, ShimError};
+use super::instance::{Ended, ExitFuture, Instance, Made, Stats};
 use super::reaper;
+use super::record::{self, Record};
 use super::stdio::StdioPaths;
 
 /// The runc binary: `$WASMBOX_RUNC`, else `runc` from PATH.
@@ -24,7 +29,7 @@ pub fn runc_root(namespace: &str) -> PathBuf {
 
 /// One native container, driven through runc's command line.
 #[derive(Debug, Clone)]
-pub struct Native {
+struct Native {
     /// runc's state root.
     pub root: PathBuf,
     /// Container id.
@@ -197,7 +202,7 @@ fn runc_error(log: &Path) -> Option<String> {
 
 /// Sends `signal` to a native process by pid (exec'd processes).
 #[allow(unsafe_code, reason = "kill(2) on a pid the reaper tracks")]
-pub fn signal_pid(pid: u32, signal: u32) -> Result<()> {
+fn signal_pid(pid: u32, signal: u32) -> Result<()> {
     // SAFETY: kill has no memory effects.
     if unsafe { libc::kill(pid as i32, signal as i32) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -208,4 +213,154 @@ pub fn signal_pid(pid: u32, signal: u32) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Resolves with `pid`'s end, through the reaper. `since` is a moment before it was started.
+fn exit_of(pid: u32, since: std::time::Instant) -> ExitFuture {
+    let rx = reaper::watch(pid as i32, since);
+    Box::pin(async move {
+        Some(Ended {
+            // An exit the reaper lost is reported as 255, as runc's shim does.
+            code: rx.await.unwrap_or(255) as u32,
+            oom: false,
+        })
+    })
+}
+
+/// A native container: runc runs its init and its added processes.
+pub struct NativeInstance {
+    runc: Native,
+    /// Added processes not started yet: their OCI process JSON (runc starts an added process at
+    /// once, so it is handed over at start).
+    pending: HashMap<String, Vec<u8>>,
+}
+
+impl NativeInstance {
+    /// `runc create` for the container in `bundle`. `record` is written first with what
+    /// [`recover`] needs should this shim die from here on.
+    pub async fn create(
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+        stdio: &StdioPaths,
+        record: &record::RecordFile,
+    ) -> Result<(Self, Made)> {
+        let this = Self {
+            runc: Native {
+                root: runc_root(namespace),
+                id: id.to_string(),
+                bundle: bundle.to_path_buf(),
+            },
+            pending: HashMap::new(),
+        };
+        record
+            .update(|r| this.describe(r))
+            .map_err(|e| ShimError::Internal(format!("save state in {}: {e}", bundle.display())))?;
+        let since = std::time::Instant::now();
+        let pid = this.runc.create(stdio).await?;
+        tracing::info!(id, pid, "created native container with runc");
+        Ok((
+            this,
+            Made {
+                pid,
+                exit: Some(exit_of(pid, since)),
+            },
+        ))
+    }
+}
+
+#[async_trait]
+impl Instance for NativeInstance {
+    fn describe(&self, record: &mut Record) {
+        record.kind = record::Kind::Native;
+        record.runc_root = Some(self.runc.root.clone());
+    }
+
+    async fn start(&mut self, exec_id: &str, pid: u32, stdio: &StdioPaths) -> Result<Made> {
+        if exec_id.is_empty() {
+            self.runc.start().await?;
+            return Ok(Made { pid, exit: None });
+        }
+        let json = self.pending.get(exec_id).ok_or_else(|| {
+            ShimError::NotFound(format!("process {exec_id} in container {}", self.runc.id))
+        })?;
+        let since = std::time::Instant::now();
+        // On failure the process stays created, and may be started again.
+        let pid = self.runc.exec(exec_id, json, stdio).await?;
+        self.pending.remove(exec_id);
+        Ok(Made {
+            pid,
+            exit: Some(exit_of(pid, since)),
+        })
+    }
+
+    async fn kill(&mut self, exec_id: &str, pid: u32, signal: u32, all: bool) -> Result<()> {
+        if exec_id.is_empty() {
+            return self.runc.kill(signal, all).await;
+        }
+        signal_pid(pid, signal)
+    }
+
+    async fn exec(&mut self, exec_id: &str, process: &[u8], _stdio: &StdioPaths) -> Result<Made> {
+        self.pending.insert(exec_id.to_string(), process.to_vec());
+        Ok(Made { pid: 0, exit: None })
+    }
+
+    fn remove_exec(&mut self, exec_id: &str) {
+        self.pending.remove(exec_id);
+    }
+
+    async fn pause(&mut self) -> Result<()> {
+        self.runc.pause(true).await
+    }
+
+    async fn resume(&mut self) -> Result<()> {
+        self.runc.pause(false).await
+    }
+
+    async fn update(&mut self, resources: &[u8]) -> Result<()> {
+        self.runc.update(resources).await
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        Err(ShimError::Unimplemented(format!(
+            "container {} is native (run by runc); wasmbox reports stats of wasm containers only",
+            self.runc.id
+        )))
+    }
+
+    async fn delete(&mut self) -> Result<()> {
+        self.runc.delete(true).await
+    }
+}
+
+/// Undoes what a shim that died left of the container in `bundle`: runc's container (with
+/// `--force`), its rootfs mount, its record. Returns the pid the record named (0 without one).
+pub async fn recover(bundle: &Path, namespace: &str) -> Result<u32> {
+    let rec = Record::load(bundle)
+        .map_err(|e| ShimError::Internal(format!("read state in {}: {e}", bundle.display())))?;
+    let Some(rec) = rec else {
+        return Ok(0);
+    };
+    if rec.kind == record::Kind::Native {
+        reaper::start()
+            .await
+            .map_err(|e| ShimError::Internal(format!("reaper: {e}")))?;
+        let n = Native {
+            root: rec
+                .runc_root
+                .clone()
+                .unwrap_or_else(|| runc_root(namespace)),
+            id: rec.id.clone(),
+            bundle: bundle.to_path_buf(),
+        };
+        if let Err(e) = n.delete(true).await {
+            tracing::warn!(id = rec.id, error = %e, "runc delete after the shim died");
+        }
+    }
+    if rec.rootfs_mounted {
+        super::container::unmount_rootfs(bundle);
+    }
+    Record::remove(bundle);
+    Ok(rec.pid)
 }
