@@ -12,7 +12,7 @@ step "toolchain: $(cargo --version)"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
-step "system packages the tests use (containerd and runc, a registry and its clients)"
+step "system packages the tests use (containerd and runc, CNI plugins, a registry and its clients)"
 missing=()
 command -v containerd >/dev/null || missing+=(containerd)
 command -v ctr >/dev/null || missing+=(containerd)
@@ -28,6 +28,11 @@ command -v skopeo >/dev/null || missing+=(skopeo)
 command -v umoci >/dev/null || missing+=(umoci)
 command -v podman >/dev/null || missing+=(podman)
 command -v tar >/dev/null || missing+=(tar)
+command -v nsenter >/dev/null || missing+=(util-linux)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v cc >/dev/null || missing+=(gcc)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     as_root=()
     [ "$(id -u)" = 0 ] || as_root=(sudo)

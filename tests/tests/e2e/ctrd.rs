@@ -23,6 +23,72 @@ pub struct Containerd {
     pub ns: String,
     /// Added to containerd's environment.
     env: Vec<(String, String)>,
+    /// The network namespace it runs in (`nsenter --net=`), if not the test's.
+    netns: Option<String>,
+}
+
+/// A named network namespace (`ip netns add`) holding only loopback, up; deleted when dropped.
+pub struct TestNetns(pub String);
+
+impl TestNetns {
+    /// A new namespace named `PREFIX-PID-N`.
+    pub fn new(prefix: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let ns = TestNetns(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        ip(&["netns", "add", &ns.0]);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Its path, for `nsenter --net=` and setns(2).
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.0)
+    }
+
+    /// `nsenter --net=NS PROGRAM`: a command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(tool("nsenter"));
+        c.arg(format!("--net={}", self.path().display()))
+            .arg(program);
+        c
+    }
+
+    /// Runs `f` on a thread that has joined the namespace (a network namespace is per thread).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = std::fs::File::open(self.path()).unwrap();
+        std::thread::spawn(move || {
+            enter_netns(&ns);
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+#[allow(unsafe_code, reason = "setns(2) of a test's own thread")]
+fn enter_netns(ns: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; only the calling thread changes namespace.
+    let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+/// Runs `ip ARGS`, which must succeed.
+pub fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().unwrap();
+    assert!(st.success(), "ip {args:?}");
 }
 
 fn tool(name: &str) -> String {
@@ -44,16 +110,43 @@ impl Containerd {
     /// Starts a containerd with `env` added to its environment (which its shims inherit).
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
+        let ns = format!(
+            "wbt-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut c = Self::new(ns, env, None);
+        c.configure(r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#);
+        c.launch();
+        c
+    }
+
+    /// A containerd not started yet, in directory of its own.
+    fn new(ns: String, env: &[(&str, &str)], netns: Option<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("wbctd")
             .tempdir_in("/tmp")
             .unwrap();
-        let d = dir.path();
+        Containerd {
+            dir,
+            child: None,
+            ns,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            netns,
+        }
+    }
+
+    /// Writes its configuration: its own root, state and sockets, then `extra` (TOML).
+    fn configure(&self, extra: &str) {
+        let d = self.dir.path();
         let config = format!(
             r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+{extra}
 [grpc]
   address = "{d}/c.sock"
 [ttrpc]
@@ -64,20 +157,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             d = d.display()
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let ns = format!(
-            "wbt-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut c = Containerd {
-            dir,
-            child: None,
-            ns,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
+    }
+
+    /// Starts a containerd with its CRI plugin, in network namespace `netns`, for containerd
+    /// namespace `k8s.io`. `configure` gets its directory and returns the CRI plugin's
+    /// configuration (TOML, after the top-level keys).
+    pub fn start_cri(netns: &TestNetns, configure: impl FnOnce(&Path) -> String) -> Self {
+        let c = Self::new("k8s.io".into(), &[], Some(netns.0.clone()));
+        let extra = configure(c.dir.path());
+        let mut c = c;
+        c.configure(&extra);
         c.launch();
         c
     }
@@ -98,7 +187,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .append(true)
             .open(d.join("containerd.log"))
             .unwrap();
-        let child = Command::new(tool("containerd"))
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new(tool("nsenter"));
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(tool("containerd"));
+                c
+            }
+            None => Command::new(tool("containerd")),
+        };
+        let child = command
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", path)
@@ -300,19 +398,33 @@ impl Drop for Containerd {
                 let _ = std::fs::remove_file(s);
             }
         }
-        // runc containers of this namespace, then mounts, deepest first.
-        let runc_root = format!("/run/wasmbox/runc/{}", self.ns);
-        if let Ok(list) = Command::new(tool("runc"))
-            .args(["--root", &runc_root, "list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&list.stdout).lines() {
-                let _ = Command::new(tool("runc"))
-                    .args(["--root", &runc_root, "delete", "--force", id])
-                    .output();
+        // runc containers of this daemon (their bundles are in its state directory: another
+        // daemon may use the same namespace), then mounts, deepest first.
+        let d = self.dir.path().to_string_lossy().into_owned();
+        for runc_root in [
+            format!("/run/wasmbox/runc/{}", self.ns),
+            format!("/run/containerd/runc/{}", self.ns),
+        ] {
+            let Ok(list) = Command::new(tool("runc"))
+                .args(["--root", &runc_root, "list", "--format", "json"])
+                .output()
+            else {
+                continue;
+            };
+            let listed: serde_json::Value =
+                serde_json::from_slice(&list.stdout).unwrap_or_default();
+            for c in listed.as_array().into_iter().flatten() {
+                if c["bundle"].as_str().is_some_and(|b| b.starts_with(&d))
+                    && let Some(id) = c["id"].as_str()
+                {
+                    let _ = Command::new(tool("runc"))
+                        .args(["--root", &runc_root, "delete", "--force", id])
+                        .output();
+                }
             }
+            // Only if nothing else is left in it.
+            let _ = std::fs::remove_dir(&runc_root);
         }
-        let _ = std::fs::remove_dir_all(&runc_root);
         let mut mounts = self.mounts();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {
@@ -398,6 +510,7 @@ pub const PRECOMPILED: &str = "localhost/wasmbox-test/precompiled:ctr";
 pub const ECHO: &str = "localhost/wasmbox-test/echo:ctr";
 pub const HTTP_HELLO: &str = "localhost/wasmbox-test/http-hello:ctr";
 pub const DEVICES: &str = "localhost/wasmbox-test/devices:ctr";
+pub const PAUSE: &str = "localhost/wasmbox-test/pause:ctr";
 
 /// Guests written in WAT (`examples/wat/NAME.wat`), stored compiled in one image as `/NAME.wasm`.
 pub const WAT_GUESTS: &[&str] = &["dots", "grow", "spin", "flood"];
@@ -528,13 +641,28 @@ impl Images {
             .expect("/bin/busybox: tests/run.sh installs busybox-static");
         let mut files: Vec<(&str, &[u8], Option<Special<'_>>)> =
             vec![("bin/busybox", bb.as_slice(), None)];
-        for applet in ["sh", "echo", "sleep", "cat", "true"] {
+        for applet in ["sh", "echo", "sleep", "cat", "true", "wget"] {
             files.push((
                 Box::leak(format!("bin/{applet}").into_boxed_str()),
                 b"",
                 Some(Special::Link("busybox")),
             ));
         }
+        // The pods' pause container: tests/pause.c, built static.
+        let pause = images.dir.path().join("pause");
+        let st = Command::new("cc")
+            .args(["-static", "-Os", "-o"])
+            .arg(&pause)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pause.c"))
+            .status()
+            .expect("cc: tests/run.sh installs gcc");
+        assert!(st.success(), "building tests/pause.c");
+        native_image(
+            &images.archive(PAUSE),
+            PAUSE,
+            &[("pause", std::fs::read(&pause).unwrap().as_slice(), None)],
+            json!({"os": "linux", "architecture": "amd64", "config": {"Entrypoint": ["/pause"]}}),
+        );
         native_image(
             &images.archive(BUSYBOX),
             BUSYBOX,

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod common;
+mod cri;
 mod ctrd;
 mod escapes;
 mod exit;

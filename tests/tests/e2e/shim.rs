@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::ctrd::{
     BUSYBOX, Containerd, DEVICES, ECHO, EventLog, FILES, HELLO, HELLO_ARTIFACT, HELLO_CONVERTED,
-    HTTP_HELLO, Images, PRECOMPILED, RUNTIME, WAT, alive, parse_time, shim_socket, signal,
+    HTTP_HELLO, Images, PRECOMPILED, RUNTIME, TestNetns, WAT, alive, parse_time, shim_socket,
+    signal,
 };
 
 fn with_images(names: &[&str]) -> Containerd {
@@ -778,35 +779,6 @@ fn guest_sockets_live_in_the_network_namespace_the_spec_names() {
     let ns_path = format!("/var/run/netns/{ns}");
     assert_eq!(echo_in_netns(ns_path, port, "ping\n"), "ping\n");
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "echo"]).code, 0);
-}
-
-/// A named network namespace (`ip netns add`) holding only loopback, up; deleted when dropped.
-struct TestNetns(String);
-
-impl TestNetns {
-    fn new(prefix: &str) -> Self {
-        let ns = TestNetns(format!("{prefix}-{}", std::process::id()));
-        ip(&["netns", "add", &ns.0]);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
-
-/// Runs `ip ARGS`, which must succeed.
-fn ip(args: &[&str]) {
-    let st = std::process::Command::new("ip")
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(st.success(), "ip {args:?}");
 }
 
 /// `memory.usage_in_bytes` of `id` as `ctr task metrics` reports it.
