@@ -265,18 +265,49 @@ impl Source {
             ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
         )
         .map_err(|e| match e {
-            Errno::LOOP => match first_link(path) {
-                Some((link, target)) => format!(
-                    "{shown} goes through the symbolic link {} (-> {}); grant sources must not \
-                     traverse links: give the real path",
-                    link.display(),
-                    target.display()
-                ),
-                None => format!("{shown} goes through a symbolic link"),
-            },
+            Errno::LOOP => through_link(path),
             Errno::NOTDIR => format!("{shown} is not a directory"),
             e => format!("{shown}: {}", std::io::Error::from(e)),
         })?;
+        let allow_kernel = std::env::var(ALLOW_KERNEL_FS_ENV).is_ok_and(|v| v == "1");
+        if !allow_kernel && let Some(kind) = kernel_fs(fd.as_fd()) {
+            return Err(format!(
+                "{shown} is on a kernel filesystem ({kind}), which is never granted (an operator \
+                 who means it sets {ALLOW_KERNEL_FS_ENV}=1)"
+            ));
+        }
+        Ok(Source {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// Opens `path` as a single-file grant source: an absolute path none of whose components is
+    /// a symbolic link, naming a regular file (never a device, FIFO or socket), not on a kernel
+    /// filesystem.
+    pub fn open_file(path: &Path) -> Result<Source, String> {
+        let shown = path.display();
+        if !path.is_absolute() {
+            return Err(format!("{shown} is not an absolute path"));
+        }
+        let fd = rustix::fs::openat2(
+            rustix::fs::CWD,
+            path,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| match e {
+            Errno::LOOP => through_link(path),
+            e => format!("{shown}: {}", std::io::Error::from(e)),
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| format!("{shown}: {e}"))?;
+        match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::RegularFile => {}
+            // O_NOFOLLOW opened the final link itself.
+            rustix::fs::FileType::Symlink => return Err(through_link(path)),
+            _ => return Err(format!("{shown} is not a regular file")),
+        }
         let allow_kernel = std::env::var(ALLOW_KERNEL_FS_ENV).is_ok_and(|v| v == "1");
         if !allow_kernel && let Some(kind) = kernel_fs(fd.as_fd()) {
             return Err(format!(
@@ -322,6 +353,20 @@ fn kernel_fs(fd: BorrowedFd<'_>) -> Option<&'static str> {
     (devfs_type == 0x0102_1994 && devfs.st_dev == dev).then_some("devtmpfs")
 }
 
+/// Why a grant source whose path goes through a symbolic link is refused.
+fn through_link(path: &Path) -> String {
+    let shown = path.display();
+    match first_link(path) {
+        Some((link, target)) => format!(
+            "{shown} goes through the symbolic link {} (-> {}); grant sources must not traverse \
+             links: give the real path",
+            link.display(),
+            target.display()
+        ),
+        None => format!("{shown} goes through a symbolic link"),
+    }
+}
+
 /// The first component of `path` that is a symbolic link, with its target.
 fn first_link(path: &Path) -> Option<(PathBuf, PathBuf)> {
     let mut cur = PathBuf::new();
@@ -346,6 +391,60 @@ pub struct TreeMount<'a> {
     pub read_only: bool,
     /// Bind the source's submounts too (`rbind`).
     pub recursive: bool,
+}
+
+/// One single file to bind in a tree.
+#[derive(Debug)]
+pub struct TreeFile<'a> {
+    /// The opened source (a regular file).
+    pub source: &'a Source,
+    /// Absolute guest path.
+    pub guest: &'a str,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// Opens (creating it empty, mode 0644, and its missing parent directories, if absent) the file
+/// at `rel` inside the tree at `root`, as a mountpoint for a single-file bind. Symbolic links are
+/// resolved as if `root` were `/`; anything but a regular file there is refused.
+fn file_point_in_root(root: BorrowedFd<'_>, rel: &Path) -> std::io::Result<OwnedFd> {
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let open = || {
+        rustix::fs::openat2(
+            root,
+            rel,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+    };
+    let fd = match open() {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => {
+            let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+                return Err(Errno::INVAL.into());
+            };
+            let dir = open_in_root(root, parent, OFlags::RDONLY)?;
+            match rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            ) {
+                Ok(_) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            open()?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(std::io::Error::other(
+            "the path in the tree is not a regular file",
+        ));
+    }
+    Ok(fd)
 }
 
 /// A guest's mount tree: removed (lazily unmounted, then its directory deleted) on drop.
@@ -400,7 +499,13 @@ impl MountTree {
     /// read-only) and private while still detached, and only then attached at a mountpoint
     /// opened inside the tree: nothing can be redirected between setting the attributes and
     /// granting the mount, and no mount the host makes later under a source shows up in it.
-    pub fn build(parent: &Path, mounts: &[TreeMount<'_>]) -> Result<MountTree, String> {
+    /// `files` are bound last, each over a file at its guest path (made empty if missing): a
+    /// bind of one file shows none of its siblings.
+    pub fn build(
+        parent: &Path,
+        mounts: &[TreeMount<'_>],
+        files: &[TreeFile<'_>],
+    ) -> Result<MountTree, String> {
         let dir = tempfile::Builder::new()
             .prefix(&crate::engine::scratch_prefix("wasmbox-tree-"))
             .tempdir_in(parent)
@@ -453,6 +558,20 @@ impl MountTree {
                 .map_err(|e| format!("{}: mountpoint: {e}", what()))?;
             attach(&grant, &point).map_err(|e| format!("{}: {e}", what()))?;
             tree.grants.push(grant);
+        }
+        for f in files {
+            let rel = Path::new(f.guest.trim_start_matches('/'));
+            let what = || format!("mount the file {} at {}", f.source.path.display(), f.guest);
+            let m = TreeMount {
+                source: f.source,
+                guest: f.guest,
+                read_only: f.read_only,
+                recursive: false,
+            };
+            let mnt = clone_mount(&m, attrs(&m, true)).map_err(|e| format!("{}: {e}", what()))?;
+            let point = file_point_in_root(root.as_fd(), rel)
+                .map_err(|e| format!("{}: mountpoint: {e}", what()))?;
+            attach(&mnt, &point).map_err(|e| format!("{}: {e}", what()))?;
         }
         if let Some(m) = root_mount {
             if m.read_only {

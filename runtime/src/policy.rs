@@ -132,6 +132,19 @@ pub struct DirGrant {
     pub recursive: bool,
 }
 
+/// A single host file bound at a guest path (a bind mount of a file, as kubelet gives every
+/// container `/etc/hosts` and its termination-message file). Exposed only through a mount tree,
+/// where a bind of one file shows no siblings; without one it is left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileGrant {
+    /// File on the host.
+    pub host: PathBuf,
+    /// Absolute guest path.
+    pub guest: String,
+    /// Whether the guest may only read it.
+    pub read_only: bool,
+}
+
 /// Open handles a guest may hold when nothing says otherwise (as a shell's `ulimit -n`).
 pub const DEFAULT_HANDLES: u64 = 1024;
 /// The most open handles any guest may hold.
@@ -172,6 +185,8 @@ pub struct Policy {
     pub export: Option<String>,
     /// Directories, the rootfs (at `/`) first when there is one.
     pub dirs: Vec<DirGrant>,
+    /// Single files bound into the guest's filesystem.
+    pub files: Vec<FileGrant>,
     /// Guest paths that get a fresh private empty directory each start (tmpfs mounts).
     pub scratch: Vec<String>,
     /// Network grants.
@@ -501,6 +516,15 @@ fn apply_mount(policy: &mut Policy, m: &Mount, bundle: &Path) -> Result<(), Stri
     let typ = m.typ().as_deref().unwrap_or("");
     let opts = m.options().clone().unwrap_or_default();
     let is_bind = typ == "bind" || opts.iter().any(|o| o == "bind" || o == "rbind");
+    let read_only = opts.iter().any(|o| o == "ro");
+    // A file bound below /dev (a termination-message file) is a plain file, not the kernel's.
+    if is_bind
+        && guest.starts_with("/dev/")
+        && let Some(source) = m.source().as_ref().map(|s| bundle.join(s))
+        && std::fs::metadata(&source).is_ok_and(|m| m.is_file())
+    {
+        return grant_file(policy, source, guest, read_only);
+    }
     if is_kernel_path(&guest) || KERNEL_FS.contains(&typ) {
         tracing::debug!(destination = %guest, r#type = typ, "kernel mount not exposed");
         return Ok(());
@@ -525,15 +549,34 @@ fn apply_mount(policy: &mut Policy, m: &Mount, bundle: &Path) -> Result<(), Stri
     };
     let meta = std::fs::metadata(&source)
         .map_err(|e| format!("bind mount source {}: {e}", source.display()))?;
-    if !meta.is_dir() {
-        // WASI grants directories; a single-file bind (e.g. /etc/hosts) cannot be granted
-        // without exposing its siblings, so it is left out rather than widened.
-        tracing::warn!(source = %source.display(), destination = %guest, "file bind mount not exposed to the guest");
-        return Ok(());
+    if meta.is_file() {
+        return grant_file(policy, source, guest, read_only);
     }
-    let read_only = opts.iter().any(|o| o == "ro");
+    if !meta.is_dir() {
+        return Err(format!(
+            "bind mount source {} is neither a directory nor a regular file",
+            source.display()
+        ));
+    }
     let recursive = opts.iter().any(|o| o == "rbind");
     policy.grant_dir_with(source, &guest, read_only, recursive)
+}
+
+/// Adds a single-file grant; a later one at the same guest path replaces it (the last mount
+/// shows, as with runc).
+fn grant_file(
+    policy: &mut Policy,
+    host: PathBuf,
+    guest: String,
+    read_only: bool,
+) -> Result<(), String> {
+    policy.files.retain(|f| f.guest != guest);
+    policy.files.push(FileGrant {
+        host,
+        guest,
+        read_only,
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -568,6 +611,7 @@ mod tests {
         let data = host.path().join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::write(host.path().join("hosts"), "x").unwrap();
+        std::fs::write(host.path().join("termination-log"), "").unwrap();
         let s = spec(serde_json::json!({
             "ociVersion": "1.0.2",
             "root": {"path": "rootfs", "readonly": true},
@@ -580,7 +624,9 @@ mod tests {
                 {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"},
                 {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
                 {"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "ro"]},
-                {"destination": "/etc/hosts", "type": "bind", "source": host.path().join("hosts"), "options": ["rbind"]}
+                {"destination": "/etc/hosts", "type": "bind", "source": host.path().join("hosts"), "options": ["rbind", "ro"]},
+                {"destination": "/dev/termination-log", "type": "bind", "source": host.path().join("termination-log"), "options": ["rbind", "rw"]},
+                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue"}
             ],
             "linux": {"resources": {"memory": {"limit": 1048576}}},
             "annotations": {"wasmbox.net.connect": "127.0.0.1:80, udp:10.0.0.0/8:53", "wasmbox.net.dns": "true",
@@ -610,6 +656,22 @@ mod tests {
             }
         );
         assert_eq!(p.scratch, vec!["/tmp".to_string()]);
+        // Single files, read-only as given; a file below /dev is a file, the kernel's are not.
+        assert_eq!(
+            p.files,
+            [
+                FileGrant {
+                    host: host.path().join("hosts"),
+                    guest: "/etc/hosts".into(),
+                    read_only: true,
+                },
+                FileGrant {
+                    host: host.path().join("termination-log"),
+                    guest: "/dev/termination-log".into(),
+                    read_only: false,
+                },
+            ]
+        );
         assert_eq!(p.limits.memory, Some(1048576));
         assert_eq!(p.net.connect.len(), 2);
         assert!(p.net.dns);

@@ -203,6 +203,28 @@ impl Runtime {
                 guest.matches('/').count()
             }
         });
+        // Single files: only a mount tree can show one without its siblings.
+        let mut files = Vec::new();
+        for f in &policy.files {
+            if !inner.mount_tree {
+                tracing::warn!(source = %f.host.display(), destination = %f.guest, "a single-file bind needs a mount tree (root, or a user namespace); not exposed to the guest");
+                continue;
+            }
+            let src =
+                crate::mounts::Source::open_file(&f.host).map_err(|reason| Error::Source {
+                    host: f.host.clone(),
+                    guest: f.guest.clone(),
+                    reason,
+                })?;
+            crate::protect::check_grant(&src.fd_path(), &inner.protected).map_err(|reason| {
+                Error::Protected {
+                    host: f.host.clone(),
+                    guest: f.guest.clone(),
+                    reason,
+                }
+            })?;
+            files.push((src, f.guest.clone(), f.read_only));
+        }
         let (tree, paths) = if inner.mount_tree {
             let mounts: Vec<_> = sources
                 .iter()
@@ -215,7 +237,15 @@ impl Runtime {
                     },
                 )
                 .collect();
-            let tree = crate::mounts::MountTree::build(&inner.scratch_dir, &mounts)
+            let files: Vec<_> = files
+                .iter()
+                .map(|(source, guest, read_only)| crate::mounts::TreeFile {
+                    source,
+                    guest,
+                    read_only: *read_only,
+                })
+                .collect();
+            let tree = crate::mounts::MountTree::build(&inner.scratch_dir, &mounts, &files)
                 .map_err(|reason| Error::MountTree { reason })?;
             let paths = tree.grant_paths();
             (Some(tree), paths)

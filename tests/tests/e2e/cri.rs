@@ -791,3 +791,80 @@ fn the_example_runtime_class_and_config_are_what_the_tests_use() {
     let pod = manifest("pod.yaml");
     assert_eq!(pod["spec"]["runtimeClassName"].as_str(), Some(name));
 }
+
+#[test]
+fn kubelets_single_file_mounts_and_termination_message_reach_a_wasm_guest() {
+    let cri = Cri::start(&[FILES]);
+    let pod = cri.pod("files");
+    let pod_id = cri.run_pod(&pod, &handler());
+    // What kubelet mounts in each container besides containerd's /etc files: the termination
+    // message file (a fresh empty file of its own), and here one read-only config file.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("settings"), "mode=strict\n").unwrap();
+    std::fs::write(host.path().join("sibling"), "never shown").unwrap();
+    let run = |name: &str, args: &[&str]| -> (ContainerStatus, String) {
+        let log = host.path().join(format!("{name}-termination-log"));
+        std::fs::write(&log, "").unwrap();
+        let mut c = container(name, FILES, args);
+        c.mounts = vec![
+            Mount {
+                container_path: "/dev/termination-log".into(),
+                host_path: log.to_string_lossy().into_owned(),
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/etc/app/settings".into(),
+                host_path: host.path().join("settings").to_string_lossy().into_owned(),
+                readonly: true,
+                ..Default::default()
+            },
+        ];
+        let id = cri.create(&pod_id, &pod, c);
+        cri.start_container(&id);
+        let st = cri.wait_state(&id, ContainerState::ContainerExited);
+        let out = cri
+            .log(&pod, name)
+            .lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (st, out)
+    };
+    let (st, out) = run("hostname", &["cat", "/etc/hostname"]);
+    assert_eq!((st.exit_code, out.trim()), (0, "files"), "{st:#?}");
+    let (st, out) = run("hosts", &["cat", "/etc/hosts"]);
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(out.contains("localhost"), "{out}");
+    let (st, out) = run("resolv", &["cat", "/etc/resolv.conf"]);
+    assert_eq!(st.exit_code, 0, "{out}");
+    // Only the bound files: nothing else of their host directories.
+    let (_, out) = run("etc", &["ls", "/etc"]);
+    assert_eq!(out, "app\nhostname\nhosts\nresolv.conf");
+    let (_, out) = run("app", &["ls", "/etc/app"]);
+    assert_eq!(out, "settings");
+    // The kernel refuses the write (EROFS, which WASI reports as an I/O error).
+    let (st, out) = run("readonly", &["write", "/etc/app/settings", "x"]);
+    assert_eq!(st.exit_code, 1, "{out}");
+    assert!(out.starts_with("error: "), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("settings")).unwrap(),
+        "mode=strict\n"
+    );
+    // The termination message, read as kubelet reads it: from the host file of the mount at
+    // the container's terminationMessagePath, which ContainerStatus lists.
+    let (st, _) = run(
+        "message",
+        &["write", "/dev/termination-log", "config invalid: mode"],
+    );
+    assert_eq!(st.exit_code, 0);
+    let mount = st
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/dev/termination-log")
+        .expect("the termination-log mount in the status");
+    assert_eq!(
+        std::fs::read_to_string(&mount.host_path).unwrap(),
+        "config invalid: mode"
+    );
+    cri.remove_pod(&pod_id);
+}

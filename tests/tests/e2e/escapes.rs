@@ -91,6 +91,15 @@ fn no_grant_reaches_the_cache_or_its_key_at_inside_or_above() {
         line.contains("is inside wasmbox's compiled-code cache"),
         "{line}"
     );
+    // A single-file bind of the key, or of an entry, is refused the same way.
+    let entry = entries(&cache).remove(0);
+    for (file, what) in [(&key, "is wasmbox's cache key"), (&entry, "is inside")] {
+        let (_b, dir) = spec_bundle(serde_json::json!({"mounts": [
+            {"destination": "/etc/x", "type": "bind", "source": file, "options": ["rbind", "ro"]}
+        ]}));
+        let line = error_line(&wb, &["run", "--bundle", &dir, "cat", "/etc/x"]);
+        assert!(line.contains(what), "{line}");
+    }
 }
 
 #[test]

@@ -307,3 +307,100 @@ fn spec_mounts_bind_ro_tmpfs_and_kernel_mounts() {
     }
     assert_eq!(wb.run(&["run", "--bundle", &arg, "ls", "/dev"]).code, 1);
 }
+
+/// Kubelet's single-file mounts: `/etc/hosts` read-only, a termination-message file writable
+/// below `/dev`. Each shows alone (a bind of one file exposes no sibling), read-only however the
+/// guest tries, and a rootfs symbolic link at the destination is resolved inside the rootfs.
+#[test]
+fn single_files_are_bound_alone_and_read_only_as_given() {
+    let h = Host::new();
+    std::fs::write(h.path("vol/hosts"), "10.0.0.1 pod\n").unwrap();
+    std::fs::write(h.path("vol/termination-log"), "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(
+        dir.path(),
+        serde_json::json!({"mounts": [
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/etc/hosts", "type": "bind", "source": h.path("vol/hosts"), "options": ["rbind", "ro"]},
+            {"destination": "/dev/termination-log", "type": "bind", "source": h.path("vol/termination-log"), "options": ["rbind", "rw"]},
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": h.path("vol/inside.txt"), "options": ["rbind", "ro"]}
+        ]}),
+    );
+    // The image's /etc/resolv.conf is a link to a file elsewhere in the image, as in many images.
+    std::fs::create_dir_all(b.join("rootfs/etc")).unwrap();
+    std::fs::create_dir_all(b.join("rootfs/run")).unwrap();
+    std::fs::write(b.join("rootfs/run/resolv.conf"), "image's own").unwrap();
+    symlink("../run/resolv.conf", b.join("rootfs/etc/resolv.conf")).unwrap();
+    let arg = b.display().to_string();
+    let wb = Wasmbox::new();
+    let out = wb.run(&["run", "--bundle", &arg, "cat", "/etc/hosts"]);
+    out.code(0);
+    assert_eq!(out.stdout, "10.0.0.1 pod\n");
+    for args in [
+        ["write", "/etc/hosts", "x"],
+        ["append", "/etc/hosts", "x"],
+        ["truncate", "/etc/hosts", "0"],
+    ] {
+        let mut a = vec!["run", "--bundle", &arg];
+        a.extend(args);
+        let out = wb.run(&a);
+        assert_eq!(out.code, 1, "{args:?}: {out:#?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(h.path("vol/hosts")).unwrap(),
+        "10.0.0.1 pod\n"
+    );
+    // Its directory holds only what the rootfs has: vol's other files never show.
+    let out = wb.run(&["run", "--bundle", &arg, "ls", "/etc"]);
+    out.code(0);
+    assert_eq!(out.stdout, "hosts\nresolv.conf\n");
+    // Through the image's link, the bound file.
+    let out = wb.run(&["run", "--bundle", &arg, "cat", "/etc/resolv.conf"]);
+    assert_eq!(out.stdout, "inside");
+    // The termination message reaches the host file; /dev shows nothing else.
+    wb.run(&[
+        "run",
+        "--bundle",
+        &arg,
+        "write",
+        "/dev/termination-log",
+        "it failed because",
+    ])
+    .code(0);
+    assert_eq!(
+        std::fs::read_to_string(h.path("vol/termination-log")).unwrap(),
+        "it failed because"
+    );
+    let out = wb.run(&["run", "--bundle", &arg, "ls", "/dev"]);
+    assert_eq!(out.stdout, "termination-log\n");
+    h.assert_secret_untouched();
+}
+
+/// A single-file source is opened like a directory grant: no symbolic link on its path, never
+/// a device node, never one of wasmbox's own files.
+#[test]
+fn single_file_sources_must_be_plain_files_reached_without_links() {
+    let h = Host::new();
+    symlink(h.path("secret.txt"), h.path("vol/link")).unwrap();
+    let wb = Wasmbox::new();
+    for (source, why) in [
+        (h.path("vol/link"), "symbolic link"),
+        (
+            PathBuf::from("/dev/null"),
+            "neither a directory nor a regular file",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bundle(
+            dir.path(),
+            serde_json::json!({"mounts": [
+                {"destination": "/etc/x", "type": "bind", "source": source, "options": ["rbind", "ro"]}
+            ]}),
+        );
+        let arg = b.display().to_string();
+        let out = wb.run(&["run", "--bundle", &arg, "cat", "/etc/x"]);
+        assert_eq!(out.code, 125, "{source:?}: {out:#?}");
+        assert!(out.stderr.contains(why), "{source:?}: {out:#?}");
+        assert!(!out.stdout.contains(SECRET));
+    }
+}
