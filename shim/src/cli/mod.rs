@@ -1,6 +1,7 @@
 //! The `wasmbox` command line: one subcommand per file, each `FooCommand::execute(self)`.
 
 mod images;
+mod install;
 mod options;
 mod progress;
 mod run;
@@ -15,6 +16,7 @@ pub use images::{
     BuildCommand, ImagesCommand, InspectCommand, LoadCommand, PruneCommand, PullCommand,
     PushCommand, RmiCommand, SaveCommand, StoreOptions,
 };
+pub use install::InstallCommand;
 pub use options::{CacheOptions, SandboxOptions, ServeOptions, parse_duration, parse_size};
 pub use run::{DEFAULT_UMASK, RunCommand, set_umask};
 
@@ -58,6 +60,8 @@ pub enum Command {
     Load(LoadCommand),
     /// Write an image as an OCI layout tarball.
     Save(SaveCommand),
+    /// Install wasmbox on a node: the containerd shim and its CRI runtime entry.
+    Install(InstallCommand),
 }
 
 /// Entry point of the `wasmbox` binary: parses, runs, maps the outcome to an exit code.
@@ -110,6 +114,7 @@ pub fn main() -> ExitCode {
         Command::Prune(c) => c.execute(&cli.store),
         Command::Load(c) => c.execute(&cli.store),
         Command::Save(c) => c.execute(&cli.store),
+        Command::Install(c) => c.execute(),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

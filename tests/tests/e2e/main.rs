@@ -9,6 +9,7 @@ mod exit;
 mod fs;
 mod http;
 mod images;
+mod install;
 mod limits;
 mod net;
 mod p3;

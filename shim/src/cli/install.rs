@@ -1,0 +1,410 @@
+//! `wasmbox install containerd`: puts the shim on a node and adds wasmbox as a runtime of
+//! containerd's CRI plugin, idempotently; `--uninstall` reverses both.
+//!
+//! containerd's `config.toml` is edited as a document (`toml_edit`), so comments, order and every
+//! other entry survive, and a second run changes nothing. k3s renders its containerd config from
+//! `config.toml.tmpl` at each start, so with `--k3s` that template gets a marked block instead.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use toml_edit::{Array, DocumentMut, Item, Table, value};
+
+/// The shim binary's name.
+const SHIM: &str = "containerd-shim-wasmbox-v1";
+/// k3s's template, relative to the host's root.
+const K3S_TEMPLATE: &str = "var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl";
+/// The first line of a k3s template that keeps k3s's own configuration.
+const K3S_BASE: &str = "{{ template \"base\" . }}";
+
+/// Install wasmbox on a node.
+#[derive(Args, Debug)]
+pub struct InstallCommand {
+    #[command(subcommand)]
+    target: Target,
+}
+
+#[derive(Subcommand, Debug)]
+enum Target {
+    /// Copy the containerd shim and add the wasmbox runtime to containerd's CRI configuration;
+    /// prints the RuntimeClass to create.
+    Containerd(ContainerdInstall),
+}
+
+#[derive(Args, Debug)]
+struct ContainerdInstall {
+    /// containerd's configuration (default `/etc/containerd/config.toml`; with `--k3s`, k3s's
+    /// `config.toml.tmpl`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The node runs k3s (or RKE2): edit the template k3s renders containerd's config from.
+    #[arg(long)]
+    k3s: bool,
+    /// Remove the runtime entry and the shim instead.
+    #[arg(long)]
+    uninstall: bool,
+    /// Say what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where the shim binary goes (on containerd's PATH).
+    #[arg(long, default_value = "/usr/local/bin")]
+    bin_dir: PathBuf,
+    /// The host's root, when this runs in a container with the host mounted (a DaemonSet).
+    #[arg(long, default_value = "/")]
+    host_root: PathBuf,
+    /// The runtime's name in containerd: the RuntimeClass's handler.
+    #[arg(long, default_value = "wasmbox")]
+    name: String,
+}
+
+impl InstallCommand {
+    /// Runs the command; returns the exit status.
+    pub fn execute(self) -> Result<i32> {
+        match self.target {
+            Target::Containerd(c) => c.execute(),
+        }
+    }
+}
+
+/// What one step did (or, with `--dry-run`, would do).
+enum Change {
+    Unchanged,
+    Wrote(Vec<u8>),
+    Removed,
+}
+
+impl ContainerdInstall {
+    fn execute(self) -> Result<i32> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!(
+                "--name {:?}: a runtime name is letters, digits, '-' and '_'",
+                self.name
+            );
+        }
+        let cwd = std::env::current_dir().context("finding the working directory")?;
+        // Paths are the host's: relative ones from here, all of them below --host-root.
+        let on_host = |p: &Path| {
+            let p = cwd.join(p);
+            self.host_root.join(p.strip_prefix("/").unwrap_or(&p))
+        };
+        let config = match (&self.config, self.k3s) {
+            (Some(c), _) => on_host(c),
+            (None, true) => self.host_root.join(K3S_TEMPLATE),
+            (None, false) => on_host(Path::new("/etc/containerd/config.toml")),
+        };
+        let shim = on_host(&self.bin_dir).join(SHIM);
+        let config_change = if self.k3s {
+            self.k3s_template(&config)?
+        } else {
+            self.config_toml(&config)?
+        };
+        let shim_change = if self.uninstall {
+            match shim.try_exists() {
+                Ok(true) => Change::Removed,
+                _ => Change::Unchanged,
+            }
+        } else {
+            let source = std::env::current_exe()
+                .context("finding this program")?
+                .with_file_name(SHIM);
+            let bytes = std::fs::read(&source).with_context(|| {
+                format!(
+                    "reading the shim {}: it is installed from beside the wasmbox binary",
+                    source.display()
+                )
+            })?;
+            if std::fs::read(&shim).is_ok_and(|b| b == bytes) {
+                Change::Unchanged
+            } else {
+                Change::Wrote(bytes)
+            }
+        };
+        let verb = if self.dry_run { "would " } else { "" };
+        let mut stderr = std::io::stderr().lock();
+        for (path, change, what) in [
+            (&config, &config_change, "containerd configuration"),
+            (&shim, &shim_change, "shim"),
+        ] {
+            match change {
+                Change::Unchanged => {
+                    writeln!(stderr, "wasmbox: {what} {}: unchanged", path.display())?
+                }
+                Change::Wrote(bytes) => {
+                    if !self.dry_run {
+                        let mode = if what == "shim" { 0o755 } else { 0o644 };
+                        write_atomically(path, bytes, mode)?;
+                    }
+                    writeln!(stderr, "wasmbox: {verb}write {what} {}", path.display())?;
+                }
+                Change::Removed => {
+                    if !self.dry_run {
+                        std::fs::remove_file(path)
+                            .with_context(|| format!("removing {}", path.display()))?;
+                    }
+                    writeln!(stderr, "wasmbox: {verb}remove {what} {}", path.display())?;
+                }
+            }
+        }
+        if !matches!(config_change, Change::Unchanged) && !self.dry_run {
+            writeln!(
+                stderr,
+                "wasmbox: restart containerd (or k3s) to load the change, e.g. `systemctl restart {}`",
+                if self.k3s { "k3s" } else { "containerd" }
+            )?;
+        }
+        if !self.uninstall {
+            print!("{}", runtime_class(&self.name));
+        }
+        Ok(0)
+    }
+
+    /// The change to a `config.toml`: the runtime's table set (keeping any other keys an operator
+    /// added to it), or removed.
+    fn config_toml(&self, path: &Path) -> Result<Change> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.uninstall {
+                    return Ok(Change::Unchanged);
+                }
+                // containerd's defaults fill in everything else.
+                "version = 2\n".to_string()
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" at line {line}, column {col}")
+            });
+            anyhow::anyhow!(
+                "containerd configuration {} is not valid TOML{}: {}; nothing was changed",
+                path.display(),
+                at.unwrap_or_default(),
+                e.message().trim()
+            )
+        })?;
+        let cri = cri_plugin(&doc)
+            .with_context(|| format!("containerd configuration {}", path.display()))?;
+        let keys = ["plugins", cri, "containerd", "runtimes"];
+        if self.uninstall {
+            let Some(runtimes) = table_at(&mut doc, &keys, false) else {
+                return Ok(Change::Unchanged);
+            };
+            if runtimes.remove(&self.name).is_none() {
+                return Ok(Change::Unchanged);
+            }
+        } else {
+            let runtimes = table_at(&mut doc, &keys, true).with_context(|| {
+                format!(
+                    "containerd configuration {}: {} is not a table",
+                    path.display(),
+                    keys.join(".")
+                )
+            })?;
+            let entry = runtimes
+                .entry(&self.name)
+                .or_insert_with(|| Item::Table(Table::new()));
+            let Some(entry) = entry.as_table_mut() else {
+                bail!(
+                    "containerd configuration {}: runtime {} is not a table",
+                    path.display(),
+                    self.name
+                );
+            };
+            set_if_different(entry, "runtime_type", value(crate::containerd::RUNTIME_ID));
+            for k in ["pod_annotations", "container_annotations"] {
+                let mut a = Array::new();
+                a.push("wasmbox.*");
+                set_if_different(entry, k, value(a));
+            }
+        }
+        let new = doc.to_string();
+        Ok(if new == text {
+            Change::Unchanged
+        } else {
+            Change::Wrote(new.into_bytes())
+        })
+    }
+
+    /// The change to k3s's template: a marked block appended (made with k3s's base template if
+    /// there is no template yet), or removed (with the template, when only the base is left).
+    fn k3s_template(&self, path: &Path) -> Result<Change> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let begin = format!("# BEGIN {} (wasmbox install containerd)", self.name);
+        let end = format!("# END {}", self.name);
+        let without = text.as_deref().map(|t| remove_block(t, &begin, &end));
+        if self.uninstall {
+            return Ok(match (text, without) {
+                (Some(t), Some(w)) if t != w => {
+                    if w.trim() == K3S_BASE {
+                        Change::Removed
+                    } else {
+                        Change::Wrote(w.into_bytes())
+                    }
+                }
+                _ => Change::Unchanged,
+            });
+        }
+        // k3s renders its base in the config version of the containerd it ships, which the
+        // config.toml it rendered last says.
+        let rendered = path.with_file_name("config.toml");
+        let version = std::fs::read_to_string(&rendered)
+            .ok()
+            .and_then(|t| t.parse::<DocumentMut>().ok())
+            .map(|d| cri_plugin(&d).map(str::to_string))
+            .transpose()
+            .with_context(|| format!("{}", rendered.display()))?
+            .unwrap_or_else(|| "io.containerd.grpc.v1.cri".to_string());
+        let block = format!(
+            "{begin}\n[plugins.\"{version}\".containerd.runtimes.{name}]\n  runtime_type = \"{ty}\"\n  \
+             pod_annotations = [\"wasmbox.*\"]\n  container_annotations = [\"wasmbox.*\"]\n{end}\n",
+            name = self.name,
+            ty = crate::containerd::RUNTIME_ID,
+        );
+        let base = without.unwrap_or_else(|| format!("{K3S_BASE}\n"));
+        let sep = if base.is_empty() || base.ends_with("\n\n") {
+            ""
+        } else if base.ends_with('\n') {
+            "\n"
+        } else {
+            "\n\n"
+        };
+        let new = format!("{base}{sep}{block}");
+        Ok(if Some(&new) == text.as_ref() {
+            Change::Unchanged
+        } else {
+            Change::Wrote(new.into_bytes())
+        })
+    }
+}
+
+/// The CRI plugin's key for the config's version: 3 (containerd 2), 2 (1.x), 1 or none.
+fn cri_plugin(doc: &DocumentMut) -> Result<&'static str> {
+    match doc.get("version").map(|v| v.as_integer()) {
+        None => Ok("cri"),
+        Some(Some(1)) => Ok("cri"),
+        Some(Some(2)) => Ok("io.containerd.grpc.v1.cri"),
+        Some(Some(3)) => Ok("io.containerd.cri.v1.runtime"),
+        Some(v) => bail!("config version {v:?} is not one wasmbox knows (1, 2 or 3)"),
+    }
+}
+
+/// The table at `keys`, made (implicit, so no empty headers appear) when `create`; `None` when
+/// absent and not made, or when something on the way is not a table.
+fn table_at<'a>(doc: &'a mut DocumentMut, keys: &[&str], create: bool) -> Option<&'a mut Table> {
+    let mut t = doc.as_table_mut();
+    for k in keys {
+        if !t.contains_key(k) {
+            if !create {
+                return None;
+            }
+            let mut new = Table::new();
+            new.set_implicit(true);
+            t.insert(k, Item::Table(new));
+        }
+        t = t.get_mut(k)?.as_table_mut()?;
+    }
+    Some(t)
+}
+
+/// Sets `key`, unless it already has this value (so its formatting stays as it was).
+fn set_if_different(t: &mut Table, key: &str, v: Item) {
+    let same = t
+        .get(key)
+        .and_then(Item::as_value)
+        .zip(v.as_value())
+        .is_some_and(|(a, b)| a.to_string().trim() == b.to_string().trim());
+    if !same {
+        t.insert(key, v);
+    }
+}
+
+/// `text` without the lines from `begin` to `end` (and one blank line before them).
+fn remove_block(text: &str, begin: &str, end: &str) -> String {
+    let Some(start) = text.find(begin) else {
+        return text.to_string();
+    };
+    let stop = text[start..]
+        .find(end)
+        .map(|i| start + i + end.len())
+        .unwrap_or(text.len());
+    let stop = if text[stop..].starts_with('\n') {
+        stop + 1
+    } else {
+        stop
+    };
+    let head = &text[..start];
+    let head = head
+        .strip_suffix('\n')
+        .map_or(head, |h| if h.ends_with('\n') { h } else { head });
+    format!("{head}{}", &text[stop..])
+}
+
+/// The RuntimeClass for runtime `name`.
+fn runtime_class(name: &str) -> String {
+    format!(
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: {name}\nhandler: {name}\n"
+    )
+}
+
+/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, then the directory.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no directory", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // An existing file keeps its mode.
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(mode);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".wasmbox-install-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_comes_out_as_it_went_in() {
+        let base = "{{ template \"base\" . }}\n\n[x]\n  y = 1\n";
+        let with = format!("{base}\n# BEGIN w (x)\n[a]\n# END w\n");
+        assert_eq!(remove_block(&with, "# BEGIN w (x)", "# END w"), base);
+        assert_eq!(remove_block(base, "# BEGIN w (x)", "# END w"), base);
+    }
+
+    #[test]
+    fn the_cri_plugin_follows_the_config_version() {
+        let v = |t: &str| cri_plugin(&t.parse().unwrap()).map_err(|e| e.to_string());
+        assert_eq!(v("version = 2").unwrap(), "io.containerd.grpc.v1.cri");
+        assert_eq!(v("version = 3").unwrap(), "io.containerd.cri.v1.runtime");
+        assert_eq!(v("root = \"/x\"").unwrap(), "cri");
+        assert!(v("version = 9").unwrap_err().contains("version"));
+        assert!(v("version = \"2\"").unwrap_err().contains("version"));
+    }
+}
