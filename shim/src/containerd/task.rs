@@ -302,6 +302,7 @@ impl Task for TaskService {
         // One shim serves a whole group: it goes only when its last container is deleted.
         if self.lifecycle.is_empty() {
             tracing::info!("last container deleted; shim exiting");
+            self.lifecycle.release();
             self.events.flush(std::time::Duration::from_secs(5)).await;
             self.exit.signal();
         }

@@ -8,6 +8,7 @@
 //! [`instance::Instance`]: a wasm guest in this process ([`wasm`]) or runc ([`native`]). The
 //! lifecycle never asks which. What happens is told through [`Events`].
 
+pub mod cgroup;
 mod container;
 pub mod error;
 pub mod events;
@@ -104,12 +105,13 @@ impl Container {
     fn status(&self) -> Status {
         self.init.state().status
     }
+}
 
-    /// Writes a new status of the container to its record.
-    fn persist(&self, status: Status) {
-        if let Err(e) = self.record.update(|r| r.status = status) {
-            tracing::warn!(bundle = %self.bundle.display(), error = %e, "saving the status failed");
-        }
+/// Writes a container's new status to its record. Called while the init's state is locked for
+/// the change (inside its `send_modify`), so the record follows the changes in their order.
+fn persist(record: &RecordFile, status: Status) {
+    if let Err(e) = record.update(|r| r.status = status) {
+        tracing::warn!(?status, error = %e, "saving the status failed");
     }
 }
 
@@ -161,6 +163,8 @@ pub struct Lifecycle {
     events: Arc<dyn Events>,
     namespace: String,
     pid: u32,
+    /// The pod cgroup this process joined at its pod sandbox's create.
+    pod_cgroup: Mutex<Option<cgroup::PodCgroup>>,
 }
 
 impl Lifecycle {
@@ -173,6 +177,15 @@ impl Lifecycle {
             events,
             namespace,
             pid: std::process::id(),
+            pod_cgroup: Mutex::new(None),
+        }
+    }
+
+    /// Leaves the pod's cgroup, if this process joined one: call when the last container is
+    /// gone, before exiting.
+    pub fn release(&self) {
+        if let Some(c) = self.pod_cgroup.lock().expect("cgroup lock").take() {
+            c.leave();
         }
     }
 
@@ -212,6 +225,13 @@ impl Lifecycle {
         }
         req.stdio.check()?;
         let spec = container::read_spec(&req.bundle)?;
+        // A pod's wasm work is charged to the pod: the shim joins its cgroup with the sandbox.
+        if let Some(pod) = cgroup::pod_of(&spec) {
+            let mut joined = self.pod_cgroup.lock().expect("cgroup lock");
+            if joined.is_none() {
+                *joined = Some(cgroup::join(&pod));
+            }
+        }
         let mounted = container::mount_rootfs(&req.bundle, &req.rootfs)?;
         let record = Arc::new(RecordFile::new(
             &req.bundle,
@@ -320,12 +340,16 @@ impl Lifecycle {
             let Some(ended) = exit.await else {
                 return;
             };
-            if finish(&state, &*events, &id, &exec_id, pid, ended).await
-                && let Some(r) = record
-                && let Err(e) = r.update(|r| r.status = Status::Stopped)
-            {
-                tracing::warn!(id, error = %e, "saving the status failed");
-            }
+            finish(
+                &state,
+                &*events,
+                record.as_deref(),
+                &id,
+                &exec_id,
+                pid,
+                ended,
+            )
+            .await;
         });
     }
 
@@ -352,6 +376,7 @@ impl Lifecycle {
             )));
         }
         let (pid, stdio) = (p.pid, p.stdio.clone());
+        let record = exec_id.is_empty().then(|| c.record.clone());
         let r = c.instance.start(exec_id, pid, &stdio).await;
         let p = c.process_mut(id, exec_id)?;
         let made = match r {
@@ -367,8 +392,11 @@ impl Lifecycle {
         p.state.send_modify(|s| {
             s.starting = false;
             started = s.apply(Transition::Start, None);
-            // Told before its exit can be: that waits for `starting` to clear.
+            // Recorded and told before its exit can be: that waits for `starting` to clear.
             if started {
+                if let Some(r) = &record {
+                    persist(r, Status::Running);
+                }
                 events.send(if exec_id.is_empty() {
                     Event::Start {
                         id: id.to_string(),
@@ -385,11 +413,7 @@ impl Lifecycle {
         });
         if let Some(exit) = made.exit {
             let state = c.process(id, exec_id)?.state.clone();
-            let record = exec_id.is_empty().then(|| c.record.clone());
             self.watch(&state, record, id, exec_id, made.pid, exit);
-        }
-        if started && exec_id.is_empty() {
-            c.persist(Status::Running);
         }
         Ok(made.pid)
     }
@@ -561,11 +585,13 @@ impl Lifecycle {
         } else {
             c.instance.resume().await?;
         }
-        let mut changed = false;
-        c.init.state.send_modify(|s| changed = s.apply(t, None));
-        if changed {
-            c.persist(status);
-        }
+        c.init.state.send_if_modified(|s| {
+            let changed = s.apply(t, None);
+            if changed {
+                persist(&c.record, status);
+            }
+            changed
+        });
         self.events.send(if pause {
             Event::Paused { id: id.to_string() }
         } else {
@@ -621,6 +647,7 @@ impl Lifecycle {
 async fn finish(
     state: &watch::Sender<State>,
     events: &dyn Events,
+    record: Option<&RecordFile>,
     id: &str,
     exec_id: &str,
     pid: u32,
@@ -640,6 +667,9 @@ async fn finish(
             starting = s.starting;
             if starting || !s.apply(Transition::Exit, Some(exit)) {
                 return false;
+            }
+            if let Some(r) = record {
+                persist(r, Status::Stopped);
             }
             if ended.oom {
                 events.send(Event::Oom { id: id.to_string() });
