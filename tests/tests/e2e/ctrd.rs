@@ -511,6 +511,7 @@ pub const ECHO: &str = "localhost/wasmbox-test/echo:ctr";
 pub const HTTP_HELLO: &str = "localhost/wasmbox-test/http-hello:ctr";
 pub const DEVICES: &str = "localhost/wasmbox-test/devices:ctr";
 pub const PAUSE: &str = "localhost/wasmbox-test/pause:ctr";
+pub const NET_PROBE: &str = "localhost/wasmbox-test/net-probe:ctr";
 
 /// Guests written in WAT (`examples/wat/NAME.wat`), stored compiled in one image as `/NAME.wasm`.
 pub const WAT_GUESTS: &[&str] = &["dots", "grow", "spin", "flood"];
@@ -577,6 +578,16 @@ impl Images {
             ECHO,
         ]);
         save(ECHO, &[]);
+        let probe = guest("net-probe/net-probe.wasm");
+        run(&[
+            "build",
+            "--format",
+            "compat",
+            probe.to_str().unwrap(),
+            "-t",
+            NET_PROBE,
+        ]);
+        save(NET_PROBE, &[]);
         let http = guest("http-hello/http-hello.wasm");
         run(&[
             "build",
