@@ -100,15 +100,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def busybox_archive(path):
-    """An OCI archive with a single-layer busybox image (static, from busybox-static)."""
+def image_archive(path, name, files, links, config):
+    """An OCI archive holding one single-layer image `name`: `files` are (path in the layer, file
+    on the host), `links` (path, target) symbolic links; `config` gets the layer's diff id."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as t:
-        t.add("/bin/busybox", arcname="bin/busybox")
-        for applet in ("echo", "sleep", "sh"):
-            i = tarfile.TarInfo(f"bin/{applet}")
+        for arcname, src in files:
+            t.add(src, arcname=arcname)
+        for arcname, target in links:
+            i = tarfile.TarInfo(arcname)
             i.type = tarfile.SYMTYPE
-            i.linkname = "busybox"
+            i.linkname = target
             t.addfile(i)
     blobs = {}
 
@@ -118,21 +120,36 @@ def busybox_archive(path):
         return {"mediaType": media, "digest": d, "size": len(b)}
 
     ld = put(layer.getvalue(), "application/vnd.oci.image.layer.v1.tar")
-    config = {"os": "linux", "architecture": "amd64", "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
-              "rootfs": {"type": "layers", "diff_ids": [ld["digest"]]}}
+    config = dict(config, rootfs={"type": "layers", "diff_ids": [ld["digest"]]})
     cd = put(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
     md = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                          "config": cd, "layers": [ld]}).encode(), "application/vnd.oci.image.manifest.v1+json")
-    md["annotations"] = {"io.containerd.image.name": BUSYBOX, "org.opencontainers.image.ref.name": "1"}
+    md["annotations"] = {"io.containerd.image.name": name,
+                         "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1]}
     with tarfile.open(path, "w") as t:
-        def add(name, b):
-            i = tarfile.TarInfo(name)
+        def add(n, b):
+            i = tarfile.TarInfo(n)
             i.size = len(b)
             t.addfile(i, io.BytesIO(b))
         add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
         add("index.json", json.dumps({"schemaVersion": 2, "manifests": [md]}).encode())
         for d, b in blobs.items():
             add("blobs/sha256/" + d.split(":")[1], b)
+    return path
+
+
+def busybox_archive(path):
+    """An OCI archive with a single-layer busybox image (static, from busybox-static)."""
+    return image_archive(path, BUSYBOX, [("bin/busybox", "/bin/busybox")],
+                         [(f"bin/{a}", "busybox") for a in ("echo", "sleep", "sh")],
+                         {"os": "linux", "architecture": "amd64",
+                          "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]}})
+
+
+def single_file_archive(path, name, src, arcname, entrypoint):
+    """An OCI archive whose one layer holds the native program `src` at `/arcname`."""
+    return image_archive(path, name, [(arcname, src)], [],
+                         {"os": "linux", "architecture": "amd64", "config": {"Entrypoint": entrypoint}})
 
 
 def wasm_archives(wasmbox, examples, workdir):
