@@ -78,6 +78,15 @@ pub fn main() -> i32 {
         eprintln!("{RUNTIME_ID}: {e}");
         return 1;
     }
+    // A pod sandbox's new IPC and UTS namespaces are the shim's own: it holds the sandbox.
+    if flags
+        .as_ref()
+        .is_some_and(|f| f.action.is_empty() && !f.info)
+        && let Err(e) = crate::lifecycle::sandbox::enter_from_bundle(Path::new("."))
+    {
+        eprintln!("{RUNTIME_ID}: {e}");
+        return 1;
+    }
     // ... and a private mount namespace (a slave of the host's), where each wasm container's
     // filesystem is built as a mount tree and runc-delegated containers are mounted too.
     if flags

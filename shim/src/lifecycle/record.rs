@@ -22,6 +22,8 @@ pub enum Kind {
     Wasm,
     /// A native process run by runc.
     Native,
+    /// A pod's sandbox held by the shim itself (no process of its own).
+    Sandbox,
 }
 
 /// The persisted record of one container.

@@ -111,8 +111,13 @@ impl Cri {
     /// Starts containerd in a new network namespace, imports `images` into `k8s.io` (the pause
     /// image always), and waits until the CRI plugin says the runtime and network are ready.
     fn start(images: &[&str]) -> Self {
+        Self::start_with_env(images, &[])
+    }
+
+    /// [`Cri::start`] with `env` in containerd's environment (which its shims inherit).
+    fn start_with_env(images: &[&str], env: &[(&str, &str)]) -> Self {
         let netns = TestNetns::new("wbcri");
-        let ctrd = Containerd::start_cri(&netns, cri_config);
+        let ctrd = Containerd::start_cri(&netns, env, cri_config);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -356,6 +361,12 @@ impl Cri {
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "task state left: {left:?}");
+        let ours = self.runc_containers();
+        assert!(ours.is_empty(), "runc containers left: {ours:?}");
+    }
+
+    /// The runc containers the shims of this containerd run (their bundles are in its state).
+    fn runc_containers(&self) -> Vec<String> {
         let d = self.ctrd.dir.path().to_string_lossy().into_owned();
         let runc = std::process::Command::new("runc")
             .args([
@@ -368,13 +379,26 @@ impl Cri {
             .output()
             .unwrap();
         let listed: serde_json::Value = serde_json::from_slice(&runc.stdout).unwrap_or_default();
-        let ours: Vec<_> = listed
+        listed
             .as_array()
             .into_iter()
             .flatten()
             .filter(|c| c["bundle"].as_str().is_some_and(|b| b.starts_with(&d)))
-            .collect();
-        assert!(ours.is_empty(), "runc containers left: {ours:?}");
+            .filter_map(|c| c["id"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// A container's pid, from its verbose status.
+    fn container_pid(&self, id: &str) -> u32 {
+        let info = self
+            .call(self.rs().container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            }))
+            .unwrap()
+            .info;
+        let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        info["pid"].as_u64().unwrap() as u32
     }
 
     /// Starts a docker-registry on [`REGISTRY`], inside the test's network namespace.
@@ -569,6 +593,8 @@ fn a_wasm_pod_runs_containers_to_completion_and_leaves_nothing_when_removed() {
     let pod_netns = cri.pod_netns(&pod_id);
     assert!(pod_netns.exists());
     assert_eq!(cri.pods().len(), 1);
+    // The shim holds the sandbox: no pause container, no runc call.
+    assert_eq!(cri.runc_containers(), Vec::<String>::new());
 
     // One that succeeds, one that fails.
     let ok = cri.create(&pod_id, &pod, container("hello", HELLO, &["from", "a pod"]));
@@ -646,6 +672,43 @@ fn stop_container_ends_a_wasm_guest_at_sigterm_and_a_native_sidecar_at_the_grace
     cri.start_container(&sidecar);
     cri.wait_state(&spin, ContainerState::ContainerRunning);
     cri.wait_state(&sidecar, ContainerState::ContainerRunning);
+    // The sidecar lives in the pod's own UTS (the pod's hostname) and IPC namespaces, which the
+    // shim made for the sandbox it holds; not the host's.
+    let out = cri.exec_sync(&sidecar, &["hostname"], 30).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "mixed\n");
+    let pid = cri.container_pid(&sidecar);
+    for ns in ["ipc", "uts"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(theirs, ours, "the sidecar's {ns} namespace is the host's");
+    }
+    // A pod PID namespace (shareProcessNamespace) is one the shim cannot hold: refused.
+    let mut shared = container("shared-pid", BUSYBOX, &[]);
+    shared.command = vec!["sleep".into(), "3600".into()];
+    let opts = shared
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap();
+    opts.pid = NamespaceMode::Pod as i32;
+    std::fs::create_dir_all(Path::new(&pod.log_directory).join("shared-pid")).unwrap();
+    // containerd makes the task (the shim's create) at StartContainer.
+    let shared = cri.create(&pod_id, &pod, shared);
+    let refused = cri
+        .call(cri.rs().start_container(StartContainerRequest {
+            container_id: shared.clone(),
+        }))
+        .unwrap_err();
+    assert!(
+        refused.message().contains("shareProcessNamespace"),
+        "{}",
+        refused.message()
+    );
 
     let t = Instant::now();
     cri.stop_container(&spin, 30);
@@ -665,7 +728,7 @@ fn stop_container_ends_a_wasm_guest_at_sigterm_and_a_native_sidecar_at_the_grace
     );
 
     let pod_netns = cri.pod_netns(&pod_id);
-    for id in [&spin, &sidecar] {
+    for id in [&spin, &sidecar, &shared] {
         cri.remove_container(id);
     }
     cri.remove_pod(&pod_id);
@@ -1413,4 +1476,19 @@ fn a_pods_wasm_work_is_charged_to_its_cgroup_and_its_cpu_limit_throttles_it() {
     cri.remove_pod(&pod_id);
     wait_until("the pod's shim exits", || cri.ctrd.shims().is_empty());
     assert!(!cg.shim_dir().exists());
+}
+
+#[test]
+fn with_wasmbox_sandbox_runc_a_pod_keeps_runcs_pause_container() {
+    let cri = Cri::start_with_env(&[HELLO], &[("WASMBOX_SANDBOX", "runc")]);
+    let pod = cri.pod("paused");
+    let pod_id = cri.run_pod(&pod, &handler());
+    assert_eq!(cri.runc_containers(), std::slice::from_ref(&pod_id));
+    let id = cri.create(&pod_id, &pod, container("hello", HELLO, &[]));
+    cri.start_container(&id);
+    let st = cri.wait_state(&id, ContainerState::ContainerExited);
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+    let pod_netns = cri.pod_netns(&pod_id);
+    cri.remove_pod(&pod_id);
+    cri.assert_nothing_left(&pod_netns);
 }

@@ -162,8 +162,12 @@ state = "{d}/state"
     /// Starts a containerd with its CRI plugin, in network namespace `netns`, for containerd
     /// namespace `k8s.io`. `configure` gets its directory and returns the CRI plugin's
     /// configuration (TOML, after the top-level keys).
-    pub fn start_cri(netns: &TestNetns, configure: impl FnOnce(&Path) -> String) -> Self {
-        let c = Self::new("k8s.io".into(), &[], Some(netns.0.clone()));
+    pub fn start_cri(
+        netns: &TestNetns,
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&Path) -> String,
+    ) -> Self {
+        let c = Self::new("k8s.io".into(), env, Some(netns.0.clone()));
         let extra = configure(c.dir.path());
         let mut c = c;
         c.configure(&extra);
@@ -652,7 +656,7 @@ impl Images {
             .expect("/bin/busybox: tests/run.sh installs busybox-static");
         let mut files: Vec<(&str, &[u8], Option<Special<'_>>)> =
             vec![("bin/busybox", bb.as_slice(), None)];
-        for applet in ["sh", "echo", "sleep", "cat", "true", "wget"] {
+        for applet in ["sh", "echo", "sleep", "cat", "true", "wget", "hostname"] {
             files.push((
                 Box::leak(format!("bin/{applet}").into_boxed_str()),
                 b"",
