@@ -434,7 +434,16 @@ fn file_point_in_root(root: BorrowedFd<'_>, rel: &Path) -> std::io::Result<Owned
                 Ok(_) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
-            open()?
+            match open() {
+                Ok(fd) => fd,
+                // The name is there but leads nowhere: a link to a file the rootfs lacks.
+                Err(Errno::NOENT) => {
+                    return Err(std::io::Error::other(
+                        "it is a symbolic link to a file missing from the rootfs",
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Err(e) => return Err(e.into()),
     };

@@ -14,8 +14,10 @@ use toml_edit::{Array, DocumentMut, Item, Table, value};
 
 /// The shim binary's name.
 const SHIM: &str = "containerd-shim-wasmbox-v1";
-/// k3s's template, relative to the host's root.
-const K3S_TEMPLATE: &str = "var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl";
+/// k3s's containerd configuration directory, relative to the host's root.
+const K3S_DIR: &str = "var/lib/rancher/k3s/agent/etc/containerd";
+/// What a config this command made from nothing holds (so `--uninstall` removes it again).
+const CREATED: &str = "# Written by `wasmbox install containerd`: containerd's defaults fill in the rest.\nversion = 2\n";
 /// The first line of a k3s template that keeps k3s's own configuration.
 const K3S_BASE: &str = "{{ template \"base\" . }}";
 
@@ -96,7 +98,7 @@ impl ContainerdInstall {
         };
         let config = match (&self.config, self.k3s) {
             (Some(c), _) => on_host(c),
-            (None, true) => self.host_root.join(K3S_TEMPLATE),
+            (None, true) => k3s_template(&self.host_root.join(K3S_DIR)),
             (None, false) => on_host(Path::new("/etc/containerd/config.toml")),
         };
         let shim = on_host(&self.bin_dir).join(SHIM);
@@ -128,10 +130,16 @@ impl ContainerdInstall {
         };
         let verb = if self.dry_run { "would " } else { "" };
         let mut stderr = std::io::stderr().lock();
-        for (path, change, what) in [
-            (&config, &config_change, "containerd configuration"),
+        // containerd never names a runtime whose shim is missing: the shim goes in first and
+        // out last.
+        let mut steps = [
             (&shim, &shim_change, "shim"),
-        ] {
+            (&config, &config_change, "containerd configuration"),
+        ];
+        if self.uninstall {
+            steps.reverse();
+        }
+        for (path, change, what) in steps {
             match change {
                 Change::Unchanged => {
                     writeln!(stderr, "wasmbox: {what} {}: unchanged", path.display())?
@@ -174,8 +182,13 @@ impl ContainerdInstall {
                 if self.uninstall {
                     return Ok(Change::Unchanged);
                 }
-                // containerd's defaults fill in everything else.
-                "version = 2\n".to_string()
+                return Ok(Change::Wrote(
+                    format!(
+                        "{CREATED}\n{}",
+                        self.table_text("io.containerd.grpc.v1.cri")
+                    )
+                    .into_bytes(),
+                ));
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
@@ -203,6 +216,10 @@ impl ContainerdInstall {
             if runtimes.remove(&self.name).is_none() {
                 return Ok(Change::Unchanged);
             }
+            // A config this command made from nothing goes as it came.
+            if doc.to_string().trim_end() == CREATED.trim_end() {
+                return Ok(Change::Removed);
+            }
         } else {
             let runtimes = table_at(&mut doc, &keys, true).with_context(|| {
                 format!(
@@ -221,11 +238,22 @@ impl ContainerdInstall {
                     self.name
                 );
             };
-            set_if_different(entry, "runtime_type", value(crate::containerd::RUNTIME_ID));
+            if entry.get("runtime_type").and_then(Item::as_str)
+                != Some(crate::containerd::RUNTIME_ID)
+            {
+                entry.insert("runtime_type", value(crate::containerd::RUNTIME_ID));
+            }
+            // `wasmbox.*` joins whatever annotations an operator already passes through.
             for k in ["pod_annotations", "container_annotations"] {
-                let mut a = Array::new();
-                a.push("wasmbox.*");
-                set_if_different(entry, k, value(a));
+                match entry.get_mut(k).and_then(Item::as_array_mut) {
+                    Some(a) if a.iter().any(|v| v.as_str() == Some("wasmbox.*")) => {}
+                    Some(a) => a.push("wasmbox.*"),
+                    None => {
+                        let mut a = Array::new();
+                        a.push("wasmbox.*");
+                        entry.insert(k, value(a));
+                    }
+                }
             }
         }
         let new = doc.to_string();
@@ -259,22 +287,14 @@ impl ContainerdInstall {
                 _ => Change::Unchanged,
             });
         }
-        // k3s renders its base in the config version of the containerd it ships, which the
-        // config.toml it rendered last says.
-        let rendered = path.with_file_name("config.toml");
-        let version = std::fs::read_to_string(&rendered)
-            .ok()
-            .and_then(|t| t.parse::<DocumentMut>().ok())
-            .map(|d| cri_plugin(&d).map(str::to_string))
-            .transpose()
-            .with_context(|| format!("{}", rendered.display()))?
-            .unwrap_or_else(|| "io.containerd.grpc.v1.cri".to_string());
-        let block = format!(
-            "{begin}\n[plugins.\"{version}\".containerd.runtimes.{name}]\n  runtime_type = \"{ty}\"\n  \
-             pod_annotations = [\"wasmbox.*\"]\n  container_annotations = [\"wasmbox.*\"]\n{end}\n",
-            name = self.name,
-            ty = crate::containerd::RUNTIME_ID,
-        );
+        // k3s renders its base in the config version of the containerd it ships (3 from
+        // `config-v3.toml.tmpl`), which the config.toml it rendered last says.
+        let plugin = if path.file_name().is_some_and(|n| n == "config-v3.toml.tmpl") {
+            "io.containerd.cri.v1.runtime"
+        } else {
+            "io.containerd.grpc.v1.cri"
+        };
+        let block = format!("{begin}\n{}{end}\n", self.table_text(plugin));
         let base = without.unwrap_or_else(|| format!("{K3S_BASE}\n"));
         let sep = if base.is_empty() || base.ends_with("\n\n") {
             ""
@@ -289,6 +309,33 @@ impl ContainerdInstall {
         } else {
             Change::Wrote(new.into_bytes())
         })
+    }
+}
+
+impl ContainerdInstall {
+    /// The runtime's table as text, for a config whose CRI plugin is `plugin`.
+    fn table_text(&self, plugin: &str) -> String {
+        format!(
+            "[plugins.\"{plugin}\".containerd.runtimes.{name}]\n  runtime_type = \"{ty}\"\n  \
+             pod_annotations = [\"wasmbox.*\"]\n  container_annotations = [\"wasmbox.*\"]\n",
+            name = self.name,
+            ty = crate::containerd::RUNTIME_ID,
+        )
+    }
+}
+
+/// k3s's template in `dir`: `config-v3.toml.tmpl` when k3s runs containerd 2 (that template
+/// exists, or the config.toml k3s rendered is version 3), else `config.toml.tmpl`.
+fn k3s_template(dir: &Path) -> PathBuf {
+    let v3 = dir.join("config-v3.toml.tmpl");
+    let rendered_v3 = std::fs::read_to_string(dir.join("config.toml"))
+        .ok()
+        .and_then(|t| t.parse::<DocumentMut>().ok())
+        .is_some_and(|d| d.get("version").and_then(Item::as_integer) == Some(3));
+    if v3.exists() || rendered_v3 {
+        v3
+    } else {
+        dir.join("config.toml.tmpl")
     }
 }
 
@@ -319,18 +366,6 @@ fn table_at<'a>(doc: &'a mut DocumentMut, keys: &[&str], create: bool) -> Option
         t = t.get_mut(k)?.as_table_mut()?;
     }
     Some(t)
-}
-
-/// Sets `key`, unless it already has this value (so its formatting stays as it was).
-fn set_if_different(t: &mut Table, key: &str, v: Item) {
-    let same = t
-        .get(key)
-        .and_then(Item::as_value)
-        .zip(v.as_value())
-        .is_some_and(|(a, b)| a.to_string().trim() == b.to_string().trim());
-    if !same {
-        t.insert(key, v);
-    }
 }
 
 /// `text` without the lines from `begin` to `end` (and one blank line before them).

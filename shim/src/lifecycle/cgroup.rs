@@ -174,8 +174,8 @@ fn current(hier: &[Hierarchy], proc_cgroup: &str) -> Vec<Option<PathBuf>> {
         .collect()
 }
 
-/// Moves this process into `POD/wasmbox` in every hierarchy. A hierarchy where that fails
-/// (the pod's cgroup is not there, no permission) is left as it was, with a warning.
+/// Moves this process into `POD/wasmbox` in every hierarchy where the pod's cgroup exists. A
+/// hierarchy where that fails (no permission) is left as it was, with a warning.
 pub fn join(pod: &str) -> PodCgroup {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
@@ -187,10 +187,23 @@ pub fn join(pod: &str) -> PodCgroup {
     };
     let pid = std::process::id().to_string();
     for (h, before) in hier.iter().zip(now) {
-        let Some(dir) = h.dir(&format!("{pod}/{NAME}")) else {
+        let (Some(pod_dir), Some(dir)) = (h.dir(pod), h.dir(&format!("{pod}/{NAME}"))) else {
             continue;
         };
-        let moved = std::fs::create_dir_all(&dir)
+        // The pod's cgroup is kubelet's to make (with its limits); where it has none, nothing is
+        // made or joined.
+        if !pod_dir.is_dir() {
+            tracing::debug!(cgroup = %pod_dir.display(), "no pod cgroup in this hierarchy");
+            continue;
+        }
+        let moved = std::fs::create_dir(&dir)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
             .and_then(|()| {
                 if h.controllers.iter().any(|c| c == "cpuset") {
                     fill_cpuset(&h.mount, &dir)

@@ -547,7 +547,12 @@ impl Lifecycle {
                 "container {id} is still running; kill it first"
             )));
         }
-        c.instance.delete().await?;
+        // An end the delete brings about (runc's created init, killed) is not told after it.
+        c.init.state.send_modify(|s| s.deleted = true);
+        if let Err(e) = c.instance.delete().await {
+            c.init.state.send_modify(|s| s.deleted = false);
+            return Err(e);
+        }
         c.execs.clear();
         if c.mounted {
             container::unmount_rootfs(&c.bundle);
@@ -598,17 +603,19 @@ impl Lifecycle {
         } else {
             c.instance.resume().await?;
         }
+        let events = &self.events;
         c.init.state.send_if_modified(|s| {
             let changed = s.apply(t, None);
+            // Not when its end came first: it is stopped, and that was told.
             if changed {
                 persist(&c.record, status);
+                events.send(if pause {
+                    Event::Paused { id: id.to_string() }
+                } else {
+                    Event::Resumed { id: id.to_string() }
+                });
             }
             changed
-        });
-        self.events.send(if pause {
-            Event::Paused { id: id.to_string() }
-        } else {
-            Event::Resumed { id: id.to_string() }
         });
         Ok(())
     }
@@ -683,6 +690,9 @@ async fn finish(
             }
             if let Some(r) = record {
                 persist(r, Status::Stopped);
+            }
+            if s.deleted {
+                return true;
             }
             if ended.oom {
                 events.send(Event::Oom { id: id.to_string() });

@@ -100,7 +100,14 @@ impl Native {
             Some(stdio.open_native().await?),
         )
         .await?;
-        read_pid(&pid_file)
+        match read_pid(&pid_file) {
+            Ok(pid) => Ok(pid),
+            Err(e) => {
+                // runc made the container: it must not outlive a failed create.
+                let _ = self.delete(true).await;
+                Err(e)
+            }
+        }
     }
 
     /// `runc start`.
@@ -203,6 +210,12 @@ fn runc_error(log: &Path) -> Option<String> {
 /// Sends `signal` to a native process by pid (exec'd processes).
 #[allow(unsafe_code, reason = "kill(2) on a pid the reaper tracks")]
 fn signal_pid(pid: u32, signal: u32) -> Result<()> {
+    // 0 and anything past i32 would name a process group, or every process.
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Err(ShimError::Internal(format!(
+            "no process to signal (pid {pid})"
+        )));
+    }
     // SAFETY: kill has no memory effects.
     if unsafe { libc::kill(pid as i32, signal as i32) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -227,12 +240,20 @@ fn exit_of(pid: u32, since: std::time::Instant) -> ExitFuture {
     })
 }
 
+/// An added process not started yet.
+struct Pending {
+    /// Its OCI process JSON (runc starts an added process at once, so it is handed over at
+    /// start).
+    process: Vec<u8>,
+    /// Ends it if it is killed before it starts.
+    exit: tokio::sync::oneshot::Sender<Ended>,
+}
+
 /// A native container: runc runs its init and its added processes.
 pub struct NativeInstance {
     runc: Native,
-    /// Added processes not started yet: their OCI process JSON (runc starts an added process at
-    /// once, so it is handed over at start).
-    pending: HashMap<String, Vec<u8>>,
+    /// Added processes not started yet.
+    pending: HashMap<String, Pending>,
 }
 
 impl NativeInstance {
@@ -281,12 +302,13 @@ impl Instance for NativeInstance {
             self.runc.start().await?;
             return Ok(Made { pid, exit: None });
         }
-        let json = self.pending.get(exec_id).ok_or_else(|| {
+        let pending = self.pending.get(exec_id).ok_or_else(|| {
             ShimError::NotFound(format!("process {exec_id} in container {}", self.runc.id))
         })?;
         let since = std::time::Instant::now();
-        // On failure the process stays created, and may be started again.
-        let pid = self.runc.exec(exec_id, json, stdio).await?;
+        // On failure the process stays created: it may be started again, or killed.
+        let pid = self.runc.exec(exec_id, &pending.process, stdio).await?;
+        // Its end is now the real process's.
         self.pending.remove(exec_id);
         Ok(Made {
             pid,
@@ -298,12 +320,31 @@ impl Instance for NativeInstance {
         if exec_id.is_empty() {
             return self.runc.kill(signal, all).await;
         }
+        // Never started: there is no process to signal, and it ends now.
+        if let Some(p) = self.pending.remove(exec_id) {
+            let _ = p.exit.send(Ended {
+                code: 128 + signal,
+                oom: false,
+            });
+            return Ok(());
+        }
         signal_pid(pid, signal)
     }
 
     async fn exec(&mut self, exec_id: &str, process: &[u8], _stdio: &StdioPaths) -> Result<Made> {
-        self.pending.insert(exec_id.to_string(), process.to_vec());
-        Ok(Made { pid: 0, exit: None })
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending.insert(
+            exec_id.to_string(),
+            Pending {
+                process: process.to_vec(),
+                exit: tx,
+            },
+        );
+        Ok(Made {
+            pid: 0,
+            // Resolves if it is killed before it starts; dropped (nothing) once it starts.
+            exit: Some(Box::pin(async move { rx.await.ok() })),
+        })
     }
 
     fn remove_exec(&mut self, exec_id: &str) {

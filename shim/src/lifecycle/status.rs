@@ -97,6 +97,8 @@ pub struct State {
     pub exit: Option<Exit>,
     /// A start is under way: its outcome (and its event) comes before an exit is recorded.
     pub starting: bool,
+    /// Its container was deleted: an exit still recorded is not told (a delete was).
+    pub deleted: bool,
 }
 
 impl State {
@@ -106,6 +108,7 @@ impl State {
             status: Status::Created,
             exit: None,
             starting: false,
+            deleted: false,
         }
     }
 

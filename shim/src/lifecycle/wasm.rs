@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use tokio::sync::oneshot;
-use wasmbox_runtime::{Bundle, ExitReason, Prepared, Running, Runtime};
+use wasmbox_runtime::{Bundle, ExitReason, KillHandle, Prepared, Running, Runtime};
 
 use super::container::{self, Entry};
 use super::error::{Result, ShimError, chain};
@@ -55,6 +55,10 @@ impl Guest {
     }
 }
 
+/// The started added processes of a container, which end with its init (as a pid namespace's
+/// processes end with its pid 1).
+type ExecKills = Arc<std::sync::Mutex<HashMap<String, KillHandle>>>;
+
 /// A wasm container: its spec (kept for exec) and its guests by exec id ("" for init).
 pub struct WasmInstance {
     id: String,
@@ -62,6 +66,7 @@ pub struct WasmInstance {
     bundle: PathBuf,
     spec: Box<Spec>,
     guests: HashMap<String, Guest>,
+    execs: ExecKills,
 }
 
 impl WasmInstance {
@@ -97,6 +102,7 @@ impl WasmInstance {
                 bundle: bundle.dir.clone(),
                 spec: Box::new(spec),
                 guests: HashMap::from([(String::new(), guest)]),
+                execs: ExecKills::default(),
             },
             made,
         ))
@@ -125,6 +131,7 @@ impl Instance for WasmInstance {
                 "container {id} cannot be started"
             )));
         };
+        // On failure it stays Done with its end still to tell: a kill ends it.
         let running = Arc::new(
             prepared
                 .start(io)
@@ -132,9 +139,24 @@ impl Instance for WasmInstance {
         );
         guest.body = Body::Running(running.clone());
         let tx = guest.exit.take();
+        let execs = self.execs.clone();
+        if !exec_id.is_empty() {
+            execs
+                .lock()
+                .expect("exec kills")
+                .insert(exec_id.to_string(), running.kill_handle());
+        }
         let exec_id = exec_id.to_string();
         tokio::spawn(async move {
             let st = running.wait_async().await;
+            if exec_id.is_empty() {
+                // The container's end is its added processes' too.
+                for k in execs.lock().expect("exec kills").values() {
+                    k.kill(libc::SIGKILL);
+                }
+            } else {
+                execs.lock().expect("exec kills").remove(&exec_id);
+            }
             if !matches!(st.reason, ExitReason::Exited(_) | ExitReason::Signaled(_)) {
                 tracing::info!(id, exec_id, status = %st, "guest ended");
             }
@@ -161,8 +183,9 @@ impl Instance for WasmInstance {
                 Body::Running(r) => {
                     r.kill_handle().kill(signal as i32);
                 }
-                // Never started: it ends now, as runc's created processes do.
-                Body::Created(..) => {
+                // Never started (or its start failed): it ends now, as runc's created
+                // processes do.
+                Body::Created(..) | Body::Done => {
                     g.body = Body::Done;
                     if let Some(tx) = g.exit.take() {
                         let _ = tx.send(Ended {
@@ -171,7 +194,6 @@ impl Instance for WasmInstance {
                         });
                     }
                 }
-                Body::Done => {}
             }
         }
         Ok(())
@@ -209,6 +231,7 @@ impl Instance for WasmInstance {
 
     fn remove_exec(&mut self, exec_id: &str) {
         self.guests.remove(exec_id);
+        self.execs.lock().expect("exec kills").remove(exec_id);
     }
 
     async fn pause(&mut self) -> Result<()> {

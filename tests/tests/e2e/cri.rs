@@ -682,6 +682,20 @@ fn stop_container_ends_a_wasm_guest_at_sigterm_and_a_native_sidecar_at_the_grace
         let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         assert_ne!(theirs, ours, "the sidecar's {ns} namespace is the host's");
     }
+    // An exec into the sidecar that runc cannot start fails alone: containerd kills and deletes
+    // the process that never started, and the pod's shim and containers stay.
+    let bad = cri.exec_sync(&sidecar, &["/no/such/program"], 30);
+    assert!(
+        bad.is_err() || bad.as_ref().is_ok_and(|o| o.exit_code != 0),
+        "{bad:?}"
+    );
+    for id in [&spin, &sidecar] {
+        assert_eq!(
+            cri.status(id).state,
+            ContainerState::ContainerRunning as i32
+        );
+    }
+    assert_eq!(cri.ctrd.shims().len(), 1);
     // A pod PID namespace (shareProcessNamespace) is one the shim cannot hold: refused.
     let mut shared = container("shared-pid", BUSYBOX, &[]);
     shared.command = vec!["sleep".into(), "3600".into()];
@@ -1327,8 +1341,24 @@ impl PodCgroupDir {
             N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         );
         let path = format!("/{top}/pod{name}");
+        // In every hierarchy, as kubelet makes a pod's cgroup (systemd's own one aside).
+        for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let m = e.path();
+            let v1 = m.join("cgroup.procs").exists() && !m.ends_with("systemd");
+            if v1
+                && !std::fs::symlink_metadata(&m)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            {
+                std::fs::create_dir_all(m.join(path.trim_start_matches('/'))).unwrap();
+            }
+        }
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            std::fs::create_dir_all(Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')))
+                .unwrap();
+        }
         let cpu = cgroup_mount("cpu").join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(&cpu).unwrap();
         if cpu.join("cpu.cfs_quota_us").exists() {
             std::fs::write(cpu.join("cpu.cfs_period_us"), "100000").unwrap();
             std::fs::write(cpu.join("cpu.cfs_quota_us"), quota_us.to_string()).unwrap();

@@ -376,6 +376,34 @@ fn single_files_are_bound_alone_and_read_only_as_given() {
     h.assert_secret_untouched();
 }
 
+/// A single-file destination that is a link to a file the rootfs lacks fails, saying so.
+#[test]
+fn a_single_file_destination_linked_to_nothing_is_a_clear_error() {
+    let h = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(
+        dir.path(),
+        serde_json::json!({"mounts": [
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": h.path("vol/inside.txt"), "options": ["rbind", "ro"]}
+        ]}),
+    );
+    std::fs::create_dir_all(b.join("rootfs/etc")).unwrap();
+    symlink(
+        "../run/missing/resolv.conf",
+        b.join("rootfs/etc/resolv.conf"),
+    )
+    .unwrap();
+    let arg = b.display().to_string();
+    let line = Wasmbox::new()
+        .run(&["run", "--bundle", &arg, "cat", "/etc/resolv.conf"])
+        .the_error_line()
+        .to_string();
+    assert!(
+        line.contains("/etc/resolv.conf") && line.contains("symbolic link to a file missing"),
+        "{line}"
+    );
+}
+
 /// A single-file source is opened like a directory grant: no symbolic link on its path, never
 /// a device node, never one of wasmbox's own files.
 #[test]

@@ -189,6 +189,35 @@ version = 2
     install(&wb, &un).code(0);
     assert_eq!(std::fs::read_to_string(&config).unwrap(), mine);
 
+    // An entry of the operator's own keeps its other keys and its other annotation patterns.
+    let own_entry = r#"version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmbox]
+  runtime_type = "io.containerd.wasmbox.v1" # pinned
+  pod_annotations = ["example.com/*"]
+  snapshotter = "native"
+"#;
+    std::fs::write(&config, own_entry).unwrap();
+    install(&wb, &args).code(0);
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("# pinned"), "{text}");
+    assert!(
+        text.contains(r#"pod_annotations = ["example.com/*", "wasmbox.*"]"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"snapshotter = "native""#), "{text}");
+    let dumped = dump(&config);
+    assert!(
+        dumped.contains("example.com/*") && dumped.contains("native"),
+        "{dumped}"
+    );
+
+    // No config at all: one is made (containerd's defaults fill in the rest), and goes again.
+    std::fs::remove_file(&config).unwrap();
+    install(&wb, &args).code(0);
+    assert!(dump(&config).contains("io.containerd.wasmbox.v1"));
+    install(&wb, &un).code(0);
+    assert!(!config.exists());
+
     // Not TOML: refused, naming the file, and nothing changes.
     let broken = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\n";
     std::fs::write(&config, broken).unwrap();
@@ -241,4 +270,22 @@ fn k3s_gets_a_template_block_that_keeps_its_base() {
     assert!(std::fs::read_to_string(&tmpl).unwrap().starts_with(own));
     install(&wb, &un).code(0);
     assert_eq!(std::fs::read_to_string(&tmpl).unwrap(), own);
+    std::fs::remove_file(&tmpl).unwrap();
+
+    // A k3s that runs containerd 2 renders config version 3 from config-v3.toml.tmpl.
+    std::fs::write(dir.join("config.toml"), "version = 3\n").unwrap();
+    install(&wb, &args).code(0);
+    assert!(!tmpl.exists());
+    let v3 = std::fs::read_to_string(dir.join("config-v3.toml.tmpl")).unwrap();
+    assert!(
+        v3.contains(r#"[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasmbox]"#),
+        "{v3}"
+    );
+    install(&wb, &args).code(0);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("config-v3.toml.tmpl")).unwrap(),
+        v3
+    );
+    install(&wb, &un).code(0);
+    assert!(!dir.join("config-v3.toml.tmpl").exists());
 }
