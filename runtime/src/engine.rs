@@ -477,6 +477,7 @@ impl Runtime {
                         Component::from_binary(engine, binary).map_err(compile_err)?,
                     ),
                 };
+                trim_heap();
                 (k, None)
             }
             Some((program, memory)) => {
@@ -514,6 +515,7 @@ impl Runtime {
                             tracing::warn!(name, error = %e, "could not serialize compiled code")
                         }
                     }
+                    trim_heap();
                 });
             match job {
                 Ok(h) => self
@@ -533,6 +535,21 @@ impl Runtime {
             name: name.to_string(),
             kind,
         }
+    }
+}
+
+/// Gives the memory a compile (or its serialization) used and freed back to the kernel. The
+/// allocator keeps freed memory in the arena of the thread that used it, so a long-lived process
+/// (a pod's shim) would otherwise keep a compile's peak, about 10 MiB, resident for good.
+#[allow(
+    unsafe_code,
+    reason = "malloc_trim(3) only releases free memory of the allocator's own"
+)]
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers and only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
