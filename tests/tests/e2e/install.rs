@@ -289,3 +289,36 @@ fn k3s_gets_a_template_block_that_keeps_its_base() {
     install(&wb, &un).code(0);
     assert!(!dir.join("config-v3.toml.tmpl").exists());
 }
+
+/// The installer DaemonSet runs this very command against the host's root, mounted where it says.
+#[test]
+fn the_installer_daemonset_runs_the_install_on_the_hosts_root() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kubernetes/installer.yaml"),
+    )
+    .unwrap();
+    let ds: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(ds["kind"].as_str(), Some("DaemonSet"));
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["privileged"].as_bool(), Some(true));
+    let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    let volume = &pod["volumes"][0];
+    assert_eq!(volume["name"], c["volumeMounts"][0]["name"]);
+    assert_eq!(volume["hostPath"]["path"].as_str(), Some("/"));
+    let script = c["command"][2].as_str().unwrap();
+    assert!(
+        script.contains(&format!("wasmbox install containerd --host-root {mount}")),
+        "{script}"
+    );
+    // And that command line parses as wasmbox's own.
+    let wb = Wasmbox::new();
+    let root = tempfile::tempdir().unwrap();
+    let out = install(
+        &wb,
+        &["--dry-run", "--host-root", root.path().to_str().unwrap()],
+    );
+    out.code(0);
+    assert!(out.stderr.contains("would write"), "{out:#?}");
+    assert!(!root.path().join("etc").exists());
+}
