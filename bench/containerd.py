@@ -64,17 +64,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         return r
 
     def shims(self, name):
-        pids = []
-        for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
-            try:
-                cmd = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].decode(errors="replace").endswith(name) and self.sock.encode() in cmd:
-                pids.append(int(p))
-        return pids
+        return shims(self.sock, name)
 
     def cleanup_tasks(self):
         ids = self.ctr("task", "ls", "-q", check=False).stdout.decode().split()
@@ -89,15 +79,35 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     def close(self):
         self.cleanup_tasks()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-        for name in ("containerd-shim-wasmbox-v1", "containerd-shim-runc-v2"):
-            for pid in self.shims(name):
-                os.kill(pid, signal.SIGKILL)
-        mounts = [l.split()[4] for l in open("/proc/self/mountinfo") if l.split()[4].startswith(self.dir)]
-        for m in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop(self.proc, self.sock, self.dir)
+
+
+def shims(sock, name):
+    """Pids of the shim processes named `name` serving the containerd at `sock`."""
+    pids = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].decode(errors="replace").endswith(name) and sock.encode() in cmd:
+            pids.append(int(p))
+    return pids
+
+
+def stop(proc, sock, workdir):
+    """Stops a containerd of the benchmark's own: the daemon, its shims, its mounts, its files."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    for name in ("containerd-shim-wasmbox-v1", "containerd-shim-runc-v2"):
+        for pid in shims(sock, name):
+            os.kill(pid, signal.SIGKILL)
+    mounts = [l.split()[4] for l in open("/proc/self/mountinfo") if l.split()[4].startswith(workdir)]
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def image_archive(path, name, files, links, config):

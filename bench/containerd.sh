@@ -19,12 +19,9 @@ missing=()
 command -v containerd >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [ -x /bin/busybox ] || missing+=(busybox-static)
-if [ ${#missing[@]} -gt 0 ]; then
-    as_root=()
-    [ "$(id -u)" = 0 ] || as_root=(sudo)
-    "${as_root[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}"
-fi
+# shellcheck source=bench/packages.sh
+source "$ROOT/bench/packages.sh"
+install_missing "${missing[@]}"
 
 echo "building wasmbox (release) in $CARGO_TARGET_DIR ..." >&2
 (cd "$ROOT" && cargo build --release --quiet -p wasmbox-shim --bins)

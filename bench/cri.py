@@ -19,7 +19,6 @@ import importlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -154,7 +153,7 @@ state = "{self.dir}/state"
         return latency
 
     def shims(self, name):
-        return [p for p in cb.Containerd.shims(self, name)]
+        return cb.shims(self.sock, name)
 
     def close(self):
         try:
@@ -166,16 +165,8 @@ state = "{self.dir}/state"
         except grpc.RpcError:
             pass
         self.channel.close()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-        for name in ("containerd-shim-wasmbox-v1", "containerd-shim-runc-v2"):
-            for pid in self.shims(name):
-                os.kill(pid, signal.SIGKILL)
-        mounts = [l.split()[4] for l in open("/proc/self/mountinfo") if l.split()[4].startswith(self.dir)]
-        for m in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
+        cb.stop(self.proc, self.sock, self.dir)
         subprocess.run(["ip", "netns", "delete", self.netns], stderr=subprocess.DEVNULL)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 KINDS = {

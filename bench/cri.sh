@@ -25,12 +25,9 @@ command -v cc >/dev/null || missing+=(gcc)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
-if [ ${#missing[@]} -gt 0 ]; then
-    as_root=()
-    [ "$(id -u)" = 0 ] || as_root=(sudo)
-    "${as_root[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}"
-fi
+# shellcheck source=bench/packages.sh
+source "$ROOT/bench/packages.sh"
+install_missing "${missing[@]}"
 python3 -c 'import grpc, grpc_tools' 2>/dev/null ||
     python3 -m pip install --quiet grpcio==1.85.4 grpcio-tools==1.85.4
 

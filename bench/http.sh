@@ -17,12 +17,9 @@ set -euo pipefail
 # shellcheck source=bench/wasmtime-peer.sh
 source "$(dirname "${BASH_SOURCE[0]}")/wasmtime-peer.sh"
 
-if ! command -v wrk >/dev/null; then
-    as_root=()
-    [ "$(id -u)" = 0 ] || as_root=(sudo)
-    "${as_root[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq wrk
-fi
+# shellcheck source=bench/packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/packages.sh"
+command -v wrk >/dev/null || install_missing wrk
 
 if ! "$WASMTIME" --version 2>/dev/null | grep -qE "^wasmtime $WASMTIME_VERSION( |\$)" ||
     ! "$WASMTIME" serve --help >/dev/null 2>&1; then

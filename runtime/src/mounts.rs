@@ -253,29 +253,7 @@ impl Source {
     /// link, a directory, not on a kernel filesystem (procfs, sysfs, devtmpfs, cgroupfs, ...,
     /// unless [`ALLOW_KERNEL_FS_ENV`] is `1`).
     pub fn open(path: &Path) -> Result<Source, String> {
-        let shown = path.display();
-        if !path.is_absolute() {
-            return Err(format!("{shown} is not an absolute path"));
-        }
-        let fd = rustix::fs::openat2(
-            rustix::fs::CWD,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(|e| match e {
-            Errno::LOOP => through_link(path),
-            Errno::NOTDIR => format!("{shown} is not a directory"),
-            e => format!("{shown}: {}", std::io::Error::from(e)),
-        })?;
-        let allow_kernel = std::env::var(ALLOW_KERNEL_FS_ENV).is_ok_and(|v| v == "1");
-        if !allow_kernel && let Some(kind) = kernel_fs(fd.as_fd()) {
-            return Err(format!(
-                "{shown} is on a kernel filesystem ({kind}), which is never granted (an operator \
-                 who means it sets {ALLOW_KERNEL_FS_ENV}=1)"
-            ));
-        }
+        let fd = open_unlinked(path, OFlags::DIRECTORY)?;
         Ok(Source {
             path: path.to_path_buf(),
             fd,
@@ -286,34 +264,14 @@ impl Source {
     /// a symbolic link, naming a regular file (never a device, FIFO or socket), not on a kernel
     /// filesystem.
     pub fn open_file(path: &Path) -> Result<Source, String> {
+        let fd = open_unlinked(path, OFlags::NOFOLLOW)?;
         let shown = path.display();
-        if !path.is_absolute() {
-            return Err(format!("{shown} is not an absolute path"));
-        }
-        let fd = rustix::fs::openat2(
-            rustix::fs::CWD,
-            path,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(|e| match e {
-            Errno::LOOP => through_link(path),
-            e => format!("{shown}: {}", std::io::Error::from(e)),
-        })?;
         let st = rustix::fs::fstat(&fd).map_err(|e| format!("{shown}: {e}"))?;
         match rustix::fs::FileType::from_raw_mode(st.st_mode) {
             rustix::fs::FileType::RegularFile => {}
             // O_NOFOLLOW opened the final link itself.
             rustix::fs::FileType::Symlink => return Err(through_link(path)),
             _ => return Err(format!("{shown} is not a regular file")),
-        }
-        let allow_kernel = std::env::var(ALLOW_KERNEL_FS_ENV).is_ok_and(|v| v == "1");
-        if !allow_kernel && let Some(kind) = kernel_fs(fd.as_fd()) {
-            return Err(format!(
-                "{shown} is on a kernel filesystem ({kind}), which is never granted (an operator \
-                 who means it sets {ALLOW_KERNEL_FS_ENV}=1)"
-            ));
         }
         Ok(Source {
             path: path.to_path_buf(),
@@ -351,6 +309,35 @@ fn kernel_fs(fd: BorrowedFd<'_>) -> Option<&'static str> {
     let devfs = rustix::fs::stat("/dev").ok()?;
     let devfs_type = rustix::fs::statfs("/dev").ok()?.f_type as i64;
     (devfs_type == 0x0102_1994 && devfs.st_dev == dev).then_some("devtmpfs")
+}
+
+/// Opens `path` (`O_PATH` and `flags`) as a grant source: absolute, reached without following
+/// any symbolic link, and not on a kernel filesystem unless [`ALLOW_KERNEL_FS_ENV`] is `1`.
+fn open_unlinked(path: &Path, flags: OFlags) -> Result<OwnedFd, String> {
+    let shown = path.display();
+    if !path.is_absolute() {
+        return Err(format!("{shown} is not an absolute path"));
+    }
+    let fd = rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        OFlags::PATH | OFlags::CLOEXEC | flags,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        Errno::LOOP => through_link(path),
+        Errno::NOTDIR if flags.contains(OFlags::DIRECTORY) => format!("{shown} is not a directory"),
+        e => format!("{shown}: {}", std::io::Error::from(e)),
+    })?;
+    let allow_kernel = std::env::var(ALLOW_KERNEL_FS_ENV).is_ok_and(|v| v == "1");
+    if !allow_kernel && let Some(kind) = kernel_fs(fd.as_fd()) {
+        return Err(format!(
+            "{shown} is on a kernel filesystem ({kind}), which is never granted (an operator \
+             who means it sets {ALLOW_KERNEL_FS_ENV}=1)"
+        ));
+    }
+    Ok(fd)
 }
 
 /// Why a grant source whose path goes through a symbolic link is refused.

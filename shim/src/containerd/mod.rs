@@ -68,30 +68,22 @@ pub fn main() -> i32 {
             }
         };
     }
-    // The serving process (no action) joins its group's network namespace while it is still
-    // single-threaded.
-    if flags
+    // The serving process (no action), while it is still single-threaded, joins its group's
+    // network namespace and makes the namespaces of a pod sandbox it holds, both as its first
+    // container's spec says.
+    let serving = flags
         .as_ref()
-        .is_some_and(|f| f.action.is_empty() && !f.info)
-        && let Err(e) = netns::join_from_bundle(Path::new("."))
-    {
-        eprintln!("{RUNTIME_ID}: {e}");
-        return 1;
-    }
-    // A pod sandbox's new IPC and UTS namespaces are the shim's own: it holds the sandbox.
-    if flags
-        .as_ref()
-        .is_some_and(|f| f.action.is_empty() && !f.info)
-        && let Err(e) = crate::lifecycle::sandbox::enter_from_bundle(Path::new("."))
+        .is_some_and(|f| f.action.is_empty() && !f.info);
+    if serving
+        && let Some(spec) = bundle_spec(Path::new("."))
+        && let Err(e) = netns::join(&spec).and_then(|()| crate::lifecycle::sandbox::enter(&spec))
     {
         eprintln!("{RUNTIME_ID}: {e}");
         return 1;
     }
     // ... and a private mount namespace (a slave of the host's), where each wasm container's
     // filesystem is built as a mount tree and runc-delegated containers are mounted too.
-    if flags
-        .as_ref()
-        .is_some_and(|f| f.action.is_empty() && !f.info)
+    if serving
         && let wasmbox_runtime::mounts::Namespace::Unavailable(reason) =
             wasmbox_runtime::mounts::enter_namespace()
     {
@@ -117,6 +109,13 @@ pub fn main() -> i32 {
         Some(Config::default()),
     ));
     0
+}
+
+/// `BUNDLE/config.json`, when it can be read and parsed (create reports it to containerd when
+/// it cannot).
+fn bundle_spec(bundle: &Path) -> Option<oci_spec::runtime::Spec> {
+    let text = std::fs::read_to_string(bundle.join("config.json")).ok()?;
+    wasmbox_runtime::policy::parse_spec(&text).ok()
 }
 
 /// Raises the shim's own descriptor limit to its hard limit: guests are capped one by one (their
@@ -152,9 +151,7 @@ fn group_of(spec: &oci_spec::runtime::Spec) -> Option<String> {
 
 /// The group a bundle's container belongs to: its group annotation, else its own id.
 fn grouping(bundle: &Path, id: &str) -> String {
-    std::fs::read_to_string(bundle.join("config.json"))
-        .ok()
-        .and_then(|text| wasmbox_runtime::policy::parse_spec(&text).ok())
+    bundle_spec(bundle)
         .and_then(|spec| group_of(&spec))
         .unwrap_or_else(|| id.to_string())
 }

@@ -13,9 +13,6 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 
-/// The annotation CRI sets on every container: `sandbox` for a pod's pause container.
-const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-
 /// The cgroup the shim makes below the pod's.
 const NAME: &str = "wasmbox";
 
@@ -146,12 +143,7 @@ pub fn pod_path(cgroups_path: &str) -> Option<String> {
 
 /// The pod cgroup a spec's container calls for: only a CRI pod sandbox's.
 pub fn pod_of(spec: &Spec) -> Option<String> {
-    let sandbox = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(CONTAINER_TYPE))
-        .is_some_and(|t| t == "sandbox");
-    if !sandbox {
+    if !super::sandbox::is_sandbox(spec) {
         return None;
     }
     let path = spec.linux().as_ref()?.cgroups_path().as_ref()?;
@@ -265,11 +257,6 @@ impl PodCgroup {
             // Fails (and stays, for kubelet to remove with the pod's) if something is still in it.
             let _ = std::fs::remove_dir(dir);
         }
-    }
-
-    /// The cgroup directories the shim is in.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.joined
     }
 }
 

@@ -663,7 +663,7 @@ impl Lifecycle {
 }
 
 /// Records a process's end and tells it (its OOM first), once, and only after a start under way
-/// has told its own. Returns whether this was the end recorded.
+/// has told its own.
 async fn finish(
     state: &watch::Sender<State>,
     events: &dyn Events,
@@ -672,18 +672,18 @@ async fn finish(
     exec_id: &str,
     pid: u32,
     ended: Ended,
-) -> bool {
+) {
     let mut rx = state.subscribe();
     loop {
         if rx.wait_for(|s| !s.starting).await.is_err() {
-            return false;
+            return;
         }
         let mut starting = false;
         let exit = Exit {
             code: ended.code,
             at: SystemTime::now(),
         };
-        let recorded = state.send_if_modified(|s| {
+        state.send_if_modified(|s| {
             starting = s.starting;
             if starting || !s.apply(Transition::Exit, Some(exit)) {
                 return false;
@@ -706,7 +706,7 @@ async fn finish(
             true
         });
         if !starting {
-            return recorded;
+            return;
         }
     }
 }
@@ -716,7 +716,21 @@ fn label(exec_id: &str) -> &str {
     if exec_id.is_empty() { "init" } else { exec_id }
 }
 
-/// Undoes what a shim that died left of the container in `bundle` (see [`native::recover`]).
+/// Undoes what a shim that died left of the container in `bundle`, as its record says: runc's
+/// container (with `--force`), its rootfs mount, the record. Returns the pid the record named (0
+/// without one).
 pub async fn recover(bundle: &Path, namespace: &str) -> Result<u32> {
-    native::recover(bundle, namespace).await
+    let rec = Record::load(bundle)
+        .map_err(|e| ShimError::Internal(format!("read state in {}: {e}", bundle.display())))?;
+    let Some(rec) = rec else {
+        return Ok(0);
+    };
+    if rec.kind == record::Kind::Native {
+        native::delete_left(&rec, bundle, namespace).await?;
+    }
+    if rec.rootfs_mounted {
+        container::unmount_rootfs(bundle);
+    }
+    Record::remove(bundle);
+    Ok(rec.pid)
 }

@@ -375,33 +375,21 @@ impl Instance for NativeInstance {
     }
 }
 
-/// Undoes what a shim that died left of the container in `bundle`: runc's container (with
-/// `--force`), its rootfs mount, its record. Returns the pid the record named (0 without one).
-pub async fn recover(bundle: &Path, namespace: &str) -> Result<u32> {
-    let rec = Record::load(bundle)
-        .map_err(|e| ShimError::Internal(format!("read state in {}: {e}", bundle.display())))?;
-    let Some(rec) = rec else {
-        return Ok(0);
+/// Removes runc's container `rec` names, after the shim that ran it died (`runc delete --force`).
+pub(super) async fn delete_left(rec: &Record, bundle: &Path, namespace: &str) -> Result<()> {
+    reaper::start()
+        .await
+        .map_err(|e| ShimError::Internal(format!("reaper: {e}")))?;
+    let n = Native {
+        root: rec
+            .runc_root
+            .clone()
+            .unwrap_or_else(|| runc_root(namespace)),
+        id: rec.id.clone(),
+        bundle: bundle.to_path_buf(),
     };
-    if rec.kind == record::Kind::Native {
-        reaper::start()
-            .await
-            .map_err(|e| ShimError::Internal(format!("reaper: {e}")))?;
-        let n = Native {
-            root: rec
-                .runc_root
-                .clone()
-                .unwrap_or_else(|| runc_root(namespace)),
-            id: rec.id.clone(),
-            bundle: bundle.to_path_buf(),
-        };
-        if let Err(e) = n.delete(true).await {
-            tracing::warn!(id = rec.id, error = %e, "runc delete after the shim died");
-        }
+    if let Err(e) = n.delete(true).await {
+        tracing::warn!(id = rec.id, error = %e, "runc delete after the shim died");
     }
-    if rec.rootfs_mounted {
-        super::container::unmount_rootfs(bundle);
-    }
-    Record::remove(bundle);
-    Ok(rec.pid)
+    Ok(())
 }

@@ -11,7 +11,7 @@
 //! listens in the host's namespace unless the spec says so.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -45,21 +45,14 @@ fn grants_network(spec: &Spec) -> bool {
         && policy.net.reaches_network()
 }
 
-/// Joins the network namespace named by `BUNDLE/config.json`, if it names one. Must run before
-/// the process starts any thread: `setns` moves only the calling thread, and threads started
-/// later inherit it.
+/// Joins the network namespace `spec` names, if it names one. Must run before the process
+/// starts any thread: `setns` moves only the calling thread, and threads started later inherit
+/// it.
 #[allow(unsafe_code, reason = "setns(2) on a namespace file we opened")]
-pub fn join_from_bundle(bundle: &Path) -> std::result::Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(bundle.join("config.json")) else {
-        return Ok(());
-    };
-    let Ok(spec) = wasmbox_runtime::policy::parse_spec(&text) else {
-        // create reports the malformed spec to containerd.
-        return Ok(());
-    };
-    let path = match wanted(&spec) {
+pub fn join(spec: &Spec) -> std::result::Result<(), String> {
+    let path = match wanted(spec) {
         None => return Ok(()),
-        Some(None) if grants_network(&spec) => return new_namespace(),
+        Some(None) if grants_network(spec) => return new_namespace(),
         Some(None) => return Ok(()),
         Some(Some(path)) => path,
     };

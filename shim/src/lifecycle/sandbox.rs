@@ -26,7 +26,7 @@ use super::record::{self, Record};
 use super::stdio::StdioPaths;
 
 /// The annotation CRI sets on every container: `sandbox` for a pod's pause container.
-pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// `WASMBOX_SANDBOX=runc` keeps runc's pause container for pod sandboxes.
 pub const SANDBOX_ENV: &str = "WASMBOX_SANDBOX";
 
@@ -46,21 +46,15 @@ pub fn runs_here(spec: &Spec) -> bool {
     is_sandbox(spec) && ENTERED.get() == Some(&true)
 }
 
-/// Makes the new namespaces a pod sandbox's spec in `BUNDLE/config.json` asks its pause
-/// container for (IPC, and UTS with the pod's hostname), unless `WASMBOX_SANDBOX=runc`. Must run
-/// before the process starts any thread: `unshare` moves only the calling thread.
+/// Makes the new namespaces a pod sandbox's `spec` asks its pause container for (IPC, and UTS
+/// with the pod's hostname), unless `WASMBOX_SANDBOX=runc`. Must run before the process starts
+/// any thread: `unshare` moves only the calling thread.
 #[allow(
     unsafe_code,
     reason = "unshare(2) and sethostname(2); no memory is shared"
 )]
-pub fn enter_from_bundle(bundle: &Path) -> std::result::Result<(), String> {
-    let Ok(text) = std::fs::read_to_string(bundle.join("config.json")) else {
-        return Ok(());
-    };
-    let Ok(spec) = wasmbox_runtime::policy::parse_spec(&text) else {
-        return Ok(());
-    };
-    if !is_sandbox(&spec) || std::env::var(SANDBOX_ENV).is_ok_and(|v| v == "runc") {
+pub fn enter(spec: &Spec) -> std::result::Result<(), String> {
+    if !is_sandbox(spec) || std::env::var(SANDBOX_ENV).is_ok_and(|v| v == "runc") {
         let _ = ENTERED.set(false);
         return Ok(());
     }

@@ -17,6 +17,7 @@ use crate::ctrd::{
     BUSYBOX, Containerd, ECHO, FILES, HELLO, HELLO_ARTIFACT, HTTP_HELLO, Images, NET_PROBE, PAUSE,
     TestNetns, WAT,
 };
+use crate::shim::wait_until;
 
 /// Where the registry listens, on the loopback of the test's network namespace.
 const REGISTRY: &str = "127.0.0.1:5000";
@@ -290,16 +291,13 @@ impl Cri {
     #[track_caller]
     fn wait_state(&self, id: &str, state: ContainerState) -> ContainerStatus {
         let mut last = None;
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(60) {
+        wait_until(&format!("{id} reaches {state:?}"), || {
             let st = self.status(id);
-            if st.state == state as i32 {
-                return st;
-            }
+            let reached = st.state == state as i32;
             last = Some(st);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{id} never reached {state:?}: {last:#?}");
+            reached
+        });
+        last.expect("polled at least once")
     }
 
     fn stop_container(&self, id: &str, timeout: i64) {
@@ -556,17 +554,6 @@ fn container(name: &str, image: &str, args: &[&str]) -> ContainerConfig {
         }),
         ..Default::default()
     }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(60) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting until {what}");
 }
 
 /// Nanoseconds since the epoch, now.
@@ -861,26 +848,20 @@ fn an_http_component_in_a_pod_is_served_at_the_pod_ip_and_to_its_sidecar() {
     cri.assert_nothing_left(&pod_netns);
 }
 
-/// One `GET PATH` over HTTP/1.1 to `addr`, answered whole; retried until the server answers.
+/// One `GET PATH` over HTTP/1.1 to `addr`, answered whole. An HTTP component's listener is bound
+/// at create, so it accepts once its container is started.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let t = Instant::now();
-    loop {
-        match std::net::TcpStream::connect(addr) {
-            Ok(mut s) => {
-                write!(
-                    s,
-                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-                )
-                .unwrap();
-                let mut out = String::new();
-                s.read_to_string(&mut out).unwrap();
-                return out;
-            }
-            Err(e) if t.elapsed() > Duration::from_secs(60) => panic!("connect {addr}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 #[test]

@@ -65,6 +65,16 @@ fn without_entry(text: &str) -> String {
     out
 }
 
+/// `--config CONFIG --bin-dir BIN`.
+fn paths(config: &Path, bin: &Path) -> [String; 4] {
+    [
+        "--config".into(),
+        config.display().to_string(),
+        "--bin-dir".into(),
+        bin.display().to_string(),
+    ]
+}
+
 fn install(wb: &Wasmbox, args: &[&str]) -> Out {
     let mut a = vec!["install", "containerd"];
     a.extend_from_slice(args);
@@ -99,12 +109,8 @@ fn the_default_config_gets_the_runtime_once_and_loses_it_exactly() {
         .stdout;
     std::fs::write(&config, &default).unwrap();
     let bin = d.path().join("bin");
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--bin-dir",
-        bin.to_str().unwrap(),
-    ];
+    let args = paths(&config, &bin);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = install(&wb, &args);
     out.code(0);
     // The RuntimeClass to create, on stdout.
@@ -166,12 +172,8 @@ version = 2
 "#;
     std::fs::write(&config, mine).unwrap();
     let bin = d.path().join("bin");
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--bin-dir",
-        bin.to_str().unwrap(),
-    ];
+    let args = paths(&config, &bin);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // --dry-run says what it would do and does nothing.
     let out = install(&wb, &["--dry-run", args[0], args[1], args[2], args[3]]);
     out.code(0);

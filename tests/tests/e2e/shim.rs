@@ -19,9 +19,10 @@ fn with_images(names: &[&str]) -> Containerd {
     c
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+/// Polls `f` until it holds (a minute at most: containerd on a loaded machine).
+pub(crate) fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(20) {
+    while t.elapsed() < Duration::from_secs(60) {
         if f() {
             return;
         }
