@@ -8,6 +8,7 @@
 //! only the face containerd sees (ttrpc requests, events, the shim's process); what happens to
 //! containers is [`crate::lifecycle`]'s.
 
+mod daemon;
 mod error;
 mod events;
 mod logging;
@@ -68,33 +69,16 @@ pub fn main() -> i32 {
             }
         };
     }
-    // The serving process (no action), while it is still single-threaded, joins its group's
-    // network namespace and makes the namespaces of a pod sandbox it holds, both as its first
-    // container's spec says.
-    let serving = flags
-        .as_ref()
-        .is_some_and(|f| f.action.is_empty() && !f.info);
-    if serving
-        && let Some(spec) = bundle_spec(Path::new("."))
-        && let Err(e) = netns::join(&spec).and_then(|()| crate::lifecycle::sandbox::enter(&spec))
-    {
-        eprintln!("{RUNTIME_ID}: {e}");
-        return 1;
+    // `start` forks the serving process (see [`daemon`]); `delete` undoes what a dead shim left.
+    match flags {
+        Some(f) if f.action == "start" => return daemon::start(f),
+        Some(f) if f.action == "delete" => {}
+        _ => {
+            eprintln!("{RUNTIME_ID}: run by containerd, as `start` or `delete`");
+            return 1;
+        }
     }
-    // ... and a private mount namespace (a slave of the host's), where each wasm container's
-    // filesystem is built as a mount tree and runc-delegated containers are mounted too.
-    if serving
-        && let wasmbox_runtime::mounts::Namespace::Unavailable(reason) =
-            wasmbox_runtime::mounts::enter_namespace()
-    {
-        eprintln!("{RUNTIME_ID}: a private mount namespace: {reason}");
-        return 1;
-    }
-    raise_nofile();
-    // Files guests create are never group- or world-writable through an inherited umask of 0.
-    crate::cli::set_umask(crate::cli::DEFAULT_UMASK);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -149,11 +133,9 @@ fn group_of(spec: &oci_spec::runtime::Spec) -> Option<String> {
         .cloned()
 }
 
-/// The group a bundle's container belongs to: its group annotation, else its own id.
-fn grouping(bundle: &Path, id: &str) -> String {
-    bundle_spec(bundle)
-        .and_then(|spec| group_of(&spec))
-        .unwrap_or_else(|| id.to_string())
+/// The group a container belongs to: its spec's group annotation, else its own id.
+fn grouping(spec: Option<&oci_spec::runtime::Spec>, id: &str) -> String {
+    spec.and_then(group_of).unwrap_or_else(|| id.to_string())
 }
 
 /// Removes the socket named in `BUNDLE/address` when nothing serves it any more (the shim that
@@ -195,20 +177,9 @@ impl containerd_shim::asynchronous::Shim for Service {
         }
     }
 
-    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        let group = grouping(Path::new("."), &opts.id);
-        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &group);
-        // A shim already serves this group: hand containerd its socket.
-        let path = address.strip_prefix("unix://").unwrap_or(&address);
-        if UnixStream::connect(path).is_ok() {
-            std::fs::write("address", &address)
-                .map_err(|e| other(format!("write address file: {e}")))?;
-            return Ok(address);
-        }
-        let address = containerd_shim::asynchronous::spawn(opts, &group, Vec::new()).await?;
-        std::fs::write("address", &address)
-            .map_err(|e| other(format!("write address file: {e}")))?;
-        Ok(address)
+    async fn start_shim(&mut self, _opts: StartOpts) -> containerd_shim::Result<String> {
+        // `start` never reaches the shim crate: [`daemon::start`] answers it.
+        Err(other("start is handled before the shim crate runs".into()))
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
@@ -259,14 +230,14 @@ mod tests {
         let d = with_annotations(
             r#"{"io.kubernetes.cri.sandbox-id":"pod1","io.containerd.runc.v2.group":"g"}"#,
         );
-        assert_eq!(grouping(d.path(), "c1"), "pod1");
+        assert_eq!(grouping(bundle_spec(d.path()).as_ref(), "c1"), "pod1");
         let d = with_annotations(r#"{"io.containerd.runc.v2.group":"g"}"#);
-        assert_eq!(grouping(d.path(), "c1"), "g");
+        assert_eq!(grouping(bundle_spec(d.path()).as_ref(), "c1"), "g");
         let d = with_annotations(r#"{"io.containerd.runc.v2.group":""}"#);
-        assert_eq!(grouping(d.path(), "c1"), "c1");
+        assert_eq!(grouping(bundle_spec(d.path()).as_ref(), "c1"), "c1");
         let d = with_annotations("{}");
-        assert_eq!(grouping(d.path(), "c1"), "c1");
+        assert_eq!(grouping(bundle_spec(d.path()).as_ref(), "c1"), "c1");
         let none = tempfile::tempdir().unwrap();
-        assert_eq!(grouping(none.path(), "c1"), "c1");
+        assert_eq!(grouping(bundle_spec(none.path()).as_ref(), "c1"), "c1");
     }
 }

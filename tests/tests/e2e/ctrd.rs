@@ -453,16 +453,28 @@ fn umount(path: &str) {
     }
 }
 
-/// The socket path a shim process serves (its `-socket unix://PATH` argument).
+/// The socket path a shim process serves: the listening Unix socket under `/run/containerd/s/`
+/// among its descriptors.
 pub fn shim_socket(pid: u32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|t| {
+            let t = t.to_string_lossy().into_owned();
+            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
         .collect();
-    let i = args.iter().position(|a| a == "-socket")?;
-    args.get(i + 1)
-        .map(|s| s.trim_start_matches("unix://").to_string())
+    // Num RefCount Protocol Flags Type St Inode Path; St 01 is listening.
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 8
+            && f[5] == "01"
+            && inodes.iter().any(|i| i == f[6])
+            && f[7].starts_with("/run/containerd/s/"))
+        .then(|| f[7].to_string())
+    })
 }
 
 /// Pids whose command line matches.

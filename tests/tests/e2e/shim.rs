@@ -529,6 +529,41 @@ fn fifty_containers_start_concurrently_and_are_all_killed() {
 }
 
 #[test]
+fn containers_of_one_group_started_at_once_share_one_shim_and_a_dead_ones_socket_is_replaced() {
+    let c = with_images(&[FILES]);
+    let group = ["--annotation", "io.containerd.runc.v2.group=rush"];
+    let ids: Vec<String> = (0..8).map(|i| format!("rush{i}")).collect();
+    std::thread::scope(|s| {
+        for id in &ids {
+            let c = &c;
+            s.spawn(move || c.run_detached(&group, FILES, id, &["/app.wasm", "sleep", "600000"]));
+        }
+    });
+    let shims = c.shims();
+    assert_eq!(shims.len(), 1, "one shim for a group started at once");
+    let socket = shim_socket(shims[0]).expect("the shim's listening socket");
+    for id in &ids {
+        assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", id]).code, 0);
+        c.wait_status(id, "STOPPED");
+        assert_eq!(c.ctr(&["task", "delete", id]).code, 0);
+    }
+    wait_until("the group's shim exits", || c.shims().is_empty());
+    // What a shim that died leaves: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(std::os::unix::net::UnixStream::connect(&socket).is_err());
+    c.run_detached(
+        &group,
+        FILES,
+        "rush-again",
+        &["/app.wasm", "sleep", "600000"],
+    );
+    c.wait_status("rush-again", "RUNNING");
+    let shims = c.shims();
+    assert_eq!(shims.len(), 1);
+    assert_eq!(shim_socket(shims[0]).as_deref(), Some(socket.as_str()));
+}
+
+#[test]
 fn a_pod_wide_smart_variant_runs_wasm_containers_as_wasm_and_a_native_sidecar_through_runc() {
     // crun's convention: `compat-smart` on the pod means "wasm where the entrypoint is a .wasm
     // file", so a native sidecar of the same pod stays native.
