@@ -71,9 +71,21 @@ fn start_inner(flags: Flags) -> Result<String, String> {
 /// Binds the group's socket, or `None` when a live shim already answers on it. A socket file
 /// nobody answers on is a dead shim's, and is replaced.
 fn listen(path: &str) -> Result<Option<UnixListener>, String> {
-    if let Some(parent) = Path::new(path).parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-    }
+    let parent = Path::new(path)
+        .parent()
+        .ok_or_else(|| format!("shim socket {path}: no directory"))?;
+    std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    // Starts look and bind one at a time (an flock on the sockets' directory, released when this
+    // returns): otherwise one could remove, as a dead shim's, the socket another has just bound.
+    let dir = std::fs::File::open(parent)
+        .and_then(|d| d.lock().map(|()| d))
+        .map_err(|e| format!("lock {}: {e}", parent.display()))?;
+    let bound = bind(path);
+    drop(dir);
+    bound
+}
+
+fn bind(path: &str) -> Result<Option<UnixListener>, String> {
     for _ in 0..2 {
         if UnixStream::connect(path).is_ok() {
             return Ok(None);
@@ -181,16 +193,10 @@ fn serve(
         eprintln!("{RUNTIME_ID}: become a subreaper: {e}");
         return 1;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{RUNTIME_ID}: start the executor: {e}");
-            return 1;
-        }
+    let mut executor = tokio::runtime::Builder::new_multi_thread();
+    executor.worker_threads(2);
+    let Some(rt) = super::executor(executor) else {
+        return 1;
     };
     flags.socket = address.to_string();
     match rt.block_on(run(flags, listener)) {

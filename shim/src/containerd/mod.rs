@@ -78,21 +78,23 @@ pub fn main() -> i32 {
             return 1;
         }
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{RUNTIME_ID}: start the executor: {e}");
-            return 1;
-        }
+    let Some(rt) = executor(tokio::runtime::Builder::new_current_thread()) else {
+        return 1;
     };
     rt.block_on(containerd_shim::asynchronous::run::<Service>(
         RUNTIME_ID,
         Some(Config::default()),
     ));
     0
+}
+
+/// Builds an executor with every driver, saying why on stderr when it cannot.
+fn executor(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("{RUNTIME_ID}: start the executor: {e}"))
+        .ok()
 }
 
 /// `BUNDLE/config.json`, when it can be read and parsed (create reports it to containerd when
