@@ -47,6 +47,17 @@ def pause_archive(root, work):
     return cb.single_file_archive(os.path.join(work, "pause.tar"), PAUSE, binary, "pause", ["/pause"])
 
 
+def cri_file(root, name, **fill):
+    """A file of tests/cri/ (the CRI plugin's configuration and the CNI bridge the end-to-end
+    tests use too), its @NAME@ placeholders filled in."""
+    text = open(os.path.join(root, "tests/cri", name)).read()
+    for key, value in fill.items():
+        text = text.replace(f"@{key}@", value)
+    if '@"' in text:
+        sys.exit(f"tests/cri/{name}: a placeholder left unfilled")
+    return text
+
+
 class Cri:
     def __init__(self, bin_dir, root, pb, rpc):
         self.pb = pb
@@ -57,12 +68,12 @@ class Cri:
         self.sock = os.path.join(self.dir, "c.sock")
         cni = os.path.join(self.dir, "cni")
         os.makedirs(cni)
+        ipam = os.path.join(self.dir, "ipam")
         with open(os.path.join(cni, "10-bench.conflist"), "w") as f:
-            json.dump({"cniVersion": "0.4.0", "name": "wasmbox-bench", "plugins": [{
-                "type": "bridge", "bridge": "wbbench0", "isGateway": True, "ipMasq": False,
-                "ipam": {"type": "host-local", "dataDir": os.path.join(self.dir, "ipam"),
-                         "ranges": [[{"subnet": "10.98.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}, f)
+            f.write(cri_file(root, "bridge.conflist", NAME="wasmbox-bench", BRIDGE="wbbench0", IPAM_DIR=ipam,
+                             SUBNET="10.98.0.0/16"))
         example = open(os.path.join(root, "examples/kubernetes/containerd-runtime.toml")).read()
+        plugin = cri_file(root, "cri-plugin.toml", PAUSE=PAUSE, CNI_CONF_DIR=cni)
         with open(os.path.join(self.dir, "config.toml"), "w") as f:
             f.write(f"""version = 2
 root = "{self.dir}/root"
@@ -71,20 +82,8 @@ state = "{self.dir}/state"
   address = "{self.sock}"
 [ttrpc]
   address = "{self.sock}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
 
+{plugin}
 {example}""")
         env = dict(os.environ)
         env["PATH"] = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

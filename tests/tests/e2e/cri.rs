@@ -42,56 +42,43 @@ fn handler() -> String {
     rc["handler"].as_str().unwrap().to_string()
 }
 
+/// A file of `tests/cri/` (shared with `bench/cri.sh`), its `@NAME@` placeholders filled in.
+fn cri_file(file: &str, fill: &[(&str, &str)]) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("cri").join(file);
+    let mut text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for (name, value) in fill {
+        text = text.replace(&format!("@{name}@"), value);
+    }
+    assert!(
+        !text.contains("@\""),
+        "{}: a placeholder left unfilled",
+        p.display()
+    );
+    text
+}
+
 /// The CRI plugin's configuration: a CNI bridge with addresses from host-local (all inside the
 /// test's namespace), the pause image, plain HTTP to the registry on loopback, runc for native
 /// pods, and wasmbox's runtime entry exactly as `examples/kubernetes/` gives it.
 fn cri_config(d: &Path) -> String {
     let cni = d.join("cni");
     std::fs::create_dir_all(&cni).unwrap();
-    std::fs::write(
-        cni.join("10-wasmbox-test.conflist"),
-        serde_json::json!({
-            "cniVersion": "0.4.0",
-            "name": "wasmbox-test",
-            "plugins": [{
-                "type": "bridge",
-                "bridge": "wbcni0",
-                "isGateway": true,
-                "ipMasq": false,
-                "hairpinMode": true,
-                "ipam": {
-                    "type": "host-local",
-                    "dataDir": d.join("ipam"),
-                    "ranges": [[{"subnet": "10.99.0.0/24"}]],
-                    "routes": [{"dst": "0.0.0.0/0"}]
-                }
-            }]
-        })
-        .to_string(),
-    )
-    .unwrap();
-    format!(
-        r#"[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."127.0.0.1:5000"]
-    endpoint = ["http://127.0.0.1:5000"]
-
-{example}"#,
-        cni = cni.display(),
-        example = kubernetes("containerd-runtime.toml"),
-    )
+    let ipam = d.join("ipam");
+    let conflist = cri_file(
+        "bridge.conflist",
+        &[
+            ("NAME", "wasmbox-test"),
+            ("BRIDGE", "wbcni0"),
+            ("IPAM_DIR", &ipam.to_string_lossy()),
+            ("SUBNET", "10.99.0.0/24"),
+        ],
+    );
+    std::fs::write(cni.join("10-wasmbox-test.conflist"), conflist).unwrap();
+    let plugin = cri_file(
+        "cri-plugin.toml",
+        &[("PAUSE", PAUSE), ("CNI_CONF_DIR", &cni.to_string_lossy())],
+    );
+    format!("{plugin}\n{}", kubernetes("containerd-runtime.toml"))
 }
 
 /// containerd with its CRI plugin, and a CRI client: the test is kubelet.
