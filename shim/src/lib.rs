@@ -32,6 +32,15 @@ pub fn parse_compile_memory(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// Parses a log filter: comma-separated `level` (the default) and `target=level` directives, as
+/// in `warn,wasmbox_runtime=debug`. (A list of targets, not a full env filter: its regex engine
+/// would cost every shim process a quarter MiB of relocated tables.)
+pub fn parse_log_filter(s: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    s.parse().map_err(|e| {
+        format!("{s:?} is not a log filter (`level` or `target=level`, comma-separated): {e}")
+    })
+}
+
 /// Compiling in this program re-executed as a helper, capped at `memory` bytes.
 pub fn compiler(memory: u64) -> Compiler {
     Compiler::helper(memory)

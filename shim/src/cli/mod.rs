@@ -24,9 +24,10 @@ pub use run::{DEFAULT_UMASK, RunCommand, set_umask};
 #[derive(Parser, Debug)]
 #[command(name = "wasmbox", version, about, long_about = None)]
 pub struct Cli {
-    /// Log filter (e.g. `debug`, `wasmbox_runtime=trace`); also from `WASMBOX_LOG`.
-    #[arg(long, global = true, env = "WASMBOX_LOG", default_value = "warn")]
-    pub log_level: String,
+    /// Log filter: a level and `target=level`s (e.g. `debug`, `warn,wasmbox_runtime=trace`); also
+    /// from `WASMBOX_LOG`.
+    #[arg(long, global = true, env = "WASMBOX_LOG", default_value = "warn", value_parser = crate::parse_log_filter)]
+    pub log_level: tracing_subscriber::filter::Targets,
     /// The image store.
     #[command(flatten)]
     pub store: StoreOptions,
@@ -83,16 +84,20 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Colours only on a terminal: a container log or a pipe gets plain lines.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    // Colours only on a terminal: a container log or a pipe gets plain lines.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .with(cli.log_level.clone())
+            .init();
+    }
     if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         signals::unblock();
         // Listing commands end quietly when their reader goes away (`wasmbox inspect | head`),

@@ -2,7 +2,7 @@
 //! containerd's (logrus text) format: `time="…" level=info msg="…" key=value`.
 //!
 //! wasmtime and its WASI implementation trace every host call at info level; those are kept at
-//! warnings unless `WASMBOX_LOG` (an env filter) asks for more.
+//! warnings unless `WASMBOX_LOG` (a list of `target=level`, [`crate::log_filter`]) asks for more.
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -11,10 +11,14 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Default filter: our crates at info, everything else at warn.
 const DEFAULT_FILTER: &str = "warn,wasmbox_shim=info,wasmbox_runtime=info";
+/// Default filter under containerd's `-debug`: our crates at debug.
+const DEBUG_FILTER: &str = "warn,wasmbox_shim=debug,wasmbox_runtime=debug";
 
 /// Sends `tracing` events to containerd's log FIFO (`./log`). `debug` (containerd's `-debug`)
 /// lowers our crates to debug.
@@ -22,18 +26,30 @@ pub fn init(debug: bool) {
     let Ok(file) = std::fs::OpenOptions::new().write(true).open("log") else {
         return;
     };
-    let default = if debug {
-        "warn,wasmbox_shim=debug,wasmbox_runtime=debug"
-    } else {
-        DEFAULT_FILTER
+    let default = if debug { DEBUG_FILTER } else { DEFAULT_FILTER };
+    let (filter, bad) = match std::env::var("WASMBOX_LOG") {
+        Ok(v) => match crate::parse_log_filter(&v) {
+            Ok(f) => (f, None),
+            Err(e) => (default_filter(default), Some(e)),
+        },
+        Err(_) => (default_filter(default), None),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMBOX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .event_format(Logrus)
-        .with_writer(Mutex::new(LineWriter(file)))
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .event_format(Logrus)
+                .with_writer(Mutex::new(LineWriter(file))),
+        )
+        .with(filter)
         .try_init();
+    if let Some(e) = bad {
+        tracing::warn!("WASMBOX_LOG: {e}; logging with the default filter");
+    }
+}
+
+/// One of the default filters (each parses: see the tests).
+fn default_filter(s: &str) -> tracing_subscriber::filter::Targets {
+    crate::parse_log_filter(s).unwrap_or_default()
 }
 
 /// Writes each formatted event in one `write`, so lines of concurrent shims never interleave.
@@ -125,6 +141,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing::level_filters::LevelFilter;
+
+    #[test]
+    fn the_default_filters_parse_and_keep_wasmtime_at_warnings() {
+        for (s, ours) in [
+            (DEFAULT_FILTER, LevelFilter::INFO),
+            (DEBUG_FILTER, LevelFilter::DEBUG),
+        ] {
+            let f = crate::parse_log_filter(s).unwrap();
+            assert_eq!(f.default_level(), Some(LevelFilter::WARN));
+            assert!(f.would_enable(
+                "wasmbox_runtime::engine",
+                ours.into_level().as_ref().unwrap()
+            ));
+            assert!(!f.would_enable("wasmtime_wasi::p1", &tracing::Level::INFO));
+        }
+        assert!(crate::parse_log_filter("warn,wasmbox_runtime=loud").is_err());
+    }
 
     #[test]
     fn values_are_quoted_only_when_needed() {
