@@ -2,8 +2,8 @@
 //! instantiated against, the compiled-code cache, and the executor guests run on.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::Component;
@@ -93,10 +93,12 @@ pub(crate) struct Inner {
     /// Whether `engine` took its instances from the pooling allocator.
     pub(crate) pooling: bool,
     pub(crate) cache: Option<ModuleCache>,
-    pub(crate) p1: wasmtime::Linker<P1Host>,
+    // The linkers, each made when a guest first needs it: a process that runs only modules or
+    // only components never builds (or touches the code of) the other's hundreds of imports.
+    p1: OnceLock<wasmtime::Linker<P1Host>>,
     /// `p1` plus socket descriptors, for modules granted pre-opened listeners.
-    pub(crate) p1_sockets: wasmtime::Linker<P1Host>,
-    pub(crate) p2: wasmtime::component::Linker<P2Host>,
+    p1_sockets: OnceLock<wasmtime::Linker<P1Host>>,
+    p2: OnceLock<wasmtime::component::Linker<P2Host>>,
     /// The executor this runtime made for itself, when created outside tokio.
     owned_executor: Option<tokio::runtime::Runtime>,
     pub(crate) handle: tokio::runtime::Handle,
@@ -109,6 +111,60 @@ pub(crate) struct Inner {
     /// Everything this runtime has loaded, by wasm digest: one compiled copy per module.
     loaded: std::sync::Mutex<std::collections::HashMap<[u8; 32], ProgramKind>>,
     compiler: crate::compiler::Compiler,
+}
+
+impl Inner {
+    /// The WASI 0.1 linker, with socket descriptors when `sockets`.
+    pub(crate) fn p1(&self, sockets: bool) -> Result<&wasmtime::Linker<P1Host>> {
+        let cell = if sockets { &self.p1_sockets } else { &self.p1 };
+        if let Some(l) = cell.get() {
+            return Ok(l);
+        }
+        let l = p1_linker(&self.engine, sockets).map_err(|e| Error::Engine { source: boxed(e) })?;
+        Ok(cell.get_or_init(move || l))
+    }
+
+    /// The component linker: WASI 0.2 and 0.3 and `wasi:http`.
+    pub(crate) fn p2(&self) -> Result<&wasmtime::component::Linker<P2Host>> {
+        if let Some(l) = self.p2.get() {
+            return Ok(l);
+        }
+        let l = p2_linker(&self.engine).map_err(|e| Error::Engine { source: boxed(e) })?;
+        Ok(self.p2.get_or_init(move || l))
+    }
+}
+
+fn p1_linker(engine: &Engine, sockets: bool) -> wasmtime::Result<wasmtime::Linker<P1Host>> {
+    let mut p1 = wasmtime::Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut p1, |h: &mut P1Host| &mut h.wasi)?;
+    // Any status a container can report (0..=255) is the guest's exit code; wasmtime-wasi
+    // would turn 126 and up into a trap.
+    p1.allow_shadowing(true).func_wrap(
+        "wasi_snapshot_preview1",
+        "proc_exit",
+        |_: wasmtime::Caller<'_, P1Host>, status: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(status & 0xff)))
+        },
+    )?;
+    p1.allow_shadowing(false);
+    crate::p1fs::add_to_linker(&mut p1)?;
+    if sockets {
+        crate::p1net::add_to_linker(&mut p1)?;
+    }
+    Ok(p1)
+}
+
+fn p2_linker(engine: &Engine) -> wasmtime::Result<wasmtime::component::Linker<P2Host>> {
+    let mut p2 = wasmtime::component::Linker::new(engine);
+    // WASI 0.2 and 0.3 side by side, and `wasi:http` (outgoing requests checked against the
+    // guest's HTTP grants), as `wasmtime run -Sp3,http` links them.
+    wasmtime_wasi::p2::add_to_linker_async(&mut p2)?;
+    wasmtime_wasi::p3::add_to_linker(&mut p2)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut p2)?;
+    crate::p2fs::add_to_linker(&mut p2)?;
+    crate::p2sockets::add_to_linker(&mut p2)?;
+    Ok(p2)
 }
 
 impl Drop for Inner {
@@ -219,35 +275,6 @@ impl Runtime {
             };
             return Err(Error::MountTree { reason: why });
         }
-        let mut p1 = wasmtime::Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut p1, |h: &mut P1Host| &mut h.wasi)
-            .map_err(|e| Error::Engine { source: boxed(e) })?;
-        // Any status a container can report (0..=255) is the guest's exit code; wasmtime-wasi
-        // would turn 126 and up into a trap.
-        p1.allow_shadowing(true)
-            .func_wrap(
-                "wasi_snapshot_preview1",
-                "proc_exit",
-                |_: wasmtime::Caller<'_, P1Host>, status: i32| -> wasmtime::Result<()> {
-                    Err(wasmtime::Error::new(wasmtime_wasi::I32Exit(status & 0xff)))
-                },
-            )
-            .map_err(|e| Error::Engine { source: boxed(e) })?;
-        p1.allow_shadowing(false);
-        crate::p1fs::add_to_linker(&mut p1).map_err(|e| Error::Engine { source: boxed(e) })?;
-        let mut p1_sockets = p1.clone();
-        crate::p1net::add_to_linker(&mut p1_sockets)
-            .map_err(|e| Error::Engine { source: boxed(e) })?;
-        let mut p2 = wasmtime::component::Linker::new(&engine);
-        // WASI 0.2 and 0.3 side by side, and `wasi:http` (outgoing requests checked against the
-        // guest's HTTP grants), as `wasmtime run -Sp3,http` links them.
-        wasmtime_wasi::p2::add_to_linker_async(&mut p2)
-            .and_then(|()| wasmtime_wasi::p3::add_to_linker(&mut p2))
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2))
-            .and_then(|()| wasmtime_wasi_http::p3::add_to_linker(&mut p2))
-            .and_then(|()| crate::p2fs::add_to_linker(&mut p2))
-            .and_then(|()| crate::p2sockets::add_to_linker(&mut p2))
-            .map_err(|e| Error::Engine { source: boxed(e) })?;
         let current = tokio::runtime::Handle::try_current().ok();
         let (owned_executor, handle) = match current {
             Some(h) if !config.own_executor => (None, h),
@@ -310,9 +337,9 @@ impl Runtime {
                 engine,
                 pooling,
                 cache,
-                p1,
-                p1_sockets,
-                p2,
+                p1: Default::default(),
+                p1_sockets: Default::default(),
+                p2: Default::default(),
                 owned_executor,
                 handle,
                 scratch_dir,
@@ -543,14 +570,16 @@ impl Runtime {
     }
 }
 
-/// Gives the memory a compile (or its serialization) used and freed back to the kernel. The
-/// allocator keeps freed memory in the arena of the thread that used it, so a long-lived process
-/// (a pod's shim) would otherwise keep a compile's peak, about 10 MiB, resident for good.
+/// Gives memory the process used and freed back to the kernel: a compile's (or its
+/// serialization's), or a container's set-up. The allocator keeps freed memory in the arena of
+/// the thread that used it, so a long-lived process (a pod's shim) would otherwise keep a
+/// compile's peak, about 10 MiB, resident for good, and after each container's set-up some
+/// hundred KiB.
 #[allow(
     unsafe_code,
     reason = "malloc_trim(3) only releases free memory of the allocator's own"
 )]
-fn trim_heap() {
+pub fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim takes no pointers and only returns free pages to the kernel.
     unsafe {

@@ -41,7 +41,7 @@ mod fuzz_tests;
 
 pub use engine::{
     Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, is_precompiled,
-    scratch_prefix, sweep_stale,
+    scratch_prefix, sweep_stale, trim_heap,
 };
 pub use error::{Error, Result};
 pub use exit::{

@@ -91,11 +91,9 @@ impl Runtime {
                     return Err(Error::ExportNotFound { name, export });
                 }
                 let init = export != "_start" && m.get_export("_initialize").is_some();
-                let linker = if crate::p1net::preopenable(&policy.net).is_empty() {
-                    &self.inner.p1
-                } else {
-                    &self.inner.p1_sockets
-                };
+                let linker = self
+                    .inner
+                    .p1(!crate::p1net::preopenable(&policy.net).is_empty())?;
                 Pre::Module {
                     pre: linker.instantiate_pre(m).map_err(link)?,
                     export,
@@ -103,7 +101,7 @@ impl Runtime {
                 }
             }
             ProgramKind::Component(c) => {
-                let pre = self.inner.p2.instantiate_pre(c).map_err(link)?;
+                let pre = self.inner.p2()?.instantiate_pre(c).map_err(link)?;
                 match &policy.export {
                     // A component exporting both runs as WASI 0.3, as `wasmtime run` does.
                     // A command, else an HTTP component.

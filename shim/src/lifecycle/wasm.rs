@@ -138,6 +138,9 @@ impl Instance for WasmInstance {
                 .map_err(|e| ShimError::Internal(chain(&e)))?,
         );
         guest.body = Body::Running(running.clone());
+        // The set-up's garbage (spec, bundle, mount tree, loading) goes back to the kernel, off
+        // the request's path.
+        tokio::task::spawn_blocking(wasmbox_runtime::trim_heap);
         let tx = guest.exit.take();
         let execs = self.execs.clone();
         if !exec_id.is_empty() {
