@@ -239,6 +239,7 @@ async fn run(flags: Flags, listener: UnixListener) -> Result<(), String> {
     tokio::spawn(signals.handle());
     shim.wait().await;
     let _ = server.shutdown().await;
+    shim.leave_pod_cgroup();
     Ok(())
 }
 

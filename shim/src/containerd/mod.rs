@@ -120,10 +120,25 @@ fn raise_nofile() {
 /// The shim's process-level side: start, delete, and the task service.
 pub struct Service {
     exit: Arc<ExitSignal>,
+    /// The pod's cgroup, once the last container is gone: left after the shutdown's answer.
+    leaving: Leaving,
     namespace: String,
     debug: bool,
     /// The socket this process serves on (`unix://PATH`), removed when it exits.
     socket: String,
+}
+
+/// Where the task service leaves the pod's cgroup at shutdown for the process to leave last.
+pub type Leaving = Arc<std::sync::Mutex<Option<crate::lifecycle::cgroup::PodCgroup>>>;
+
+impl Service {
+    /// Leaves the pod's cgroup, if the shutdown left one to leave: after the task API is shut
+    /// down, so no request waits on it.
+    fn leave_pod_cgroup(&self) {
+        if let Some(c) = self.leaving.lock().expect("leaving lock").take() {
+            c.leave();
+        }
+    }
 }
 
 /// The group a spec's container belongs to, from its group annotations.
@@ -173,6 +188,7 @@ impl containerd_shim::asynchronous::Shim for Service {
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Service {
             exit: Arc::new(ExitSignal::default()),
+            leaving: Leaving::default(),
             namespace: args.namespace.clone(),
             debug: args.debug,
             socket: args.socket.clone(),
@@ -209,7 +225,12 @@ impl containerd_shim::asynchronous::Shim for Service {
             tracing::error!(error = %e, "starting the reaper failed");
         }
         let events = events::Publisher::start(publisher, self.namespace.clone());
-        task::TaskService::new(events, self.namespace.clone(), self.exit.clone())
+        task::TaskService::new(
+            events,
+            self.namespace.clone(),
+            self.exit.clone(),
+            self.leaving.clone(),
+        )
     }
 }
 

@@ -34,16 +34,24 @@ pub struct TaskService {
     lifecycle: Lifecycle,
     events: Publisher,
     exit: Arc<ExitSignal>,
+    leaving: super::Leaving,
     shim_pid: u32,
 }
 
 impl TaskService {
-    /// A service publishing through `events`, for containerd namespace `namespace`.
-    pub fn new(events: Publisher, namespace: String, exit: Arc<ExitSignal>) -> Self {
+    /// A service publishing through `events`, for containerd namespace `namespace`. At shutdown
+    /// it signals `exit` and leaves the pod's cgroup in `leaving`.
+    pub fn new(
+        events: Publisher,
+        namespace: String,
+        exit: Arc<ExitSignal>,
+        leaving: super::Leaving,
+    ) -> Self {
         Self {
             lifecycle: Lifecycle::new(Arc::new(events.clone()), namespace, Box::new(make_runtime)),
             events,
             exit,
+            leaving,
             shim_pid: std::process::id(),
         }
     }
@@ -302,7 +310,11 @@ impl Task for TaskService {
         // One shim serves a whole group: it goes only when its last container is deleted.
         if self.lifecycle.is_empty() {
             tracing::info!("last container deleted; shim exiting");
-            self.lifecycle.release();
+            // Left once this answer is sent and the connection closed: moving a process between
+            // cgroups waits for an RCU grace period (16 ms measured on cgroup v1), which
+            // containerd's StopPodSandbox need not wait for.
+            let joined = self.lifecycle.take_pod_cgroup().await;
+            *self.leaving.lock().expect("leaving lock") = joined;
             self.events.flush(std::time::Duration::from_secs(5)).await;
             self.exit.signal();
         }

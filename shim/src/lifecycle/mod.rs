@@ -164,8 +164,12 @@ pub struct Lifecycle {
     events: Arc<dyn Events>,
     namespace: String,
     pid: u32,
-    /// The pod cgroup this process joined at its pod sandbox's create.
-    pod_cgroup: Mutex<Option<cgroup::PodCgroup>>,
+    /// The pod cgroup this process joins from its pod sandbox's create. The join runs in the
+    /// background holding this lock (moving a process between cgroups waits for an RCU grace
+    /// period, 10 to 16 ms measured on cgroup v1): the sandbox's create answers at once, and each
+    /// later create takes the lock, so no guest is made before the process is in the pod's
+    /// cgroup.
+    pod_cgroup: Arc<tokio::sync::Mutex<Option<cgroup::PodCgroup>>>,
 }
 
 impl Lifecycle {
@@ -178,16 +182,14 @@ impl Lifecycle {
             events,
             namespace,
             pid: std::process::id(),
-            pod_cgroup: Mutex::new(None),
+            pod_cgroup: Default::default(),
         }
     }
 
-    /// Leaves the pod's cgroup, if this process joined one: call when the last container is
-    /// gone, before exiting.
-    pub fn release(&self) {
-        if let Some(c) = self.pod_cgroup.lock().expect("cgroup lock").take() {
-            c.leave();
-        }
+    /// The pod's cgroup, if this process joined one, for leaving once the last container is
+    /// gone ([`cgroup::PodCgroup::leave`]).
+    pub async fn take_pod_cgroup(&self) -> Option<cgroup::PodCgroup> {
+        self.pod_cgroup.lock().await.take()
     }
 
     fn runtime(&self, spec: &Spec) -> Result<Runtime> {
@@ -227,11 +229,13 @@ impl Lifecycle {
         req.stdio.check()?;
         let spec = container::read_spec(&req.bundle)?;
         // A pod's wasm work is charged to the pod: the shim joins its cgroup with the sandbox.
-        if let Some(pod) = cgroup::pod_of(&spec) {
-            let mut joined = self.pod_cgroup.lock().expect("cgroup lock");
-            if joined.is_none() {
-                *joined = Some(cgroup::join(&pod));
+        // Every create takes the lock, so waits for a join in flight.
+        let mut joined = self.pod_cgroup.clone().lock_owned().await;
+        match cgroup::pod_of(&spec) {
+            Some(pod) if joined.is_none() => {
+                tokio::task::spawn_blocking(move || *joined = Some(cgroup::join(&pod)));
             }
+            _ => drop(joined),
         }
         // A sandbox held by this process needs no rootfs.
         let mounted = if sandbox::runs_here(&spec) {
