@@ -9,6 +9,8 @@ own with a CNI bridge. Reported:
 - start latency: RunPodSandbox's call to StartContainer's return (the container running), median
   and p95 over both rounds;
 - pods per second: PODS over the wall time of a round, whole lifecycles, median of the rounds;
+- pods per second with no container (each round is followed by PODS sandbox-only lifecycles):
+  containerd's, CNI's and the runtime's sandbox work, the ceiling for whole pods;
 - memory per running pod: RUNNING pods with a sleeping container, MemAvailable's drop divided by
   RUNNING, and the PSS of the runtime's shims (alone, and with the pods' own processes: a runc
   pod's pause and container) divided by RUNNING.
@@ -182,6 +184,19 @@ def batch(cri, handler, pods, parallel, tag):
     return lat, pods / (time.perf_counter() - t)
 
 
+def sandboxes(cri, handler, pods, parallel, tag):
+    """Pods with no container (RunPodSandbox, StopPodSandbox, RemovePodSandbox): containerd's,
+    CNI's and the runtime's sandbox work only, the most pods per second whole pods could reach."""
+    def one(i):
+        config = cri.pod_config(f"{tag}-{i}")
+        pod = cri.rt.RunPodSandbox(cri.pb.RunPodSandboxRequest(config=config, runtime_handler=handler))
+        cri.remove_pod(pod.pod_sandbox_id)
+    t = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(parallel) as ex:
+        list(ex.map(one, range(pods)))
+    return pods / (time.perf_counter() - t)
+
+
 def mem_available_kib():
     for line in open("/proc/meminfo"):
         if line.startswith("MemAvailable:"):
@@ -260,12 +275,14 @@ def main():
             batch(cri, handler, 2, 1, f"warm-{handler}")
         lat = {h: [] for h in KINDS}
         rate = {h: [] for h in KINDS}
+        empty = {h: [] for h in KINDS}
         for r in range(2):
             order = list(KINDS) if r % 2 == 0 else list(reversed(KINDS))
             for handler in order:
                 l, pps = batch(cri, handler, a.pods, a.parallel, f"r{r}-{handler}")
                 lat[handler] += l
                 rate[handler].append(pps)
+                empty[handler].append(sandboxes(cri, handler, a.pods, a.parallel, f"e{r}-{handler}"))
         w, n = lat["wasmbox"], lat["runc"]
         print(f"start latency (RunPodSandbox to container running), {len(w)} pods each, {a.parallel} at a time: "
               f"wasmbox median {statistics.median(w)*1000:.0f} ms p95 {p95(w)*1000:.0f} ms, "
@@ -274,6 +291,11 @@ def main():
         rw, rn = statistics.median(rate["wasmbox"]), statistics.median(rate["runc"])
         print(f"pods per second (whole lifecycles): wasmbox {'/'.join(f'{x:.2f}' for x in rate['wasmbox'])}, "
               f"runc {'/'.join(f'{x:.2f}' for x in rate['runc'])}, ratio {rw/rn:.2f}x (goal >= 3x)")
+        ew, en = statistics.median(empty["wasmbox"]), statistics.median(empty["runc"])
+        print(f"pods per second with no container (sandbox only: containerd, CNI and the runtime's sandbox): "
+              f"wasmbox {'/'.join(f'{x:.2f}' for x in empty['wasmbox'])}, "
+              f"runc {'/'.join(f'{x:.2f}' for x in empty['runc'])}; "
+              f"wasmbox's whole pods run at {rw/ew:.2f} of its sandbox-only rate, which is {ew/rn:.2f}x runc's whole pods")
         # One pod of each memory workload first: its compiled code is then in the cache, as on a
         # node that ran it before.
         for handler, (image, args) in MEMORY.items():
