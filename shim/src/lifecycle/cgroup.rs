@@ -7,7 +7,9 @@
 //! `wasmbox`, below the pod's (the parent of the sandbox's `linux.cgroupsPath`), in every
 //! hierarchy (cgroup v1 controllers, and cgroup v2), so the pod's limits apply to its guests
 //! and its usage includes them. When the shim's last container is deleted it moves back and
-//! removes that cgroup.
+//! removes that cgroup. Each move waits for an RCU grace period, so the join runs in the
+//! background ([`crate::lifecycle::Lifecycle::create`]) and the move back comes after the
+//! shutdown's answer.
 
 use std::path::{Path, PathBuf};
 
