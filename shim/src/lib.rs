@@ -33,8 +33,8 @@ pub fn parse_compile_memory(s: &str) -> Result<u64, String> {
 }
 
 /// Parses a log filter: comma-separated `level` (the default) and `target=level` directives, as
-/// in `warn,wasmbox_runtime=debug`. (A list of targets, not a full env filter: its regex engine
-/// would cost every shim process a quarter MiB of relocated tables.)
+/// in `warn,wasmbox_runtime=debug`: a list of targets, without an env filter's span and field
+/// directives (and their regex matching).
 pub fn parse_log_filter(s: &str) -> Result<tracing_subscriber::filter::Targets, String> {
     s.parse().map_err(|e| {
         format!("{s:?} is not a log filter (`level` or `target=level`, comma-separated): {e}")

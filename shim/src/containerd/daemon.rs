@@ -239,7 +239,7 @@ async fn run(flags: Flags, listener: UnixListener) -> Result<(), String> {
     tokio::spawn(signals.handle());
     shim.wait().await;
     let _ = server.shutdown().await;
-    shim.leave_pod_cgroup();
+    shim.leave_pod_cgroup().await;
     Ok(())
 }
 

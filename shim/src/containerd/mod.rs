@@ -25,8 +25,8 @@ use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Error as CrateError, ExitSignal, Flags, StartOpts};
 
-use crate::lifecycle::netns;
 use crate::lifecycle::record::Record;
+use crate::lifecycle::{PodCgroupSlot, netns};
 
 /// The runtime name containerd knows this shim by.
 pub const RUNTIME_ID: &str = "io.containerd.wasmbox.v1";
@@ -120,22 +120,19 @@ fn raise_nofile() {
 /// The shim's process-level side: start, delete, and the task service.
 pub struct Service {
     exit: Arc<ExitSignal>,
-    /// The pod's cgroup, once the last container is gone: left after the shutdown's answer.
-    leaving: Leaving,
+    /// The pod cgroup the lifecycle joins, left when the process ends.
+    pod_cgroup: PodCgroupSlot,
     namespace: String,
     debug: bool,
     /// The socket this process serves on (`unix://PATH`), removed when it exits.
     socket: String,
 }
 
-/// Where the task service leaves the pod's cgroup at shutdown for the process to leave last.
-pub type Leaving = Arc<std::sync::Mutex<Option<crate::lifecycle::cgroup::PodCgroup>>>;
-
 impl Service {
-    /// Leaves the pod's cgroup, if the shutdown left one to leave: after the task API is shut
-    /// down, so no request waits on it.
-    fn leave_pod_cgroup(&self) {
-        if let Some(c) = self.leaving.lock().expect("leaving lock").take() {
+    /// Leaves the pod's cgroup, if one was joined: once the task API is shut down, so no
+    /// request waits on it.
+    async fn leave_pod_cgroup(&self) {
+        if let Some(c) = self.pod_cgroup.lock().await.take() {
             c.leave();
         }
     }
@@ -188,7 +185,7 @@ impl containerd_shim::asynchronous::Shim for Service {
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Service {
             exit: Arc::new(ExitSignal::default()),
-            leaving: Leaving::default(),
+            pod_cgroup: PodCgroupSlot::default(),
             namespace: args.namespace.clone(),
             debug: args.debug,
             socket: args.socket.clone(),
@@ -229,7 +226,7 @@ impl containerd_shim::asynchronous::Shim for Service {
             events,
             self.namespace.clone(),
             self.exit.clone(),
-            self.leaving.clone(),
+            self.pod_cgroup.clone(),
         )
     }
 }

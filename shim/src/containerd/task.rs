@@ -25,8 +25,8 @@ use wasmbox_runtime::Runtime;
 
 use super::events::{Publisher, timestamp};
 use crate::lifecycle::{
-    CreateRequest, Exit, Lifecycle, Result, RootfsMount, ShimError, Stats, Status, StdioPaths,
-    chain,
+    CreateRequest, Exit, Lifecycle, PodCgroupSlot, Result, RootfsMount, ShimError, Stats, Status,
+    StdioPaths, chain,
 };
 
 /// The task service of one shim process, which may serve many containers (a pod).
@@ -34,24 +34,27 @@ pub struct TaskService {
     lifecycle: Lifecycle,
     events: Publisher,
     exit: Arc<ExitSignal>,
-    leaving: super::Leaving,
     shim_pid: u32,
 }
 
 impl TaskService {
-    /// A service publishing through `events`, for containerd namespace `namespace`. At shutdown
-    /// it signals `exit` and leaves the pod's cgroup in `leaving`.
+    /// A service publishing through `events`, for containerd namespace `namespace`, keeping the
+    /// pod cgroup it joins in `pod_cgroup`. At shutdown it signals `exit`.
     pub fn new(
         events: Publisher,
         namespace: String,
         exit: Arc<ExitSignal>,
-        leaving: super::Leaving,
+        pod_cgroup: PodCgroupSlot,
     ) -> Self {
         Self {
-            lifecycle: Lifecycle::new(Arc::new(events.clone()), namespace, Box::new(make_runtime)),
+            lifecycle: Lifecycle::new(
+                Arc::new(events.clone()),
+                namespace,
+                Box::new(make_runtime),
+                pod_cgroup,
+            ),
             events,
             exit,
-            leaving,
             shim_pid: std::process::id(),
         }
     }
@@ -310,11 +313,6 @@ impl Task for TaskService {
         // One shim serves a whole group: it goes only when its last container is deleted.
         if self.lifecycle.is_empty() {
             tracing::info!("last container deleted; shim exiting");
-            // Left once this answer is sent and the connection closed: moving a process between
-            // cgroups waits for an RCU grace period (16 ms measured on cgroup v1), which
-            // containerd's StopPodSandbox need not wait for.
-            let joined = self.lifecycle.take_pod_cgroup().await;
-            *self.leaving.lock().expect("leaving lock") = joined;
             self.events.flush(std::time::Duration::from_secs(5)).await;
             self.exit.signal();
         }

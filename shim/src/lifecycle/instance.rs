@@ -32,6 +32,19 @@ pub struct Made {
     pub exit: Option<ExitFuture>,
 }
 
+impl Made {
+    /// A process `pid` whose end is promised now and told through the sender (or never, if the
+    /// sender is dropped).
+    pub fn promised(pid: u32) -> (Self, tokio::sync::oneshot::Sender<Ended>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let made = Made {
+            pid,
+            exit: Some(Box::pin(async move { rx.await.ok() })),
+        };
+        (made, tx)
+    }
+}
+
 /// Usage of a container's live processes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -169,12 +169,23 @@ pub struct Lifecycle {
     /// period, 10 to 16 ms measured on cgroup v1): the sandbox's create answers at once, and each
     /// later create takes the lock, so no guest is made before the process is in the pod's
     /// cgroup.
-    pod_cgroup: Arc<tokio::sync::Mutex<Option<cgroup::PodCgroup>>>,
+    pod_cgroup: PodCgroupSlot,
 }
 
+/// Where a shim's pod cgroup is kept once joined. The process leaves it last, after its task API
+/// is shut down: the move back waits for an RCU grace period too, which containerd's
+/// StopPodSandbox need not wait for.
+pub type PodCgroupSlot = Arc<tokio::sync::Mutex<Option<cgroup::PodCgroup>>>;
+
 impl Lifecycle {
-    /// A lifecycle telling `events`; `namespace` is the caller's (containerd's) namespace.
-    pub fn new(events: Arc<dyn Events>, namespace: String, make_runtime: MakeRuntime) -> Self {
+    /// A lifecycle telling `events`; `namespace` is the caller's (containerd's) namespace. The
+    /// pod cgroup it joins is kept in `pod_cgroup`, for the process to leave.
+    pub fn new(
+        events: Arc<dyn Events>,
+        namespace: String,
+        make_runtime: MakeRuntime,
+        pod_cgroup: PodCgroupSlot,
+    ) -> Self {
         Self {
             runtime: OnceLock::new(),
             make_runtime,
@@ -182,14 +193,8 @@ impl Lifecycle {
             events,
             namespace,
             pid: std::process::id(),
-            pod_cgroup: Default::default(),
+            pod_cgroup,
         }
-    }
-
-    /// The pod's cgroup, if this process joined one, for leaving once the last container is
-    /// gone ([`cgroup::PodCgroup::leave`]).
-    pub async fn take_pod_cgroup(&self) -> Option<cgroup::PodCgroup> {
-        self.pod_cgroup.lock().await.take()
     }
 
     fn runtime(&self, spec: &Spec) -> Result<Runtime> {

@@ -332,19 +332,16 @@ impl Instance for NativeInstance {
     }
 
     async fn exec(&mut self, exec_id: &str, process: &[u8], _stdio: &StdioPaths) -> Result<Made> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Its end resolves if it is killed before it starts; dropped (nothing) once it starts.
+        let (made, exit) = Made::promised(0);
         self.pending.insert(
             exec_id.to_string(),
             Pending {
                 process: process.to_vec(),
-                exit: tx,
+                exit,
             },
         );
-        Ok(Made {
-            pid: 0,
-            // Resolves if it is killed before it starts; dropped (nothing) once it starts.
-            exit: Some(Box::pin(async move { rx.await.ok() })),
-        })
+        Ok(made)
     }
 
     fn remove_exec(&mut self, exec_id: &str) {

@@ -127,14 +127,8 @@ pub struct SandboxInstance {
 impl SandboxInstance {
     /// The sandbox, made; its end comes with its kill.
     pub fn create() -> (Self, Made) {
-        let (tx, rx) = oneshot::channel();
-        (
-            Self { exit: Some(tx) },
-            Made {
-                pid: std::process::id(),
-                exit: Some(Box::pin(async move { rx.await.ok() })),
-            },
-        )
+        let (made, tx) = Made::promised(std::process::id());
+        (Self { exit: Some(tx) }, made)
     }
 }
 

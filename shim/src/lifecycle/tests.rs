@@ -75,7 +75,7 @@ impl Fixture {
             .map_err(|e| (false, e.to_string()))
         });
         Self {
-            life: Lifecycle::new(events.clone(), "test".into(), make),
+            life: Lifecycle::new(events.clone(), "test".into(), make, Default::default()),
             events,
             dirs: Vec::new(),
         }

@@ -34,14 +34,10 @@ struct Guest {
 
 impl Guest {
     fn new(prepared: Prepared, io: wasmbox_runtime::Stdio) -> (Self, Made) {
-        let (tx, rx) = oneshot::channel();
+        let (made, tx) = Made::promised(std::process::id());
         let guest = Self {
             body: Body::Created(Box::new(prepared), io),
             exit: Some(tx),
-        };
-        let made = Made {
-            pid: std::process::id(),
-            exit: Some(Box::pin(async move { rx.await.ok() })),
         };
         (guest, made)
     }
