@@ -25,6 +25,9 @@ pub(crate) struct Meter {
     used: AtomicU64,
     /// Set when the guest tried to go past the limit.
     pub(crate) hit: AtomicBool,
+    /// Set when the guest's growth would have taken the instances it is counted with past
+    /// their limit together (the container's memory), though not past its own.
+    pub(crate) crowded: AtomicBool,
 }
 
 impl Meter {
@@ -47,10 +50,12 @@ impl Meter {
     }
 }
 
-/// Caps the bytes of all of a guest's memories and tables together.
+/// Caps the bytes of all of a guest's memories and tables together, and, for the instances of a
+/// server, of all instances together.
 pub(crate) struct Limiter {
     meter: Arc<Meter>,
-    /// A meter that adds up several guests' use (the instances of one server), unlimited.
+    /// A meter that adds up several guests' use (the instances of one server) against its own
+    /// limit (the container's memory).
     total: Option<Arc<Meter>>,
 }
 
@@ -59,7 +64,8 @@ impl Limiter {
         Self { meter, total: None }
     }
 
-    /// A limiter for `meter` whose use is also counted in `total`, until it is dropped.
+    /// A limiter for `meter` whose use is also counted in `total`, and held within `total`'s
+    /// limit, until it is dropped.
     pub(crate) fn counted_in(meter: Arc<Meter>, total: Arc<Meter>) -> Self {
         Self {
             meter,
@@ -69,25 +75,38 @@ impl Limiter {
 
     fn grow(&mut self, current: u64, desired: u64) -> wasmtime::Result<bool> {
         let m = &self.meter;
-        let next = m
-            .used
-            .load(Ordering::SeqCst)
-            .saturating_sub(current)
-            .saturating_add(desired);
+        let before = m.used.load(Ordering::SeqCst);
+        let next = before.saturating_sub(current).saturating_add(desired);
         if let Some(limit) = m.limit()
             && next > limit
         {
             m.hit.store(true, Ordering::SeqCst);
             wasmtime::bail!("memory limit of {limit} bytes exceeded (asked for {next} bytes)");
         }
-        let before = m.used.swap(next, Ordering::SeqCst);
         if let Some(t) = &self.total {
             if next >= before {
-                t.used.fetch_add(next - before, Ordering::SeqCst);
+                // Taken from the total in one step, so instances growing at once cannot pass
+                // its limit together.
+                let more = next - before;
+                let limit = t.limit();
+                let taken = t
+                    .used
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                        let after = used.saturating_add(more);
+                        limit.is_none_or(|l| after <= l).then_some(after)
+                    });
+                if let Err(used) = taken {
+                    m.crowded.store(true, Ordering::SeqCst);
+                    wasmtime::bail!(
+                        "memory limit of {} bytes for all instances together exceeded ({used} bytes in use, asked for {more} more)",
+                        limit.unwrap_or(0)
+                    );
+                }
             } else {
                 t.used.fetch_sub(before - next, Ordering::SeqCst);
             }
         }
+        m.used.store(next, Ordering::SeqCst);
         Ok(true)
     }
 }
@@ -154,7 +173,7 @@ impl P2Host {
         table: ResourceTable,
         handles: usize,
         limiter: Limiter,
-        http: Vec<crate::http::HttpGrant>,
+        hooks: crate::http::Hooks,
     ) -> Self {
         P2Host {
             ctx,
@@ -162,7 +181,7 @@ impl P2Host {
             handles,
             limiter,
             http: WasiHttpCtx::new(),
-            hooks: crate::http::Hooks { grants: http },
+            hooks,
         }
     }
 }
@@ -228,6 +247,28 @@ mod tests {
         assert!(meter.hit.load(Ordering::SeqCst));
         let mut unlimited = Limiter::new(Meter::new(None));
         assert!(unlimited.memory_growing(0, 1 << 40, None).unwrap());
+    }
+
+    #[test]
+    fn instances_counted_together_stay_within_the_total_limit() {
+        let total = Meter::new(Some(100));
+        let (a, b) = (Meter::new(Some(80)), Meter::new(Some(80)));
+        let mut la = Limiter::counted_in(a.clone(), total.clone());
+        let mut lb = Limiter::counted_in(b.clone(), total.clone());
+        assert!(la.memory_growing(0, 60, None).unwrap());
+        let e = lb.memory_growing(0, 50, None).unwrap_err().to_string();
+        assert!(e.contains("all instances together"), "{e}");
+        assert!(b.crowded.load(Ordering::SeqCst) && !b.hit.load(Ordering::SeqCst));
+        assert_eq!((total.used(), b.used()), (60, 0));
+        assert!(lb.memory_growing(0, 40, None).unwrap());
+        // Its own limit still holds within the total's room.
+        assert!(la.memory_growing(60, 20, None).unwrap());
+        assert!(la.memory_growing(20, 90, None).is_err());
+        assert!(a.hit.load(Ordering::SeqCst));
+        drop(la);
+        assert_eq!(total.used(), 40);
+        drop(lb);
+        assert_eq!(total.used(), 0);
     }
 
     #[test]

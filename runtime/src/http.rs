@@ -7,6 +7,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
@@ -181,9 +183,65 @@ pub fn check(grants: &[HttpGrant], uri: &::http::Uri) -> Result<(), String> {
     }
 }
 
-/// The `wasi:http` hooks of one guest: every request is checked against its grants first.
+/// The `wasi:http` hooks of one guest: every request is checked against its grants first, and
+/// the connections it opens are counted against its handle limit and the server's cap.
 pub(crate) struct Hooks {
     pub(crate) grants: Vec<HttpGrant>,
+    /// Outgoing connections this guest holds open (connecting, or carrying a request).
+    open: Arc<AtomicUsize>,
+    /// The most it may hold: its handle limit.
+    most: usize,
+    /// Permits for the outgoing connections of every instance of a server together.
+    shared: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Hooks {
+    /// Hooks for a guest granted `grants`, holding at most `most` connections, and, when
+    /// `shared` is given, each one also under a permit of it.
+    pub(crate) fn new(
+        grants: Vec<HttpGrant>,
+        most: usize,
+        shared: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> Self {
+        Self {
+            grants,
+            open: Arc::default(),
+            most,
+            shared,
+        }
+    }
+
+    /// A hold on one more outgoing connection, or why there is none.
+    fn connection(&self) -> Result<Connection, &'static str> {
+        let permit = match &self.shared {
+            Some(s) => Some(
+                s.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| "the server's outgoing connections are all in use")?,
+            ),
+            None => None,
+        };
+        if self.open.fetch_add(1, Ordering::SeqCst) >= self.most {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+            return Err("the handler holds as many outgoing connections as its handle limit");
+        }
+        Ok(Connection {
+            open: self.open.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+/// One outgoing connection counted: released when the connection ends.
+struct Connection {
+    open: Arc<AtomicUsize>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl WasiHttpHooks for Hooks {
@@ -208,9 +266,21 @@ impl WasiHttpHooks for Hooks {
             tracing::warn!(method = %request.method(), uri = %request.uri(), "outgoing HTTP request denied: {why}");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let connection = match self.connection() {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::warn!(method = %request.method(), uri = %request.uri(), "outgoing HTTP request refused: {why}");
+                return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+            }
+        };
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // The connection lives as long as the task driving it.
+            let io = async move {
+                let _connection = connection;
+                io.await
+            };
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -308,13 +378,34 @@ mod tests {
         grants: &[&str],
         uri: &str,
     ) -> Result<::http::Response<WasiBody>, wasmtime_wasi_http::Error> {
-        let mut hooks = Hooks {
-            grants: grants.iter().map(|s| g(s)).collect(),
-        };
+        let mut hooks = Hooks::new(grants.iter().map(|s| g(s)).collect(), 16, None);
         let fut = hooks.send_request(request(uri), None, Box::new(async { Ok(()) }));
         let (res, io) = std::pin::Pin::from(fut).await?;
         tokio::spawn(std::pin::Pin::from(io));
         Ok(res)
+    }
+
+    #[test]
+    fn outgoing_connections_count_against_the_guest_and_the_server() {
+        let server = Arc::new(tokio::sync::Semaphore::new(2));
+        let a = Hooks::new(vec![], 1, Some(server.clone()));
+        let b = Hooks::new(vec![], 5, Some(server.clone()));
+        let held = a.connection().unwrap();
+        assert!(a.connection().err().unwrap().contains("handle limit"));
+        let other = b.connection().unwrap();
+        assert!(b.connection().err().unwrap().contains("server's"));
+        drop(held);
+        let again = b.connection().unwrap();
+        assert_eq!(b.open.load(Ordering::SeqCst), 2);
+        drop((other, again));
+        assert_eq!(
+            (b.open.load(Ordering::SeqCst), server.available_permits()),
+            (0, 2)
+        );
+        // A guest of its own (a command) is held only by its handle limit.
+        let alone = Hooks::new(vec![], 2, None);
+        let _held = (alone.connection().unwrap(), alone.connection().unwrap());
+        assert!(alone.connection().is_err());
     }
 
     #[test]

@@ -18,16 +18,28 @@ pub const ANNOTATION_NET_LISTEN: &str = "wasmbox.net.listen";
 pub const ANNOTATION_HTTP_ALLOW: &str = "wasmbox.http.allow";
 /// Annotation: `true` lets the guest resolve host names.
 pub const ANNOTATION_NET_DNS: &str = "wasmbox.net.dns";
-/// Annotation: wall-clock deadline in seconds.
+/// Annotation: wall-clock deadline (`30s`, `500ms`, or plain seconds).
 pub const ANNOTATION_TIMEOUT: &str = "wasmbox.timeout";
 /// Annotation: where an HTTP component is served (`HOST:PORT`, default [`DEFAULT_HTTP_ADDR`]).
 pub const ANNOTATION_HTTP_ADDR: &str = "wasmbox.http.addr";
 /// Annotation: requests an HTTP component handles at once.
 pub const ANNOTATION_HTTP_MAX_CONCURRENCY: &str = "wasmbox.http.max-concurrency";
-/// Annotation: how long one request may run, in seconds.
+/// Annotation: how long one request may run.
 pub const ANNOTATION_HTTP_REQUEST_TIMEOUT: &str = "wasmbox.http.request-timeout";
-/// Annotation: how long a drain waits for requests in flight, in seconds.
+/// Annotation: how long a drain waits for requests in flight.
 pub const ANNOTATION_HTTP_DRAIN_TIMEOUT: &str = "wasmbox.http.drain-timeout";
+/// Annotation: how long a client has to send a request head.
+pub const ANNOTATION_HTTP_HEADER_TIMEOUT: &str = "wasmbox.http.header-timeout";
+/// Annotation: how long an idle connection, or a request stalled on its client, lasts.
+pub const ANNOTATION_HTTP_IDLE_TIMEOUT: &str = "wasmbox.http.idle-timeout";
+/// Annotation: connections open at once.
+pub const ANNOTATION_HTTP_MAX_CONNECTIONS: &str = "wasmbox.http.max-connections";
+/// Annotation: bytes a request body may hold.
+pub const ANNOTATION_HTTP_MAX_BODY_SIZE: &str = "wasmbox.http.max-body-size";
+/// Annotation: bytes of a request head.
+pub const ANNOTATION_HTTP_MAX_HEADER_SIZE: &str = "wasmbox.http.max-header-size";
+/// Annotation: bytes of memory one request's instance may use.
+pub const ANNOTATION_HTTP_REQUEST_MEMORY: &str = "wasmbox.http.request-memory";
 
 /// Filesystem types that are kernel interfaces and are never exposed to a guest (as mount types,
 /// and as mounts below a recursive grant's source).
@@ -119,6 +131,47 @@ pub fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
     }
 }
 
+/// Parses a size: bytes, or a number with `k`, `m`, `g` (powers of 1024; `b`, `ib` suffixes
+/// allowed). Flags and annotations read sizes alike.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 64m, 1g, 1048576)"))
+}
+
+/// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds. Flags and annotations read
+/// durations alike.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)");
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    timeout_from_secs(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
 /// A host directory granted to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirGrant {
@@ -197,18 +250,38 @@ pub struct Policy {
     pub serve: ServeConfig,
 }
 
-/// Where and how wasmbox serves an HTTP component (`wasi:http/incoming-handler`).
+/// Where and how wasmbox serves an HTTP component (`wasi:http/incoming-handler`), and the bounds
+/// on what a client can make the server hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
     /// Where wasmbox listens (the listener is wasmbox's: the guest needs no socket grant).
     pub addr: std::net::SocketAddr,
-    /// Requests handled at once; further requests wait for a slot, and while every slot is
-    /// taken no new connection is accepted (they wait in the kernel's accept queue).
+    /// Requests handled at once; further requests wait for a slot (at most
+    /// [`WAITING_REQUESTS`] of them, holding at most [`WAITING_HEAD_BYTES`]), and while every slot
+    /// is taken no new connection is accepted (they wait in the kernel's accept queue).
     pub max_concurrency: usize,
     /// How long one request's instance may run, response body included.
-    pub request_timeout: Option<Duration>,
+    pub request_timeout: Duration,
     /// After SIGTERM, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// How long a client has to send a request's head (HTTP/1.1; slowloris). A connection
+    /// waiting for its next request is also under it.
+    pub header_timeout: Duration,
+    /// How long a connection with no request in flight stays open; and how long a request waits
+    /// on a client that sends none of its body, or reads none of the response, before it ends.
+    pub idle_timeout: Duration,
+    /// Connections open at once; `None` derives it from the descriptor limit
+    /// ([`default_max_connections`]). Past it, new connections wait in the kernel's accept queue.
+    pub max_connections: Option<usize>,
+    /// Bytes a request body may hold, counted as it streams (413 past it); `None` is no limit
+    /// (bodies stream and are never held whole).
+    pub max_body_size: Option<u64>,
+    /// Bytes of a request's head (request line and header fields; HPACK-decoded in HTTP/2); 431
+    /// past it.
+    pub max_header_size: u64,
+    /// Bytes of memory one request's instance may use; `None` is the container's memory limit,
+    /// which caps all instances together.
+    pub request_memory: Option<u64>,
 }
 
 /// Where HTTP components are served unless told otherwise (as runwasi and `wasmtime serve`).
@@ -219,15 +292,66 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
 pub const MAX_CONCURRENCY: usize = 1000;
 /// How long a drain waits for requests in flight unless told otherwise.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may run unless told otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client has to send a request head unless told otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle connection, or a request stalled on its client, lasts unless told otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes of a request head unless told otherwise.
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 64 << 10;
+/// The smallest request-head limit that may be set (HTTP/1.1's read buffer holds a head).
+pub const MIN_HEADER_SIZE: u64 = 8 << 10;
+/// The largest request head that may be allowed.
+pub const MAX_HEADER_SIZE: u64 = 1 << 20;
+/// Requests that may wait for an instance slot at once; past it (or [`WAITING_HEAD_BYTES`]), a
+/// request is refused with 503 (HTTP/2: the stream is reset with `REFUSED_STREAM`).
+pub const WAITING_REQUESTS: usize = 1024;
+/// Bytes of request heads that requests waiting for a slot may hold together.
+pub const WAITING_HEAD_BYTES: usize = 16 << 20;
+/// Descriptors kept back from connections and outgoing requests when their caps are derived.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Connections open at once when not told otherwise: half of what the descriptor limit leaves
+/// after a reserve, so outgoing requests ([`max_outgoing_connections`]), files and the log have
+/// their share.
+pub fn default_max_connections(nofile: u64) -> usize {
+    (nofile.saturating_sub(RESERVED_DESCRIPTORS) / 2).max(16) as usize
+}
+
+/// Outgoing HTTP connections one server holds at once, all handlers together: a quarter of what
+/// the descriptor limit leaves after a reserve.
+pub fn max_outgoing_connections(nofile: u64) -> usize {
+    (nofile.saturating_sub(RESERVED_DESCRIPTORS) / 4).max(8) as usize
+}
 
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             addr: DEFAULT_HTTP_ADDR.parse().expect("a valid address"),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
-            request_timeout: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: None,
+            max_body_size: None,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            request_memory: None,
         }
+    }
+}
+
+/// Checks a request-head limit: from [`MIN_HEADER_SIZE`] to [`MAX_HEADER_SIZE`].
+pub fn check_header_size(n: u64) -> std::result::Result<u64, String> {
+    if (MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} bytes is out of range for a request head ({}k to {}k)",
+            MIN_HEADER_SIZE >> 10,
+            MAX_HEADER_SIZE >> 10
+        ))
     }
 }
 
@@ -485,22 +609,44 @@ pub fn apply_annotations(policy: &mut Policy, ann: &HashMap<String, String>) -> 
                 )
             })?;
     }
+    let serve = &mut policy.serve;
     if let Some(v) = ann.get(ANNOTATION_HTTP_REQUEST_TIMEOUT) {
-        policy.serve.request_timeout = Some(seconds(ANNOTATION_HTTP_REQUEST_TIMEOUT, v)?);
+        serve.request_timeout = seconds(ANNOTATION_HTTP_REQUEST_TIMEOUT, v)?;
     }
     if let Some(v) = ann.get(ANNOTATION_HTTP_DRAIN_TIMEOUT) {
-        policy.serve.drain_timeout = seconds(ANNOTATION_HTTP_DRAIN_TIMEOUT, v)?;
+        serve.drain_timeout = seconds(ANNOTATION_HTTP_DRAIN_TIMEOUT, v)?;
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_HEADER_TIMEOUT) {
+        serve.header_timeout = seconds(ANNOTATION_HTTP_HEADER_TIMEOUT, v)?;
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_IDLE_TIMEOUT) {
+        serve.idle_timeout = seconds(ANNOTATION_HTTP_IDLE_TIMEOUT, v)?;
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_MAX_CONNECTIONS) {
+        serve.max_connections = Some(v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            format!("annotation {ANNOTATION_HTTP_MAX_CONNECTIONS}: expected a number of connections, got {v:?}")
+        })?);
+    }
+    let size = |key: &str, v: &str| parse_size(v).map_err(|e| format!("annotation {key}: {e}"));
+    if let Some(v) = ann.get(ANNOTATION_HTTP_MAX_BODY_SIZE) {
+        serve.max_body_size = Some(size(ANNOTATION_HTTP_MAX_BODY_SIZE, v)?);
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_MAX_HEADER_SIZE) {
+        serve.max_header_size = size(ANNOTATION_HTTP_MAX_HEADER_SIZE, v).and_then(|n| {
+            check_header_size(n)
+                .map_err(|e| format!("annotation {ANNOTATION_HTTP_MAX_HEADER_SIZE}: {e}"))
+        })?;
+    }
+    if let Some(v) = ann.get(ANNOTATION_HTTP_REQUEST_MEMORY) {
+        serve.request_memory = Some(size(ANNOTATION_HTTP_REQUEST_MEMORY, v)?);
     }
     Ok(())
 }
 
-/// An annotation's value in seconds, range-checked as every deadline is.
+/// An annotation's duration (`30s`, `500ms`, or plain seconds), range-checked as every deadline
+/// is.
 fn seconds(key: &str, v: &str) -> Result<Duration, String> {
-    let secs: f64 = v
-        .trim()
-        .parse()
-        .map_err(|_| format!("annotation {key}: expected seconds, got {v:?}"))?;
-    timeout_from_secs(secs).map_err(|e| format!("annotation {key}: {e}"))
+    parse_duration(v).map_err(|e| format!("annotation {key}: {e}"))
 }
 
 fn apply_mount(policy: &mut Policy, m: &Mount, bundle: &Path) -> Result<(), String> {
@@ -582,6 +728,80 @@ fn grant_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn serving_limits_have_defaults_and_come_from_annotations() {
+        let d = ServeConfig::default();
+        assert_eq!(d.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(d.header_timeout, Duration::from_secs(30));
+        assert_eq!(d.max_header_size, 64 << 10);
+        assert_eq!(
+            (d.max_connections, d.max_body_size, d.request_memory),
+            (None, None, None)
+        );
+        // Half and a quarter of what a reserve leaves: 1024 descriptors give 480 and 240.
+        assert_eq!(default_max_connections(1024), 480);
+        assert_eq!(max_outgoing_connections(1024), 240);
+        assert_eq!(default_max_connections(10), 16);
+
+        let mut p = Policy::default();
+        let ann: HashMap<String, String> = [
+            (ANNOTATION_HTTP_REQUEST_TIMEOUT, "2.5"),
+            (ANNOTATION_HTTP_HEADER_TIMEOUT, "5s"),
+            (ANNOTATION_HTTP_IDLE_TIMEOUT, "1500ms"),
+            (ANNOTATION_HTTP_MAX_CONNECTIONS, "40"),
+            (ANNOTATION_HTTP_MAX_BODY_SIZE, "1m"),
+            (ANNOTATION_HTTP_MAX_HEADER_SIZE, "16k"),
+            (ANNOTATION_HTTP_REQUEST_MEMORY, "32m"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        apply_annotations(&mut p, &ann).unwrap();
+        let s = &p.serve;
+        assert_eq!(s.request_timeout, Duration::from_millis(2500));
+        assert_eq!(s.header_timeout, Duration::from_secs(5));
+        assert_eq!(s.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(s.max_connections, Some(40));
+        assert_eq!(s.max_body_size, Some(1 << 20));
+        assert_eq!(s.max_header_size, 16 << 10);
+        assert_eq!(s.request_memory, Some(32 << 20));
+
+        for (key, bad, why) in [
+            (
+                ANNOTATION_HTTP_MAX_CONNECTIONS,
+                "0",
+                "number of connections",
+            ),
+            (ANNOTATION_HTTP_MAX_HEADER_SIZE, "4k", "out of range"),
+            (ANNOTATION_HTTP_MAX_HEADER_SIZE, "2g", "out of range"),
+            (ANNOTATION_HTTP_MAX_BODY_SIZE, "lots", "not a size"),
+            (ANNOTATION_HTTP_IDLE_TIMEOUT, "soon", "not a duration"),
+        ] {
+            let ann = HashMap::from([(key.to_string(), bad.to_string())]);
+            let e = apply_annotations(&mut Policy::default(), &ann).unwrap_err();
+            assert!(e.contains(key) && e.contains(why), "{key}={bad}: {e}");
+        }
+    }
 
     #[test]
     fn normalizes_guest_paths() {

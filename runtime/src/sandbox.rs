@@ -643,7 +643,8 @@ impl Prepared {
         let engine = inner.engine.clone();
         let http = self.policy.net.http.clone();
         let component_host = move |mut b: wasmtime_wasi::WasiCtxBuilder, limiter| {
-            P2Host::new(b.build(), handle_table(handles), handles, limiter, http)
+            let hooks = crate::http::Hooks::new(http, handles, None);
+            P2Host::new(b.build(), handle_table(handles), handles, limiter, hooks)
         };
         let fut: std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<i32>> + Send>> =
             match self.pre {

@@ -1,0 +1,309 @@
+//! Serving an HTTP component (`wasi:http/incoming-handler@0.2`): wasmbox's own listener speaks
+//! HTTP/1.1 (keep-alive) and HTTP/2 without TLS (h2c) through hyper; every request gets a fresh
+//! instance of the pre-instantiated component, with the guest's grants and its own memory limit
+//! and deadline; the handler's output is tagged with the request's id; one access-log line per
+//! request; SIGTERM drains.
+//!
+//! Faults stay in their request: a trap, a memory or time limit, or a handler that returns
+//! without a response gives that client a 500 (503 for the deadline) and a log line, and the
+//! server goes on. A client that goes away mid-response ends its instance at once.
+//!
+//! What a client can make the server hold is bounded (`ServeConfig`): connections, the time to
+//! send a head, idle connections, the size of a head and of a body, requests waiting for a slot
+//! and the bytes of their heads, a request's time and memory, the instances' memory together,
+//! outgoing connections, and the log's queue.
+
+mod access;
+mod admit;
+mod log;
+mod request;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::exit::ExitReason;
+use crate::host::P2Host;
+use crate::policy::{Policy, ServeConfig};
+use crate::sandbox::{Filesystem, Shared};
+use crate::wasi::Output;
+
+use log::LineSink;
+
+/// How long the listener rests after a failed accept (out of descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// Streams one HTTP/2 connection may have open at once.
+const H2_STREAMS: u32 = 100;
+/// Bytes an HTTP/2 client may send on one stream, and on one connection, before the handler
+/// reads them (the flow-control windows).
+const H2_STREAM_WINDOW: u32 = 64 << 10;
+const H2_CONNECTION_WINDOW: u32 = 256 << 10;
+
+/// What one request's instance needs, shared by every request.
+struct Service {
+    engine: wasmtime::Engine,
+    pre: ProxyPre<P2Host>,
+    policy: Policy,
+    preopens: Vec<(std::path::PathBuf, String, bool)>,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    /// Requests waiting for a slot.
+    waiting: Arc<admit::Waiting>,
+    /// Outgoing connections of every instance together.
+    outgoing: Arc<Semaphore>,
+    out: LineSink,
+    err: LineSink,
+    next_id: AtomicU64,
+    /// Ends every request at once (a forced stop, or the end of the drain).
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// What a server is made of.
+pub(crate) struct Parts {
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) pre: ProxyPre<P2Host>,
+    /// How many instances of the component the engine's pool holds at once, if it is bounded.
+    pub(crate) capacity: Option<usize>,
+    pub(crate) policy: Policy,
+    /// Bound already ([`crate::Prepared::listen_with`]), or `None` to bind `policy.serve.addr`.
+    pub(crate) listener: Option<std::net::TcpListener>,
+    pub(crate) fs: Filesystem,
+    pub(crate) stdout: Output,
+    pub(crate) stderr: Output,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A server running: its future yields its exit reason.
+pub(crate) type Server = Pin<Box<dyn Future<Output = ExitReason> + Send>>;
+
+/// This process's soft limit on open descriptors.
+fn descriptor_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
+/// Serves until killed. Returns the bound address and the server.
+pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
+    let Parts {
+        engine,
+        pre,
+        capacity,
+        policy,
+        listener,
+        fs,
+        stdout,
+        stderr,
+        shared,
+    } = parts;
+    let addr = policy.serve.addr;
+    let listen = |source| crate::Error::Serve { addr, source };
+    let std_listener = match listener {
+        Some(l) => l,
+        None => std::net::TcpListener::bind(addr).map_err(listen)?,
+    };
+    std_listener.set_nonblocking(true).map_err(listen)?;
+    let bound = std_listener.local_addr().map_err(listen)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(listen)?;
+    let (out, out_done) = LineSink::start("stdout", stdout);
+    let (err, err_done) = LineSink::start("stderr", stderr);
+    // The readiness line, on the server's stderr (the container's log under containerd): the
+    // listener is bound and accepting once it is written.
+    err.line(format!("wasmbox: serving http://{bound}"));
+    // Requests beyond what the instance pool holds wait for a slot instead of failing.
+    let mut concurrency = policy.serve.max_concurrency.max(1);
+    if let Some(fits) = capacity.filter(|&fits| fits < concurrency) {
+        err.line(format!(
+            "wasmbox: at most {fits} requests at once: the instance pool holds {fits} instances of this component"
+        ));
+        concurrency = fits;
+    }
+    let nofile = descriptor_limit();
+    let connections = policy
+        .serve
+        .max_connections
+        .unwrap_or_else(|| crate::policy::default_max_connections(nofile));
+    let svc = Arc::new(Service {
+        engine,
+        pre,
+        preopens: fs.preopens.clone(),
+        shared: shared.clone(),
+        slots: Arc::new(Semaphore::new(concurrency)),
+        waiting: admit::Waiting::new(
+            crate::policy::WAITING_REQUESTS,
+            crate::policy::WAITING_HEAD_BYTES,
+        ),
+        outgoing: Arc::new(Semaphore::new(crate::policy::max_outgoing_connections(
+            nofile,
+        ))),
+        policy,
+        out,
+        err,
+        next_id: AtomicU64::new(0),
+        stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    });
+    let fut = async move {
+        let reason = accept_loop(&svc, listener, connections).await;
+        svc.stop.cancel();
+        svc.tasks.close();
+        svc.tasks.wait().await;
+        drop(svc);
+        drop(fs);
+        // Every line written before the end reaches the log before the status is known.
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = out_done.join();
+            let _ = err_done.join();
+        })
+        .await;
+        reason
+    };
+    Ok((bound, Box::pin(fut)))
+}
+
+type Builder = hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>;
+
+/// hyper's connection settings: the head's time and size limits, HTTP/2's stream and window
+/// bounds.
+fn builder(serve: &ServeConfig) -> Builder {
+    let head = serve.max_header_size as usize;
+    let mut b = Builder::new(hyper_util::rt::TokioExecutor::new());
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(serve.header_timeout)
+        // The read buffer holds a head while it is parsed: one that does not fit gets 431.
+        .max_buf_size(head);
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(head as u32)
+        .max_concurrent_streams(H2_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW);
+    b
+}
+
+async fn accept_loop(
+    svc: &Arc<Service>,
+    listener: tokio::net::TcpListener,
+    connections: usize,
+) -> ExitReason {
+    let builder = builder(&svc.policy.serve);
+    let open = Arc::new(Semaphore::new(connections));
+    let drain = CancellationToken::new();
+    let drain_timeout = svc.policy.serve.drain_timeout;
+    // The first kill: SIGTERM drains, any other signal ends everything at once.
+    let killed = || {
+        let signal = svc.shared.kill_signal.load(Ordering::SeqCst);
+        (signal != libc::SIGTERM).then_some(ExitReason::Signaled(signal))
+    };
+    loop {
+        // Past the connection cap, or while every slot is taken, new connections wait in the
+        // kernel's accept queue.
+        let admitted = async {
+            let connection = open.clone().acquire_owned().await;
+            drop(svc.slots.acquire().await);
+            connection
+        };
+        let connection = tokio::select! {
+            biased;
+            () = svc.shared.kill.notified() => match killed() {
+                Some(end) => return end,
+                None => break,
+            },
+            permit = admitted => permit.expect("the connection semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = svc.shared.kill.notified() => match killed() {
+                Some(end) => return end,
+                None => break,
+            },
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: the connections in flight go on; try again shortly.
+                tracing::warn!(error = %e, "accepting a connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        svc.tasks.spawn(connection_task(
+            svc.clone(),
+            builder.clone(),
+            stream,
+            connection,
+            drain.clone(),
+        ));
+    }
+    // Draining: no new connection; requests in flight finish, up to the grace period.
+    drop(listener);
+    svc.err.line(format!(
+        "wasmbox: draining: no new connections; requests in flight have {drain_timeout:?} to finish"
+    ));
+    drain.cancel();
+    svc.tasks.close();
+    tokio::select! {
+        biased;
+        () = svc.shared.kill.notified() => {
+            ExitReason::Signaled(svc.shared.kill_signal.load(Ordering::SeqCst))
+        }
+        () = svc.tasks.wait() => ExitReason::Exited(0),
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::info!("drain period over: ending the requests still running");
+            ExitReason::Exited(0)
+        }
+    }
+}
+
+/// Serves one connection until it ends, the server stops, or it is closed gracefully: at the
+/// drain, or once it has had no request in flight for the idle timeout. A client that reads
+/// nothing of what is sent to it for the idle timeout is cut off.
+async fn connection_task(
+    svc: Arc<Service>,
+    builder: Builder,
+    stream: tokio::net::TcpStream,
+    _open: tokio::sync::OwnedSemaphorePermit,
+    drain: CancellationToken,
+) {
+    let activity = admit::Activity::new();
+    let conn_svc = svc.clone();
+    let conn_activity = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let busy = conn_activity.begin();
+        conn_svc.clone().handle(req, busy)
+    });
+    let io = admit::Stalling::new(stream, svc.policy.serve.idle_timeout);
+    let conn = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .into_owned();
+    let mut conn = std::pin::pin!(conn);
+    let idle = activity.idle_for(svc.policy.serve.idle_timeout);
+    let mut idle = std::pin::pin!(idle);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = svc.stop.cancelled() => return,
+            _ = conn.as_mut() => return,
+            () = drain.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = idle.as_mut(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
