@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use wasmbox_runtime::net::Grant;
+pub use wasmbox_runtime::policy::{parse_duration, parse_size};
 use wasmbox_runtime::{Policy, RuntimeConfig};
 
 /// What a guest is granted beyond its image or bundle.
@@ -113,23 +114,48 @@ impl SandboxOptions {
 }
 
 /// How an HTTP component is served (by `wasmbox serve`, and by `wasmbox run` when what it runs
-/// is one).
+/// is one), and the bounds on what a client can make the server hold.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Where to listen for HTTP (default 0.0.0.0:8080). The listener is wasmbox's: the guest
     /// needs no socket grant for it.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
     pub addr: Option<std::net::SocketAddr>,
-    /// Requests handled at once (default 256, at most 1000); more wait for a slot.
+    /// Requests handled at once (default 256, at most 1000); more wait for a slot, up to 1024
+    /// of them, and past that are refused with 503.
     #[arg(long, value_name = "N", value_parser = parse_concurrency)]
     pub max_concurrency: Option<usize>,
-    /// How long one request's instance may run, its response body included; past it the
-    /// client gets 503, or the response is cut.
+    /// How long one request's instance may run, its response body included (default 60s); past
+    /// it the client gets 503, or the response is cut.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
     /// After SIGTERM, how long requests in flight may take to finish (default 10s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// How long a client has to send a request's head (default 30s). An HTTP/1.1 connection
+    /// waiting for its next request is also under it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// How long a connection with no request in flight stays open, and how long a request waits
+    /// on a client that sends none of its body or reads none of the response (default 60s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Connections open at once (default: half the descriptor limit, less a reserve); more wait
+    /// in the kernel's accept queue.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Bytes a request body may hold, counted as it streams (default: no limit); past it the
+    /// client gets 413.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_body_size: Option<u64>,
+    /// Bytes of a request's head, its request line and header fields (default 64k, from 8k to 1m);
+    /// past it the client gets 431.
+    #[arg(long, value_name = "SIZE", value_parser = parse_header_size)]
+    pub max_header_size: Option<u64>,
+    /// Memory one request's instance may use (default: the memory limit, which caps all
+    /// instances together).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub request_memory: Option<u64>,
 }
 
 impl ServeOptions {
@@ -142,13 +168,28 @@ impl ServeOptions {
         if let Some(n) = self.max_concurrency {
             s.max_concurrency = n;
         }
-        if let Some(t) = self.request_timeout {
-            s.request_timeout = Some(t);
+        let set = |d: &mut Duration, o: Option<Duration>| *d = o.unwrap_or(*d);
+        set(&mut s.request_timeout, self.request_timeout);
+        set(&mut s.drain_timeout, self.drain_timeout);
+        set(&mut s.header_timeout, self.header_timeout);
+        set(&mut s.idle_timeout, self.idle_timeout);
+        if let Some(n) = self.max_connections {
+            s.max_connections = Some(n as usize);
         }
-        if let Some(t) = self.drain_timeout {
-            s.drain_timeout = t;
+        if let Some(n) = self.max_body_size {
+            s.max_body_size = Some(n);
+        }
+        if let Some(n) = self.max_header_size {
+            s.max_header_size = n;
+        }
+        if let Some(n) = self.request_memory {
+            s.request_memory = Some(n);
         }
     }
+}
+
+fn parse_header_size(s: &str) -> Result<u64, String> {
+    parse_size(s).and_then(wasmbox_runtime::policy::check_header_size)
 }
 
 fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -221,26 +262,6 @@ impl CacheOptions {
     }
 }
 
-/// Parses a size: bytes, or a number with `k`, `m`, `g` (powers of 1024; `b`, `ib` suffixes allowed).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t
-        .strip_suffix("ib")
-        .or_else(|| t.strip_suffix('b'))
-        .unwrap_or(&t);
-    let (num, mul) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{s:?} is not a size (e.g. 64m, 1g, 1048576)"))
-}
-
 /// Parses `nofile=N[:HARD]` (the soft limit counts), within 16 and the most handles allowed.
 pub fn parse_ulimit(s: &str) -> Result<u64, String> {
     let max = wasmbox_runtime::policy::MAX_HANDLES;
@@ -253,47 +274,9 @@ pub fn parse_ulimit(s: &str) -> Result<u64, String> {
         .ok_or_else(bad)
 }
 
-/// Parses a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)");
-    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (t, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    wasmbox_runtime::policy::timeout_from_secs(secs).map_err(|e| format!("{s:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64m"), Ok(64 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("0").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn volumes() {
