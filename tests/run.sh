@@ -21,6 +21,7 @@ command -v runc >/dev/null || missing+=(runc)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v script >/dev/null || missing+=(bsdutils)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v prlimit >/dev/null || missing+=(util-linux)
 command -v mount >/dev/null || missing+=(mount)
 command -v mknod >/dev/null || missing+=(coreutils)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
@@ -39,6 +40,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     "${as_root[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}"
 fi
+
+step "Python packages the tests use (h2, for the HTTP/2 clients in tests/clients)"
+python3 -c 'import h2' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check h2
 
 step "format"
 cargo fmt --all -- --check

@@ -26,25 +26,29 @@ fn python_app() -> String {
     p.to_string_lossy().into_owned()
 }
 
-fn hello() -> String {
+pub(crate) fn hello() -> String {
     guest("http-hello/http-hello.wasm")
         .to_string_lossy()
         .into_owned()
 }
 
 /// A running `wasmbox serve`, killed when dropped.
-struct Served {
-    child: Child,
-    addr: String,
-    stdout: Arc<Lines>,
-    stderr: Arc<Lines>,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
+    pub(crate) stdout: Arc<Lines>,
+    pub(crate) stderr: Arc<Lines>,
 }
 
 impl Served {
     /// Starts `wasmbox ARGS... --addr 127.0.0.1:0 WASM` and waits for its readiness line.
-    fn start(wb: &Wasmbox, command: &str, args: &[&str], wasm: &str) -> Self {
-        let mut child = wb
-            .cmd()
+    pub(crate) fn start(wb: &Wasmbox, command: &str, args: &[&str], wasm: &str) -> Self {
+        Self::start_as(wb.cmd(), command, args, wasm)
+    }
+
+    /// As [`Served::start`], with `cmd` running wasmbox (under `prlimit`, say).
+    pub(crate) fn start_as(mut cmd: Command, command: &str, args: &[&str], wasm: &str) -> Self {
+        let mut child = cmd
             .arg(command)
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
@@ -72,12 +76,12 @@ impl Served {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// `curl -s` with `args`, returning (status, body).
-    fn curl(&self, args: &[&str], path: &str) -> (u16, String) {
+    pub(crate) fn curl(&self, args: &[&str], path: &str) -> (u16, String) {
         let out = Command::new("curl")
             .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
             .args(args)
@@ -89,12 +93,12 @@ impl Served {
         (code.parse().unwrap_or(0), body.to_string())
     }
 
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         assert!(crate::ctrd::signal(self.child.id(), sig));
     }
 
     /// Waits for the process to end (its stderr closes), returning its exit code.
-    fn wait(&mut self, within: Duration) -> i32 {
+    pub(crate) fn wait(&mut self, within: Duration) -> i32 {
         assert!(self.stderr.wait_end(within), "wasmbox did not end");
         self.child.wait().unwrap().code().unwrap_or(-1)
     }
@@ -460,13 +464,13 @@ fn handler_output_is_tagged_with_its_request_id() {
 }
 
 /// A loopback HTTP server answering every request with `body`; counts its connections.
-struct Upstream {
+pub(crate) struct Upstream {
     port: u16,
     connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
-    fn start(body: &'static str) -> Self {
+    pub(crate) fn start(body: &'static str) -> Self {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -8,6 +8,7 @@ mod escapes;
 mod exit;
 mod fs;
 mod http;
+mod http_limits;
 mod images;
 mod install;
 mod limits;
