@@ -4,13 +4,16 @@
 //! containerd's `config.toml` is edited as a document (`toml_edit`), so comments, order and every
 //! other entry survive, and a second run changes nothing. k3s renders its containerd config from
 //! `config.toml.tmpl` at each start, so with `--k3s` that template gets a marked block instead.
+//! Host files are reached beneath `--host-root` ([`HostRoot`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use toml_edit::{Array, DocumentMut, Item, Table, value};
+
+use super::host_root::{HostFile, HostRoot, ReadError};
 
 /// The shim binary's name.
 const SHIM: &str = "containerd-shim-wasmbox-v1";
@@ -20,6 +23,9 @@ const K3S_DIR: &str = "var/lib/rancher/k3s/agent/etc/containerd";
 const CREATED: &str = "# Written by `wasmbox install containerd`: containerd's defaults fill in the rest.\nversion = 2\n";
 /// The first line of a k3s template that keeps k3s's own configuration.
 const K3S_BASE: &str = "{{ template \"base\" . }}";
+/// The largest containerd configuration or k3s template read (1 MiB): containerd's own are a few
+/// KB, and a larger file is refused rather than held in memory.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Install wasmbox on a node.
 #[derive(Args, Debug)]
@@ -77,6 +83,23 @@ enum Change {
     Removed,
 }
 
+/// A text file's content before and after an edit: `None` where there is no file.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Edit {
+    before: Option<String>,
+    after: Option<String>,
+}
+
+impl Edit {
+    fn change(&self) -> Change {
+        match &self.after {
+            _ if self.after == self.before => Change::Unchanged,
+            None => Change::Removed,
+            Some(a) => Change::Wrote(a.clone().into_bytes()),
+        }
+    }
+}
+
 impl ContainerdInstall {
     fn execute(self) -> Result<i32> {
         if self.name.is_empty()
@@ -91,26 +114,30 @@ impl ContainerdInstall {
             );
         }
         let cwd = std::env::current_dir().context("finding the working directory")?;
-        // Paths are the host's: relative ones from here, all of them below --host-root.
-        let on_host = |p: &Path| {
-            let p = cwd.join(p);
-            self.host_root.join(p.strip_prefix("/").unwrap_or(&p))
+        // Paths are the host's: relative ones from here, all of them resolved beneath
+        // --host-root, links included.
+        let root = HostRoot::open(&self.host_root)?;
+        let config_path = match (&self.config, self.k3s) {
+            (Some(c), _) => cwd.join(c),
+            (None, true) => k3s_template(&root)?,
+            (None, false) => PathBuf::from("/etc/containerd/config.toml"),
         };
-        let config = match (&self.config, self.k3s) {
-            (Some(c), _) => on_host(c),
-            (None, true) => k3s_template(&self.host_root.join(K3S_DIR)),
-            (None, false) => on_host(Path::new("/etc/containerd/config.toml")),
-        };
-        let shim = on_host(&self.bin_dir).join(SHIM);
-        let config_change = if self.k3s {
-            self.k3s_template(&config)?
+        let config = root.file(&config_path)?;
+        let shim = root.file(&cwd.join(&self.bin_dir).join(SHIM))?;
+        let edit = if self.k3s {
+            let v3 = config_path
+                .file_name()
+                .is_some_and(|n| n == "config-v3.toml.tmpl");
+            self.k3s_template(&config, v3)?
         } else {
             self.config_toml(&config)?
         };
+        let config_change = edit.change();
         let shim_change = if self.uninstall {
-            match shim.try_exists() {
-                Ok(true) => Change::Removed,
-                _ => Change::Unchanged,
+            if shim.exists() {
+                Change::Removed
+            } else {
+                Change::Unchanged
             }
         } else {
             let source = std::env::current_exe()
@@ -122,7 +149,7 @@ impl ContainerdInstall {
                     source.display()
                 )
             })?;
-            if std::fs::read(&shim).is_ok_and(|b| b == bytes) {
+            if shim.holds(&bytes) {
                 Change::Unchanged
             } else {
                 Change::Wrote(bytes)
@@ -139,24 +166,21 @@ impl ContainerdInstall {
         if self.uninstall {
             steps.reverse();
         }
-        for (path, change, what) in steps {
+        for (file, change, what) in steps {
             match change {
-                Change::Unchanged => {
-                    writeln!(stderr, "wasmbox: {what} {}: unchanged", path.display())?
-                }
+                Change::Unchanged => writeln!(stderr, "wasmbox: {what} {file}: unchanged")?,
                 Change::Wrote(bytes) => {
                     if !self.dry_run {
                         let mode = if what == "shim" { 0o755 } else { 0o644 };
-                        write_atomically(path, bytes, mode)?;
+                        file.write_atomically(bytes, mode)?;
                     }
-                    writeln!(stderr, "wasmbox: {verb}write {what} {}", path.display())?;
+                    writeln!(stderr, "wasmbox: {verb}write {what} {file}")?;
                 }
                 Change::Removed => {
                     if !self.dry_run {
-                        std::fs::remove_file(path)
-                            .with_context(|| format!("removing {}", path.display()))?;
+                        file.remove()?;
                     }
-                    writeln!(stderr, "wasmbox: {verb}remove {what} {}", path.display())?;
+                    writeln!(stderr, "wasmbox: {verb}remove {what} {file}")?;
                 }
             }
         }
@@ -173,25 +197,22 @@ impl ContainerdInstall {
         Ok(0)
     }
 
-    /// The change to a `config.toml`: the runtime's table set (keeping any other keys an operator
+    /// The edit of a `config.toml`: the runtime's table set (keeping any other keys an operator
     /// added to it), or removed.
-    fn config_toml(&self, path: &Path) -> Result<Change> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if self.uninstall {
-                    return Ok(Change::Unchanged);
-                }
-                return Ok(Change::Wrote(
-                    format!(
-                        "{CREATED}\n{}",
-                        self.table_text("io.containerd.grpc.v1.cri")
-                    )
-                    .into_bytes(),
-                ));
+    fn config_toml(&self, file: &HostFile) -> Result<Edit> {
+        let Some(found) = read_config(file)? else {
+            if self.uninstall {
+                return Ok(Edit::default());
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            return Ok(Edit {
+                before: None,
+                after: Some(format!(
+                    "{CREATED}\n{}",
+                    self.table_text("io.containerd.grpc.v1.cri")
+                )),
+            });
         };
+        let text = found.clone();
         let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
             let at = e.span().map(|s| {
                 let before = &text[..s.start.min(text.len())];
@@ -199,32 +220,34 @@ impl ContainerdInstall {
                 let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
                 format!(" at line {line}, column {col}")
             });
-            anyhow::anyhow!(
-                "containerd configuration {} is not valid TOML{}: {}; nothing was changed",
-                path.display(),
+            anyhow!(
+                "containerd configuration {file} is not valid TOML{}: {}; nothing was changed",
                 at.unwrap_or_default(),
                 e.message().trim()
             )
         })?;
-        let cri = cri_plugin(&doc)
-            .with_context(|| format!("containerd configuration {}", path.display()))?;
+        let cri = cri_plugin(&doc).with_context(|| format!("containerd configuration {file}"))?;
         let keys = ["plugins", cri, "containerd", "runtimes"];
         if self.uninstall {
-            let Some(runtimes) = table_at(&mut doc, &keys, false) else {
-                return Ok(Change::Unchanged);
-            };
-            if runtimes.remove(&self.name).is_none() {
-                return Ok(Change::Unchanged);
+            let removed = table_at(&mut doc, &keys, false)
+                .is_some_and(|runtimes| runtimes.remove(&self.name).is_some());
+            if !removed {
+                return Ok(Edit {
+                    before: Some(found.clone()),
+                    after: Some(found),
+                });
             }
             // A config this command made from nothing goes as it came.
             if doc.to_string().trim_end() == CREATED.trim_end() {
-                return Ok(Change::Removed);
+                return Ok(Edit {
+                    before: Some(found),
+                    after: None,
+                });
             }
         } else {
             let runtimes = table_at(&mut doc, &keys, true).with_context(|| {
                 format!(
-                    "containerd configuration {}: {} is not a table",
-                    path.display(),
+                    "containerd configuration {file}: {} is not a table",
                     keys.join(".")
                 )
             })?;
@@ -233,8 +256,7 @@ impl ContainerdInstall {
                 .or_insert_with(|| Item::Table(Table::new()));
             let Some(entry) = entry.as_table_mut() else {
                 bail!(
-                    "containerd configuration {}: runtime {} is not a table",
-                    path.display(),
+                    "containerd configuration {file}: runtime {} is not a table",
                     self.name
                 );
             };
@@ -256,60 +278,74 @@ impl ContainerdInstall {
                 }
             }
         }
-        let new = doc.to_string();
-        Ok(if new == text {
-            Change::Unchanged
-        } else {
-            Change::Wrote(new.into_bytes())
+        let edited = doc.to_string();
+        Ok(Edit {
+            before: Some(found),
+            after: Some(edited),
         })
     }
 
-    /// The change to k3s's template: a marked block appended (made with k3s's base template if
-    /// there is no template yet), or removed (with the template, when only the base is left).
-    fn k3s_template(&self, path: &Path) -> Result<Change> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+    /// The edit of k3s's template: a marked block appended (made with k3s's base template if
+    /// there is no template yet), or removed (with the template, when only the base is left). `v3`:
+    /// the template is `config-v3.toml.tmpl`, rendered in containerd's config version 3.
+    fn k3s_template(&self, file: &HostFile, v3: bool) -> Result<Edit> {
+        let found = read_config(file)?;
+        let text = found.clone();
         let begin = format!("# BEGIN {} (wasmbox install containerd)", self.name);
         let end = format!("# END {}", self.name);
         let without = text.as_deref().map(|t| remove_block(t, &begin, &end));
-        if self.uninstall {
-            return Ok(match (text, without) {
-                (Some(t), Some(w)) if t != w => {
-                    if w.trim() == K3S_BASE {
-                        Change::Removed
-                    } else {
-                        Change::Wrote(w.into_bytes())
-                    }
-                }
-                _ => Change::Unchanged,
-            });
-        }
-        // k3s renders its base in the config version of the containerd it ships (3 from
-        // `config-v3.toml.tmpl`), which the config.toml it rendered last says.
-        let plugin = if path.file_name().is_some_and(|n| n == "config-v3.toml.tmpl") {
-            "io.containerd.cri.v1.runtime"
+        let after = if self.uninstall {
+            match (&text, without) {
+                (Some(t), Some(w)) if *t != w => (w.trim() != K3S_BASE).then_some(w),
+                _ => text.clone(),
+            }
         } else {
-            "io.containerd.grpc.v1.cri"
+            // k3s renders its base in the config version of the containerd it ships (3 from
+            // `config-v3.toml.tmpl`), which the config.toml it rendered last says.
+            let plugin = if v3 {
+                "io.containerd.cri.v1.runtime"
+            } else {
+                "io.containerd.grpc.v1.cri"
+            };
+            let block = format!("{begin}\n{}{end}\n", self.table_text(plugin));
+            let base = without.unwrap_or_else(|| format!("{K3S_BASE}\n"));
+            let sep = if base.is_empty() || base.ends_with("\n\n") {
+                ""
+            } else if base.ends_with('\n') {
+                "\n"
+            } else {
+                "\n\n"
+            };
+            Some(format!("{base}{sep}{block}"))
         };
-        let block = format!("{begin}\n{}{end}\n", self.table_text(plugin));
-        let base = without.unwrap_or_else(|| format!("{K3S_BASE}\n"));
-        let sep = if base.is_empty() || base.ends_with("\n\n") {
-            ""
-        } else if base.ends_with('\n') {
-            "\n"
-        } else {
-            "\n\n"
-        };
-        let new = format!("{base}{sep}{block}");
-        Ok(if Some(&new) == text.as_ref() {
-            Change::Unchanged
-        } else {
-            Change::Wrote(new.into_bytes())
+        Ok(Edit {
+            before: found,
+            after,
         })
     }
+}
+
+/// The text of a containerd configuration or k3s template, or `None` when there is none. Anything
+/// but a regular file of at most [`MAX_CONFIG_BYTES`] of UTF-8 is refused, naming the file and why.
+fn read_config(file: &HostFile) -> Result<Option<String>> {
+    let bytes = file.read(MAX_CONFIG_BYTES).map_err(|e| match e {
+        ReadError::Io(e) => anyhow!(e).context(format!("reading {file}")),
+        ReadError::NotRegular(kind) => anyhow!(
+            "containerd configuration {file} is {kind}, not a regular file; nothing was changed"
+        ),
+        ReadError::TooLarge { size, limit } => anyhow!(
+            "containerd configuration {file} is larger than {limit} bytes{}, the most wasmbox \
+             reads (containerd's own are a few KB); nothing was changed",
+            size.map(|s| format!(" ({s} bytes)")).unwrap_or_default()
+        ),
+    })?;
+    bytes
+        .map(|b| {
+            String::from_utf8(b).map_err(|_| {
+                anyhow!("containerd configuration {file} is not UTF-8 text; nothing was changed")
+            })
+        })
+        .transpose()
 }
 
 impl ContainerdInstall {
@@ -324,19 +360,24 @@ impl ContainerdInstall {
     }
 }
 
-/// k3s's template in `dir`: `config-v3.toml.tmpl` when k3s runs containerd 2 (that template
-/// exists, or the config.toml k3s rendered is version 3), else `config.toml.tmpl`.
-fn k3s_template(dir: &Path) -> PathBuf {
+/// k3s's template, as a host path: `config-v3.toml.tmpl` when k3s runs containerd 2 (that
+/// template exists, or the config.toml k3s rendered is version 3), else `config.toml.tmpl`.
+fn k3s_template(root: &HostRoot) -> Result<PathBuf> {
+    let dir = Path::new("/").join(K3S_DIR);
     let v3 = dir.join("config-v3.toml.tmpl");
-    let rendered_v3 = std::fs::read_to_string(dir.join("config.toml"))
+    let rendered_v3 = root
+        .file(&dir.join("config.toml"))?
+        .read(MAX_CONFIG_BYTES)
         .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| t.parse::<DocumentMut>().ok())
         .is_some_and(|d| d.get("version").and_then(Item::as_integer) == Some(3));
-    if v3.exists() || rendered_v3 {
+    Ok(if rendered_v3 || root.file(&v3)?.exists() {
         v3
     } else {
         dir.join("config.toml.tmpl")
-    }
+    })
 }
 
 /// The CRI plugin's key for the config's version: 3 (containerd 2), 2 (1.x), 1 or none.
@@ -394,31 +435,6 @@ fn runtime_class(name: &str) -> String {
     format!(
         "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: {name}\nhandler: {name}\n"
     )
-}
-
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, then the directory.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .with_context(|| format!("{} has no directory", path.display()))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // An existing file keeps its mode.
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(mode);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".wasmbox-install-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `wasmbox` command line: one subcommand per file, each `FooCommand::execute(self)`.
 
+mod host_root;
 mod images;
 mod install;
 mod options;
