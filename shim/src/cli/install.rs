@@ -4,7 +4,7 @@
 //! containerd's `config.toml` is edited as a document (`toml_edit`), so comments, order and every
 //! other entry survive, and a second run changes nothing. k3s renders its containerd config from
 //! `config.toml.tmpl` at each start, so with `--k3s` that template gets a marked block instead.
-//! Host files are reached beneath `--host-root` ([`HostRoot`]).
+//! Host files are reached beneath `--host-root` ([`HostRoot`]); line endings stay as found.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -212,7 +212,8 @@ impl ContainerdInstall {
                 )),
             });
         };
-        let text = found.clone();
+        // Edited with `\n` endings; each line gets its own back at the end.
+        let text = found.replace("\r\n", "\n");
         let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
             let at = e.span().map(|s| {
                 let before = &text[..s.start.min(text.len())];
@@ -279,9 +280,14 @@ impl ContainerdInstall {
             }
         }
         let edited = doc.to_string();
+        let after = if edited == text {
+            found.clone()
+        } else {
+            with_endings_of(&found, &edited)
+        };
         Ok(Edit {
             before: Some(found),
-            after: Some(edited),
+            after: Some(after),
         })
     }
 
@@ -290,7 +296,7 @@ impl ContainerdInstall {
     /// the template is `config-v3.toml.tmpl`, rendered in containerd's config version 3.
     fn k3s_template(&self, file: &HostFile, v3: bool) -> Result<Edit> {
         let found = read_config(file)?;
-        let text = found.clone();
+        let text = found.as_deref().map(|t| t.replace("\r\n", "\n"));
         let begin = format!("# BEGIN {} (wasmbox install containerd)", self.name);
         let end = format!("# END {}", self.name);
         let without = text.as_deref().map(|t| remove_block(t, &begin, &end));
@@ -317,6 +323,11 @@ impl ContainerdInstall {
                 "\n\n"
             };
             Some(format!("{base}{sep}{block}"))
+        };
+        let after = match (&found, after) {
+            (Some(f), Some(a)) if Some(&a) == text.as_ref() => Some(f.clone()),
+            (Some(f), Some(a)) => Some(with_endings_of(f, &a)),
+            (_, a) => a,
         };
         Ok(Edit {
             before: found,
@@ -346,6 +357,45 @@ fn read_config(file: &HostFile) -> Result<Option<String>> {
             })
         })
         .transpose()
+}
+
+/// `edited`, an edit of `text` with its `\r\n` line endings made `\n`, with `text`'s line endings
+/// back: each line kept from `text` keeps its own ending, and each new line takes the ending most
+/// of `text`'s lines have.
+fn with_endings_of(text: &str, edited: &str) -> String {
+    if !text.contains("\r\n") {
+        return edited.to_string();
+    }
+    let crlf = 2 * text.matches("\r\n").count() >= text.matches('\n').count();
+    let old: Vec<&str> = text.split_inclusive('\n').collect();
+    let old_lf: Vec<String> = old
+        .iter()
+        .map(|l| match l.strip_suffix("\r\n") {
+            Some(l) => format!("{l}\n"),
+            None => l.to_string(),
+        })
+        .collect();
+    let old_lf: Vec<&str> = old_lf.iter().map(String::as_str).collect();
+    let new: Vec<&str> = edited.split_inclusive('\n').collect();
+    let diff = similar::TextDiff::from_slices(&old_lf, &new);
+    let mut out = String::with_capacity(edited.len() + new.len());
+    for op in diff.ops() {
+        let (tag, old_range, new_range) = op.as_tag_tuple();
+        if tag == similar::DiffTag::Equal {
+            old[old_range].iter().for_each(|l| out.push_str(l));
+            continue;
+        }
+        for l in &new[new_range] {
+            match l.strip_suffix('\n') {
+                Some(body) if crlf && !body.ends_with('\r') => {
+                    out.push_str(body);
+                    out.push_str("\r\n");
+                }
+                _ => out.push_str(l),
+            }
+        }
+    }
+    out
 }
 
 impl ContainerdInstall {
@@ -447,6 +497,33 @@ mod tests {
         let with = format!("{base}\n# BEGIN w (x)\n[a]\n# END w\n");
         assert_eq!(remove_block(&with, "# BEGIN w (x)", "# END w"), base);
         assert_eq!(remove_block(base, "# BEGIN w (x)", "# END w"), base);
+    }
+
+    #[test]
+    fn each_line_keeps_its_ending_and_new_lines_take_the_most_common() {
+        let lf = |t: &str| t.replace("\r\n", "\n");
+        // All CRLF: new lines are CRLF too.
+        let text = "a = 1\r\n[t]\r\nb = 2\r\n";
+        let edited = lf(text).replace("[t]\n", "[t]\nnew = 3\n");
+        assert_eq!(
+            with_endings_of(text, &edited),
+            "a = 1\r\n[t]\r\nnew = 3\r\nb = 2\r\n"
+        );
+        // Mixed: kept lines keep theirs, and the most common ending (LF here) is the new lines'.
+        let text = "a = 1\n[t]\r\nb = 2\nc = 4\n";
+        let edited = format!("{}d = 5\n", lf(text));
+        assert_eq!(
+            with_endings_of(text, &edited),
+            "a = 1\n[t]\r\nb = 2\nc = 4\nd = 5\n"
+        );
+        // A changed line takes the common ending; an edit back gives the very bytes back.
+        let text = "x = [1]\r\ny = 2\r\n";
+        let edited = lf(text).replace("[1]", "[1, 2]");
+        let back = with_endings_of(text, &edited);
+        assert_eq!(back, "x = [1, 2]\r\ny = 2\r\n");
+        assert_eq!(with_endings_of(&back, &lf(text)), text);
+        // No CR at all: the edit as it is.
+        assert_eq!(with_endings_of("a\n", "a\nb\n"), "a\nb\n");
     }
 
     #[test]
