@@ -206,6 +206,11 @@ impl std::fmt::Display for HostFile<'_> {
 }
 
 impl HostFile<'_> {
+    /// Where the file is (its links followed), as this process sees it.
+    pub fn path(&self) -> PathBuf {
+        self.root.path.join(&self.rel)
+    }
+
     /// Whether anything is there.
     pub fn exists(&self) -> bool {
         self.dir

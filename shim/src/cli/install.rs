@@ -156,17 +156,23 @@ impl ContainerdInstall {
             }
         };
         let verb = if self.dry_run { "would " } else { "" };
+        let config_diff = self.dry_run.then(|| unified_diff(&config, &edit));
         let mut stderr = std::io::stderr().lock();
         // containerd never names a runtime whose shim is missing: the shim goes in first and
         // out last.
         let mut steps = [
-            (&shim, &shim_change, "shim"),
-            (&config, &config_change, "containerd configuration"),
+            (&shim, &shim_change, "shim", None),
+            (
+                &config,
+                &config_change,
+                "containerd configuration",
+                config_diff,
+            ),
         ];
         if self.uninstall {
             steps.reverse();
         }
-        for (file, change, what) in steps {
+        for (file, change, what, diff) in steps {
             match change {
                 Change::Unchanged => writeln!(stderr, "wasmbox: {what} {file}: unchanged")?,
                 Change::Wrote(bytes) => {
@@ -182,6 +188,9 @@ impl ContainerdInstall {
                     }
                     writeln!(stderr, "wasmbox: {verb}remove {what} {file}")?;
                 }
+            }
+            if let Some(diff) = diff {
+                stderr.write_all(diff.as_bytes())?;
             }
         }
         if !matches!(config_change, Change::Unchanged) && !self.dry_run {
@@ -396,6 +405,29 @@ fn with_endings_of(text: &str, edited: &str) -> String {
         }
     }
     out
+}
+
+/// `edit` as a unified diff of `file` (`/dev/null` for a side with no file); empty when nothing
+/// changes.
+fn unified_diff(file: &HostFile, edit: &Edit) -> String {
+    if edit.before == edit.after {
+        return String::new();
+    }
+    let path = file.path().display().to_string();
+    let side = |t: &Option<String>| {
+        if t.is_some() {
+            path.as_str()
+        } else {
+            "/dev/null"
+        }
+    };
+    similar::TextDiff::from_lines(
+        edit.before.as_deref().unwrap_or(""),
+        edit.after.as_deref().unwrap_or(""),
+    )
+    .unified_diff()
+    .header(side(&edit.before), side(&edit.after))
+    .to_string()
 }
 
 impl ContainerdInstall {
