@@ -5,10 +5,10 @@
 //! process to come up (the shim crate's way), `start` binds the socket itself, forks, and answers
 //! at once: the address is reachable the moment it is printed (the kernel queues containerd's
 //! connection), and the forked child, which needs no exec, loader or argument parsing, starts
-//! serving on the socket it inherited while containerd is still reading the answer.
+//! serving on the socket it inherited while containerd is still reading the answer. Who may own,
+//! serve and connect to that socket is [`super::socket`]'s to decide.
 
 use std::io::Write as _;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,11 +16,11 @@ use containerd_shim::asynchronous::Shim as _;
 use containerd_shim::asynchronous::monitor::monitor_notify_by_pid;
 use containerd_shim::protos::shim_async::{Task, create_task};
 use containerd_shim::protos::ttrpc::r#async::Server;
-use containerd_shim::protos::ttrpc::r#async::transport::Listener;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Flags};
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::socket::{self, Bound};
 use super::{RUNTIME_ID, Service};
 
 /// Environment variable holding containerd's ttrpc address (for events).
@@ -57,8 +57,8 @@ fn start_inner(flags: Flags) -> Result<String, String> {
         .to_string();
     // Without a listener, a shim already serves this group (or another `start` of it bound the
     // socket a moment ago): containerd gets that socket.
-    if let Some(listener) = listen(&path)? {
-        let child = fork_server(flags, spec, listener, &address)?;
+    if let Some(bound) = socket::listen(Path::new(&path))? {
+        let child = fork_server(flags, spec, bound, &address)?;
         // As the shim crate does: the serving process goes into the shim cgroup containerd asks
         // for (runtime options on stdin), with an OOM score just above containerd's.
         containerd_shim::cgroup::set_cgroup_and_oom_score(child)
@@ -68,51 +68,12 @@ fn start_inner(flags: Flags) -> Result<String, String> {
     Ok(address)
 }
 
-/// Binds the group's socket, or `None` when a live shim already answers on it. A socket file
-/// nobody answers on is a dead shim's, and is replaced.
-fn listen(path: &str) -> Result<Option<UnixListener>, String> {
-    let parent = Path::new(path)
-        .parent()
-        .ok_or_else(|| format!("shim socket {path}: no directory"))?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-    // Starts look and bind one at a time (an flock on the sockets' directory, released when this
-    // returns): otherwise one could remove, as a dead shim's, the socket another has just bound.
-    let dir = std::fs::File::open(parent)
-        .and_then(|d| d.lock().map(|()| d))
-        .map_err(|e| format!("lock {}: {e}", parent.display()))?;
-    let bound = bind(path);
-    drop(dir);
-    bound
-}
-
-fn bind(path: &str) -> Result<Option<UnixListener>, String> {
-    for _ in 0..2 {
-        if UnixStream::connect(path).is_ok() {
-            return Ok(None);
-        }
-        match UnixListener::bind(path) {
-            Ok(l) => return Ok(Some(l)),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                if UnixStream::connect(path).is_ok() {
-                    return Ok(None);
-                }
-                std::fs::remove_file(path)
-                    .map_err(|e| format!("remove the dead shim socket {path}: {e}"))?;
-            }
-            Err(e) => return Err(format!("bind the shim socket {path}: {e}")),
-        }
-    }
-    Err(format!(
-        "bind the shim socket {path}: it keeps being replaced"
-    ))
-}
-
-/// Forks the serving process, which never returns here: it serves on `listener` until its last
-/// container is gone, then exits. Returns its pid to the parent.
+/// Forks the serving process, which never returns here: it serves on the bound socket until its
+/// last container is gone, then exits. Returns its pid to the parent.
 fn fork_server(
     flags: Flags,
     spec: Option<oci_spec::runtime::Spec>,
-    listener: UnixListener,
+    bound: Bound,
     address: &str,
 ) -> Result<u32, String> {
     let pid = fork();
@@ -123,13 +84,13 @@ fn fork_server(
         ));
     }
     if pid > 0 {
-        drop(listener);
+        drop(bound);
         return Ok(pid as u32);
     }
     // The child: out of containerd's session, and off the pipes containerd reads `start`'s
     // answer from (containerd waits for every writer of them to close).
     let code = match detach() {
-        Ok(()) => serve(flags, spec, listener, address),
+        Ok(()) => serve(flags, spec, bound, address),
         Err(e) => {
             eprintln!("{RUNTIME_ID}: {e}");
             1
@@ -162,11 +123,11 @@ fn detach() -> Result<(), String> {
 }
 
 /// The serving process, from its fork: sets up the process as its first container's spec says
-/// while it is still single-threaded, then serves the task API on `listener`.
+/// while it is still single-threaded, then serves the task API on the socket it was given.
 fn serve(
     mut flags: Flags,
     spec: Option<oci_spec::runtime::Spec>,
-    listener: UnixListener,
+    bound: Bound,
     address: &str,
 ) -> i32 {
     // Join the group's network namespace and make the namespaces of a pod sandbox it holds.
@@ -199,7 +160,7 @@ fn serve(
         return 1;
     };
     flags.socket = address.to_string();
-    match rt.block_on(run(flags, listener)) {
+    match rt.block_on(run(flags, bound)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{RUNTIME_ID}: {e}");
@@ -208,7 +169,7 @@ fn serve(
     }
 }
 
-async fn run(flags: Flags, listener: UnixListener) -> Result<(), String> {
+async fn run(flags: Flags, bound: Bound) -> Result<(), String> {
     let ttrpc_address =
         std::env::var(TTRPC_ADDRESS).map_err(|e| format!("{TTRPC_ADDRESS}: {e}"))?;
     let signals = Signals::new().map_err(|e| format!("handle signals: {e}"))?;
@@ -225,10 +186,16 @@ async fn run(flags: Flags, listener: UnixListener) -> Result<(), String> {
         .await
         .map_err(|e| format!("connect to containerd at {ttrpc_address}: {e}"))?;
     let task: Box<dyn Task + Send + Sync> = Box::new(shim.create_task_service(publisher).await);
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("shim socket: {e}"))?;
-    let listener = Listener::try_from(listener).map_err(|e| format!("shim socket: {e}"))?;
+    if let Some(what) = &bound.replaced {
+        tracing::warn!(
+            socket = %flags.socket,
+            found = %what,
+            "replaced what was at the group's socket path: not a socket served by root or \
+             containerd's uid"
+        );
+    }
+    let listener =
+        socket::trusted_listener(bound.listener).map_err(|e| format!("shim socket: {e}"))?;
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(create_task(Arc::from(task)));

@@ -12,6 +12,7 @@ mod daemon;
 mod error;
 mod events;
 mod logging;
+mod socket;
 mod task;
 
 use std::os::unix::net::UnixStream;
