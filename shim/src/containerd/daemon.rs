@@ -131,10 +131,11 @@ fn serve(
     address: &str,
 ) -> i32 {
     // Join the group's network namespace and make the namespaces of a pod sandbox it holds.
-    if let Some(spec) = &spec
-        && let Err(e) =
-            super::netns::join(spec).and_then(|()| crate::lifecycle::sandbox::enter(spec))
-    {
+    let entered = super::netns::join(spec.as_ref()).and_then(|()| match &spec {
+        Some(spec) => crate::lifecycle::sandbox::enter(spec),
+        None => Ok(()),
+    });
+    if let Err(e) = entered {
         eprintln!("{RUNTIME_ID}: {e}");
         return 1;
     }

@@ -332,6 +332,7 @@ impl Lifecycle {
             }
             Entry::Native => {
                 sandbox::check_native(&spec)?;
+                netns::check_native(&spec)?;
                 let (i, made) = native::NativeInstance::create(
                     &self.namespace,
                     &req.id,
