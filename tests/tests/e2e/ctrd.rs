@@ -25,6 +25,8 @@ pub struct Containerd {
     env: Vec<(String, String)>,
     /// The network namespace it runs in (`nsenter --net=`), if not the test's.
     netns: Option<String>,
+    /// The umask it starts with (and its shims inherit), if not the test's.
+    umask: Option<libc::mode_t>,
 }
 
 /// A named network namespace (`ip netns add`) holding only loopback, up; deleted when dropped.
@@ -109,6 +111,16 @@ impl Containerd {
 
     /// Starts a containerd with `env` added to its environment (which its shims inherit).
     pub fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::start_with(env, None)
+    }
+
+    /// Starts a containerd under `umask` (which its shims inherit), as an init system started
+    /// with a umask of 000 would.
+    pub fn start_with_umask(umask: libc::mode_t) -> Self {
+        Self::start_with(&[], Some(umask))
+    }
+
+    fn start_with(env: &[(&str, &str)], umask: Option<libc::mode_t>) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let ns = format!(
             "wbt-{}-{}",
@@ -116,6 +128,7 @@ impl Containerd {
             N.fetch_add(1, Ordering::SeqCst)
         );
         let mut c = Self::new(ns, env, None);
+        c.umask = umask;
         c.configure(r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#);
         c.launch();
         c
@@ -136,6 +149,7 @@ impl Containerd {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             netns,
+            umask: None,
         }
     }
 
@@ -200,6 +214,9 @@ state = "{d}/state"
             }
             None => Command::new(tool("containerd")),
         };
+        if let Some(umask) = self.umask {
+            set_umask(&mut command, umask);
+        }
         let child = command
             .arg("--config")
             .arg(d.join("config.toml"))
@@ -252,6 +269,13 @@ state = "{d}/state"
     /// The gRPC socket.
     pub fn sock(&self) -> PathBuf {
         self.dir.path().join("c.sock")
+    }
+
+    /// The path of the socket a shim serving `group` binds (the shim crate's `socket_address`:
+    /// `/run/containerd/s/` and the SHA-256 of the daemon's address, namespace and group).
+    pub fn group_socket(&self, group: &str) -> PathBuf {
+        let key = format!("{}/{}/{group}", self.sock().display(), self.ns);
+        Path::new("/run/containerd/s").join(hex::encode(Sha256::digest(key.as_bytes())))
     }
 
     /// A `ctr` command against this daemon and namespace.
@@ -434,6 +458,21 @@ impl Drop for Containerd {
         for m in mounts {
             umount(&m);
         }
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "umask(2) in the forked child before exec: async-signal-safe, no memory effects"
+)]
+fn set_umask(command: &mut Command, umask: libc::mode_t) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure only calls umask(2), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(umask);
+            Ok(())
+        });
     }
 }
 

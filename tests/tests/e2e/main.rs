@@ -16,3 +16,4 @@ mod net;
 mod p3;
 mod registry;
 mod shim;
+mod shim_socket;
