@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::ctrd::{
     BUSYBOX, Containerd, DEVICES, ECHO, EventLog, FILES, HELLO, HELLO_ARTIFACT, HELLO_CONVERTED,
-    HTTP_HELLO, Images, PRECOMPILED, RUNTIME, TestNetns, WAT, alive, parse_time, shim_socket,
-    signal,
+    HTTP_HELLO, Images, NET_PROBE, PRECOMPILED, RUNTIME, TestNetns, WAT, alive, parse_time,
+    shim_socket, signal,
 };
 
 fn with_images(names: &[&str]) -> Containerd {
@@ -1099,6 +1099,68 @@ fn a_guest_granted_network_gets_a_namespace_of_its_own_unless_the_host_one_is_as
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "host"]).code, 0);
 }
 
+/// A group's guests live in its shim's one network namespace, so each must ask for the one the
+/// group's first container asked for: a plain `ctr run` in a group a `--net-host` container began
+/// would reach the host's loopback services, and a `--net-host` one in a plain group would not
+/// get the host's network it asked for.
+#[test]
+fn a_group_refuses_a_container_asking_for_another_network_namespace() {
+    let c = with_images(&[FILES, NET_PROBE]);
+    let pong = crate::common::PongServer::start();
+    let port = pong.port.to_string();
+    let grant = format!("wasmbox.net.connect=127.0.0.1:{port}");
+    let probe = ["/app.wasm", "connect", "127.0.0.1", port.as_str()];
+    for (group, first, other) in [
+        ("nethost", "--net-host", "a new network namespace"),
+        ("netown", "", "the host's network namespace"),
+    ] {
+        let label = format!("io.containerd.runc.v2.group={group}");
+        let flags = |net: &'static str| {
+            let mut f = vec![
+                "--annotation",
+                label.as_str(),
+                "--annotation",
+                grant.as_str(),
+            ];
+            f.extend([net].into_iter().filter(|n| !n.is_empty()));
+            f
+        };
+        let anchor = format!("{group}-anchor");
+        c.run_detached(
+            &flags(first),
+            FILES,
+            &anchor,
+            &["/app.wasm", "sleep", "600000"],
+        );
+        c.wait_status(&anchor, "RUNNING");
+        // The other request is refused, saying why.
+        let second = if first.is_empty() { "--net-host" } else { "" };
+        let out = c.run(&flags(second), NET_PROBE, &format!("{group}-other"), &probe);
+        assert_ne!(out.code, 0, "{group}: {out:#?}");
+        assert!(
+            out.stderr.contains(&format!("asks for {other}"))
+                && out
+                    .stderr
+                    .contains("must ask for the same network namespace"),
+            "{group}: {out:#?}"
+        );
+        assert!(c.status(&format!("{group}-other")).is_none());
+        // The same request as the first's runs, in the group's namespace.
+        let out = c.run(&flags(first), NET_PROBE, &format!("{group}-same"), &probe);
+        if first.is_empty() {
+            // It ran, in the group's own namespace, where the host's listener is not.
+            assert_eq!(out.code, 1, "{group}: {out:#?}\n{}", c.log_tail());
+            assert_eq!(out.stdout, "error: connection-refused\n", "{group}");
+        } else {
+            assert_eq!(out.code, 0, "{group}: {out:#?}\n{}", c.log_tail());
+            assert_eq!(out.stdout, "connected\npong\n", "{group}");
+        }
+        assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", &anchor]).code, 0);
+        c.wait_status(&anchor, "STOPPED");
+        assert_eq!(c.ctr(&["task", "delete", &anchor]).code, 0);
+    }
+}
+
 #[test]
 fn an_http_grant_alone_also_gets_a_namespace_of_its_own() {
     // wasmbox sends a guest's HTTP requests itself, from the namespace it is in: a guest granted
@@ -1134,9 +1196,13 @@ fn output_waits_for_a_client_that_opens_its_fifo_late() {
     c.run_detached(&group, FILES, "anchor", &["/app.wasm", "sleep", "600000"]);
     let tasks = shim_client(&c, "anchor");
     let dir = tempfile::tempdir().unwrap();
+    // A new network namespace, as the anchor's plain `ctr run` asked for.
     let bundle = crate::common::bundle(
         &dir.path().join("bundle"),
-        serde_json::json!({"process": {"args": ["/files.wasm", "args", "late", "reader"]}}),
+        serde_json::json!({
+            "process": {"args": ["/files.wasm", "args", "late", "reader"]},
+            "linux": {"namespaces": [{"type": "network"}]},
+        }),
     );
     let fifo = dir.path().join("stdout");
     let st = std::process::Command::new("mkfifo")
@@ -1359,7 +1425,7 @@ fn one_guest_cannot_make_its_pods_shim_buffer_or_scan() {
     assert_eq!(shims.len(), 1);
     let hwm_kib = crate::common::peak_rss_kib(shims[0]);
     assert!(hwm_kib < 256 * 1024, "shim peak RSS {hwm_kib} KiB");
-    let out = c.run(&["--annotation", group], HELLO, "beside", &[]);
+    let out = c.run(&["--net-host", "--annotation", group], HELLO, "beside", &[]);
     assert_eq!(out.code, 0, "{out:#?}");
     drop(conn);
     c.wait_status("flood", "STOPPED");
