@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An HTTP/2 (h2c) client that floods a server with streams, for the serving limits tests.
 
-CONNECTIONS connections each open STREAMS streams at once, every HEADERS frame carrying a path
+CONNECTIONS connections (all opened first) each open STREAMS streams at once, every HEADERS frame carrying a path
 PATH_BYTES long (HPACK sends a repeated value as a few bytes) and, with --header-bytes, one
 header field that long. Once every frame is sent it prints `sent` on a line of its own, then
 reads until every stream is answered or reset, or DEADLINE seconds pass, and prints one JSON
@@ -41,8 +41,10 @@ def main():
     open_streams = {}
     statuses, resets = {}, {}
     cut = 0
-    for _ in range(a.connections):
-        sock = socket.create_connection((host, int(port)))
+    # Every connection first, so that each is accepted before the first requests take the
+    # server's slots (past them it accepts no more); then the streams.
+    socks = [socket.create_connection((host, int(port))) for _ in range(a.connections)]
+    for sock in socks:
         conn = h2.connection.H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )

@@ -98,6 +98,12 @@ impl Service {
         let answered = rx.await;
         let access = pending.take();
         let (status, reason) = match answered {
+            // A response made from a body the server cut short is not sent: the client gets
+            // the cut's status instead (below).
+            Ok(Ok(_)) if verdict.get().is_some() => {
+                abort.abort();
+                (500, "answered a request whose body was cut".into())
+            }
             Ok(Ok(resp)) => return Ok(access.forward(resp, abort)),
             Ok(Err(code)) => (500, format!("answered with error {code:?}")),
             // The instance ended without a response: why decides the status.
