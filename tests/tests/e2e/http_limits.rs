@@ -324,8 +324,11 @@ fn idle_and_slow_connections_are_closed_and_connections_are_capped() {
     for c in &mut idle {
         assert!(closed_by_server(c), "an idle connection stayed open");
     }
-    // Slowloris: a head sent a byte at a time, each byte well within any idle timeout.
+    // Slowloris: a head sent a byte at a time, the next byte each time the server has said
+    // nothing for 100 ms (well within any idle timeout), until it closes the connection.
     let mut slow = connect(&s.addr);
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let started = Instant::now();
     let head = b"GET / HTTP/1.1\r\nhost: t\r\nx-slow: "
         .iter()
@@ -334,8 +337,12 @@ fn idle_and_slow_connections_are_closed_and_connections_are_capped() {
         if slow.write_all(&[b]).is_err() || started.elapsed() > WITHIN {
             break;
         }
-        // The pace of the attack, not a wait for the server: each byte within the idle timeout.
-        std::thread::sleep(Duration::from_millis(100));
+        let mut answer = [0u8; 64];
+        match slow.read(&mut answer) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // Closed (0 bytes, a reset) or answered: the server is done with it.
+            _ => break,
+        }
     }
     assert!(
         started.elapsed() < WITHIN,
