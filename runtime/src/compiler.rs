@@ -4,7 +4,7 @@
 //! not compiled before, when larger than [`IN_PROCESS_MAX`], in a child process: this very program re-executed with [`HELPER_ARG`],
 //! whose writable data is capped (`RLIMIT_DATA`). A module that needs more fails to compile with
 //! an error that says so, and the process that asked (a shim serving a whole pod) is untouched.
-//! The child dies with the thread that started it, and at the caller's deadline; it is the first
+//! The child dies with the process that started it, and at the caller's deadline; it is the first
 //! the kernel's OOM killer picks (`oom_score_adj` 1000); no more compile at once than there are
 //! CPUs.
 //!
@@ -18,7 +18,6 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags};
@@ -48,6 +47,17 @@ const MESSAGE_MAX: usize = 4 << 10;
 /// Compiler threads in a helper, whatever the machine: what its memory cap must also hold.
 const HELPER_THREADS: usize = 2;
 
+/// The compile helper, as the spawner of a locked process must allow it.
+pub fn spawnable() -> crate::spawner::Allowed {
+    crate::spawner::Allowed {
+        program: PathBuf::from(SELF_EXE),
+        first_arg: Some(HELPER_ARG.into()),
+    }
+}
+
+/// This very program.
+const SELF_EXE: &str = "/proc/self/exe";
+
 /// Where a [`crate::Runtime`] compiles.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Compiler(Where);
@@ -73,7 +83,7 @@ impl Compiler {
     /// argument is [`HELPER_ARG`].
     pub fn helper(memory: u64) -> Self {
         Compiler(Where::Helper {
-            program: PathBuf::from("/proc/self/exe"),
+            program: PathBuf::from(SELF_EXE),
             memory,
         })
     }
@@ -188,25 +198,36 @@ pub(crate) fn compile_in_helper(
         name: name.to_string(),
     };
     let _slot = Slot::take(deadline).ok_or_else(past_deadline)?;
-    let mut child = Command::new(program)
-        .arg(HELPER_ARG)
-        .arg(kind_arg(kind))
-        .arg(memory.to_string())
-        .arg(std::process::id().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_clear()
-        .env("RAYON_NUM_THREADS", HELPER_THREADS.to_string())
-        .spawn()
-        .map_err(|e| fail(format!("starting the compiler {}: {e}", program.display())))?;
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| fail(format!("piping: {e}")))
+    };
+    let ((child_in, stdin), (stdout, child_out), (stderr, child_err)) = (pipe()?, pipe()?, pipe()?);
+    let pid = crate::spawner::spawn(crate::spawner::Spawn {
+        program: program.to_path_buf(),
+        args: vec![
+            HELPER_ARG.into(),
+            kind_arg(kind).into(),
+            memory.to_string().into(),
+            std::process::id().to_string().into(),
+        ],
+        env: vec![(
+            "RAYON_NUM_THREADS".into(),
+            HELPER_THREADS.to_string().into(),
+        )],
+        cwd: None,
+        stdio: [child_in, child_out, child_err],
+        own_group: false,
+    })
+    .map_err(|e| fail(format!("starting the compiler {}: {e}", program.display())))?;
     // The helper cannot end before its stdin does, so this is still our child, whoever reaps.
-    let pid = rustix::process::Pid::from_child(&child);
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| fail("the compiler has no pid".into()))?;
     let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         Ok(fd) => fd,
         Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
             return Err(fail(format!("following the compiler: {e}")));
         }
     };
@@ -214,12 +235,6 @@ pub(crate) fn compile_in_helper(
         pidfd,
         waited: false,
     };
-    let to_fd = |p: Option<OwnedFd>| p.expect("piped");
-    let stdin: OwnedFd = to_fd(child.stdin.take().map(Into::into));
-    let stdout: OwnedFd = to_fd(child.stdout.take().map(Into::into));
-    let stderr: OwnedFd = to_fd(child.stderr.take().map(Into::into));
-    // Nobody waits through `child`: the pidfd does.
-    drop(child);
     for fd in [&stdin, &stdout, &stderr] {
         rustix::io::ioctl_fionbio(fd, true).map_err(|e| fail(format!("piping: {e}")))?;
     }

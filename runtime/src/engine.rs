@@ -45,11 +45,15 @@ pub struct RuntimeConfig {
     /// protected) that no grant may reach.
     pub protected: Vec<ProtectedPath>,
     /// Run guests on an executor of the runtime's own even inside a tokio runtime, so that the
-    /// caller's threads (which may have to exec programs, as the shim runs runc) stay unfiltered.
+    /// caller's threads (which still build mount trees, as the shim's do) carry only the
+    /// process's filter, not the guest threads' own.
     /// Outside a tokio runtime the runtime always has its own executor.
     pub own_executor: bool,
     /// Where wasm is compiled: in this process, or in a helper whose memory is capped.
     pub compiler: crate::compiler::Compiler,
+    /// No guest of this runtime is granted network: `socket` is denied on guest threads too, so
+    /// native code reached from a guest cannot open one.
+    pub deny_guest_sockets: bool,
 }
 
 /// A compiled workload, ready to be prepared any number of times.
@@ -282,7 +286,10 @@ impl Runtime {
                 // Every thread of this executor, workers and blocking pool, runs under the
                 // seccomp filter.
                 let progs = Arc::new(
-                    crate::seccomp::programs().map_err(|reason| Error::Seccomp { reason })?,
+                    crate::seccomp::programs(crate::seccomp::Threads::Guest {
+                        sockets: !config.deny_guest_sockets,
+                    })
+                    .map_err(|reason| Error::Seccomp { reason })?,
                 );
                 let baseline = crate::seccomp::filter_count();
                 let rt = tokio::runtime::Builder::new_multi_thread()

@@ -33,6 +33,7 @@ mod sandbox;
 pub mod seccomp;
 mod serve;
 pub mod shape;
+pub mod spawner;
 mod special;
 mod wasi;
 

@@ -45,6 +45,10 @@ impl RunCommand {
     pub fn execute(self, store: &StoreOptions) -> Result<i32> {
         // Before any thread starts: the guest's filesystem is a mount tree in a namespace of ours.
         wasmbox_runtime::mounts::enter_namespace();
+        // Still single-threaded: whatever this process starts from now on (the compile helper)
+        // is started by the spawner, and no thread of it may exec a program.
+        wasmbox_runtime::seccomp::lock_process(vec![wasmbox_runtime::compiler::spawnable()])
+            .map_err(anyhow::Error::msg)?;
         super::signals::start().context("starting the signal thread")?;
         // The deadline covers loading and compiling too: a watchdog ends a run still loading.
         let started = std::time::Instant::now();
@@ -147,11 +151,12 @@ impl RunCommand {
             // A fresh instance per request: slots reserved once, reused with copy-on-write images.
             config.allocator = Allocator::Pooling;
         }
+        self.sandbox.apply(&mut policy)?;
+        self.serve.apply(&mut policy);
+        config.deny_guest_sockets = !policy.net.reaches_network();
         let runtime = Runtime::new(config)?;
         let (program, _) = runtime.load(&name, &bytes)?;
         drop(bytes);
-        self.sandbox.apply(&mut policy)?;
-        self.serve.apply(&mut policy);
         if !mount_tree && (!policy.dirs.is_empty() || !policy.scratch.is_empty()) {
             check_direct_grants_allowed()?;
         }
@@ -165,7 +170,9 @@ impl RunCommand {
             policy.limits.timeout = Some(left);
         }
         super::signals::starting();
-        let prepared = runtime.prepare(&program, policy)?;
+        let mut prepared = runtime.prepare(&program, policy)?;
+        // Bound here, off the guest threads (which may not open sockets).
+        prepared.listen_with(std::net::TcpListener::bind)?;
         let kind = prepared.kind();
         if self.serve_only && kind != GuestKind::HttpComponent {
             bail!(

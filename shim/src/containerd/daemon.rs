@@ -155,6 +155,16 @@ fn serve(
         eprintln!("{RUNTIME_ID}: become a subreaper: {e}");
         return 1;
     }
+    // Still single-threaded: runc and the compile helper are started by the spawner from now on,
+    // and no thread of the shim may exec a program.
+    let spawnable = vec![
+        wasmbox_runtime::compiler::spawnable(),
+        wasmbox_runtime::spawner::Allowed::program(crate::lifecycle::native::runc_binary()),
+    ];
+    if let Err(e) = wasmbox_runtime::seccomp::lock_process(spawnable) {
+        eprintln!("{RUNTIME_ID}: {e}");
+        return 1;
+    }
     let mut executor = tokio::runtime::Builder::new_multi_thread();
     executor.worker_threads(2);
     let Some(rt) = super::executor(executor) else {

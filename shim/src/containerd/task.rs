@@ -342,8 +342,11 @@ fn make_runtime(spec: &oci_spec::runtime::Spec) -> std::result::Result<Runtime, 
             wasmbox_runtime::Allocator::OnDemand
         },
         mount_tree: true,
-        // Guests run on filtered threads of their own; the shim's threads still exec runc.
+        // Guests run on filtered threads of their own; the shim's threads still build mount
+        // trees and make network namespaces.
         own_executor: true,
+        // A group's later containers may be granted network the first was not.
+        deny_guest_sockets: false,
         scratch_dir: Some(
             std::path::Path::new(crate::lifecycle::native::STATE_DIR).join("scratch"),
         ),

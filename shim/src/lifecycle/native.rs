@@ -2,9 +2,7 @@
 //! behalf of the shim, so mixed pods work.
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use async_trait::async_trait;
 
@@ -15,7 +13,7 @@ use super::record::{self, Record};
 use super::stdio::StdioPaths;
 
 /// The runc binary: `$WASMBOX_RUNC`, else `runc` from PATH.
-fn runc_binary() -> String {
+pub fn runc_binary() -> String {
     std::env::var("WASMBOX_RUNC").unwrap_or_else(|_| "runc".into())
 }
 
@@ -44,36 +42,41 @@ impl Native {
     async fn run(&self, args: &[&str], stdio: Option<[std::fs::File; 3]>) -> Result<()> {
         let log = self.bundle.join("runc-log.json");
         let _ = std::fs::remove_file(&log);
-        let mut cmd = Command::new(runc_binary());
-        cmd.arg("--root")
-            .arg(&self.root)
-            .arg("--log")
-            .arg(&log)
-            .arg("--log-format")
-            .arg("json")
-            .args(args)
-            .current_dir(&self.bundle);
-        match stdio {
-            Some([i, o, e]) => {
-                cmd.stdin(i).stdout(o).stderr(e);
-            }
-            None => {
-                cmd.stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-            }
-        }
-        // Its own process group: signals meant for the shim's group never reach runc.
-        cmd.process_group(0);
+        let mut args_os: Vec<std::ffi::OsString> = vec![
+            "--root".into(),
+            self.root.clone().into(),
+            "--log".into(),
+            log.clone().into(),
+            "--log-format".into(),
+            "json".into(),
+        ];
+        args_os.extend(args.iter().map(Into::into));
+        let null = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| ShimError::Internal(format!("open /dev/null: {e}")))
+        };
+        let [i, o, e] = match stdio {
+            Some(files) => files,
+            None => [null()?, null()?, null()?],
+        };
         let what = format!("runc {}", args.first().copied().unwrap_or(""));
         let since = std::time::Instant::now();
-        let child = cmd
-            .spawn()
-            .map_err(|e| ShimError::Internal(format!("{what} {}: {e}", self.id)))?;
-        let code = reaper::watch(child.id() as i32, since)
+        let pid = wasmbox_runtime::spawner::spawn(wasmbox_runtime::spawner::Spawn {
+            program: runc_binary().into(),
+            args: args_os,
+            env: std::env::vars_os().collect(),
+            cwd: Some(self.bundle.clone()),
+            stdio: [i.into(), o.into(), e.into()],
+            // Its own process group: signals meant for the shim's group never reach runc.
+            own_group: true,
+        })
+        .map_err(|e| ShimError::Internal(format!("{what} {}: {e}", self.id)))?;
+        let code = reaper::watch(pid as i32, since)
             .await
             .map_err(|_| ShimError::Internal(format!("{what} {}: exit lost", self.id)))?;
-        drop(child);
         if code != 0 {
             let msg = runc_error(&log).unwrap_or_else(|| format!("exit status {code}"));
             return Err(ShimError::Internal(format!("{what} {}: {msg}", self.id)));

@@ -71,6 +71,7 @@ impl Fixture {
                 protected: Vec::new(),
                 own_executor: true,
                 compiler: wasmbox_runtime::compiler::Compiler::in_process(),
+                deny_guest_sockets: false,
             })
             .map_err(|e| (false, e.to_string()))
         });

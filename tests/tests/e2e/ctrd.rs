@@ -375,7 +375,8 @@ state = "{d}/state"
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Shim processes serving this daemon.
+    /// Shim processes serving this daemon (not their spawners, forks that show the same command
+    /// line).
     pub fn shims(&self) -> Vec<u32> {
         let sock = self.sock().to_string_lossy().into_owned();
         procs_matching(|cmd| {
@@ -383,6 +384,12 @@ state = "{d}/state"
                 .is_some_and(|a| a.ends_with("containerd-shim-wasmbox-v1"))
                 && cmd.windows(2).any(|w| w[0] == "-address" && w[1] == sock)
         })
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end() != "wasmbox-spawner")
+        })
+        .collect()
     }
 
     /// Mounts below this daemon's directory, as the host sees them.

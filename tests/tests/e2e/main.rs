@@ -12,6 +12,7 @@ mod http_limits;
 mod images;
 mod install;
 mod limits;
+mod native_code;
 mod net;
 mod p3;
 mod registry;
