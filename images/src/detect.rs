@@ -32,6 +32,18 @@ pub fn variant_means_wasm(value: &str, arg0: Option<&str>) -> bool {
     }
 }
 
+/// Whether a container's annotations (or an image's labels) say it runs wasm, its `args[0]`
+/// being `arg0`: any of [`VARIANT_KEYS`] by [`variant_means_wasm`].
+pub fn annotations_mean_wasm(
+    annotations: &std::collections::HashMap<String, String>,
+    arg0: Option<&str>,
+) -> bool {
+    VARIANT_KEYS
+        .iter()
+        .filter_map(|k| annotations.get(*k))
+        .any(|v| variant_means_wasm(v, arg0))
+}
+
 /// Where an image's wasm lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Form {

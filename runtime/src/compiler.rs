@@ -407,7 +407,7 @@ fn helper(args: &[OsString]) -> anyhow::Result<()> {
         .take(crate::shape::MAX_WASM_BYTES as u64 + 1)
         .read_to_end(&mut binary)
         .context("reading the wasm")?;
-    let engine = wasmtime::Engine::new(&crate::engine::base_config())
+    let engine = wasmtime::Engine::new(&crate::engine_config::base_config())
         .map_err(anyhow::Error::from)
         .context("making the engine")?;
     let artifact = match kind.to_str() {

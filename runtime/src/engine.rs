@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+use wasmtime::{Engine, Module};
+
+use crate::engine_config::{base_config, pooling_config};
 
 use crate::cache::{ArtifactKind, ModuleCache, sha256};
 use crate::error::{Error, Result, boxed};
@@ -61,6 +63,8 @@ pub struct RuntimeConfig {
 pub struct Program {
     pub(crate) name: String,
     pub(crate) kind: ProgramKind,
+    /// What it is by its exports ([`crate::shape::guest_kind`]), which decides how it is linked.
+    pub(crate) guest: crate::GuestKind,
 }
 
 #[derive(Clone)]
@@ -78,6 +82,11 @@ impl Program {
     /// True for a component, false for a core module.
     pub fn is_component(&self) -> bool {
         matches!(self.kind, ProgramKind::Component(_))
+    }
+
+    /// What it is by its exports.
+    pub fn guest_kind(&self) -> crate::GuestKind {
+        self.guest
     }
 }
 
@@ -151,10 +160,7 @@ fn p1_linker(engine: &Engine, sockets: bool) -> wasmtime::Result<wasmtime::Linke
         },
     )?;
     p1.allow_shadowing(false);
-    crate::p1fs::add_to_linker(&mut p1)?;
-    if sockets {
-        crate::p1net::add_to_linker(&mut p1)?;
-    }
+    crate::p1::add_to_linker(&mut p1, sockets)?;
     Ok(p1)
 }
 
@@ -189,64 +195,6 @@ pub struct Runtime {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// The engine configuration every engine starts from, the compiler helper's included (so what it
-/// compiles loads here).
-pub(crate) fn base_config() -> Config {
-    let mut c = Config::new();
-    c.epoch_interruption(true);
-    c.wasm_component_model(true);
-    c.wasm_component_model_async(true);
-    c.max_wasm_stack(1 << 20);
-    c
-}
-
-/// Instances of components the pooling allocator holds at once.
-pub(crate) const POOL_INSTANCES: u32 = 1000;
-/// Linear memories (and tables) the pool reserves: each reservation is address space, not memory.
-pub(crate) const POOL_MEMORIES: u32 = 1000;
-/// Core instances one component may make; core instances are counted, not reserved, so the pool
-/// allows this many for each of its [`POOL_INSTANCES`] and never runs out of them first.
-const POOL_CORE_PER_COMPONENT: u32 = 100;
-
-/// [`base_config`] with the pooling allocator.
-fn pooling_config() -> Config {
-    let mut c = base_config();
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_memories(POOL_MEMORIES)
-        .total_tables(POOL_MEMORIES)
-        .total_core_instances(POOL_INSTANCES * POOL_CORE_PER_COMPONENT)
-        .total_component_instances(POOL_INSTANCES)
-        .max_memories_per_component(50)
-        .max_tables_per_component(50)
-        .max_core_instances_per_component(POOL_CORE_PER_COMPONENT)
-        .linear_memory_keep_resident(256 << 10)
-        .table_keep_resident(64 << 10)
-        // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), a freed slot's written pages within
-        // the keep-resident budget are copied back in place instead of unmapped: no page faults
-        // on the slot's next use and no TLB shootdowns across the executor's threads, which
-        // under concurrent requests cost more than the guests themselves.
-        .pagemap_scan(wasmtime::Enabled::Auto);
-    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    c
-}
-
-/// How many instances of `component` the engine's allocator can hold at once: `None` when it
-/// allocates on demand (no fixed bound) or the component's needs cannot be known.
-pub(crate) fn pool_capacity(
-    pooling: bool,
-    component: &wasmtime::component::Component,
-) -> Option<usize> {
-    if !pooling {
-        return None;
-    }
-    let need = component.resources_required()?;
-    let per = |n: u32| POOL_MEMORIES.checked_div(n).unwrap_or(POOL_INSTANCES);
-    let fits = POOL_INSTANCES
-        .min(per(need.num_memories))
-        .min(per(need.num_tables));
-    Some(fits.max(1) as usize)
-}
-
 impl Runtime {
     /// Creates the engine, its linkers and the epoch ticker. Inside a tokio runtime, guests run on
     /// it; otherwise the runtime owns a small multi-threaded executor.
@@ -272,12 +220,10 @@ impl Runtime {
             protected.push(ProtectedPath::new("compiled-code cache", c.dir()));
             protected.push(ProtectedPath::new("cache key", c.key_path()));
         }
-        if config.mount_tree && !crate::mounts::available() {
-            let why = match crate::mounts::namespace() {
-                Some(crate::mounts::Namespace::Unavailable(r)) => r.clone(),
-                _ => "the process did not enter a private mount namespace".into(),
-            };
-            return Err(Error::MountTree { reason: why });
+        if config.mount_tree
+            && let Some(reason) = crate::mounts::unavailable_reason()
+        {
+            return Err(Error::MountTree { reason });
         }
         let current = tokio::runtime::Handle::try_current().ok();
         let (owned_executor, handle) = match current {
@@ -324,7 +270,7 @@ impl Runtime {
             // A directory of wasmbox's own: no grant may reach the trees and tmpfs stand-ins.
             protected.push(ProtectedPath::new("private directory", &scratch_dir));
         }
-        sweep_stale(&scratch_dir);
+        crate::scratch::sweep_stale(&scratch_dir);
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -408,6 +354,10 @@ impl Runtime {
         deadline: Option<std::time::Instant>,
     ) -> Result<(Program, LoadedFrom)> {
         let binary = to_binary(name, bytes)?;
+        let guest = crate::shape::guest_kind(&binary).ok_or_else(|| Error::NotWasm {
+            name: name.to_string(),
+            reason: "no wasm header".into(),
+        })?;
         let kind = if wasmparser::Parser::is_component(&binary) {
             ArtifactKind::Component
         } else {
@@ -415,7 +365,7 @@ impl Runtime {
         };
         let digest = sha256(&binary);
         if let Some(k) = self.inner.loaded.lock().expect("loaded").get(&digest) {
-            return Ok((self.program(name, k.clone()), LoadedFrom::Memory));
+            return Ok((self.program(name, k.clone(), guest), LoadedFrom::Memory));
         }
         let (k, from) = self.compile_or_cached(name, &binary, digest, kind, deadline)?;
         self.inner
@@ -423,7 +373,7 @@ impl Runtime {
             .lock()
             .expect("loaded")
             .insert(digest, k.clone());
-        Ok((self.program(name, k), from))
+        Ok((self.program(name, k, guest), from))
     }
 
     /// Waits until compiled code written in the background is in the cache.
@@ -569,10 +519,11 @@ impl Runtime {
         Ok((k, LoadedFrom::Compiled))
     }
 
-    fn program(&self, name: &str, kind: ProgramKind) -> Program {
+    fn program(&self, name: &str, kind: ProgramKind, guest: crate::GuestKind) -> Program {
         Program {
             name: name.to_string(),
             kind,
+            guest,
         }
     }
 }
@@ -591,48 +542,6 @@ pub fn trim_heap() {
     // SAFETY: malloc_trim takes no pointers and only returns free pages to the kernel.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Prefixes of the private directories a wasmbox process makes in its scratch directory, each
-/// followed by the process's pid and a dash.
-const SCRATCH_PREFIXES: [&str; 3] = ["wasmbox-run-", "wasmbox-tree-", "wasmbox-tmpfs-"];
-
-/// The name prefix for a private directory of this process: `PREFIX<pid>-`.
-pub fn scratch_prefix(prefix: &str) -> String {
-    format!("{prefix}{}-", std::process::id())
-}
-
-/// Removes private directories left in `dir` by wasmbox processes of this user that are gone (a
-/// `wasmbox run` killed with SIGKILL cannot clean up after itself). A directory is only removed
-/// when its pid names no live process.
-pub fn sweep_stale(dir: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let me = rustix::process::geteuid().as_raw();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(rest) = SCRATCH_PREFIXES.iter().find_map(|p| name.strip_prefix(p)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
-        if ours && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let path = e.path();
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed a stale private directory")
-                }
-                Err(err) => {
-                    tracing::debug!(path = %path.display(), error = %err, "could not remove a stale directory")
-                }
-            }
-        }
     }
 }
 
@@ -665,7 +574,7 @@ fn deserialize(
 }
 
 /// Loads what the compiler helper wrote.
-fn deserialize_helper_output(
+pub(crate) fn deserialize_helper_output(
     engine: &Engine,
     bytes: &[u8],
     kind: ArtifactKind,
@@ -704,7 +613,7 @@ fn to_binary(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
             name: name.to_string(),
         });
     }
-    if bytes.starts_with(b"\0asm") {
+    if crate::shape::is_wasm(bytes) {
         if bytes.len() < 8 {
             return Err(not_wasm("truncated header".into()));
         }
@@ -751,27 +660,6 @@ mod tests {
             .to_string();
         assert!(e.contains("wasm text"), "{e}");
         assert!(to_binary("x", b"(module)").is_ok());
-    }
-
-    /// The compiler helper always compiles with [`base_config`]; what it compiles must load into
-    /// a pooling engine too, so the allocator must not be part of the compatibility hash.
-    #[test]
-    fn the_allocator_does_not_change_what_compiled_code_loads_into() {
-        let hash = |c: &Config| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            std::hash::Hash::hash(
-                &Engine::new(c).unwrap().precompile_compatibility_hash(),
-                &mut h,
-            );
-            std::hash::Hasher::finish(&h)
-        };
-        assert_eq!(hash(&base_config()), hash(&pooling_config()));
-        let artifact = Engine::new(&base_config())
-            .unwrap()
-            .precompile_module(b"(module (func (export \"f\")))")
-            .unwrap();
-        let pooling = Engine::new(&pooling_config()).unwrap();
-        deserialize_helper_output(&pooling, &artifact, ArtifactKind::Module).unwrap();
     }
 
     #[test]

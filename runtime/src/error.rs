@@ -80,6 +80,28 @@ pub enum Error {
         /// The workload's name.
         name: String,
     },
+    /// Loading (compiling included) did not finish within the bundle's deadline.
+    #[error("{name}: timed out after {after:?} while loading")]
+    LoadDeadline {
+        /// The workload's name.
+        name: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
+    /// A bundle's entrypoint is missing, unreadable, or not what its spec says.
+    #[error("{reason}")]
+    Entrypoint {
+        /// What is wrong, naming the entrypoint.
+        reason: String,
+    },
+    /// A setting from the environment does not parse.
+    #[error("{name}: {reason}")]
+    Setting {
+        /// The variable.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The requested entry export does not exist or has the wrong type.
     #[error("{name} has no export {export:?} callable without arguments")]
     ExportNotFound {

@@ -10,7 +10,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::p1net::Sockets;
+use crate::p1::sockets::Sockets;
 
 /// Bytes charged per table element against the memory limit.
 const TABLE_ELEMENT_BYTES: u64 = 8;
@@ -150,7 +150,7 @@ pub(crate) struct P1Host {
     /// Most descriptors the guest may hold open.
     pub(crate) handles: usize,
     /// The directories the guest's descriptors name, by number: the preopens (3 on) and those
-    /// the guest opened itself, each as the host's own `O_PATH` descriptor (see `p1fs`).
+    /// the guest opened itself, each as the host's own `O_PATH` descriptor (see `p1::fs`).
     pub(crate) dirs: std::collections::HashMap<u32, Arc<std::os::fd::OwnedFd>>,
 }
 

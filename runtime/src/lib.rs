@@ -16,33 +16,37 @@
 pub mod cache;
 pub mod compiler;
 mod engine;
+mod engine_config;
 mod error;
 mod exit;
+mod filesystem;
 mod host;
 pub mod http;
+pub mod launch;
 pub mod mounts;
 pub mod net;
-mod p1fs;
-mod p1net;
+mod p1;
 mod p2fs;
 mod p2sockets;
 pub mod policy;
 pub mod protect;
 pub mod rfc3339;
 mod sandbox;
+mod scratch;
 pub mod seccomp;
 mod serve;
 pub mod shape;
+mod shared;
 pub mod spawner;
 mod special;
+mod store;
 mod wasi;
 
 #[cfg(test)]
 mod fuzz_tests;
 
 pub use engine::{
-    Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, is_precompiled,
-    scratch_prefix, sweep_stale, trim_heap,
+    Allocator, EPOCH_TICK, LoadedFrom, Program, Runtime, RuntimeConfig, is_precompiled, trim_heap,
 };
 pub use error::{Error, Result};
 pub use exit::{
@@ -55,4 +59,5 @@ pub use policy::{
 };
 pub use protect::ProtectedPath;
 pub use sandbox::{GuestKind, KillHandle, Prepared, Running, Usage};
+pub use scratch::{scratch_prefix, sweep_stale};
 pub use wasi::{Input, Output, Stdio};

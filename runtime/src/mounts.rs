@@ -43,6 +43,15 @@ pub fn available() -> bool {
     matches!(namespace(), Some(Namespace::Private | Namespace::User))
 }
 
+/// Why mount trees cannot be built, when they cannot.
+pub fn unavailable_reason() -> Option<String> {
+    match namespace() {
+        Some(Namespace::Private | Namespace::User) => None,
+        Some(Namespace::Unavailable(r)) => Some(r.clone()),
+        None => Some("the process did not enter a private mount namespace".into()),
+    }
+}
+
 /// Moves the process into a private mount namespace, slave of the host's. Must be called before
 /// the process starts any thread: `unshare` moves only the calling thread. Idempotent.
 pub fn enter_namespace() -> &'static Namespace {
@@ -503,7 +512,7 @@ impl MountTree {
         files: &[TreeFile<'_>],
     ) -> Result<MountTree, String> {
         let dir = tempfile::Builder::new()
-            .prefix(&crate::engine::scratch_prefix("wasmbox-tree-"))
+            .prefix(&crate::scratch::scratch_prefix("wasmbox-tree-"))
             .tempdir_in(parent)
             .map_err(|e| format!("create a mount tree directory in {}: {e}", parent.display()))?;
         let mut tree = MountTree {

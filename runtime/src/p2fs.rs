@@ -1,5 +1,5 @@
 //! The WASI 0.2 and 0.3 filesystems as wasmtime-wasi implements them, with two changes in
-//! `open-at`, as preview 1's `path_open` has them (`p1fs`):
+//! `open-at`, as preview 1's `path_open` has them (`p1::fs`):
 //!
 //! - a guest that holds its handle limit gets `insufficient-memory` (`ENOMEM` to wasi-libc; WASI
 //!   has no `EMFILE`) instead of trapping on a full resource table;

@@ -2,24 +2,24 @@
 //! (build its WASI context and store, run it on the executor), kill (from any thread, at once),
 //! wait (its [`ExitStatus`]).
 
-use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::{Store, UpdateDeadline, Val};
+use wasmtime::{Store, Val};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::engine::{Program, ProgramKind, Runtime};
 use crate::error::{Error, Result, boxed};
 use crate::exit::{ExitReason, ExitStatus};
-use crate::host::{HasLimiter, Limiter, Meter, P1Host, P2Host};
-use crate::p1net::Sockets;
+use crate::filesystem::Filesystem;
+use crate::host::{Limiter, Meter, P1Host, P2Host};
+use crate::p1::sockets::Sockets;
 use crate::policy::Policy;
+use crate::shared::{Gate, Gated, Shared};
+use crate::store::{handle_table, new_component_store, new_store, trap_message};
 use crate::wasi::{Stdio, build_ctx};
 
 enum Pre {
@@ -43,8 +43,11 @@ enum Pre {
 /// What a guest is, by what it exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestKind {
-    /// A core module (WASI preview 1), run from `_start` or a named export.
+    /// A core module (WASI preview 1) exporting `_start`, run from it or a named export.
     CommandModule,
+    /// A core module exporting no `_start` (a library: `_initialize` and named exports), run
+    /// only from a named export.
+    ReactorModule,
     /// A component exporting `wasi:cli/run` (WASI 0.2 or 0.3), or a named export.
     CommandComponent,
     /// A component exporting `wasi:http/incoming-handler`: served, a fresh instance per request.
@@ -55,6 +58,7 @@ impl std::fmt::Display for GuestKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             GuestKind::CommandModule => "command module",
+            GuestKind::ReactorModule => "reactor module",
             GuestKind::CommandComponent => "command component",
             GuestKind::HttpComponent => "HTTP component",
         })
@@ -67,6 +71,7 @@ pub struct Prepared {
     name: String,
     policy: Policy,
     pre: Pre,
+    kind: GuestKind,
     fs: Filesystem,
     /// An HTTP component's listener, when bound before start ([`Prepared::listen_with`]).
     listener: Option<std::net::TcpListener>,
@@ -93,7 +98,7 @@ impl Runtime {
                 let init = export != "_start" && m.get_export("_initialize").is_some();
                 let linker = self
                     .inner
-                    .p1(!crate::p1net::preopenable(&policy.net).is_empty())?;
+                    .p1(!crate::p1::sockets::preopenable(&policy.net).is_empty())?;
                 Pre::Module {
                     pre: linker.instantiate_pre(m).map_err(link)?,
                     export,
@@ -102,18 +107,17 @@ impl Runtime {
             }
             ProgramKind::Component(c) => {
                 let pre = self.inner.p2()?.instantiate_pre(c).map_err(link)?;
+                let not_command = |_| Error::NotCommand { name: name.clone() };
                 match &policy.export {
-                    // A component exporting both runs as WASI 0.3, as `wasmtime run` does.
-                    // A command, else an HTTP component.
+                    // Served, as its exports say (`shape::guest_kind`, the one decision).
+                    None if program.guest == GuestKind::HttpComponent => Pre::Proxy(
+                        wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
+                            .map_err(not_command)?,
+                    ),
+                    // A command exporting both versions runs as WASI 0.3, as `wasmtime run` does.
                     None => match wasmtime_wasi::p3::bindings::CommandPre::new(pre.clone()) {
                         Ok(p3) => Pre::Command3(p3),
-                        Err(_) => match CommandPre::new(pre.clone()) {
-                            Ok(p2) => Pre::Command(p2),
-                            Err(_) => Pre::Proxy(
-                                wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
-                                    .map_err(|_| Error::NotCommand { name: name.clone() })?,
-                            ),
-                        },
+                        Err(_) => Pre::Command(CommandPre::new(pre).map_err(not_command)?),
                     },
                     Some(export) => {
                         let ty = c.component_type();
@@ -139,11 +143,16 @@ impl Runtime {
         if matches!(pre, Pre::Module { .. }) {
             fs.preopen_cwd_first(&policy.cwd);
         }
+        let kind = match &pre {
+            Pre::ComponentExport { .. } => GuestKind::CommandComponent,
+            _ => program.guest,
+        };
         Ok(Prepared {
             runtime: self.clone(),
             name,
             policy,
             pre,
+            kind,
             fs,
             listener: None,
         })
@@ -181,7 +190,7 @@ impl Runtime {
                 source,
             };
             let dir = tempfile::Builder::new()
-                .prefix(&crate::engine::scratch_prefix("wasmbox-tmpfs-"))
+                .prefix(&crate::scratch::scratch_prefix("wasmbox-tmpfs-"))
                 .tempdir_in(&inner.scratch_dir)
                 .map_err(err)?;
             sources.push((
@@ -264,169 +273,6 @@ impl Runtime {
             _scratch: scratch,
         })
     }
-}
-
-/// A guest's directories: the opened sources, the private scratch directories and, with mount
-/// trees on, the tree over them. Dropped in field order when the guest ends: the tree is
-/// unmounted before the scratch directories are removed.
-pub(crate) struct Filesystem {
-    /// What the guest's WASI context preopens: a path naming the directory, its guest path,
-    /// read-only.
-    pub(crate) preopens: Vec<(PathBuf, String, bool)>,
-    /// The working directory, when it is preopened of its own (see `preopen_cwd_first`).
-    _cwd: Option<std::os::fd::OwnedFd>,
-    _tree: Option<crate::mounts::MountTree>,
-    _sources: Vec<crate::mounts::Source>,
-    _scratch: Vec<tempfile::TempDir>,
-}
-
-impl Filesystem {
-    /// Preview 1 has no call for the working directory, and a guest must see only the
-    /// environment it was given, so a preview 1 guest whose working directory is not `/` gets
-    /// it as its first preopen (descriptor 3), under its own guest path. That is where runtimes
-    /// without a `PWD` put it (Go's `wasip1` takes the first preopen's name as its working
-    /// directory); to wasi-libc it is one more name for a directory already granted, with the
-    /// same access. The directory is looked up beneath the grant that holds it without
-    /// following any symbolic link; one that does not resolve so is left out.
-    fn preopen_cwd_first(&mut self, cwd: &str) {
-        use rustix::fs::{Mode, OFlags, ResolveFlags};
-        if cwd.is_empty() || cwd == "/" {
-            return;
-        }
-        // A working directory that is itself a grant: that grant goes first.
-        if let Some(i) = self.preopens.iter().position(|(_, g, _)| g == cwd) {
-            let grant = self.preopens.remove(i);
-            self.preopens.insert(0, grant);
-            return;
-        }
-        let within = |g: &str| g == "/" || cwd.strip_prefix(g).is_some_and(|r| r.starts_with('/'));
-        let Some((host, guest, ro)) = self
-            .preopens
-            .iter()
-            .filter(|(_, g, _)| within(g))
-            .max_by_key(|(_, g, _)| g.len())
-            .cloned()
-        else {
-            return;
-        };
-        let rel = cwd[if guest == "/" { 0 } else { guest.len() }..].trim_start_matches('/');
-        let opened = rustix::fs::open(
-            &host,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(|grant| {
-            rustix::fs::openat2(
-                &grant,
-                rel,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-            )
-        });
-        match opened {
-            Ok(fd) => {
-                let path = PathBuf::from(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&fd)
-                ));
-                self.preopens.insert(0, (path, cwd.to_string(), ro));
-                self._cwd = Some(fd);
-            }
-            Err(e) => tracing::debug!(%cwd, error = %e, "working directory not preopened"),
-        }
-    }
-}
-
-pub(crate) struct Shared {
-    /// Signal the guest was (last) killed with; 0 while not killed.
-    pub(crate) kill_signal: AtomicI32,
-    pub(crate) kill: tokio::sync::Notify,
-    /// A server takes every kill (the first SIGTERM drains, the next ends it); a command only
-    /// the first.
-    serving: bool,
-    status: Mutex<Option<ExitStatus>>,
-    done: Condvar,
-    watch: tokio::sync::watch::Sender<Option<ExitStatus>>,
-    /// The guest's memory (for a server: the limit of each instance, the use of all of them).
-    pub(crate) meter: Arc<Meter>,
-    pub(crate) gate: Gate,
-}
-
-impl Shared {
-    /// Records the guest's end and wakes everyone waiting for it.
-    fn finish(&self, status: ExitStatus) {
-        *self.status.lock().expect("status lock") = Some(status.clone());
-        self.done.notify_all();
-        self.watch.send_replace(Some(status));
-    }
-}
-
-/// Holds a paused guest: while paused its future is not polled, so it makes no progress (a guest
-/// running wasm is stopped at its next epoch yield). Also adds up the CPU time spent polling it.
-#[derive(Default)]
-pub(crate) struct Gate {
-    paused: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-    cpu_ns: AtomicU64,
-    /// The part of `cpu_ns` spent in the kernel (page faults, system calls).
-    system_ns: AtomicU64,
-}
-
-impl Gate {
-    fn set_paused(&self, paused: bool) -> bool {
-        let changed = self.paused.swap(paused, Ordering::SeqCst) != paused;
-        if !paused && let Some(w) = self.waker.lock().expect("gate lock").take() {
-            w.wake();
-        }
-        changed
-    }
-}
-
-/// A guest's future behind its [`Gate`].
-pub(crate) struct Gated<'a, F: ?Sized> {
-    pub(crate) fut: Pin<&'a mut F>,
-    pub(crate) gate: &'a Gate,
-}
-
-impl<F: Future + ?Sized> Future for Gated<'_, F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if self.gate.paused.load(Ordering::SeqCst) {
-            *self.gate.waker.lock().expect("gate lock") = Some(cx.waker().clone());
-            // Resumed between the check and storing the waker: poll on.
-            if self.gate.paused.load(Ordering::SeqCst) {
-                return Poll::Pending;
-            }
-        }
-        let (u0, k0) = thread_times_ns();
-        let r = self.fut.as_mut().poll(cx);
-        let (u1, k1) = thread_times_ns();
-        let system = k1.saturating_sub(k0);
-        self.gate
-            .cpu_ns
-            .fetch_add(u1.saturating_sub(u0) + system, Ordering::Relaxed);
-        self.gate.system_ns.fetch_add(system, Ordering::Relaxed);
-        r
-    }
-}
-
-/// User and kernel CPU time of the calling thread so far, in nanoseconds, as the kernel accounts
-/// them (the figures `/proc` shows; updated at scheduler ticks and switches, so the share of one
-/// short poll is sampled rather than exact). One system call, without the run-queue lock that the
-/// thread CPU clock takes.
-#[allow(unsafe_code, reason = "getrusage writes only into the rusage we pass")]
-fn thread_times_ns() -> (u64, u64) {
-    // SAFETY: all-zero is a valid rusage (plain integers).
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, writable rusage.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-    if rc != 0 {
-        return (0, 0);
-    }
-    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-    (ns(ru.ru_utime), ns(ru.ru_stime))
 }
 
 /// A snapshot of what a running guest uses.
@@ -546,13 +392,9 @@ impl Running {
 }
 
 impl Prepared {
-    /// What the guest is: a command or an HTTP component.
+    /// What the guest is: a module, a command or an HTTP component.
     pub fn kind(&self) -> GuestKind {
-        match self.pre {
-            Pre::Module { .. } => GuestKind::CommandModule,
-            Pre::Proxy(_) => GuestKind::HttpComponent,
-            _ => GuestKind::CommandComponent,
-        }
+        self.kind
     }
 
     /// For an HTTP component, binds its listening address now with `bind` (given the address
@@ -613,7 +455,7 @@ impl Prepared {
         });
         if let Pre::Proxy(pre) = self.pre {
             let capacity =
-                crate::engine::pool_capacity(inner.pooling, pre.instance_pre().component());
+                crate::engine_config::pool_capacity(inner.pooling, pre.instance_pre().component());
             let (addr, server) = crate::serve::start(crate::serve::Parts {
                 engine: inner.engine.clone(),
                 capacity,
@@ -655,7 +497,7 @@ impl Prepared {
                     // (stdio and preopens), is the backstop.
                     wasmtime_wasi::WasiView::ctx(&mut wasi)
                         .table
-                        .set_max_capacity(handles + HANDLE_HEADROOM);
+                        .set_max_capacity(handles + crate::store::HANDLE_HEADROOM);
                     let dirs = (3..)
                         .zip(&fs.preopens)
                         .map(|(fd, (path, guest, _))| {
@@ -733,47 +575,6 @@ impl Prepared {
     }
 }
 
-/// Table entries a guest gets beyond its handle limit, for its stdio, preopens and streams.
-const HANDLE_HEADROOM: usize = 64;
-
-/// A resource table holding at most `handles` entries (plus the headroom).
-pub(crate) fn handle_table(handles: usize) -> wasmtime::component::ResourceTable {
-    let mut t = wasmtime::component::ResourceTable::new();
-    t.set_max_capacity(handles + HANDLE_HEADROOM);
-    t
-}
-
-pub(crate) fn new_store<T: HasLimiter>(engine: &wasmtime::Engine, host: T) -> Store<T> {
-    let mut store = Store::new(engine, host);
-    store.limiter(|h| h.limiter());
-    store.set_epoch_deadline(1);
-    // Yield to the executor every tick: other guests progress, and kill and timeout are noticed.
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-    store
-}
-
-/// Component-model handles (resources, streams, futures, subtasks) one guest may hold, per handle
-/// it may hold open; wasmtime keeps them in tables of its own, beside the resource table.
-const COMPONENT_HANDLES_PER_HANDLE: usize = 16;
-/// Entries of wasmtime's concurrency table (stream, future and task state) per component handle.
-const CONCURRENT_ENTRIES_PER_HANDLE: usize = 4;
-/// The most component-model handles any guest may hold (wasmtime's own default).
-const MAX_COMPONENT_HANDLES: usize = 100_000;
-
-/// A store for a component, whose component-model handle tables are capped too: a guest making
-/// streams or futures in a loop traps at the cap instead of growing the host without bound.
-pub(crate) fn new_component_store(engine: &wasmtime::Engine, host: P2Host) -> Store<P2Host> {
-    let cap = ((host.handles + HANDLE_HEADROOM) * COMPONENT_HANDLES_PER_HANDLE)
-        .min(MAX_COMPONENT_HANDLES);
-    let mut store = new_store(engine, host);
-    store.set_max_component_handles(cap);
-    // The state behind the handles: a stream takes two handles and a few entries here.
-    if let Some(t) = store.concurrent_resource_table() {
-        t.set_max_capacity(cap * CONCURRENT_ENTRIES_PER_HANDLE);
-    }
-    store
-}
-
 fn classify(r: wasmtime::Result<i32>, shared: &Shared) -> ExitReason {
     let sig = shared.kill_signal.load(Ordering::SeqCst);
     match r {
@@ -790,23 +591,6 @@ fn classify(r: wasmtime::Result<i32>, shared: &Shared) -> ExitReason {
             }
         }
     }
-}
-
-/// The trap's cause and the innermost frame, on one line.
-pub(crate) fn trap_message(e: &wasmtime::Error) -> String {
-    let cause = e.root_cause().to_string();
-    let frame = e
-        .downcast_ref::<wasmtime::WasmBacktrace>()
-        .and_then(|bt| bt.frames().first())
-        .map(|f| {
-            let name = f.func_name().unwrap_or("<unnamed>");
-            match f.module_offset() {
-                Some(off) => format!(" in {name} at offset {off:#x}"),
-                None => format!(" in {name}"),
-            }
-        })
-        .unwrap_or_default();
-    format!("{cause}{frame}")
 }
 
 async fn run_module(

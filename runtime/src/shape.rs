@@ -9,6 +9,11 @@ pub const MAX_FUNCTIONS: u64 = 250_000;
 /// The deepest nesting of components and modules.
 pub const MAX_NESTING: usize = 16;
 
+/// True when `bytes` begin with the wasm magic number: the one test of "is this wasm binary".
+pub fn is_wasm(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm")
+}
+
 /// Checks `binary` against the limits; the error says which one and by how much.
 pub fn check(binary: &[u8]) -> Result<(), String> {
     if binary.len() > MAX_WASM_BYTES {
@@ -47,7 +52,7 @@ fn walk(b: &[u8], depth: usize, functions: &mut u64) -> Result<(), String> {
             "components and modules nest more than {MAX_NESTING} deep"
         ));
     }
-    if b.len() < 8 || &b[..4] != b"\0asm" {
+    if b.len() < 8 || !is_wasm(b) {
         // Not ours to judge: the compiler reports malformed wasm.
         return Ok(());
     }
@@ -87,17 +92,21 @@ fn walk(b: &[u8], depth: usize, functions: &mut u64) -> Result<(), String> {
 pub fn guest_kind(bytes: &[u8]) -> Option<crate::GuestKind> {
     use crate::GuestKind;
     let text;
-    let binary = if bytes.starts_with(b"\0asm") {
+    let binary = if is_wasm(bytes) {
         bytes
     } else {
         text = wat::parse_bytes(bytes).ok()?.into_owned();
         &text[..]
     };
-    if binary.len() < 8 || !binary.starts_with(b"\0asm") {
+    if binary.len() < 8 || !is_wasm(binary) {
         return None;
     }
     if !wasmparser::Parser::is_component(binary) {
-        return Some(GuestKind::CommandModule);
+        return Some(if module_exports(binary).iter().any(|e| e == "_start") {
+            GuestKind::CommandModule
+        } else {
+            GuestKind::ReactorModule
+        });
     }
     let exports = top_level_exports(binary);
     let exports_any = |interface: &str, versions: &[&str]| {
@@ -113,6 +122,21 @@ pub fn guest_kind(bytes: &[u8]) -> Option<crate::GuestKind> {
         return Some(GuestKind::HttpComponent);
     }
     Some(GuestKind::CommandComponent)
+}
+
+/// The names a core module exports.
+fn module_exports(binary: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(binary) {
+        match payload {
+            Ok(wasmparser::Payload::ExportSection(exports)) => {
+                names.extend(exports.into_iter().flatten().map(|e| e.name.to_string()));
+            }
+            Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
+            _ => {}
+        }
+    }
+    names
 }
 
 /// The names a component exports at its top level (not those of components nested in it).
@@ -142,7 +166,15 @@ mod tests {
     fn programs_are_told_apart_by_their_header_and_exports() {
         use crate::GuestKind::*;
         let kind = |text: &str| guest_kind(&wat::parse_str(text).unwrap());
-        assert_eq!(kind("(module)"), Some(CommandModule));
+        assert_eq!(
+            kind(r#"(module (func (export "_start")))"#),
+            Some(CommandModule)
+        );
+        // A library: `_initialize` and named exports, run only by naming one.
+        assert_eq!(
+            kind(r#"(module (func (export "_initialize")) (func (export "process")))"#),
+            Some(ReactorModule)
+        );
         assert_eq!(
             kind(
                 r#"(component (instance $i) (export "wasi:http/incoming-handler@0.2.3" (instance $i)))"#

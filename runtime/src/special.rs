@@ -1,7 +1,7 @@
 //! FIFOs and socket files in a grant. Opening a FIFO waits in the kernel until a peer opens the
 //! other end, and reading one waits for a writer: either would hold a host thread of the shared
 //! blocking pool for as long as a peer pleases. So a guest never gets one. Every open of a path is
-//! checked three ways, for preview 1 (`p1fs`) and for components (`p2fs`) alike:
+//! checked three ways, for preview 1 (`p1::fs`) and for components (`p2fs`) alike:
 //!
 //! 1. before: the name is looked up beneath the directory without opening it, and a FIFO or a
 //!    socket file is refused (`EACCES` / `access`);

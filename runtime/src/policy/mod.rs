@@ -339,6 +339,28 @@ impl Bundle {
 
     /// Derives the policy from an already parsed spec of the bundle at `dir`.
     pub fn from_spec(dir: &Path, spec: Spec) -> Result<Bundle> {
+        let rootfs = rootfs_of(dir, &spec)?;
+        // Where runc would find it (a bare name through PATH); one not found is read where the
+        // path names it, and reported missing there.
+        // Ambient authority, named: opening the bundle's rootfs.
+        let entry = match (
+            cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority()),
+            spec.process(),
+        ) {
+            (Ok(root), Some(process)) => locate_entry(&root, process),
+            _ => None,
+        };
+        Self::with_entry(dir, spec, rootfs, entry)
+    }
+
+    /// Derives the policy of the bundle at `dir` whose rootfs is `rootfs` and whose entry (found
+    /// by [`locate_entry`], relative to the rootfs) is `entry`, when it was found.
+    pub fn with_entry(
+        dir: &Path,
+        spec: Spec,
+        rootfs: PathBuf,
+        entry: Option<PathBuf>,
+    ) -> Result<Bundle> {
         let path = dir.join("config.json");
         let bad = |reason: String| Error::Spec {
             path: path.clone(),
@@ -363,18 +385,7 @@ impl Bundle {
         let entry_guest = normalize_guest_path(&entry_guest)
             .ok_or_else(|| bad(format!("entrypoint {program:?} must not contain '..'")))?;
         let root = spec.root().as_ref().ok_or_else(|| bad("no root".into()))?;
-        let rootfs = if root.path().is_absolute() {
-            root.path().clone()
-        } else {
-            dir.join(root.path())
-        };
-        // Where runc would find it (a bare name through PATH); one not found is read where the
-        // path names it, and reported missing there.
-        // Ambient authority, named: opening the bundle's rootfs.
-        let entry = cap_std::fs::Dir::open_ambient_dir(&rootfs, cap_std::ambient_authority())
-            .ok()
-            .and_then(|root| locate_entry(&root, process))
-            .unwrap_or_else(|| PathBuf::from(entry_guest.trim_start_matches('/')));
+        let entry = entry.unwrap_or_else(|| PathBuf::from(entry_guest.trim_start_matches('/')));
         let mut policy = Policy {
             args: std::iter::once(program.to_string())
                 .chain(args.iter().skip(1).cloned())
@@ -428,6 +439,19 @@ impl Bundle {
             entry,
         })
     }
+}
+
+/// The host path of the rootfs of the bundle at `dir` (`root.path`, relative to the bundle).
+pub fn rootfs_of(dir: &Path, spec: &Spec) -> Result<PathBuf> {
+    let root = spec.root().as_ref().ok_or_else(|| Error::Spec {
+        path: dir.join("config.json"),
+        reason: "no root".into(),
+    })?;
+    Ok(if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        dir.join(root.path())
+    })
 }
 
 impl Bundle {

@@ -30,9 +30,10 @@ use tokio_util::task::TaskTracker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::exit::ExitReason;
+use crate::filesystem::Filesystem;
 use crate::host::P2Host;
 use crate::policy::{Policy, ServeConfig};
-use crate::sandbox::{Filesystem, Shared};
+use crate::shared::Shared;
 use crate::wasi::Output;
 
 use log::LineSink;

@@ -17,7 +17,7 @@ use super::access::{Access, CLIENT_GONE, Logged};
 use super::admit::{BodyVerdict, Busy, Cut, Watched};
 use super::log::Tagged;
 use crate::host::{Limiter, Meter, P2Host};
-use crate::sandbox::Gated;
+use crate::shared::Gated;
 use crate::wasi::build_ctx;
 
 /// Epoch ticks a handler runs before it yields to other requests (4 × 5 ms).
@@ -159,7 +159,7 @@ impl Service {
                     Outcome::MemoryLimit(meter.limit().unwrap_or(0))
                 }
                 Err(_) if meter.crowded.load(Ordering::SeqCst) => Outcome::Crowded,
-                Err(e) => Outcome::Trap(crate::sandbox::trap_message(&e)),
+                Err(e) => Outcome::Trap(crate::store::trap_message(&e)),
             },
         }
     }
@@ -184,12 +184,12 @@ impl Service {
         );
         let host = P2Host::new(
             b.build(),
-            crate::sandbox::handle_table(handles),
+            crate::store::handle_table(handles),
             handles,
             limiter,
             hooks,
         );
-        let mut store = crate::sandbox::new_component_store(&self.engine, host);
+        let mut store = crate::store::new_component_store(&self.engine, host);
         // Longer slices than a command's: a handler usually finishes within one, so requests run
         // first come, first served instead of sharing the CPU (which delays every one of them);
         // a kill, a timeout or a client going away is still noticed within a slice.

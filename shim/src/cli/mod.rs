@@ -6,7 +6,10 @@ mod install;
 mod options;
 mod progress;
 mod run;
+mod scratch;
 mod signals;
+mod store;
+mod target;
 
 use std::process::ExitCode;
 
@@ -15,11 +18,12 @@ use wasmbox_runtime::EXIT_RUNTIME_ERROR;
 
 pub use images::{
     BuildCommand, ImagesCommand, InspectCommand, LoadCommand, PruneCommand, PullCommand,
-    PushCommand, RmiCommand, SaveCommand, StoreOptions,
+    PushCommand, RmiCommand, SaveCommand,
 };
 pub use install::InstallCommand;
 pub use options::{CacheOptions, SandboxOptions, ServeOptions, parse_duration, parse_size};
-pub use run::{DEFAULT_UMASK, RunCommand, set_umask};
+pub use run::RunCommand;
+pub use store::StoreOptions;
 
 /// wasmbox: run WebAssembly workloads as sandboxed containers.
 #[derive(Parser, Debug)]

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use wasmbox_runtime::Policy;
 use wasmbox_runtime::net::Grant;
 pub use wasmbox_runtime::policy::{parse_duration, parse_size};
-use wasmbox_runtime::{Policy, RuntimeConfig};
 
 /// What a guest is granted beyond its image or bundle.
 #[derive(Args, Debug, Clone, Default)]
@@ -226,38 +226,29 @@ fn parse_volume(v: &str) -> Result<(PathBuf, String, bool)> {
     Ok((PathBuf::from(host), guest.to_string(), ro))
 }
 
-/// Where compiled code is cached.
+/// Where compiled code is cached, and how compiling is capped.
 #[derive(Args, Debug, Clone, Default)]
 pub struct CacheOptions {
-    /// Compiled-code cache directory (default `/var/cache/wasmbox` for root, else
-    /// `$XDG_CACHE_HOME/wasmbox`).
-    #[arg(long, env = "WASMBOX_CACHE_DIR", value_name = "DIR")]
+    /// Compiled-code cache directory (else `$WASMBOX_CACHE_DIR`; default `/var/cache/wasmbox`
+    /// for root, else `$XDG_CACHE_HOME/wasmbox`).
+    #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Compile without reading or writing the cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Cap on the memory one compile may take (default 2g). Compiling runs in a helper process
-    /// of its own; a module that needs more is refused.
-    #[arg(long, env = "WASMBOX_COMPILE_MEMORY", value_name = "SIZE", value_parser = crate::parse_compile_memory)]
+    /// Cap on the memory one compile may take (else `$WASMBOX_COMPILE_MEMORY`; default 2g).
+    /// Compiling runs in a helper process of its own; a module that needs more is refused.
+    #[arg(long, value_name = "SIZE", value_parser = wasmbox_runtime::launch::parse_compile_memory)]
     pub compile_memory: Option<u64>,
 }
 
 impl CacheOptions {
-    /// The runtime configuration these options ask for.
-    pub fn runtime_config(&self) -> RuntimeConfig {
-        RuntimeConfig {
-            cache_dir: if self.no_cache {
-                None
-            } else {
-                self.cache_dir
-                    .clone()
-                    .or_else(wasmbox_runtime::cache::default_dir)
-            },
-            compiler: crate::compiler(
-                self.compile_memory
-                    .unwrap_or(wasmbox_runtime::compiler::DEFAULT_COMPILE_MEMORY),
-            ),
-            ..Default::default()
+    /// The launch settings these options give (the environment fills in the rest).
+    pub fn settings(&self) -> wasmbox_runtime::launch::Settings {
+        wasmbox_runtime::launch::Settings {
+            cache_dir: self.cache_dir.clone(),
+            no_cache: self.no_cache,
+            compile_memory: self.compile_memory,
         }
     }
 }

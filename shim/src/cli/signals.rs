@@ -103,16 +103,6 @@ fn remove_and_exit(paths: &[PathBuf], code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Ends a run that is still loading with `code` and the message `why`, removing what it made
-/// (the `--timeout` watchdog); does nothing once loading is over.
-pub fn end_loading(code: i32, why: &str) {
-    let phase = PHASE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Phase::Loading(paths) = &*phase {
-        eprintln!("wasmbox: {why}");
-        remove_and_exit(paths, code);
-    }
-}
-
 /// Registers a directory the run made, removed if a signal ends the run while it loads.
 pub fn remove_on_signal(path: PathBuf) {
     if let Phase::Loading(paths) = &mut *PHASE.lock().unwrap_or_else(|e| e.into_inner()) {

@@ -149,7 +149,7 @@ fn serve(
     }
     super::raise_nofile();
     // Files guests create are never group- or world-writable through an inherited umask of 0.
-    crate::cli::set_umask(crate::cli::DEFAULT_UMASK);
+    crate::umask::set_umask(crate::umask::DEFAULT_UMASK);
     // The shim adopts the processes its runc-delegated containers leave behind.
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         eprintln!("{RUNTIME_ID}: become a subreaper: {e}");

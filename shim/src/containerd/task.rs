@@ -320,42 +320,33 @@ impl Task for TaskService {
     }
 }
 
-/// Makes the wasm runtime for `spec`'s shim; an error says whether the configuration was at
-/// fault (true) and what went wrong.
-fn make_runtime(spec: &oci_spec::runtime::Spec) -> std::result::Result<Runtime, (bool, String)> {
+/// Makes the wasm runtime for `spec`'s shim, its settings from the shim's environment
+/// (`WASMBOX_CACHE_DIR`, `WASMBOX_COMPILE_MEMORY`).
+fn make_runtime(spec: &oci_spec::runtime::Spec) -> crate::lifecycle::Result<Runtime> {
     let grouped = super::group_of(spec).is_some();
-    let compile_memory = match std::env::var("WASMBOX_COMPILE_MEMORY") {
-        Ok(v) => crate::parse_compile_memory(&v)
-            .map_err(|e| (true, format!("WASMBOX_COMPILE_MEMORY: {e}")))?,
-        Err(_) => wasmbox_runtime::compiler::DEFAULT_COMPILE_MEMORY,
+    // Each compile in a helper process of its own: one container's module cannot take the
+    // memory the pod's other containers run in.
+    let mut config = wasmbox_runtime::launch::Settings::default()
+        .config()
+        .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
+    config.allocator = if grouped {
+        wasmbox_runtime::Allocator::Pooling
+    } else {
+        wasmbox_runtime::Allocator::OnDemand
     };
-    let config = wasmbox_runtime::RuntimeConfig {
-        // Each compile in a helper process of its own: one container's module cannot take the
-        // memory the pod's other containers run in.
-        compiler: crate::compiler(compile_memory),
-        cache_dir: std::env::var_os("WASMBOX_CACHE_DIR")
-            .map(Into::into)
-            .or_else(wasmbox_runtime::cache::default_dir),
-        allocator: if grouped {
-            wasmbox_runtime::Allocator::Pooling
-        } else {
-            wasmbox_runtime::Allocator::OnDemand
-        },
-        mount_tree: true,
-        // Guests run on filtered threads of their own; the shim's threads still build mount
-        // trees and make network namespaces.
-        own_executor: true,
-        // A group's later containers may be granted network the first was not.
-        deny_guest_sockets: false,
-        scratch_dir: Some(
-            std::path::Path::new(crate::lifecycle::native::STATE_DIR).join("scratch"),
-        ),
-        protected: vec![wasmbox_runtime::ProtectedPath::new(
-            "state directory",
-            crate::lifecycle::native::STATE_DIR,
-        )],
-    };
-    Runtime::new(config).map_err(|e| (false, format!("starting the wasm runtime: {}", chain(&e))))
+    config.mount_tree = true;
+    // Guests run on filtered threads of their own; the shim's threads still build mount trees
+    // and make network namespaces. A group's later containers may be granted network the first
+    // was not, so guest threads may open sockets.
+    config.own_executor = true;
+    config.scratch_dir =
+        Some(std::path::Path::new(crate::lifecycle::native::STATE_DIR).join("scratch"));
+    config.protected = vec![wasmbox_runtime::ProtectedPath::new(
+        "state directory",
+        crate::lifecycle::native::STATE_DIR,
+    )];
+    Runtime::new(config)
+        .map_err(|e| ShimError::Internal(format!("starting the wasm runtime: {}", chain(&e))))
 }
 
 impl std::fmt::Debug for TaskService {

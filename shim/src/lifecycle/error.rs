@@ -2,7 +2,7 @@
 //! status codes in `containerd::error`).
 
 /// Why a task request failed. Each kind is one status code to the faces that report it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ShimError {
     /// No container or process with this id.
     #[error("{0}: not found")]

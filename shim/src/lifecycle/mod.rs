@@ -34,6 +34,7 @@ use oci_spec::runtime::{Process, Spec};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::watch;
 use wasmbox_runtime::Runtime;
+use wasmbox_runtime::launch::Entry;
 
 pub use error::{Result, ShimError, chain};
 pub use events::{Event, Events, RootfsMount};
@@ -41,15 +42,18 @@ pub use instance::Stats;
 pub use status::{Exit, State, Status};
 pub use stdio::StdioPaths;
 
-use container::Entry;
 use instance::{Ended, ExitFuture, Instance, Made};
 use record::{Record, RecordFile};
 use status::Transition;
 
-/// Makes the wasm runtime at the first wasm create, from that container's spec. An error says
-/// whether the configuration was at fault (true) and what went wrong.
-pub type MakeRuntime =
-    Box<dyn Fn(&Spec) -> std::result::Result<Runtime, (bool, String)> + Send + Sync>;
+/// Makes the wasm runtime at the first wasm create, from that container's spec; the error is the
+/// create's (invalid argument when the configuration is at fault).
+pub type MakeRuntime = Box<dyn Fn(&Spec) -> Result<Runtime> + Send + Sync>;
+
+/// Makes every container's instance in place of the real ones, by container id: the lifecycle's
+/// unit tests drive it against fakes.
+#[cfg(test)]
+type MakeFake = Box<dyn Fn(&str) -> (Box<dyn Instance>, Made) + Send + Sync>;
 
 /// One process of a container.
 struct Proc {
@@ -158,7 +162,7 @@ pub struct Deleted {
 /// The containers of one shim process (a pod's, or one container's).
 pub struct Lifecycle {
     /// Made at the first wasm create. An error is kept, and each create reports it.
-    runtime: OnceLock<std::result::Result<Runtime, (bool, String)>>,
+    runtime: OnceLock<Result<Runtime>>,
     make_runtime: MakeRuntime,
     containers: Mutex<HashMap<String, Shared>>,
     events: Arc<dyn Events>,
@@ -170,6 +174,8 @@ pub struct Lifecycle {
     /// later create takes the lock, so no guest is made before the process is in the pod's
     /// cgroup.
     pod_cgroup: PodCgroupSlot,
+    #[cfg(test)]
+    fake: Option<MakeFake>,
 }
 
 /// Where a shim's pod cgroup is kept once joined. The process leaves it last, after its task API
@@ -194,14 +200,15 @@ impl Lifecycle {
             namespace,
             pid: std::process::id(),
             pod_cgroup,
+            #[cfg(test)]
+            fake: None,
         }
     }
 
     fn runtime(&self, spec: &Spec) -> Result<Runtime> {
         match self.runtime.get_or_init(|| (self.make_runtime)(spec)) {
             Ok(r) => Ok(r.clone()),
-            Err((true, msg)) => Err(ShimError::InvalidArgument(msg.clone())),
-            Err((false, msg)) => Err(ShimError::Internal(msg.clone())),
+            Err(e) => Err(e.clone()),
         }
     }
 
@@ -318,16 +325,21 @@ impl Lifecycle {
         spec: Spec,
         record: &RecordFile,
     ) -> Result<(Box<dyn Instance>, Made)> {
+        #[cfg(test)]
+        if let Some(make) = &self.fake {
+            return Ok(make(&req.id));
+        }
         if sandbox::runs_here(&spec) {
             let (i, made) = sandbox::SandboxInstance::create();
             tracing::info!(id = req.id, "pod sandbox held by the shim");
             return Ok((Box::new(i), made));
         }
-        Ok(match container::classify(&req.bundle, &spec)? {
-            Entry::Wasm(b) => {
+        let entry = crate::launch::classify(&req.bundle, spec.clone())
+            .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
+        Ok(match entry {
+            Entry::Wasm(w) => {
                 let runtime = self.runtime(&spec)?;
-                let (i, made) =
-                    wasm::WasmInstance::create(&req.id, runtime, &b, spec, &req.stdio).await?;
+                let (i, made) = wasm::WasmInstance::create(&req.id, runtime, w, &req.stdio).await?;
                 (Box::new(i), made)
             }
             Entry::Native => {
@@ -589,25 +601,22 @@ impl Lifecycle {
     pub async fn pause(&self, id: &str, pause: bool) -> Result<()> {
         let shared = self.get(id)?;
         let mut c = shared.lock().await;
-        let (t, status) = match (pause, c.status()) {
-            (true, Status::Running) => (Transition::Pause, Status::Paused),
-            (false, Status::Paused) => (Transition::Resume, Status::Running),
-            (true, Status::Paused) => {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "container {id} is already paused"
-                )));
-            }
-            (false, Status::Running | Status::Created) => {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "container {id} is not paused"
-                )));
-            }
-            _ => {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "container {id} is not running"
-                )));
-            }
+        let status = c.status();
+        let refused = |why: &str| {
+            Err(ShimError::FailedPrecondition(format!(
+                "container {id} {why}"
+            )))
         };
+        let t = match pause {
+            true if status.can_pause() => Transition::Pause,
+            false if status.can_resume() => Transition::Resume,
+            true if status == Status::Paused => return refused("is already paused"),
+            false if matches!(status, Status::Running | Status::Created) => {
+                return refused("is not paused");
+            }
+            _ => return refused("is not running"),
+        };
+        let next = status.next(t).expect("the guard allowed it");
         if pause {
             c.instance.pause().await?;
         } else {
@@ -618,7 +627,7 @@ impl Lifecycle {
             let changed = s.apply(t, None);
             // Not when its end came first: it is stopped, and that was told.
             if changed {
-                persist(&c.record, status);
+                persist(&c.record, next);
                 events.send(if pause {
                     Event::Paused { id: id.to_string() }
                 } else {

@@ -1,4 +1,5 @@
-//! The lifecycle driven directly, without containerd: real wasm guests, a recording event sink.
+//! The lifecycle driven directly, without containerd: real wasm guests, or fake instances that
+//! record what they are asked; a recording event sink.
 
 use std::sync::{Arc, Mutex};
 
@@ -73,7 +74,7 @@ impl Fixture {
                 compiler: wasmbox_runtime::compiler::Compiler::in_process(),
                 deny_guest_sockets: false,
             })
-            .map_err(|e| (false, e.to_string()))
+            .map_err(|e| ShimError::Internal(e.to_string()))
         });
         Self {
             life: Lifecycle::new(events.clone(), "test".into(), make, Default::default()),
@@ -354,4 +355,143 @@ async fn a_create_that_fails_leaves_nothing_behind() {
             .await,
         Err(ShimError::AlreadyExists(_))
     ));
+}
+
+/// An instance that records what the lifecycle asks of it; its init ends when the test says (or
+/// when killed, with 128+signal).
+#[derive(Clone, Default)]
+struct Fake {
+    calls: Arc<Mutex<Vec<String>>>,
+    end: Arc<Mutex<Option<tokio::sync::oneshot::Sender<instance::Ended>>>>,
+    refuse_pause: bool,
+}
+
+impl Fake {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn end(&self, code: u32) {
+        if let Some(tx) = self.end.lock().unwrap().take() {
+            let _ = tx.send(instance::Ended { code, oom: false });
+        }
+    }
+
+    fn call(&self, c: impl Into<String>) {
+        self.calls.lock().unwrap().push(c.into());
+    }
+}
+
+#[async_trait::async_trait]
+impl Instance for Fake {
+    fn describe(&self, _record: &mut Record) {}
+    async fn start(&mut self, _exec_id: &str, pid: u32, _stdio: &StdioPaths) -> Result<Made> {
+        self.call("start");
+        Ok(Made { pid, exit: None })
+    }
+    async fn kill(&mut self, _exec_id: &str, _pid: u32, signal: u32, _all: bool) -> Result<()> {
+        self.call(format!("kill {signal}"));
+        self.end(128 + signal);
+        Ok(())
+    }
+    async fn exec(&mut self, _: &str, _: &[u8], _: &StdioPaths) -> Result<Made> {
+        Err(ShimError::Unimplemented("exec".into()))
+    }
+    fn remove_exec(&mut self, _exec_id: &str) {}
+    async fn pause(&mut self) -> Result<()> {
+        self.call("pause");
+        if self.refuse_pause {
+            return Err(ShimError::Internal("the freezer refused".into()));
+        }
+        Ok(())
+    }
+    async fn resume(&mut self) -> Result<()> {
+        self.call("resume");
+        Ok(())
+    }
+    async fn update(&mut self, _resources: &[u8]) -> Result<()> {
+        self.call("update");
+        Ok(())
+    }
+    fn stats(&self) -> Result<Stats> {
+        Ok(Stats::default())
+    }
+    async fn delete(&mut self) -> Result<()> {
+        self.call("delete");
+        Ok(())
+    }
+}
+
+impl Fixture {
+    /// A lifecycle whose containers all run on `fake`.
+    fn with_fake(fake: &Fake) -> Self {
+        let mut f = Self::new();
+        let fake = fake.clone();
+        f.life.fake = Some(Box::new(move |_id: &str| {
+            let (made, tx) = Made::promised(4242);
+            *fake.end.lock().unwrap() = Some(tx);
+            (Box::new(fake.clone()) as Box<dyn Instance>, made)
+        }));
+        f
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_is_asked_only_what_its_status_allows() {
+    let fake = Fake::default();
+    let mut f = Fixture::with_fake(&fake);
+    f.create("c1", "exit3").await;
+    assert!(precondition(f.life.pause("c1", true).await).contains("not running"));
+    assert!(precondition(f.life.pause("c1", false).await).contains("not paused"));
+    f.life.start("c1", "").await.unwrap();
+    assert!(precondition(f.life.start("c1", "").await).contains("already started"));
+    f.life.pause("c1", true).await.unwrap();
+    assert!(precondition(f.life.pause("c1", true).await).contains("already paused"));
+    f.life.pause("c1", false).await.unwrap();
+    f.life.kill("c1", "", 15, false).await.unwrap();
+    assert_eq!(f.life.wait("c1", "").await.unwrap().code, 143);
+    assert!(precondition(f.life.pause("c1", false).await).contains("not running"));
+    f.life.delete("c1", "").await.unwrap();
+    assert_eq!(
+        fake.calls(),
+        ["start", "pause", "resume", "kill 15", "delete"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_the_instance_refuses_leaves_the_container_running_and_untold() {
+    let fake = Fake {
+        refuse_pause: true,
+        ..Default::default()
+    };
+    let mut f = Fixture::with_fake(&fake);
+    let bundle = f.create("c1", "exit3").await;
+    f.life.start("c1", "").await.unwrap();
+    let e = f.life.pause("c1", true).await.unwrap_err();
+    assert!(matches!(e, ShimError::Internal(_)), "{e:?}");
+    assert_eq!(f.status("c1", "").await, Status::Running);
+    assert_eq!(recorded(&bundle), Some(Status::Running));
+    fake.end(0);
+    assert_eq!(f.life.wait("c1", "").await.unwrap().code, 0);
+    assert_eq!(names(&f.events.take()), ["create", "start", "exit \"\" 0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_while_paused_stops_the_container_and_is_told_once() {
+    let fake = Fake::default();
+    let mut f = Fixture::with_fake(&fake);
+    let bundle = f.create("c1", "exit3").await;
+    f.life.start("c1", "").await.unwrap();
+    f.life.pause("c1", true).await.unwrap();
+    fake.end(7);
+    assert_eq!(f.life.wait("c1", "").await.unwrap().code, 7);
+    assert_eq!(f.status("c1", "").await, Status::Stopped);
+    assert_eq!(recorded(&bundle), Some(Status::Stopped));
+    // Nothing left to resume, and the instance is not asked.
+    assert!(precondition(f.life.pause("c1", false).await).contains("not running"));
+    assert_eq!(fake.calls(), ["start", "pause"]);
+    assert_eq!(
+        names(&f.events.take()),
+        ["create", "start", "paused", "exit \"\" 7"]
+    );
 }

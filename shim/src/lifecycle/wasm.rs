@@ -8,9 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use tokio::sync::oneshot;
-use wasmbox_runtime::{Bundle, ExitReason, KillHandle, Prepared, Running, Runtime};
+use wasmbox_runtime::launch::{Entry, Wasm};
+use wasmbox_runtime::{ExitReason, KillHandle, Prepared, Running, Runtime};
 
-use super::container::{self, Entry};
 use super::error::{Result, ShimError, chain};
 use super::instance::{Ended, Instance, Made, Stats};
 use super::record::{self, Record};
@@ -66,19 +66,18 @@ pub struct WasmInstance {
 }
 
 impl WasmInstance {
-    /// Prepares the container's init guest from its classified bundle: compiled within its
+    /// Prepares the container's init guest from its classified entrypoint: compiled within its
     /// deadline, linked, its HTTP listener (if it serves) bound, its stdio opened.
     pub async fn create(
         id: &str,
         runtime: Runtime,
-        bundle: &Bundle,
-        spec: Spec,
+        wasm: Box<Wasm>,
         stdio: &StdioPaths,
     ) -> Result<(Self, Made)> {
-        super::netns::check_same(&spec)?;
-        let mut prepared = prepare_within_deadline(&runtime, bundle).await?;
+        super::netns::check_same(&wasm.bundle.spec)?;
+        let (mut prepared, wasm) = prepare_off_executor(&runtime, wasm).await?;
         // An HTTP component's address is bound now: a taken one fails create.
-        let own = super::netns::server_needs_own_namespace(&spec);
+        let own = super::netns::server_needs_own_namespace(&wasm.bundle.spec);
         prepared
             .listen_with(|addr| {
                 if own {
@@ -90,13 +89,14 @@ impl WasmInstance {
             .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
         let io = stdio.open_wasm().await?;
         let (guest, made) = Guest::new(prepared, io);
-        tracing::info!(id, entry = %bundle.entry.display(), "created wasm container");
+        tracing::info!(id, entry = %wasm.name(), "created wasm container");
+        let Wasm { bundle, .. } = *wasm;
         Ok((
             Self {
                 id: id.to_string(),
                 runtime,
-                bundle: bundle.dir.clone(),
-                spec: Box::new(spec),
+                bundle: bundle.dir,
+                spec: Box::new(bundle.spec),
                 guests: HashMap::from([(String::new(), guest)]),
                 execs: ExecKills::default(),
             },
@@ -203,8 +203,10 @@ impl Instance for WasmInstance {
             .map_err(|e| ShimError::InvalidArgument(format!("exec process spec: {e}")))?;
         let mut spec = (*self.spec).clone();
         spec.set_process(Some(process));
-        let b = match container::classify(&self.bundle, &spec)? {
-            Entry::Wasm(b) => b,
+        let entry = crate::launch::classify(&self.bundle, spec.clone())
+            .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
+        let w = match entry {
+            Entry::Wasm(w) => w,
             Entry::Native => {
                 return Err(ShimError::InvalidArgument(format!(
                     "exec: {:?} is not wasm; a wasm container runs only wasm programs",
@@ -217,7 +219,7 @@ impl Instance for WasmInstance {
                 )));
             }
         };
-        let mut prepared = prepare_off_executor(&self.runtime, &b).await?;
+        let (mut prepared, _) = prepare_off_executor(&self.runtime, w).await?;
         // The container's current memory limit (it may have been updated).
         if let Some(init) = self.guests.get("").and_then(Guest::running) {
             prepared.set_memory_limit(init.usage().memory_limit);
@@ -286,39 +288,17 @@ impl Instance for WasmInstance {
     }
 }
 
-/// [`prepare_off_executor`] within the bundle's deadline (`wasmbox.timeout`), which covers
-/// loading and compiling: create fails when it runs out, and the guest gets what is left.
-async fn prepare_within_deadline(runtime: &Runtime, bundle: &Bundle) -> Result<Prepared> {
-    let Some(limit) = bundle.policy.limits.timeout else {
-        return prepare_off_executor(runtime, bundle).await;
-    };
-    let started = std::time::Instant::now();
-    let mut prepared = tokio::time::timeout(limit, prepare_off_executor(runtime, bundle))
-        .await
-        .map_err(|_| {
-            ShimError::InvalidArgument(format!(
-                "/{}: timed out after {limit:?} while loading",
-                bundle.entry.display()
-            ))
-        })??;
-    prepared.set_timeout(Some(
-        limit
-            .saturating_sub(started.elapsed())
-            .max(std::time::Duration::from_millis(1)),
-    ));
-    Ok(prepared)
-}
-
-/// Compiles, links and builds the mount tree of a wasm bundle on the blocking pool, so one
-/// container's long compile never holds an executor thread other containers' requests need.
-async fn prepare_off_executor(runtime: &Runtime, bundle: &Bundle) -> Result<Prepared> {
-    let (rt, b) = (runtime.clone(), bundle.clone());
-    let deadline = bundle
-        .policy
-        .limits
-        .timeout
-        .and_then(|t| std::time::Instant::now().checked_add(t));
-    tokio::task::spawn_blocking(move || container::prepare(&rt, &b, deadline))
-        .await
-        .map_err(|e| ShimError::Internal(format!("preparing the guest: {e}")))?
+/// Loads, links and builds the mount tree of a wasm entrypoint within its deadline
+/// (`launch::prepare`), on the blocking pool, so one container's long compile never holds an
+/// executor thread other containers' requests need. Gives the entrypoint back, without its bytes.
+async fn prepare_off_executor(runtime: &Runtime, wasm: Box<Wasm>) -> Result<(Prepared, Box<Wasm>)> {
+    let rt = runtime.clone();
+    let since = std::time::Instant::now();
+    let (prepared, mut wasm) =
+        tokio::task::spawn_blocking(move || (wasm.prepare(&rt, since), wasm))
+            .await
+            .map_err(|e| ShimError::Internal(format!("preparing the guest: {e}")))?;
+    wasm.bytes = Vec::new();
+    let prepared = prepared.map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
+    Ok((prepared, wasm))
 }

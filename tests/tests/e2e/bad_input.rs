@@ -128,7 +128,7 @@ fn missing_entrypoint_in_rootfs() {
     );
     Wasmbox::new()
         .run(&["run", "--bundle", b.to_str().unwrap()])
-        .runtime_error(&["/nope.wasm", "rootfs", "No such file"]);
+        .runtime_error(&["/nope.wasm", "does not exist in the container's rootfs"]);
 }
 
 #[test]

@@ -380,4 +380,13 @@ fn inspect_says_what_the_wasm_is() {
     assert_eq!(kind(&["inspect", &http]), "HTTP component");
     let hello = guest("hello/hello.wasm").display().to_string();
     assert_eq!(kind(&["inspect", &hello]), "command module");
+    // A library module (`_initialize` and named exports, no `_start`), run only by naming one.
+    let t = tempfile::tempdir().unwrap();
+    let reactor = t.path().join("reactor.wasm");
+    let text = r#"(module (func (export "_initialize")) (func (export "process")))"#;
+    std::fs::write(&reactor, wat::parse_str(text).unwrap()).unwrap();
+    assert_eq!(
+        kind(&["inspect", reactor.to_str().unwrap()]),
+        "reactor module"
+    );
 }

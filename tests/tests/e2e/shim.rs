@@ -67,10 +67,9 @@ fn compat_image_runs_to_completion_with_output_and_exit_status() {
     assert_eq!(out.stdout, "/app.wasm\nargs\na b\nc\n");
     let out = c.run(&[], FILES, "exit", &["/app.wasm", "exit", "7"]);
     assert_eq!(out.code, 7, "{out:#?}");
-    assert!(
-        c.shims().is_empty(),
-        "shims exit once their containers are deleted"
-    );
+    wait_until("shims exit once their containers are deleted", || {
+        c.shims().is_empty()
+    });
     assert!(c.mounts().is_empty(), "{:?}", c.mounts());
     // The shim's own log is in containerd's log, in its format, without wasmtime's call traces.
     let log = c.log();

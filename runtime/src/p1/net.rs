@@ -6,139 +6,26 @@
 //! that can meet a socket (`sock_*`, `fd_read`, `fd_write`, `fd_close`, `fd_fdstat_*`,
 //! `fd_filestat_get`, `poll_oneoff`) and hands every other descriptor to wasmtime-wasi unchanged.
 //!
-//! Socket descriptors are numbered from [`SOCKET_FD_BASE`], far above the numbers wasmtime-wasi
+//! Socket descriptors are numbered from [`super::sockets::SOCKET_FD_BASE`], far above the numbers wasmtime-wasi
 //! hands out, so the two tables never collide. The guest finds its listeners through the
 //! environment: `LISTEN_FDS` (how many) and `LISTEN_FDS_START` (the first), consecutive.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{Caller, Linker};
 
-use crate::error::{Error, Result};
+use super::abi::*;
+use super::sockets::{Sock, register};
+use crate::error::Result;
 use crate::host::P1Host;
-use crate::net::{AddrUse, NetPolicy, Protocol};
-
-/// First descriptor number used for sockets.
-pub const SOCKET_FD_BASE: u32 = 1 << 24;
-
-pub(crate) const MODULE: &str = "wasi_snapshot_preview1";
-
-// errno values of WASI preview 1.
-pub(crate) const SUCCESS: i32 = 0;
-pub(crate) const EACCES: i32 = 2;
-const EAGAIN: i32 = 6;
-const ECONNRESET: i32 = 15;
-const EFAULT: i32 = 21;
-pub(crate) const EINTR: i32 = 27;
-const EINVAL: i32 = 28;
-pub(crate) const EMFILE: i32 = 33;
-const EIO: i32 = 29;
-const ENOTCONN: i32 = 53;
-const ENOTSUP: i32 = 58;
-const EPIPE: i32 = 64;
+use crate::net::AddrUse;
 
 const FILETYPE_SOCKET_STREAM: u8 = 6;
 const FDFLAGS_NONBLOCK: u16 = 0x4;
 const ALL_RIGHTS: u64 = (1 << 29) - 1;
-
-enum Sock {
-    Listener(AsyncFd<TcpListener>),
-    Stream(AsyncFd<TcpStream>),
-}
-
-struct Entry {
-    sock: Sock,
-    nonblocking: bool,
-}
-
-/// The sockets of one preview 1 guest.
-#[derive(Default)]
-pub(crate) struct Sockets {
-    fds: HashMap<u32, Entry>,
-    next: u32,
-    net: NetPolicy,
-    /// Most sockets open at once (the guest's handle limit).
-    max: usize,
-}
-
-/// The listen grants that name one address and one port, which can be pre-opened.
-pub(crate) fn preopenable(net: &NetPolicy) -> Vec<SocketAddr> {
-    net.listen
-        .iter()
-        .filter(|g| {
-            g.protocol == Protocol::Tcp
-                && g.ports.start() == g.ports.end()
-                && g.prefix == if g.addr.is_ipv4() { 32 } else { 128 }
-        })
-        .map(|g| SocketAddr::new(g.addr, *g.ports.start()))
-        .collect()
-}
-
-impl Sockets {
-    /// Binds a listener for each pre-openable listen grant and tells the guest where they are.
-    /// Must run inside the executor's context.
-    pub(crate) fn open(
-        net: &NetPolicy,
-        max: usize,
-        b: &mut wasmtime_wasi::WasiCtxBuilder,
-    ) -> Result<Self> {
-        let mut s = Sockets {
-            next: SOCKET_FD_BASE,
-            net: net.clone(),
-            max,
-            ..Default::default()
-        };
-        let addrs = preopenable(net);
-        for addr in &addrs {
-            let l = TcpListener::bind(addr)
-                .and_then(|l| {
-                    l.set_nonblocking(true)?;
-                    register(l)
-                })
-                .map_err(|source| Error::Listen {
-                    addr: *addr,
-                    source,
-                })?;
-            s.insert(Sock::Listener(l));
-        }
-        if !addrs.is_empty() {
-            b.env("LISTEN_FDS", addrs.len().to_string());
-            b.env("LISTEN_FDS_START", SOCKET_FD_BASE.to_string());
-        }
-        Ok(s)
-    }
-
-    fn insert(&mut self, sock: Sock) -> u32 {
-        let fd = self.next;
-        self.next += 1;
-        self.fds.insert(
-            fd,
-            Entry {
-                sock,
-                nonblocking: false,
-            },
-        );
-        fd
-    }
-}
-
-/// Registers an owned socket with the executor's reactor.
-fn register<T: std::os::fd::AsRawFd>(sock: T) -> std::io::Result<AsyncFd<T>> {
-    // SAFETY: `sock` is an owned std socket; it owns its descriptor, and `AsyncFd` keeps it (never
-    // replacing or closing it) until the `AsyncFd` is dropped, which is what `register` requires.
-    #[allow(
-        unsafe_code,
-        reason = "registering an owned socket with tokio's reactor"
-    )]
-    unsafe {
-        AsyncFd::register(sock).map_err(|e| e.into_parts().1)
-    }
-}
 
 fn errno_of(e: &std::io::Error) -> i32 {
     use std::io::ErrorKind::*;
@@ -153,91 +40,15 @@ fn errno_of(e: &std::io::Error) -> i32 {
     }
 }
 
-/// Most iovecs one call takes (Linux's `IOV_MAX`); more is `EINVAL`.
-const IOV_MAX: u32 = 1024;
 /// Most bytes one send copies out of guest memory; the rest is a short write, as sockets may do.
 const MAX_SEND: usize = 64 << 10;
 /// Most subscriptions one `poll_oneoff` on sockets takes; more is `EINVAL`.
 pub(crate) const MAX_POLL_SUBSCRIPTIONS: u32 = 4096;
 
-/// `at + k` in guest address space; past 4 GiB is `EFAULT`.
-fn off(at: u32, k: u32) -> Result<u32, i32> {
-    at.checked_add(k).ok_or(EFAULT)
-}
-
-/// Guest memory access with bounds checks; out-of-bounds is `EFAULT`.
-pub(crate) struct Mem<'a>(pub(crate) &'a mut [u8]);
-
-impl Mem<'_> {
-    pub(crate) fn slice(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], i32> {
-        let start = ptr as usize;
-        let end = start.checked_add(len as usize).ok_or(EFAULT)?;
-        self.0.get_mut(start..end).ok_or(EFAULT)
-    }
-    pub(crate) fn u32(&mut self, ptr: u32) -> Result<u32, i32> {
-        Ok(u32::from_le_bytes(
-            self.slice(ptr, 4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self, ptr: u32) -> Result<u64, i32> {
-        Ok(u64::from_le_bytes(
-            self.slice(ptr, 8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn put(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), i32> {
-        self.slice(ptr, bytes.len() as u32)?.copy_from_slice(bytes);
-        Ok(())
-    }
-    /// The (ptr, len) pairs of an iovec array of at most [`IOV_MAX`] entries.
-    fn iovs(&mut self, iovs: u32, n: u32) -> Result<Vec<(u32, u32)>, i32> {
-        if n > IOV_MAX {
-            return Err(EINVAL);
-        }
-        (0..n)
-            .map(|i| {
-                let at = iovs
-                    .checked_add(i.checked_mul(8).ok_or(EFAULT)?)
-                    .ok_or(EFAULT)?;
-                Ok((self.u32(at)?, self.u32(off(at, 4)?)?))
-            })
-            .collect()
-    }
-}
-
-pub(crate) fn memory(caller: &mut Caller<'_, P1Host>) -> wasmtime::Result<wasmtime::Memory> {
-    match caller.get_export("memory") {
-        Some(Extern::Memory(m)) => Ok(m),
-        _ => wasmtime::bail!("missing required memory export"),
-    }
-}
-
 /// Runs `f` on the socket at `fd` if there is one; otherwise `None` and the call is delegated.
-fn is_socket(caller: &Caller<'_, P1Host>, fd: i32) -> bool {
+pub(crate) fn is_socket(caller: &Caller<'_, P1Host>, fd: i32) -> bool {
     caller.data().sockets.fds.contains_key(&(fd as u32))
 }
-
-/// Delegates a call to wasmtime-wasi's implementation, as its own linker glue would.
-macro_rules! delegate {
-    ($caller:ident, $func:ident, async ($($arg:expr),*)) => {{
-        let fuel = wasmtime::AsContextMut::as_context_mut(&mut $caller).hostcall_fuel();
-        let mem = $crate::p1net::memory(&mut $caller)?;
-        let (data, host) = mem.data_and_store_mut(&mut $caller);
-        let ctx = &mut host.wasi;
-        wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1::set_hostcall_fuel(ctx, fuel);
-        let mut gm = ::wiggle::GuestMemory::Unshared(data);
-        wasmtime_wasi::p1::wasi_snapshot_preview1::$func(ctx, &mut gm, $($arg),*).await
-    }};
-    ($caller:ident, $func:ident, ($($arg:expr),*)) => {{
-        let fuel = wasmtime::AsContextMut::as_context_mut(&mut $caller).hostcall_fuel();
-        let mem = $crate::p1net::memory(&mut $caller)?;
-        let (data, host) = mem.data_and_store_mut(&mut $caller);
-        let ctx = &mut host.wasi;
-        wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1::set_hostcall_fuel(ctx, fuel);
-        let mut gm = ::wiggle::GuestMemory::Unshared(data);
-        wasmtime_wasi::p1::wasi_snapshot_preview1::$func(ctx, &mut gm, $($arg),*)
-    }};
-}
-pub(crate) use delegate;
 
 /// Reads into the guest's first non-empty iovec; waits unless the socket is non-blocking.
 async fn recv(
@@ -658,19 +469,6 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
     )?;
     l.func_wrap_async(
         MODULE,
-        "fd_close",
-        |mut c: Caller<'_, P1Host>, (fd,): (i32,)| {
-            Box::new(async move {
-                if !is_socket(&c, fd) {
-                    return crate::p1fs::close(&mut c, fd).await;
-                }
-                c.data_mut().sockets.fds.remove(&(fd as u32));
-                Ok(SUCCESS)
-            })
-        },
-    )?;
-    l.func_wrap_async(
-        MODULE,
         "fd_fdstat_get",
         |mut c: Caller<'_, P1Host>, (fd, ptr): (i32, i32)| {
             Box::new(async move {
@@ -765,28 +563,6 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_single_addresses_are_preopened() {
-        let net = NetPolicy {
-            listen: vec![
-                "127.0.0.1:8080".parse().unwrap(),
-                "127.0.0.1:8000-8010".parse().unwrap(),
-                "10.0.0.0/8:80".parse().unwrap(),
-                "udp:127.0.0.1:53".parse().unwrap(),
-                "[::1]:9000".parse().unwrap(),
-            ],
-            ..Default::default()
-        };
-        let v = preopenable(&net);
-        assert_eq!(
-            v,
-            vec![
-                "127.0.0.1:8080".parse().unwrap(),
-                "[::1]:9000".parse().unwrap()
-            ]
-        );
-    }
 
     #[test]
     fn errno_mapping() {

@@ -19,8 +19,8 @@ use wasmtime::{AsContextMut, Caller, Linker};
 use wasmtime_wasi::p1::types;
 use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
 
+use super::abi::{EACCES, EINTR, EMFILE, MODULE, Mem, SUCCESS, delegate, memory};
 use crate::host::P1Host;
-use crate::p1net::{EACCES, EINTR, EMFILE, MODULE, Mem, SUCCESS, delegate, memory};
 use crate::special;
 
 /// The descriptors a preview 1 guest holds: every entry of its resource table.
@@ -122,11 +122,6 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
     )?;
     l.func_wrap_async(
         MODULE,
-        "fd_close",
-        |mut c: Caller<'_, P1Host>, (fd,): (i32,)| Box::new(async move { close(&mut c, fd).await }),
-    )?;
-    l.func_wrap_async(
-        MODULE,
         "fd_renumber",
         |mut c: Caller<'_, P1Host>, (from, to): (i32, i32)| {
             Box::new(async move {
@@ -146,7 +141,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// `fd_close` of a file or directory descriptor (sockets are `p1net`'s): wasmtime-wasi closes it,
+/// `fd_close` of a file or directory descriptor (sockets are `net`'s): wasmtime-wasi closes it,
 /// and a directory is forgotten.
 pub(crate) async fn close(mut c: &mut Caller<'_, P1Host>, fd: i32) -> wasmtime::Result<i32> {
     let code = delegate!(c, fd_close, async (fd))?;

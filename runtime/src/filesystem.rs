@@ -1,0 +1,78 @@
+//! What a guest's filesystem is once its grants are opened: the preopens its WASI context gets
+//! and what keeps them alive (the opened sources, the mount tree, the private scratch
+//! directories). Built by `Runtime::filesystem` in `sandbox.rs`; a command's and a server's
+//! guests take it alike.
+
+use std::path::PathBuf;
+
+/// A guest's directories: the opened sources, the private scratch directories and, with mount
+/// trees on, the tree over them. Dropped in field order when the guest ends: the tree is
+/// unmounted before the scratch directories are removed.
+pub(crate) struct Filesystem {
+    /// What the guest's WASI context preopens: a path naming the directory, its guest path,
+    /// read-only.
+    pub(crate) preopens: Vec<(PathBuf, String, bool)>,
+    /// The working directory, when it is preopened of its own (see `preopen_cwd_first`).
+    pub(crate) _cwd: Option<std::os::fd::OwnedFd>,
+    pub(crate) _tree: Option<crate::mounts::MountTree>,
+    pub(crate) _sources: Vec<crate::mounts::Source>,
+    pub(crate) _scratch: Vec<tempfile::TempDir>,
+}
+
+impl Filesystem {
+    /// Preview 1 has no call for the working directory, and a guest must see only the
+    /// environment it was given, so a preview 1 guest whose working directory is not `/` gets
+    /// it as its first preopen (descriptor 3), under its own guest path. That is where runtimes
+    /// without a `PWD` put it (Go's `wasip1` takes the first preopen's name as its working
+    /// directory); to wasi-libc it is one more name for a directory already granted, with the
+    /// same access. The directory is looked up beneath the grant that holds it without
+    /// following any symbolic link; one that does not resolve so is left out.
+    pub(crate) fn preopen_cwd_first(&mut self, cwd: &str) {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        if cwd.is_empty() || cwd == "/" {
+            return;
+        }
+        // A working directory that is itself a grant: that grant goes first.
+        if let Some(i) = self.preopens.iter().position(|(_, g, _)| g == cwd) {
+            let grant = self.preopens.remove(i);
+            self.preopens.insert(0, grant);
+            return;
+        }
+        let within = |g: &str| g == "/" || cwd.strip_prefix(g).is_some_and(|r| r.starts_with('/'));
+        let Some((host, guest, ro)) = self
+            .preopens
+            .iter()
+            .filter(|(_, g, _)| within(g))
+            .max_by_key(|(_, g, _)| g.len())
+            .cloned()
+        else {
+            return;
+        };
+        let rel = cwd[if guest == "/" { 0 } else { guest.len() }..].trim_start_matches('/');
+        let opened = rustix::fs::open(
+            &host,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|grant| {
+            rustix::fs::openat2(
+                &grant,
+                rel,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            )
+        });
+        match opened {
+            Ok(fd) => {
+                let path = PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ));
+                self.preopens.insert(0, (path, cwd.to_string(), ro));
+                self._cwd = Some(fd);
+            }
+            Err(e) => tracing::debug!(%cwd, error = %e, "working directory not preopened"),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `wasmbox build`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::cli::store::{StoreOptions, canonical};
+
+/// Image form for `build`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default)]
+pub enum FormatArg {
+    /// A wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one wasm layer).
+    #[default]
+    Artifact,
+    /// A tar layer with the wasm at `/app.wasm`, for tools that only know container images.
+    Compat,
+}
+
+/// Build an image in the store from a wasm file.
+#[derive(Args, Debug)]
+pub struct BuildCommand {
+    /// The wasm module or component.
+    pub wasm: PathBuf,
+    /// The image's name.
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tag: String,
+    /// Image form.
+    #[arg(long, value_enum, default_value_t = FormatArg::Artifact)]
+    pub format: FormatArg,
+    /// An environment variable `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// An argument after the program name (repeatable).
+    #[arg(long = "arg", value_name = "ARG")]
+    pub args: Vec<String>,
+    /// Add a host file or directory at a path in the image: `HOST:GUEST` (compat only).
+    #[arg(long = "add", value_name = "HOST:GUEST")]
+    pub add: Vec<String>,
+}
+
+impl BuildCommand {
+    /// Builds and prints the name and digest.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        use wasmbox_images::build::{BuildSpec, Format, build, read_input};
+        let store = store.open()?;
+        let name = canonical(&self.tag)?;
+        let mut add = Vec::new();
+        for a in &self.add {
+            let (h, g) = a
+                .split_once(':')
+                .filter(|(h, g)| !h.is_empty() && g.starts_with('/'))
+                .with_context(|| format!("--add {a:?}: expected HOST:/GUEST"))?;
+            add.push((PathBuf::from(h), g.to_string()));
+        }
+        for e in &self.env {
+            anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");
+        }
+        let spec = BuildSpec {
+            wasm: read_input(&self.wasm)?,
+            format: match self.format {
+                FormatArg::Artifact => Format::Artifact,
+                FormatArg::Compat => Format::Compat,
+            },
+            env: self.env,
+            args: self.args,
+            add,
+        };
+        let digest = build(&store, &name, &spec)
+            .with_context(|| format!("building {name} from {}", self.wasm.display()))?;
+        println!("{name} {digest}");
+        Ok(0)
+    }
+}

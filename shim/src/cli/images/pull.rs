@@ -1,0 +1,23 @@
+//! `wasmbox pull`.
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::cli::store::StoreOptions;
+
+/// Pull an image from a registry into the store.
+#[derive(Args, Debug)]
+pub struct PullCommand {
+    /// The image.
+    pub image: String,
+}
+
+impl PullCommand {
+    /// Pulls and prints the name.
+    pub fn execute(self, store: &StoreOptions) -> Result<i32> {
+        let s = store.open()?;
+        let name = store.pull(&s, &self.image)?;
+        println!("{name}");
+        Ok(0)
+    }
+}
