@@ -323,6 +323,9 @@ impl KillHandle {
 pub struct Running {
     shared: Arc<Shared>,
     http_addr: Option<std::net::SocketAddr>,
+    /// The runtime it runs on, kept as long as the guest is: its executor and epoch ticker are
+    /// what run it.
+    _runtime: Runtime,
 }
 
 impl Running {
@@ -438,6 +441,7 @@ impl Prepared {
 
     /// Starts the guest with `stdio`.
     pub fn start(self, stdio: Stdio) -> Result<Running> {
+        let runtime = self.runtime.clone();
         let inner = &self.runtime.inner;
         // Sockets register with the executor's reactor.
         let _enter = inner.handle.enter();
@@ -476,6 +480,7 @@ impl Prepared {
             return Ok(Running {
                 shared,
                 http_addr: Some(addr),
+                _runtime: runtime,
             });
         }
         let mut builder = build_ctx(&self.policy, &fs.preopens, stdio)?;
@@ -571,6 +576,7 @@ impl Prepared {
         Ok(Running {
             shared,
             http_addr: None,
+            _runtime: runtime,
         })
     }
 }

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod containerd;
 pub mod launch;
 pub mod lifecycle;
+pub mod oci;
+pub mod signals;
 pub mod umask;
 
 use wasmbox_runtime::compiler::{HELPER_ARG, helper_main};

@@ -7,7 +7,6 @@ mod options;
 mod progress;
 mod run;
 mod scratch;
-mod signals;
 mod store;
 mod target;
 
@@ -76,7 +75,15 @@ pub fn main() -> ExitCode {
         return ExitCode::from(code as u8);
     }
     // Before anything else, and before any thread: `run` handles these from the start.
-    signals::block();
+    crate::signals::block();
+    // runc's command line (an engine driving `wasmbox` as its OCI runtime).
+    let raw: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if crate::oci::is_oci(&raw) {
+        return crate::oci::main(raw);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -104,7 +111,7 @@ pub fn main() -> ExitCode {
             .init();
     }
     if !matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
-        signals::unblock();
+        crate::signals::unblock();
         // Listing commands end quietly when their reader goes away (`wasmbox inspect | head`),
         // as other Unix tools do. `run` keeps SIGPIPE ignored: a guest gets EPIPE instead.
         default_sigpipe();

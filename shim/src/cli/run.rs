@@ -53,7 +53,7 @@ impl RunCommand {
         // is started by the spawner, and no thread of it may exec a program.
         wasmbox_runtime::seccomp::lock_process(vec![wasmbox_runtime::compiler::spawnable()])
             .map_err(anyhow::Error::msg)?;
-        super::signals::start().context("starting the signal thread")?;
+        crate::signals::start().context("starting the signal thread")?;
         let mut config = self.cache.settings().config()?;
         let scratch = scratch_base()?;
         config.scratch_dir = Some(private_dir(&scratch.join("private"))?);
@@ -160,7 +160,7 @@ impl RunCommand {
             }
             other => other?,
         };
-        super::signals::starting();
+        crate::signals::starting();
         // Bound here, off the guest threads (which may not open sockets).
         prepared.listen_with(std::net::TcpListener::bind)?;
         let kind = prepared.kind();
@@ -174,7 +174,7 @@ impl RunCommand {
         let running = prepared
             .start(Stdio::inherit())
             .context("starting the guest")?;
-        super::signals::running(running.kill_handle());
+        crate::signals::running(running.kill_handle());
         let status = running.wait();
         match &status.reason {
             ExitReason::Exited(_) | ExitReason::Signaled(_) => {}

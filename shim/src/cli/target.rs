@@ -48,7 +48,7 @@ pub fn image_to_bundle(
         .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-run-"))
         .tempdir_in(&bundles)
         .context("creating a bundle directory")?;
-    super::signals::remove_on_signal(dir.path().to_path_buf());
+    crate::signals::remove_on_signal(dir.path().to_path_buf());
     image.write_bundle(&store, dir.path(), &mut Default::default())?;
     Ok(dir)
 }

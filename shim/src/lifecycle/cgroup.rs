@@ -246,6 +246,118 @@ fn fill_cpuset(mount: &Path, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The cgroupfs path of a container's `linux.cgroupsPath`: as it is when absolute; a relative
+/// one below the hierarchies' roots; a systemd one (`SLICE:PREFIX:NAME`, which the systemd
+/// driver would make a scope of) laid out as systemd lays it out, `SLICE-PATH/PREFIX-NAME.scope`.
+/// `None` for a path with `..`.
+pub fn container_path(cgroups_path: &str) -> Option<String> {
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    if let [slice, prefix, name] = parts[..] {
+        let base = if slice.is_empty() {
+            String::new()
+        } else {
+            pod_path(&format!("{slice}:x"))?
+        };
+        let scope = if prefix.is_empty() {
+            format!("{name}.scope")
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        return (!name.is_empty() && !name.contains('/')).then(|| format!("{base}/{scope}"));
+    }
+    let p = Path::new(cgroups_path);
+    if p.components().any(|c| c.as_os_str() == "..") {
+        return None;
+    }
+    Some(format!("/{}", cgroups_path.trim_start_matches('/')))
+}
+
+/// Moves this process into the cgroup `path` (from [`container_path`]) in every hierarchy,
+/// making it where missing, with `memory` as its memory limit where the memory controller is
+/// (cgroup v1's `memory.limit_in_bytes`, v2's `memory.max`). Returns the directories joined. A
+/// hierarchy that refuses is an error naming it.
+pub fn enter_container(path: &str, memory: Option<u64>) -> std::io::Result<Vec<PathBuf>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let pid = std::process::id().to_string();
+    let mut joined = Vec::new();
+    for h in hierarchies(&mountinfo) {
+        let Some(dir) = h.dir(path) else { continue };
+        let named = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("cgroup {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(named)?;
+        if h.controllers.iter().any(|c| c == "cpuset") {
+            fill_cpuset(&h.mount, &dir).map_err(named)?;
+        }
+        if let Some(limit) = memory {
+            let v1 = h.controllers.iter().any(|c| c == "memory");
+            let file = if v1 {
+                "memory.limit_in_bytes"
+            } else {
+                "memory.max"
+            };
+            // A v2 hierarchy without the memory controller has no such file: nothing to set.
+            if v1 || dir.join(file).exists() {
+                std::fs::write(dir.join(file), limit.to_string()).map_err(named)?;
+            }
+        }
+        std::fs::write(dir.join("cgroup.procs"), &pid).map_err(named)?;
+        joined.push(dir);
+    }
+    Ok(joined)
+}
+
+/// What the cgroups in `dirs` account: memory in use and its limit, CPU time (ns), and
+/// processes, from the first hierarchy that has each.
+pub fn usage(dirs: &[PathBuf]) -> super::Stats {
+    let read = |f: &str| {
+        dirs.iter()
+            .find_map(|d| std::fs::read_to_string(d.join(f)).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let limit = read("memory.limit_in_bytes")
+        .or_else(|| read("memory.max"))
+        .filter(|l| *l < 1 << 62);
+    let cpu_system_ns = dirs
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("cpuacct.stat")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("system "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .map(|ticks| ticks * 10_000_000)
+        .unwrap_or(0);
+    let processes = dirs
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+        .map(|s| s.lines().count() as u64)
+        .unwrap_or(0);
+    super::Stats {
+        memory: read("memory.usage_in_bytes")
+            .or_else(|| read("memory.current"))
+            .unwrap_or(0),
+        memory_limit: limit,
+        cpu_ns: read("cpuacct.usage").unwrap_or(0),
+        cpu_system_ns,
+        processes,
+    }
+}
+
+/// Sets the memory limit of the cgroups in `dirs` (`runc update`).
+pub fn set_memory(dirs: &[PathBuf], limit: u64) -> std::io::Result<()> {
+    for d in dirs {
+        for f in ["memory.limit_in_bytes", "memory.max"] {
+            if d.join(f).exists() {
+                std::fs::write(d.join(f), limit.to_string()).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", d.join(f).display()))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl PodCgroup {
     /// Moves this process back where it was and removes the cgroups it made.
     pub fn leave(self) {
@@ -265,6 +377,24 @@ impl PodCgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_cgroups_path_becomes_a_cgroupfs_path() {
+        assert_eq!(
+            container_path("/machine/c1").as_deref(),
+            Some("/machine/c1")
+        );
+        assert_eq!(container_path("c1").as_deref(), Some("/c1"));
+        assert_eq!(
+            container_path("machine.slice:libpod:abc").as_deref(),
+            Some("/machine.slice/libpod-abc.scope")
+        );
+        assert_eq!(
+            container_path("system.slice:docker:abc").as_deref(),
+            Some("/system.slice/docker-abc.scope")
+        );
+        assert_eq!(container_path("/a/../b"), None);
+    }
 
     const MOUNTINFO: &str = "\
 25 30 0:22 / /sys rw,nosuid - sysfs sysfs rw

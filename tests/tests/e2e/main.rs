@@ -14,6 +14,7 @@ mod install;
 mod limits;
 mod native_code;
 mod net;
+mod oci;
 mod p3;
 mod registry;
 mod shim;

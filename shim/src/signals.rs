@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM for `wasmbox run`, handled from the moment wasmbox starts.
+//! SIGINT and SIGTERM for a process that runs one guest (`wasmbox run`, a container process of
+//! the OCI runtime face), handled from the moment wasmbox starts.
 //!
 //! [`block`] runs first in `main`, before any thread exists, so every later thread inherits the
 //! mask and neither signal ever meets its default action. One thread then takes them with
