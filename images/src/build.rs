@@ -33,6 +33,10 @@ pub struct BuildSpec {
     pub args: Vec<String>,
     /// Extra host files or directories and where they go (compat only).
     pub add: Vec<(PathBuf, String)>,
+    /// The platform a compat image's config names (`OS/ARCH`, e.g. `linux/amd64` for engines
+    /// that refuse other platforms, as Docker 20.10 does); `None`: `wasip1`/`wasip2` on `wasm`.
+    /// The wasm is still found by its magic bytes.
+    pub platform: Option<(String, String)>,
 }
 
 /// Why a build failed.
@@ -147,6 +151,7 @@ pub fn compat_of(store: &Store, image: &crate::image::Image) -> Result<Descripto
         env: strings("Env"),
         args: strings("Cmd"),
         add: Vec::new(),
+        platform: None,
     };
     put_image(store, &spec)
 }
@@ -160,6 +165,15 @@ fn put_image(store: &Store, spec: &BuildSpec) -> Result<Descriptor, BuildError> 
     }
     let component = crate::detect::is_component(&spec.wasm);
     let os = if component { "wasip2" } else { "wasip1" };
+    if spec.platform.is_some() && spec.format != Format::Compat {
+        return Err(BuildError::Input(
+            "--platform needs --format compat (an artifact's platform is wasm)".into(),
+        ));
+    }
+    let (os, arch) = match &spec.platform {
+        Some((os, arch)) => (os.as_str(), arch.as_str()),
+        None => (os, "wasm"),
+    };
     let put_json = |v: &Value| -> Result<(Digest, u64), BuildError> {
         let b = serde_json::to_vec(v).expect("json serializes");
         Ok((store.put_bytes(&b)?, b.len() as u64))
@@ -187,7 +201,7 @@ fn put_image(store: &Store, spec: &BuildSpec) -> Result<Descriptor, BuildError> 
         }
         Format::Compat => {
             let tar = tar_layer(&spec.wasm, &spec.add)?;
-            let config = json!({"architecture": "wasm", "os": os,
+            let config = json!({"architecture": arch, "os": os,
                 "config": {"Entrypoint": ["/app.wasm"], "Cmd": spec.args, "Env": spec.env},
                 "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}});
             (

@@ -23,6 +23,8 @@ pub fn start(oci: &Oci, id: &str) -> Result<()> {
         Status::Stopped => bail!("cannot start a container that has stopped"),
         _ => bail!("cannot start an already running container"),
     }
+    let spec = super::create::read_spec(&st.bundle)?;
+    super::hooks::run(&spec, super::hooks::When::StartContainer, &st.oci())?;
     let fifo = state::dir(&oci.root, id)?.join("exec.fifo");
     let f = rustix::fs::open(
         &fifo,
@@ -57,7 +59,11 @@ pub fn start(oci: &Oci, id: &str) -> Result<()> {
     }
     let _ = std::fs::remove_file(&fifo);
     st.status = Status::Running;
-    st.save(&oci.root)
+    st.save(&oci.root)?;
+    if let Err(e) = super::hooks::run(&spec, super::hooks::When::Poststart, &st.oci()) {
+        tracing::warn!("{e:#}");
+    }
+    Ok(())
 }
 
 /// `state`.
@@ -209,6 +215,11 @@ pub fn delete(oci: &Oci, a: &DeleteArgs) -> Result<()> {
     for d in st.cgroups.iter().rev() {
         // Gone once empty; the kernel refuses while a process is still in it.
         let _ = std::fs::remove_dir(d);
+    }
+    if let Ok(spec) = super::create::read_spec(&st.bundle)
+        && let Err(e) = super::hooks::run(&spec, super::hooks::When::Poststop, &st.oci())
+    {
+        tracing::warn!("{e:#}");
     }
     let dir = state::dir(&oci.root, &a.id)?;
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))

@@ -149,6 +149,19 @@ fn make(
         execs: Vec::new(),
     };
     st.save(&oci.root)?;
+    let mut creating = st.oci();
+    creating["status"] = "creating".into();
+    if let Err(e) = super::hooks::run(&spec, super::hooks::When::Create, &creating) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).expect("a child's pid"),
+            rustix::process::Signal::KILL,
+        );
+        let _ = rustix::process::waitpid(
+            rustix::process::Pid::from_raw(pid),
+            rustix::process::WaitOptions::empty(),
+        );
+        return Err(e);
+    }
     if let Some(p) = &a.pid_file {
         write_pid_file(p, pid)?;
     }

@@ -12,6 +12,7 @@ mod commands;
 mod container;
 mod create;
 mod exec;
+mod hooks;
 mod runc;
 mod state;
 mod sys;

@@ -260,3 +260,333 @@ fn containerds_runc_shim_runs_wasm_and_native_images_through_wasmbox() {
     assert_eq!(out.code, 3, "{out:#?}\n{}", c.log_tail());
     assert_eq!(out.stdout, "native\n");
 }
+
+/// A podman of its own (root, run root and storage below `dir`), with wasmbox as its runtime.
+/// On these hosts podman needs the ulimits given to `run`.
+fn podman(dir: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--runtime")
+        .arg(wasmbox_bin())
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ]);
+    c
+}
+
+const ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
+/// Removes every container of a test's podman when the test ends.
+struct PodmanGone(PathBuf);
+
+impl Drop for PodmanGone {
+    fn drop(&mut self) {
+        let _ = podman(&self.0).args(["rm", "-f", "-a"]).output();
+    }
+}
+
+#[test]
+fn podman_runs_wasm_and_native_images_through_wasmbox() {
+    let t = tempfile::tempdir().unwrap();
+    let pm = t.path().join("podman");
+    let _gone = PodmanGone(pm.clone());
+    let wb = crate::common::Wasmbox::new();
+    let store = t.path().join("store");
+    let tar = t.path().join("files.tar");
+    let files = guest("files/files.wasm");
+    let s = store.to_str().unwrap();
+    wb.run(&[
+        "build",
+        "--store",
+        s,
+        "--format",
+        "compat",
+        "-t",
+        "localhost/files:pm",
+        files.to_str().unwrap(),
+    ])
+    .code(0);
+    wb.run(&[
+        "save",
+        "--store",
+        s,
+        "-o",
+        tar.to_str().unwrap(),
+        "localhost/files:pm",
+    ])
+    .code(0);
+    let run = |c: &mut Command| Out::from(c.output().expect("podman (installed by tests/run.sh)"));
+    let out = run(podman(&pm).args(["load", "-q", "-i"]).arg(&tar));
+    assert_eq!(out.code, 0, "{out:#?}");
+    let out = run(podman(&pm)
+        .args(["load", "-q", "-i"])
+        .arg(Images::get().archive(BUSYBOX)));
+    assert_eq!(out.code, 0, "{out:#?}");
+    let podman_run = |args: &[&str]| {
+        let mut c = podman(&pm);
+        c.args(["run", "--rm", "--network", "none"])
+            .args(ULIMITS)
+            .args(args);
+        run(&mut c)
+    };
+    // Output and exit status.
+    let out = podman_run(&["localhost/files:pm", "args", "a b"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "/app.wasm\nargs\na b\n");
+    let out = podman_run(&["localhost/files:pm", "exit", "7"]);
+    assert_eq!(out.code, 7, "{out:#?}");
+    // A read-write volume is written, a read-only one is not.
+    let vol = t.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    let rw = format!("{}:/data", vol.display());
+    let out = podman_run(&["-v", &rw, "localhost/files:pm", "write", "/data/f", "hello"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "hello");
+    let ro = format!("{}:/data:ro", vol.display());
+    let out = podman_run(&["-v", &ro, "localhost/files:pm", "write", "/data/g", "no"]);
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(!vol.join("g").exists());
+    // A native image goes to runc.
+    let out = podman_run(&[BUSYBOX, "sh", "-c", "echo native; exit 3"]);
+    assert_eq!(out.code, 3, "{out:#?}");
+    assert_eq!(out.stdout, "native\n");
+    // stop ends a looping guest at once with 143; logs has its output.
+    let mut c = podman(&pm);
+    c.args(["run", "-d", "--network", "none"])
+        .args(ULIMITS)
+        .args(["localhost/files:pm", "loop"]);
+    let out = run(&mut c);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let id = out.stdout.trim().to_string();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        let logs = run(podman(&pm).args(["logs", &id]));
+        if logs.stdout.contains("looping") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let out = run(podman(&pm).args(["stop", "-t", "10", &id]));
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let out = run(podman(&pm).args(["inspect", "--format", "{{.State.ExitCode}}", &id]));
+    assert_eq!(out.stdout.trim(), "143", "{out:#?}");
+    let out = run(podman(&pm).args(["rm", &id]));
+    assert_eq!(out.code, 0, "{out:#?}");
+}
+
+/// Debian's docker.io 20.10 (a newer client elsewhere on `PATH` is not the one meant).
+const DOCKERD: &str = "/usr/sbin/dockerd";
+const DOCKER: &str = "/usr/bin/docker";
+
+/// A dockerd of its own (data, exec root and socket in a temp dir, no iptables, no bridge), with
+/// wasmbox added as the runtime `wasmbox`; stopped on drop.
+struct Dockerd {
+    child: std::process::Child,
+    host: String,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let host = format!("unix://{}", dir.path().join("docker.sock").display());
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let child = Command::new(DOCKERD)
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("dockerd.pid"))
+            .args([
+                "-H",
+                &host,
+                "--iptables=false",
+                "--bridge=none",
+                "--storage-driver",
+                "vfs",
+            ])
+            .arg("--add-runtime")
+            .arg(format!("wasmbox={}", wasmbox_bin().display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (tests/run.sh installs docker.io)");
+        let d = Dockerd { child, host, dir };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(90) {
+            if d.docker(&["version"]).code == 0 {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dockerd did not come up:\n{}", d.log());
+    }
+
+    fn docker(&self, args: &[&str]) -> Out {
+        Out::from(
+            Command::new(DOCKER)
+                .args(["-H", &self.host])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let out = self.docker(&["ps", "-aq"]);
+        for id in out.stdout.split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        crate::ctrd::signal(self.child.id(), libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_runs_wasm_images_built_the_docker_way_through_wasmbox() {
+    let reg = crate::registry::Registry::start();
+    let wb = crate::common::Wasmbox::new();
+    let t = tempfile::tempdir().unwrap();
+    let s = t.path().join("store");
+    let s = s.to_str().unwrap();
+    let files = guest("files/files.wasm");
+    // As Docker users have them: linux/amd64, the wasm found by its magic bytes.
+    wb.run(&[
+        "build",
+        "--store",
+        s,
+        "--format",
+        "compat",
+        "--platform",
+        "linux/amd64",
+        "-t",
+        "localhost/files:docker",
+        files.to_str().unwrap(),
+    ])
+    .code(0);
+    let image = format!("{}/files:docker", reg.addr);
+    wb.run(&["push", "--store", s, "localhost/files:docker", &image])
+        .code(0);
+    let d = Dockerd::start();
+    let out = d.docker(&["pull", &image]);
+    assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
+    let run = |args: &[&str]| {
+        let mut a = vec!["run", "--runtime", "wasmbox", "--network", "none"];
+        a.extend_from_slice(args);
+        d.docker(&a)
+    };
+    let out = run(&["--rm", &image, "args", "a b"]);
+    assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
+    assert_eq!(out.stdout, "/app.wasm\nargs\na b\n");
+    let out = run(&["--rm", &image, "exit", "7"]);
+    assert_eq!(out.code, 7, "{out:#?}");
+    // A looping guest: logs, exec, stats, and a stop that ends it at once with 143.
+    let out = run(&["-d", &image, "loop"]);
+    assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
+    let id = out.stdout.trim().to_string();
+    let t0 = Instant::now();
+    while !d.docker(&["logs", &id]).stdout.contains("looping") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no output from {id}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = d.docker(&["exec", &id, "/app.wasm", "args", "inside"]);
+    assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
+    assert_eq!(out.stdout, "/app.wasm\nargs\ninside\n");
+    let out = d.docker(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &id]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(!out.stdout.trim().starts_with("0B"), "{out:#?}");
+    let started = Instant::now();
+    let out = d.docker(&["stop", "-t", "10", &id]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let out = d.docker(&["inspect", "-f", "{{.State.ExitCode}}", &id]);
+    assert_eq!(out.stdout.trim(), "143", "{out:#?}");
+}
+
+#[test]
+fn the_specs_hooks_run_with_the_state_on_their_stdin() {
+    let rt = Runtime::new();
+    let b = tempfile::tempdir().unwrap();
+    let bundle = bundle(b.path(), &guest("files/files.wasm"), &["args"]);
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let hook = |name: &str| {
+        let out = b.path().join(format!("{name}.json"));
+        serde_json::json!([{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", out.display())]}])
+    };
+    spec["hooks"] = serde_json::json!({
+        "createRuntime": hook("createRuntime"),
+        "createContainer": hook("createContainer"),
+        "startContainer": hook("startContainer"),
+        "poststart": hook("poststart"),
+        "poststop": hook("poststop"),
+    });
+    std::fs::write(&path, spec.to_string()).unwrap();
+    let out = rt.create(b.path(), &bundle, "h1", &[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let read = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(b.path().join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("{name} hook did not run: {e}"));
+        serde_json::from_str(&text).unwrap()
+    };
+    let pid = rt.state("h1")["pid"].clone();
+    for name in ["createRuntime", "createContainer"] {
+        let st = read(name);
+        assert_eq!(
+            (&st["id"], &st["pid"]),
+            (&"h1".into(), &pid),
+            "{name}: {st}"
+        );
+        assert_eq!(st["status"], "creating");
+    }
+    assert!(!b.path().join("startContainer.json").exists());
+    assert_eq!(rt.run(&["start", "h1"]).code, 0);
+    assert_eq!(read("startContainer")["id"], "h1");
+    assert_eq!(read("poststart")["status"], "running");
+    rt.wait_status("h1", "stopped");
+    assert_eq!(rt.run(&["delete", "h1"]).code, 0);
+    assert_eq!(read("poststop")["id"], "h1");
+    // A failing hook fails the create, and leaves nothing.
+    spec["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/false"}]});
+    std::fs::write(&path, spec.to_string()).unwrap();
+    let out = rt.create(b.path(), &bundle, "h2", &[]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stderr.contains("hook /bin/false"), "{out:#?}");
+    assert!(!rt.root.path().join("state/h2").exists());
+}

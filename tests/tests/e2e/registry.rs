@@ -13,9 +13,9 @@ use crate::common::{Wasmbox, free_port};
 use crate::images::{compat, multi_platform, with_store};
 
 /// A docker-registry serving on 127.0.0.1 with its storage in a temp dir; killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     _dir: tempfile::TempDir,
 }
 
@@ -30,7 +30,7 @@ fn tool(name: &str) -> String {
 }
 
 impl Registry {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with(None)
     }
 

@@ -37,6 +37,10 @@ pub struct BuildCommand {
     /// Add a host file or directory at a path in the image: `HOST:GUEST` (compat only).
     #[arg(long = "add", value_name = "HOST:GUEST")]
     pub add: Vec<String>,
+    /// The platform a compat image's config names, `OS/ARCH` (e.g. `linux/amd64`, for engines
+    /// that refuse others, as Docker 20.10 does); default `wasip1`/`wasip2` on `wasm`.
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
 }
 
 impl BuildCommand {
@@ -53,6 +57,16 @@ impl BuildCommand {
                 .with_context(|| format!("--add {a:?}: expected HOST:/GUEST"))?;
             add.push((PathBuf::from(h), g.to_string()));
         }
+        let platform = self
+            .platform
+            .as_deref()
+            .map(|p| {
+                p.split_once('/')
+                    .filter(|(os, arch)| !os.is_empty() && !arch.is_empty() && !arch.contains('/'))
+                    .map(|(os, arch)| (os.to_string(), arch.to_string()))
+                    .with_context(|| format!("--platform {p:?}: expected OS/ARCH"))
+            })
+            .transpose()?;
         for e in &self.env {
             anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");
         }
@@ -65,6 +79,7 @@ impl BuildCommand {
             env: self.env,
             args: self.args,
             add,
+            platform,
         };
         let digest = build(&store, &name, &spec)
             .with_context(|| format!("building {name} from {}", self.wasm.display()))?;
