@@ -359,6 +359,21 @@ fn podman_runs_wasm_and_native_images_through_wasmbox() {
     let out = podman_run(&["-v", &ro, "localhost/files:pm", "write", "/data/g", "no"]);
     assert_ne!(out.code, 0, "{out:#?}");
     assert!(!vol.join("g").exists());
+    // `-it`: the guest's stdio is a terminal whose master conmon got over the console socket.
+    let mut it = podman(&pm);
+    it.args(["run", "-it", "--rm", "--network", "none"])
+        .args(ULIMITS)
+        .args(["localhost/files:pm", "args", "tty"]);
+    let line: Vec<String> = std::iter::once(it.get_program())
+        .chain(it.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let out = run(Command::new("script").args(["-qec", &line.join(" "), "/dev/null"]));
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stdout.contains("args\r\ntty\r\n"),
+        "through a terminal: {out:#?}"
+    );
     // A native image goes to runc.
     let out = podman_run(&[BUSYBOX, "sh", "-c", "echo native; exit 3"]);
     assert_eq!(out.code, 3, "{out:#?}");
@@ -379,6 +394,19 @@ fn podman_runs_wasm_and_native_images_through_wasmbox() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // exec runs another program of the image beside it.
+    let out = run(podman(&pm).args(["exec", &id, "/app.wasm", "args", "inside"]));
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "/app.wasm\nargs\ninside\n");
+    // stats reads the container's cgroup, which its process joined.
+    let out = run(podman(&pm).args(["stats", "--no-stream", "--format", "{{.MemUsage}}", &id]));
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(!out.stdout.trim().starts_with("0B"), "{out:#?}");
+    // pause stops its progress, unpause lets it go on.
+    assert_eq!(run(podman(&pm).args(["pause", &id])).code, 0);
+    let out = run(podman(&pm).args(["inspect", "--format", "{{.State.Status}}", &id]));
+    assert_eq!(out.stdout.trim(), "paused", "{out:#?}");
+    assert_eq!(run(podman(&pm).args(["unpause", &id])).code, 0);
     let started = Instant::now();
     let out = run(podman(&pm).args(["stop", "-t", "10", &id]));
     assert_eq!(out.code, 0, "{out:#?}");
@@ -391,7 +419,19 @@ fn podman_runs_wasm_and_native_images_through_wasmbox() {
     assert_eq!(out.stdout.trim(), "143", "{out:#?}");
     let out = run(podman(&pm).args(["rm", &id]));
     assert_eq!(out.code, 0, "{out:#?}");
+    // What podman removed leaves nothing in the runtime's state (podman gives no --root).
+    let left: Vec<String> = std::fs::read_dir(DEFAULT_STATE_ROOT)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!left.contains(&id), "{left:?}");
 }
+
+/// The runtime's state root when an engine gives none.
+const DEFAULT_STATE_ROOT: &str = "/run/wasmbox/runtime";
 
 /// Debian's docker.io 20.10 (a newer client elsewhere on `PATH` is not the one meant).
 const DOCKERD: &str = "/usr/sbin/dockerd";
