@@ -98,7 +98,6 @@ fn grants_network(spec: &Spec) -> bool {
 /// when it asks for one and grants network; records what the group lives in for [`check_same`].
 /// Must run before the process starts any thread: `setns` and `unshare` move only the calling
 /// thread, and threads started later inherit it.
-#[allow(unsafe_code, reason = "setns(2) on a namespace file we opened")]
 pub fn join(spec: Option<&Spec>) -> std::result::Result<(), String> {
     let request = spec.map_or(Request::Host, Request::of);
     let made = match &request {
@@ -111,21 +110,40 @@ pub fn join(spec: Option<&Spec>) -> std::result::Result<(), String> {
             make
         }
         Request::Path(path) => {
-            let f = std::fs::File::open(path)
-                .map_err(|e| format!("open network namespace {}: {e}", path.display()))?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns reads only the descriptor, which stays open for the call.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "join network namespace {}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                ));
-            }
+            set_namespace(path)?;
             false
         }
     };
     let _ = GROUP.set(Group { request, made });
+    Ok(())
+}
+
+/// Enters the network namespace `spec` asks for, as runc does: the one it names, a new one (with
+/// loopback up) when it names none, or the host's when it asks for none. For a process that runs
+/// one container (the OCI runtime face); a shim's group follows [`join`]. Must run before the
+/// process starts any thread.
+pub fn enter(spec: &Spec) -> std::result::Result<(), String> {
+    match Request::of(spec) {
+        Request::Host => Ok(()),
+        Request::New => new_namespace(),
+        Request::Path(path) => set_namespace(&path),
+    }
+}
+
+/// Moves the (single-threaded) process into the network namespace at `path`.
+#[allow(unsafe_code, reason = "setns(2) on a namespace file we opened")]
+fn set_namespace(path: &std::path::Path) -> std::result::Result<(), String> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| format!("open network namespace {}: {e}", path.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns reads only the descriptor, which stays open for the call.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "join network namespace {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
     Ok(())
 }
 

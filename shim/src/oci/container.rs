@@ -107,7 +107,7 @@ fn set_up(
     let _ = rustix::process::setsid();
     match join {
         Join::Container(spec) => {
-            crate::lifecycle::netns::join(Some(spec)).map_err(anyhow::Error::msg)?;
+            crate::lifecycle::netns::enter(spec).map_err(anyhow::Error::msg)?;
             if let Some(path) = spec
                 .linux()
                 .as_ref()

@@ -630,3 +630,175 @@ fn the_specs_hooks_run_with_the_state_on_their_stdin() {
     assert!(out.stderr.contains("hook /bin/false"), "{out:#?}");
     assert!(!rt.root.path().join("state/h2").exists());
 }
+
+/// A compose file of two services: the wasm HTTP component `web`, and a native busybox `client`
+/// that fetches from it, waiting until it answers. `runtime` names web's runtime, if any. With
+/// `shared`, the client lives in web's network namespace (for an engine whose bridge networking
+/// is not available here, dockerd run with `--bridge=none`); else both are on the project's
+/// network and the client reaches web by name.
+fn compose_file(
+    dir: &Path,
+    web: &str,
+    client: &str,
+    runtime: Option<&str>,
+    shared: bool,
+) -> PathBuf {
+    let runtime = runtime.map_or(String::new(), |r| format!("    runtime: {r}\n"));
+    let (web_net, client_net, url) = if shared {
+        (
+            "    network_mode: none\n",
+            "    network_mode: \"service:web\"\n",
+            "http://127.0.0.1:8080/",
+        )
+    } else {
+        ("", "", "http://web:8080/")
+    };
+    let text = format!(
+        r#"version: "2.4"
+services:
+  web:
+    image: {web}
+{runtime}{web_net}  client:
+    image: {client}
+{client_net}    depends_on: [web]
+    command: ["sh", "-c", "i=0; while [ $$i -lt 600 ]; do wget -qO- {url} && exit 0; i=$$((i+1)); sleep 0.1; done; exit 1"]
+"#
+    );
+    let path = dir.join("docker-compose.yml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The HTTP component as a compat image for linux/amd64, saved to `tar` and named `name`.
+fn http_image(store: &Path, name: &str, tar: Option<&Path>) {
+    let wb = crate::common::Wasmbox::new();
+    let s = store.to_str().unwrap();
+    let wasm = guest("http-hello/http-hello.wasm");
+    wb.run(&[
+        "build",
+        "--store",
+        s,
+        "--format",
+        "compat",
+        "--platform",
+        "linux/amd64",
+        "-t",
+        name,
+        wasm.to_str().unwrap(),
+    ])
+    .code(0);
+    if let Some(tar) = tar {
+        wb.run(&["save", "--store", s, "-o", tar.to_str().unwrap(), name])
+            .code(0);
+    }
+}
+
+#[test]
+fn docker_compose_brings_up_a_wasm_service_and_a_native_one_beside_it() {
+    let reg = crate::registry::Registry::start();
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    http_image(&store, "localhost/web:compose", None);
+    let web = format!("{}/web:compose", reg.addr);
+    crate::common::Wasmbox::new()
+        .run(&[
+            "push",
+            "--store",
+            store.to_str().unwrap(),
+            "localhost/web:compose",
+            &web,
+        ])
+        .code(0);
+    let client = format!("{}/busybox:compose", reg.addr);
+    let st = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!(
+            "oci-archive:{}",
+            Images::get().archive(BUSYBOX).display()
+        ))
+        .arg(format!("docker://{client}"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "skopeo copy of busybox");
+    let d = Dockerd::start();
+    let file = compose_file(t.path(), &web, &client, Some("wasmbox"), true);
+    let compose = |args: &[&str]| {
+        Out::from(
+            Command::new("docker-compose")
+                .env("DOCKER_HOST", &d.host)
+                .arg("-f")
+                .arg(&file)
+                .args(["-p", "wasmboxtest"])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("docker-compose (tests/run.sh installs it)"),
+        )
+    };
+    let out = compose(&["up", "--exit-code-from", "client"]);
+    assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
+    assert!(out.stdout.contains("hello from wasm"), "{out:#?}");
+    let out = compose(&["down"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        d.docker(&["ps", "-aq"]).stdout.trim(),
+        "",
+        "nothing is left"
+    );
+}
+
+#[test]
+fn podman_compose_brings_up_a_wasm_service_and_a_native_one_beside_it() {
+    let t = tempfile::tempdir().unwrap();
+    let pm = t.path().join("podman");
+    let _gone = PodmanGone(pm.clone());
+    let tar = t.path().join("web.tar");
+    http_image(&t.path().join("store"), "localhost/web:compose", Some(&tar));
+    let load = |tar: &Path| {
+        let out = Out::from(
+            podman(&pm)
+                .args(["load", "-q", "-i"])
+                .arg(tar)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(out.code, 0, "{out:#?}");
+    };
+    load(&tar);
+    load(&Images::get().archive(BUSYBOX));
+    // wasmbox is podman's runtime for both: the native client goes on to runc.
+    let file = compose_file(t.path(), "localhost/web:compose", BUSYBOX, None, false);
+    let global: Vec<String> = podman(&pm)
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let compose = |args: &[&str]| {
+        Out::from(
+            Command::new("podman-compose")
+                .arg("--podman-args")
+                .arg(global.join(" "))
+                .arg("--podman-run-args")
+                .arg(ULIMITS.join(" "))
+                .arg("-f")
+                .arg(&file)
+                .args(["-p", "wasmboxtest"])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("podman-compose (tests/run.sh installs it)"),
+        )
+    };
+    // podman-compose 1.0.3 attaches to every service it starts: started detached, the client is
+    // waited for by podman.
+    let out = compose(&["up", "-d"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let client = "wasmboxtest_client_1";
+    let out = Out::from(podman(&pm).args(["wait", client]).output().unwrap());
+    assert_eq!(out.stdout.trim(), "0", "{out:#?}");
+    let out = Out::from(podman(&pm).args(["logs", client]).output().unwrap());
+    assert!(out.stdout.contains("hello from wasm"), "{out:#?}");
+    let out = compose(&["down"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let left = Out::from(podman(&pm).args(["ps", "-aq"]).output().unwrap());
+    assert_eq!(left.stdout.trim(), "", "nothing is left");
+}
