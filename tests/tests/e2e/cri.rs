@@ -78,7 +78,24 @@ fn cri_config(d: &Path) -> String {
         "cri-plugin.toml",
         &[("PAUSE", PAUSE), ("CNI_CONF_DIR", &cni.to_string_lossy())],
     );
-    format!("{plugin}\n{}", kubernetes("containerd-runtime.toml"))
+    format!(
+        "{plugin}\n{}\n{}",
+        kubernetes("containerd-runtime.toml"),
+        runc_shim_entry()
+    )
+}
+
+/// The handler of a runtime entry that runs containerd's own runc shim with wasmbox as its
+/// binary (`BinaryName`): wasmbox as the runc of a Kubernetes node.
+const RUNC_SHIM_HANDLER: &str = "wasmbox-runc";
+
+fn runc_shim_entry() -> String {
+    let entry =
+        format!(r#"plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_SHIM_HANDLER}"#);
+    format!(
+        "[{entry}]\n  runtime_type = \"io.containerd.runc.v2\"\n[{entry}.options]\n  BinaryName = \"{}\"\n",
+        crate::common::wasmbox_bin().display()
+    )
 }
 
 /// containerd with its CRI plugin, and a CRI client: the test is kubelet.
@@ -1489,4 +1506,28 @@ fn with_wasmbox_sandbox_runc_a_pod_keeps_runcs_pause_container() {
     let pod_netns = cri.pod_netns(&pod_id);
     cri.remove_pod(&pod_id);
     cri.assert_nothing_left(&pod_netns);
+}
+
+#[test]
+fn a_pod_on_the_runc_shim_with_wasmbox_as_its_binary_runs_wasm_and_native_containers() {
+    let cri = Cri::start(&[HELLO, BUSYBOX]);
+    let pod = cri.pod("runcshim");
+    let pod_id = cri.run_pod(&pod, RUNC_SHIM_HANDLER);
+    assert_eq!(
+        cri.pod_status(&pod_id).status.unwrap().state,
+        PodSandboxState::SandboxReady as i32
+    );
+    let wasm = cri.create(&pod_id, &pod, container("hello", HELLO, &[]));
+    let mut native = container("native", BUSYBOX, &["echo", "native"]);
+    native.command = vec!["/bin/busybox".into()];
+    let native = cri.create(&pod_id, &pod, native);
+    cri.start_container(&wasm);
+    cri.start_container(&native);
+    let done = cri.wait_state(&wasm, ContainerState::ContainerExited);
+    assert_eq!(done.exit_code, 0, "{done:#?}\n{}", cri.ctrd.log_tail());
+    assert!(cri.log(&pod, "hello").contains("Hello from wasmbox!"));
+    let done = cri.wait_state(&native, ContainerState::ContainerExited);
+    assert_eq!(done.exit_code, 0, "{done:#?}");
+    assert!(cri.log(&pod, "native").contains("native"));
+    cri.remove_pod(&pod_id);
 }
