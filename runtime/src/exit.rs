@@ -35,7 +35,7 @@ pub struct ExitStatus {
 }
 
 impl ExitStatus {
-    /// The process exit code for this status (documented in the README).
+    /// The process exit code for this status (documented in docs/run.md).
     pub fn code(&self) -> i32 {
         match &self.reason {
             ExitReason::Exited(n) => *n,

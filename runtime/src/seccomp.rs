@@ -19,7 +19,7 @@ use seccompiler::{
 };
 
 /// The system calls denied to every thread once the process is locked, and to guest threads
-/// always, by name (documented in the README).
+/// always, by name (documented in docs/security.md).
 pub const EVERY_THREAD: &[(&str, libc::c_long)] = &[
     ("execve", libc::SYS_execve),
     ("execveat", libc::SYS_execveat),
