@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod containerfile;
 pub mod detect;
 pub mod digest;
 pub mod image;

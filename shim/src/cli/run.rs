@@ -20,6 +20,10 @@ pub struct RunCommand {
     /// An OCI runtime bundle directory (`config.json` + rootfs) to run instead of a file.
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
+    /// Run this program of the image or bundle instead of its entrypoint (its command is dropped
+    /// unless arguments follow), as `docker run --entrypoint` does.
+    #[arg(long, value_name = "PATH")]
+    pub entrypoint: Option<String>,
     /// Grants and limits.
     #[command(flatten)]
     pub sandbox: SandboxOptions,
@@ -87,7 +91,7 @@ impl RunCommand {
         // The wasm is read before the engine is made: a server gets the pooling allocator.
         let (name, bytes, mut policy, kind) = match (&bundle_dir, &self.wasm) {
             (Some(dir), _) => {
-                let wasm = bundle_entry(dir)?;
+                let wasm = bundle_entry(dir, self.entrypoint.as_deref())?;
                 if let Some(m) = wasm
                     .bundle
                     .spec
@@ -140,6 +144,9 @@ impl RunCommand {
             }
             (None, None) => bail!("nothing to run: give a wasm file or --bundle DIR"),
         };
+        if self.entrypoint.is_some() && bundle_dir.is_none() {
+            bail!("--entrypoint applies to an image or a bundle, not to a wasm file");
+        }
         if self.serve_only || kind == Some(GuestKind::HttpComponent) {
             // A fresh instance per request: slots reserved once, reused with copy-on-write images.
             config.allocator = Allocator::Pooling;
@@ -184,15 +191,21 @@ impl RunCommand {
     }
 }
 
-/// The wasm entrypoint of the bundle at `dir`, read and classified once; a native one is refused.
-fn bundle_entry(dir: &Path) -> Result<wasmbox_runtime::launch::Wasm> {
+/// The wasm entrypoint of the bundle at `dir` (or `entrypoint` in its rootfs), read and
+/// classified once; a native one is refused.
+fn bundle_entry(dir: &Path, entrypoint: Option<&str>) -> Result<wasmbox_runtime::launch::Wasm> {
     let path = dir.join("config.json");
     let bad = |reason: String| wasmbox_runtime::Error::Spec {
         path: path.clone(),
         reason,
     };
     let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-    let spec = wasmbox_runtime::policy::parse_spec(&text).map_err(bad)?;
+    let mut spec = wasmbox_runtime::policy::parse_spec(&text).map_err(bad)?;
+    if let Some(e) = entrypoint {
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_args(Some(vec![e.to_string()]));
+        spec.set_process(Some(process));
+    }
     match crate::launch::classify(dir, spec)? {
         Entry::Wasm(w) => Ok(*w),
         Entry::Native => bail!(

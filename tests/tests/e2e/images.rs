@@ -390,3 +390,44 @@ fn inspect_says_what_the_wasm_is() {
         "reactor module"
     );
 }
+
+/// `build -f`: an image from a Containerfile and its build context, run as written and with
+/// `--entrypoint`; `RUN` refused naming its line.
+#[test]
+fn a_containerfile_builds_an_image_that_runs_as_written() {
+    let wb = Wasmbox::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("files/files.wasm"), ctx.path().join("app.wasm")).unwrap();
+    std::fs::write(ctx.path().join("data.txt"), "from the context").unwrap();
+    let file = ctx.path().join("Containerfile");
+    std::fs::write(
+        &file,
+        "FROM scratch\nCOPY app.wasm /app.wasm\nCOPY data.txt /data/\nENV GREETING=hi\n\
+         WORKDIR /data\nENTRYPOINT [\"/app.wasm\"]\nCMD [\"env\"]\n",
+    )
+    .unwrap();
+    let (f, c) = (file.to_str().unwrap(), ctx.path().to_str().unwrap());
+    with_store(&wb, &["build", "-f", f, "-t", "localhost/cf:1", c]).code(0);
+    let out = with_store(&wb, &["run", "localhost/cf:1"]);
+    out.code(0);
+    assert!(out.stdout.lines().any(|l| l == "GREETING=hi"), "{out:#?}");
+    let out = with_store(&wb, &["run", "localhost/cf:1", "cat", "/data/data.txt"]);
+    out.code(0);
+    assert_eq!(out.stdout, "from the context");
+    let out = with_store(
+        &wb,
+        &[
+            "run",
+            "--entrypoint",
+            "/app.wasm",
+            "localhost/cf:1",
+            "args",
+            "x",
+        ],
+    );
+    out.code(0);
+    assert_eq!(out.stdout, "/app.wasm\nargs\nx\n");
+    std::fs::write(&file, "FROM scratch\nRUN make\n").unwrap();
+    with_store(&wb, &["build", "-f", f, "-t", "localhost/cf:2", c])
+        .runtime_error(&["line 2: RUN: there is nothing to run it on"]);
+}

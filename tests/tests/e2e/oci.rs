@@ -802,3 +802,38 @@ fn podman_compose_brings_up_a_wasm_service_and_a_native_one_beside_it() {
     let left = Out::from(podman(&pm).args(["ps", "-aq"]).output().unwrap());
     assert_eq!(left.stdout.trim(), "", "nothing is left");
 }
+
+/// The Containerfile the Docker primers teach, built for wasm.
+const CONTAINERFILE: &str = "FROM scratch\nCOPY app.wasm /app.wasm\nENTRYPOINT [\"/app.wasm\"]\n";
+
+#[test]
+fn an_image_podman_builds_from_a_containerfile_runs_unchanged() {
+    let t = tempfile::tempdir().unwrap();
+    let pm = t.path().join("podman");
+    let _gone = PodmanGone(pm.clone());
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(guest("files/files.wasm"), ctx.join("app.wasm")).unwrap();
+    std::fs::write(ctx.join("Containerfile"), CONTAINERFILE).unwrap();
+    let out = Out::from(
+        podman(&pm)
+            .args([
+                "build",
+                "--platform",
+                "wasi/wasm",
+                "-t",
+                "localhost/built:1",
+            ])
+            .arg(&ctx)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    let mut c = podman(&pm);
+    c.args(["run", "--rm", "--network", "none"])
+        .args(ULIMITS)
+        .args(["localhost/built:1", "args", "built"]);
+    let out = Out::from(c.output().unwrap());
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "/app.wasm\nargs\nbuilt\n");
+}

@@ -20,8 +20,13 @@ pub enum FormatArg {
 /// Build an image in the store from a wasm file.
 #[derive(Args, Debug)]
 pub struct BuildCommand {
-    /// The wasm module or component.
+    /// The wasm module or component; with `-f`, the build context directory.
     pub wasm: PathBuf,
+    /// Build from this Containerfile (Dockerfile) with the context directory's files: `FROM
+    /// scratch` or a wasm image, `COPY`, `ADD`, `ENV`, `ENTRYPOINT`, `CMD`, `WORKDIR`, `LABEL`,
+    /// `EXPOSE` (`RUN` is refused).
+    #[arg(short = 'f', long = "file", value_name = "CONTAINERFILE")]
+    pub containerfile: Option<PathBuf>,
     /// The image's name.
     #[arg(short = 't', long = "tag", value_name = "REF")]
     pub tag: String,
@@ -49,6 +54,9 @@ impl BuildCommand {
         use wasmbox_images::build::{BuildSpec, Format, build, read_input};
         let store = store.open()?;
         let name = canonical(&self.tag)?;
+        if let Some(file) = &self.containerfile {
+            return self.build_containerfile(&store, &name, file);
+        }
         let mut add = Vec::new();
         for a in &self.add {
             let (h, g) = a
@@ -57,16 +65,7 @@ impl BuildCommand {
                 .with_context(|| format!("--add {a:?}: expected HOST:/GUEST"))?;
             add.push((PathBuf::from(h), g.to_string()));
         }
-        let platform = self
-            .platform
-            .as_deref()
-            .map(|p| {
-                p.split_once('/')
-                    .filter(|(os, arch)| !os.is_empty() && !arch.is_empty() && !arch.contains('/'))
-                    .map(|(os, arch)| (os.to_string(), arch.to_string()))
-                    .with_context(|| format!("--platform {p:?}: expected OS/ARCH"))
-            })
-            .transpose()?;
+        let platform = platform_of(self.platform.as_deref())?;
         for e in &self.env {
             anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");
         }
@@ -86,4 +85,39 @@ impl BuildCommand {
         println!("{name} {digest}");
         Ok(0)
     }
+}
+
+impl BuildCommand {
+    /// `build -f CONTAINERFILE DIR`: the image the file describes, with DIR's files.
+    fn build_containerfile(
+        &self,
+        store: &wasmbox_images::Store,
+        name: &str,
+        file: &std::path::Path,
+    ) -> Result<i32> {
+        use wasmbox_images::containerfile;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let mut plan =
+            containerfile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        if let Some(base) = &plan.base {
+            plan.base = Some(crate::cli::store::local_name(store, base)?);
+        }
+        let platform = platform_of(self.platform.as_deref())?;
+        let digest = containerfile::build(store, name, &self.wasm, &plan, platform)
+            .with_context(|| format!("building {name} from {}", file.display()))?;
+        println!("{name} {digest}");
+        Ok(0)
+    }
+}
+
+/// `OS/ARCH` as its two parts.
+fn platform_of(p: Option<&str>) -> Result<Option<(String, String)>> {
+    p.map(|p| {
+        p.split_once('/')
+            .filter(|(os, arch)| !os.is_empty() && !arch.is_empty() && !arch.contains('/'))
+            .map(|(os, arch)| (os.to_string(), arch.to_string()))
+            .with_context(|| format!("--platform {p:?}: expected OS/ARCH"))
+    })
+    .transpose()
 }
