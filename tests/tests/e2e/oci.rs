@@ -202,6 +202,14 @@ fn kill_reaches_the_guest_and_delete_needs_force_while_it_runs() {
     create("k2");
     assert_eq!(rt.run(&["delete", "--force", "k2"]).code, 0);
     assert!(!rt.root.path().join("state/k2").exists());
+    // A container process that dies outside the runtime's knowledge reads as stopped, and its
+    // state is cleaned by delete.
+    create("k3");
+    let pid = rt.state("k3")["pid"].as_i64().unwrap() as u32;
+    crate::ctrd::signal(pid, libc::SIGKILL);
+    rt.wait_status("k3", "stopped");
+    assert_eq!(rt.run(&["delete", "k3"]).code, 0);
+    assert!(!rt.root.path().join("state/k3").exists());
 }
 
 #[test]
@@ -566,6 +574,11 @@ fn docker_runs_wasm_images_built_the_docker_way_through_wasmbox() {
     let out = d.docker(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &id]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert!(!out.stdout.trim().starts_with("0B"), "{out:#?}");
+    // update reaches the container's cgroup through `wasmbox update --resources=-`.
+    let out = d.docker(&["update", "--memory", "96m", "--memory-swap", "96m", &id]);
+    assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
+    let out = d.docker(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &id]);
+    assert!(out.stdout.contains("96MiB"), "{out:#?}");
     let started = Instant::now();
     let out = d.docker(&["stop", "-t", "10", &id]);
     assert_eq!(out.code, 0, "{out:#?}");
