@@ -48,11 +48,11 @@ pub fn run(
     );
     let prepared = match set_up {
         Ok(p) => {
-            super::create::tell(ready, &Ok(cgroups));
+            super::ready::tell(ready, &Ok(cgroups));
             p
         }
         Err(e) => {
-            super::create::tell(ready, &Err(e));
+            super::ready::tell(ready, &Err(e));
             std::process::exit(1);
         }
     };

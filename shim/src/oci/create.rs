@@ -4,9 +4,7 @@
 //! the exec FIFO for `start`, as runc's init does. `create` returns once it is ready, with its pid
 //! in `--pid-file`; the process is then the caller's subreaper's (conmon's, the runc shim's).
 
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use oci_spec::runtime::Spec;
@@ -15,12 +13,6 @@ use wasmbox_runtime::launch::{Entry, Wasm};
 use super::args::{CreateArgs, Oci};
 use super::state::{self, State};
 use crate::lifecycle::Status;
-
-/// What the container process tells `create` when it is ready: the cgroups it joined.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Ready {
-    cgroups: Vec<PathBuf>,
-}
 
 /// Reads the bundle's spec.
 pub fn read_spec(bundle: &Path) -> Result<Spec> {
@@ -112,29 +104,7 @@ fn make(
         pid => pid,
     };
     drop(ready_write);
-    let mut told = String::new();
-    std::fs::File::from(ready_read)
-        .read_to_string(&mut told)
-        .context("waiting for the container process")?;
-    let ready: Ready = match told.strip_prefix("ok ") {
-        Some(json) => serde_json::from_str(json).context("the container process's answer")?,
-        None => {
-            // It has failed and exited: collect it.
-            let _ = rustix::process::waitpid(
-                rustix::process::Pid::from_raw(pid),
-                rustix::process::WaitOptions::empty(),
-            );
-            let why = told.strip_prefix("error: ").unwrap_or(&told).trim();
-            bail!(
-                "{}",
-                if why.is_empty() {
-                    "the container process died while setting up"
-                } else {
-                    why
-                }
-            )
-        }
-    };
+    let cgroups = super::ready::heard(ready_read, pid)?;
     let start_time = state::start_time(pid).context("the container process is gone")?;
     let st = State {
         id: a.id.clone(),
@@ -145,7 +115,7 @@ fn make(
         created: wasmbox_runtime::rfc3339::nanos(std::time::SystemTime::now()),
         status: Status::Created,
         annotations: annotations.into_iter().collect(),
-        cgroups: ready.cgroups,
+        cgroups,
         execs: Vec::new(),
     };
     st.save(&oci.root)?;
@@ -176,19 +146,4 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     ));
     std::fs::write(&tmp, pid.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Tells `create` the container process is ready, or why it is not.
-pub(super) fn tell(ready: OwnedFd, outcome: &Result<Vec<PathBuf>>) {
-    let msg = match outcome {
-        Ok(cgroups) => format!(
-            "ok {}",
-            serde_json::to_string(&Ready {
-                cgroups: cgroups.clone()
-            })
-            .unwrap_or_default()
-        ),
-        Err(e) => format!("error: {e:#}"),
-    };
-    let _ = std::fs::File::from(ready).write_all(msg.as_bytes());
 }

@@ -2,8 +2,6 @@
 //! container's network namespace and cgroup, with the grants of the container's spec and the
 //! process the caller gives (`--process FILE`, or the command and `--cwd`, `--env`, `--tty`).
 
-use std::io::Read;
-
 use anyhow::{Context, Result, bail};
 use oci_spec::runtime::Process;
 use wasmbox_runtime::launch::Entry;
@@ -56,22 +54,7 @@ pub fn exec(oci: &Oci, a: &ExecArgs) -> Result<i32> {
         pid => pid,
     };
     drop(ready_write);
-    let mut told = String::new();
-    std::fs::File::from(ready_read)
-        .read_to_string(&mut told)
-        .context("waiting for the process")?;
-    if !told.starts_with("ok ") {
-        let _ = wait_child(pid);
-        let why = told.strip_prefix("error: ").unwrap_or(&told).trim();
-        bail!(
-            "{}",
-            if why.is_empty() {
-                "the process died while setting up"
-            } else {
-                why
-            }
-        );
-    }
+    super::ready::heard(ready_read, pid)?;
     if let Some(p) = &a.pid_file {
         super::create::write_pid_file(p, pid)?;
     }

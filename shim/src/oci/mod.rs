@@ -13,6 +13,7 @@ mod container;
 mod create;
 mod exec;
 mod hooks;
+mod ready;
 mod runc;
 mod state;
 mod sys;

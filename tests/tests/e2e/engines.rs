@@ -12,21 +12,8 @@ use crate::ctrd::{BUSYBOX, Images};
 /// A podman of its own (root, run root and storage below `dir`), with wasmbox as its runtime.
 /// On these hosts podman needs the ulimits given to `run`.
 fn podman(dir: &Path) -> Command {
-    let mut c = Command::new("podman");
-    c.arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .arg("--runtime")
-        .arg(wasmbox_bin())
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "file",
-        ]);
+    let mut c = crate::exit::podman(dir);
+    c.arg("--runtime").arg(wasmbox_bin());
     c
 }
 

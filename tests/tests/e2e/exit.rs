@@ -287,7 +287,7 @@ fn raw_bundle(dir: &std::path::Path, config: &serde_json::Value) -> String {
 }
 
 /// A podman of its own (root, run root and storage in `dir`), as tests/run.sh installs it.
-fn podman(dir: &std::path::Path) -> std::process::Command {
+pub(crate) fn podman(dir: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new("podman");
     c.arg("--root")
         .arg(dir.join("root"))
