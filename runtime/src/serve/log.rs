@@ -230,11 +230,9 @@ mod tests {
         for i in 0..sent {
             sink.line(format!("line {i} {pad}"));
         }
+        // Not yet reported: the log thread resets the count each time it reports, whenever that
+        // is, so only the total (below) says how many were dropped.
         let dropped = sink.dropped();
-        assert!(
-            dropped >= sent - 500,
-            "only {dropped} of {sent} lines dropped"
-        );
         drop(sink);
         let mut text = String::new();
         reader.read_to_string(&mut text).unwrap();
@@ -248,5 +246,9 @@ mod tests {
             .sum();
         assert_eq!(written + reported, sent);
         assert!(reported >= dropped);
+        assert!(
+            reported >= sent - 500,
+            "only {reported} of {sent} lines dropped"
+        );
     }
 }

@@ -19,4 +19,7 @@ mod oci;
 mod p3;
 mod registry;
 mod shim;
+mod shim_groups;
+mod shim_limits;
+mod shim_net;
 mod shim_socket;
