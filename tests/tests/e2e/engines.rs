@@ -113,6 +113,49 @@ fn podman_runs_wasm_and_native_images_through_wasmbox() {
     let out = podman_run(&[BUSYBOX, "sh", "-c", "echo native; exit 3"]);
     assert_eq!(out.code, 3, "{out:#?}");
     assert_eq!(out.stdout, "native\n");
+    // podman passes `--annotation` to its runtime: a `wasmbox.*` one reaches the guest's policy.
+    let out = podman_run(&[
+        "--annotation",
+        "wasmbox.timeout=1s",
+        "localhost/files:pm",
+        "loop",
+    ]);
+    assert_eq!(
+        out.code, 124,
+        "the annotation's deadline ends the guest: {out:#?}"
+    );
+    // The docs' containers.conf recipe makes wasmbox podman's runtime, for wasm and native
+    // images alike, with no `--runtime` flag.
+    let conf = t.path().join("containers.conf");
+    std::fs::write(&conf, crate::recipes::recipe("podman-containers.conf")).unwrap();
+    for (image, args, want) in [
+        (
+            "localhost/files:pm",
+            ["args", "conf"],
+            "/app.wasm\nargs\nconf\n",
+        ),
+        (BUSYBOX, ["echo", "conf"], "conf\n"),
+    ] {
+        let mut c = crate::exit::podman(&pm);
+        c.env("CONTAINERS_CONF", &conf)
+            .args(["run", "--rm", "--network", "none"])
+            .args(ULIMITS)
+            .arg(image)
+            .args(args);
+        let out = run(&mut c);
+        assert_eq!((out.code, out.stdout.as_str()), (0, want), "{out:#?}");
+    }
+    let mut c = crate::exit::podman(&pm);
+    let out = run(c.env("CONTAINERS_CONF", &conf).args([
+        "info",
+        "--format",
+        "{{.Host.OCIRuntime.Path}}",
+    ]));
+    assert_eq!(
+        out.stdout.trim(),
+        wasmbox_bin().to_str().unwrap(),
+        "{out:#?}"
+    );
     // stop ends a looping guest at once with 143; logs has its output.
     let mut c = podman(&pm);
     c.args(["run", "-d", "--network", "none"])
@@ -173,7 +216,7 @@ const DOCKERD: &str = "/usr/sbin/dockerd";
 const DOCKER: &str = "/usr/bin/docker";
 
 /// A dockerd of its own (data, exec root and socket in a temp dir, no iptables, no bridge), with
-/// wasmbox added as the runtime `wasmbox`; stopped on drop.
+/// wasmbox added as the runtime `wasmbox` by the docs' `daemon.json`; stopped on drop.
 struct Dockerd {
     child: std::process::Child,
     host: String,
@@ -185,6 +228,9 @@ impl Dockerd {
         let dir = tempfile::tempdir().unwrap();
         let host = format!("unix://{}", dir.path().join("docker.sock").display());
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        // wasmbox is added as the docs' `daemon.json` adds it.
+        let config = dir.path().join("daemon.json");
+        std::fs::write(&config, crate::recipes::recipe("docker-daemon.json")).unwrap();
         let child = Command::new(DOCKERD)
             .arg("--data-root")
             .arg(dir.path().join("data"))
@@ -200,8 +246,8 @@ impl Dockerd {
                 "--storage-driver",
                 "vfs",
             ])
-            .arg("--add-runtime")
-            .arg(format!("wasmbox={}", wasmbox_bin().display()))
+            .arg("--config-file")
+            .arg(&config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -319,18 +365,12 @@ fn docker_runs_wasm_images_built_the_docker_way_through_wasmbox() {
 }
 
 /// A compose file of two services: the wasm HTTP component `web`, and a native busybox `client`
-/// that fetches from it, waiting until it answers. `runtime` names web's runtime, if any. With
-/// `shared`, the client lives in web's network namespace (for an engine whose bridge networking
-/// is not available here, dockerd run with `--bridge=none`); else both are on the project's
-/// network and the client reaches web by name.
-fn compose_file(
-    dir: &Path,
-    web: &str,
-    client: &str,
-    runtime: Option<&str>,
-    shared: bool,
-) -> PathBuf {
-    let runtime = runtime.map_or(String::new(), |r| format!("    runtime: {r}\n"));
+/// that fetches from it, waiting until it answers. `web` is the file's start up to web's own
+/// keys (`version`, `services:`, `web:` and its image). With `shared`, the client lives in web's
+/// network namespace (for an engine whose bridge networking is not available here, dockerd run
+/// with `--bridge=none`); else both are on the project's network and the client reaches web by
+/// name.
+fn compose_file(dir: &Path, web: &str, client: &str, shared: bool) -> PathBuf {
     let (web_net, client_net, url) = if shared {
         (
             "    network_mode: none\n",
@@ -341,11 +381,7 @@ fn compose_file(
         ("", "", "http://web:8080/")
     };
     let text = format!(
-        r#"version: "2.4"
-services:
-  web:
-    image: {web}
-{runtime}{web_net}  client:
+        r#"{web}{web_net}  client:
     image: {client}
 {client_net}    depends_on: [web]
     command: ["sh", "-c", "i=0; while [ $$i -lt 600 ]; do wget -qO- {url} && exit 0; i=$$((i+1)); sleep 0.1; done; exit 1"]
@@ -408,7 +444,15 @@ fn docker_compose_brings_up_a_wasm_service_and_a_native_one_beside_it() {
         .unwrap();
     assert!(st.success(), "skopeo copy of busybox");
     let d = Dockerd::start();
-    let file = compose_file(t.path(), &web, &client, Some("wasmbox"), true);
+    // web as the docs' compose recipe has it, `runtime: wasmbox` and all.
+    let recipe = crate::recipes::recipe("docker-compose.yml");
+    assert!(recipe.contains("REGISTRY/web:1"), "{recipe}");
+    let file = compose_file(
+        t.path(),
+        &recipe.replace("REGISTRY/web:1", &web),
+        &client,
+        true,
+    );
     let compose = |args: &[&str]| {
         Out::from(
             Command::new("docker-compose")
@@ -454,7 +498,8 @@ fn podman_compose_brings_up_a_wasm_service_and_a_native_one_beside_it() {
     load(&tar);
     load(&Images::get().archive(BUSYBOX));
     // wasmbox is podman's runtime for both: the native client goes on to runc.
-    let file = compose_file(t.path(), "localhost/web:compose", BUSYBOX, None, false);
+    let web = "version: \"2.4\"\nservices:\n  web:\n    image: localhost/web:compose\n";
+    let file = compose_file(t.path(), web, BUSYBOX, false);
     let global: Vec<String> = podman(&pm)
         .get_args()
         .map(|a| a.to_string_lossy().into_owned())

@@ -17,6 +17,7 @@ mod native_code;
 mod net;
 mod oci;
 mod p3;
+mod recipes;
 mod registry;
 mod shim;
 mod shim_groups;

@@ -89,13 +89,14 @@ fn cri_config(d: &Path) -> String {
 /// binary (`BinaryName`): wasmbox as the runc of a Kubernetes node.
 const RUNC_SHIM_HANDLER: &str = "wasmbox-runc";
 
+/// The runtime entry of the docs' CRI recipe, which names [`RUNC_SHIM_HANDLER`].
 fn runc_shim_entry() -> String {
-    let entry =
-        format!(r#"plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_SHIM_HANDLER}"#);
-    format!(
-        "[{entry}]\n  runtime_type = \"io.containerd.runc.v2\"\n[{entry}.options]\n  BinaryName = \"{}\"\n",
-        crate::common::wasmbox_bin().display()
-    )
+    let entry = crate::recipes::recipe("containerd-cri.toml");
+    assert!(
+        entry.contains(&format!("runtimes.{RUNC_SHIM_HANDLER}]")),
+        "{entry}"
+    );
+    entry
 }
 
 /// containerd with its CRI plugin, and a CRI client: the test is kubelet.
