@@ -47,6 +47,26 @@ fi
 step "Python packages the tests use (h2, for the HTTP/2 clients in tests/clients)"
 python3 -c 'import h2' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check h2
 
+step "third-party programs the tests run (svg-flatten, C++ for WASI, from PyPI)"
+fixtures="${WASMBOX_FIXTURES_DIR:-$HOME/.cache/wasmbox-fixtures}"
+export WASMBOX_SVG_FLATTEN="$fixtures/svg-flatten-3.1.9.wasm"
+svg_flatten_sha256=96d12caaa84428b0262d87e93024a561663b4046dd9e47d2cbc1978f4b1fc8d7
+if ! echo "$svg_flatten_sha256  $WASMBOX_SVG_FLATTEN" | sha256sum -c --status 2>/dev/null; then
+    mkdir -p "$fixtures"
+    wheel_dir="$(mktemp -d)"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheel_dir" \
+        svg-flatten-wasi==3.1.9
+    python3 - "$wheel_dir" "$WASMBOX_SVG_FLATTEN.part" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("svg_flatten_wasi/svg-flatten.wasm"))
+PY
+    rm -rf "$wheel_dir"
+    echo "$svg_flatten_sha256  $WASMBOX_SVG_FLATTEN.part" | sha256sum -c --quiet
+    mv "$WASMBOX_SVG_FLATTEN.part" "$WASMBOX_SVG_FLATTEN"
+fi
+
 step "format"
 cargo fmt --all -- --check
 

@@ -408,6 +408,62 @@ __attribute__((noinline)) static unsigned long recurse(unsigned long n) {
     return recurse(n + 1) * 3 + recurse_depth;
 }
 
+/* dev: what the devices of /dev answer, one line each. */
+static int cmd_dev(void) {
+    unsigned char a[32], b[32], z[4096];
+    int fd = open("/dev/urandom", O_RDONLY);
+    if (fd < 0 || read(fd, a, sizeof a) != (ssize_t)sizeof a ||
+        read(fd, b, sizeof b) != (ssize_t)sizeof b) {
+        return fail();
+    }
+    close(fd);
+    printf("urandom: %s\n", memcmp(a, b, sizeof a) != 0 ? "two reads differ" : "same bytes");
+    fd = open("/dev/random", O_RDONLY);
+    if (fd < 0) {
+        return fail();
+    }
+    printf("random: read %zd\n", read(fd, a, sizeof a));
+    close(fd);
+    memset(z, 1, sizeof z);
+    fd = open("/dev/zero", O_RDONLY);
+    if (fd < 0) {
+        return fail();
+    }
+    ssize_t n = read(fd, z, sizeof z);
+    size_t zeros = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        zeros += z[i] == 0;
+    }
+    printf("zero: read %zd, %zu zeros\n", n, zeros);
+    close(fd);
+    fd = open("/dev/null", O_RDWR);
+    if (fd < 0) {
+        return fail();
+    }
+    printf("null: read %zd\n", read(fd, a, sizeof a));
+    printf("null: wrote %zd\n", write(fd, z, 100));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        return fail();
+    }
+    printf("null: %s\n", S_ISCHR(st.st_mode) ? "character device" : "not a character device");
+    close(fd);
+    FILE *f = fopen("/dev/null", "w");
+    printf("null: fopen for writing %s\n", f != NULL ? "ok" : strerror(errno));
+    if (f != NULL) {
+        fclose(f);
+    }
+    fd = open("/dev/full", O_WRONLY);
+    if (fd < 0) {
+        return fail();
+    }
+    errno = 0;
+    n = write(fd, "x", 1);
+    printf("full: wrote %zd (%s)\n", n, strerror(errno));
+    close(fd);
+    return 0;
+}
+
 static int cmd_spam(const char *n_text) {
     long long n = parse_num(n_text);
     if (n < 0) {
@@ -523,6 +579,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "recurse") == 0) {
         fflush(stdout);
         return (int)recurse(0);
+    } else if (strcmp(cmd, "dev") == 0) {
+        return cmd_dev();
     } else if (strcmp(cmd, "spam") == 0) {
         NEED(1, "spam N");
         return cmd_spam(a[0]);

@@ -124,9 +124,20 @@ pub(crate) struct Inner {
     /// Everything this runtime has loaded, by wasm digest: one compiled copy per module.
     loaded: std::sync::Mutex<std::collections::HashMap<[u8; 32], ProgramKind>>,
     compiler: crate::compiler::Compiler,
+    /// The devices of `/dev` most guests share, made when a guest first needs them.
+    devices: OnceLock<Arc<crate::devices::DevDir>>,
 }
 
 impl Inner {
+    /// The devices of `/dev` guests share (see `Runtime::filesystem`).
+    pub(crate) fn devices(&self) -> std::io::Result<Arc<crate::devices::DevDir>> {
+        if let Some(d) = self.devices.get() {
+            return Ok(d.clone());
+        }
+        let made = Arc::new(crate::devices::DevDir::create(&self.scratch_dir, &[])?);
+        Ok(self.devices.get_or_init(|| made).clone())
+    }
+
     /// The WASI 0.1 linker, with socket descriptors when `sockets`.
     pub(crate) fn p1(&self, sockets: bool) -> Result<&wasmtime::Linker<P1Host>> {
         let cell = if sockets { &self.p1_sockets } else { &self.p1 };
@@ -173,6 +184,7 @@ fn p2_linker(engine: &Engine) -> wasmtime::Result<wasmtime::component::Linker<P2
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut p2)?;
     crate::p2fs::add_to_linker(&mut p2)?;
+    crate::p2dev::add_to_linker(&mut p2)?;
     crate::p2sockets::add_to_linker(&mut p2)?;
     Ok(p2)
 }
@@ -302,6 +314,7 @@ impl Runtime {
                 cache_writes: Default::default(),
                 loaded: Default::default(),
                 compiler: config.compiler.clone(),
+                devices: OnceLock::new(),
             }),
         })
     }

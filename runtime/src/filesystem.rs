@@ -17,6 +17,9 @@ pub(crate) struct Filesystem {
     pub(crate) _tree: Option<crate::mounts::MountTree>,
     pub(crate) _sources: Vec<crate::mounts::Source>,
     pub(crate) _scratch: Vec<tempfile::TempDir>,
+    /// The devices of `/dev`, when it has them (this guest's own when single files are bound
+    /// below it).
+    pub(crate) _devices: Option<std::sync::Arc<crate::devices::DevDir>>,
 }
 
 impl Filesystem {

@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod compiler;
+mod devices;
 mod engine;
 mod engine_config;
 mod error;
@@ -26,6 +27,7 @@ pub mod launch;
 pub mod mounts;
 pub mod net;
 mod p1;
+mod p2dev;
 mod p2fs;
 mod p2sockets;
 pub mod policy;

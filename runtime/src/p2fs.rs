@@ -1,10 +1,11 @@
-//! The WASI 0.2 and 0.3 filesystems as wasmtime-wasi implements them, with two changes in
+//! The WASI 0.2 and 0.3 filesystems as wasmtime-wasi implements them, with these changes in
 //! `open-at`, as preview 1's `path_open` has them (`p1::fs`):
 //!
 //! - a guest that holds its handle limit gets `insufficient-memory` (`ENOMEM` to wasi-libc; WASI
 //!   has no `EMFILE`) instead of trapping on a full resource table;
 //! - a FIFO or a socket file is refused (`access`) before, during and after the open, as
-//!   [`crate::special`] describes.
+//!   [`crate::special`] describes;
+//! - in WASI 0.2, a device of `/dev` ([`crate::devices`]) opens read-only, for `p2dev` to answer.
 
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
@@ -29,25 +30,30 @@ enum Refused {
     Special,
 }
 
-/// Checks an open of `path` beneath directory descriptor `fd` before it starts. The same check
-/// for both WASI versions, which share the descriptor type.
+/// Checks an open of `path` beneath directory descriptor `fd` before it starts, and says which
+/// device of `/dev` it opens, if any. The same check for both WASI versions, which share the
+/// descriptor type.
 fn check(
     host: &mut P2Host,
     fd: &Resource<Descriptor>,
     path: &str,
     follow: bool,
-) -> Result<(), Refused> {
+) -> Result<Option<crate::devices::Device>, Refused> {
     if host.at_handle_limit(1) {
         return Err(Refused::Limit);
     }
-    if let Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) = host.table.get(fd)
-        && special::is_fifo_or_socket(&*d.dir, path.as_bytes(), follow)
-    {
+    let target = match host.table.get(fd) {
+        Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => {
+            special::lookup(&*d.dir, path.as_bytes(), follow)
+        }
+        // Not a directory: wasmtime-wasi says why.
+        _ => None,
+    };
+    if target.as_ref().is_some_and(special::is_fifo_or_socket_fd) {
         tracing::debug!(%path, "FIFO or socket file not opened");
         return Err(Refused::Special);
     }
-    // Not a directory: wasmtime-wasi says why.
-    Ok(())
+    Ok(target.as_ref().and_then(crate::devices::of_file))
 }
 
 /// After an open: true (and the descriptor is gone) when what was opened is a FIFO or a socket
@@ -88,11 +94,16 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
             Box::new(async move {
                 let host: &mut P2Host = store.data_mut();
                 let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-                match check(host, &fd, &path, follow) {
-                    Ok(()) => {}
+                let (open_flags, flags) = match check(host, &fd, &path, follow) {
+                    Ok(None) => (open_flags, flags),
+                    // A device of /dev opens its placeholder read-only; `p2dev` answers for it.
+                    Ok(Some(_)) => match crate::p2dev::open_flags(open_flags, flags) {
+                        Ok(f) => f,
+                        Err(code) => return Ok((Err(code),)),
+                    },
                     Err(Refused::Limit) => return Ok((Err(ErrorCode::InsufficientMemory),)),
                     Err(Refused::Special) => return Ok((Err(ErrorCode::Access),)),
-                }
+                };
                 let mut view = host.filesystem();
                 let open = HostDescriptor::open_at(
                     &mut view,
@@ -129,8 +140,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
         )| {
             Box::pin(async move {
                 let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
+                // WASI 0.3's descriptors get no device answers yet: a device opens as the
+                // empty, read-only file it stands on.
                 match accessor.with(|mut access| check(access.get(), &fd, &path, follow)) {
-                    Ok(()) => {}
+                    Ok(_) => {}
                     Err(Refused::Limit) => return Ok((Err(p3::ErrorCode::InsufficientMemory),)),
                     Err(Refused::Special) => return Ok((Err(p3::ErrorCode::Access),)),
                 }

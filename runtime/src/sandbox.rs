@@ -201,6 +201,39 @@ impl Runtime {
             ));
             scratch.push(dir);
         }
+        // The devices of /dev (see `devices`), when the policy has them. Single files bound
+        // below /dev (kubelet's termination-message file) need them in the tree, in a directory
+        // of this guest's own that holds their mountpoints; otherwise the runtime's one directory
+        // is preopened beside the tree, and nothing is made in a granted directory.
+        let dev_files: Vec<&str> = if policy.devices && inner.mount_tree {
+            policy
+                .files
+                .iter()
+                .filter_map(|f| f.guest.strip_prefix("/dev/"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let dev_err = |source| Error::Scratch {
+            guest: crate::devices::GUEST_DIR.into(),
+            source,
+        };
+        let devices = match (policy.devices, dev_files.is_empty()) {
+            (false, _) => None,
+            (true, true) => Some(inner.devices().map_err(dev_err)?),
+            (true, false) => Some(Arc::new(
+                crate::devices::DevDir::create(&inner.scratch_dir, &dev_files).map_err(dev_err)?,
+            )),
+        };
+        let mut dev_beside = None;
+        if let Some(d) = &devices {
+            let source = crate::mounts::Source::own(&d.path()).map_err(dev_err)?;
+            if dev_files.is_empty() {
+                dev_beside = Some(source);
+            } else {
+                sources.push((source, crate::devices::GUEST_DIR.into(), true, false));
+            }
+        }
         // Parents before children (the root first), binds before tmpfs at the same depth, as
         // containerd's CRI orders mounts: a mount inside another always shows.
         sources.sort_by_key(|(_, guest, ..)| {
@@ -260,17 +293,28 @@ impl Runtime {
             let paths = sources.iter().map(|(s, ..)| s.fd_path()).collect();
             (None, paths)
         };
-        let preopens = paths
+        // A /dev in the tree is a read-only mount (nothing is made or removed in it), but the
+        // single files bound in it may be writable: its preopen leaves that to the kernel.
+        let mut preopens: Vec<_> = paths
             .into_iter()
             .zip(&sources)
-            .map(|(path, (_, guest, ro, _))| (path, guest.clone(), *ro))
+            .map(|(path, (_, guest, ro, _))| {
+                let in_tree_dev = devices.is_some() && guest == crate::devices::GUEST_DIR;
+                (path, guest.clone(), *ro && !in_tree_dev)
+            })
             .collect();
+        let mut sources: Vec<_> = sources.into_iter().map(|(s, ..)| s).collect();
+        if let Some(dev) = dev_beside {
+            preopens.push((dev.fd_path(), crate::devices::GUEST_DIR.into(), true));
+            sources.push(dev);
+        }
         Ok(Filesystem {
             preopens,
             _cwd: None,
             _tree: tree,
-            _sources: sources.into_iter().map(|(s, ..)| s).collect(),
+            _sources: sources,
             _scratch: scratch,
+            _devices: devices,
         })
     }
 }
@@ -527,6 +571,7 @@ impl Prepared {
                         sockets,
                         handles,
                         dirs,
+                        devices: Default::default(),
                     };
                     let store = new_store(&engine, host);
                     Box::pin(run_module(store, pre, export, init))

@@ -1,11 +1,16 @@
-//! wasmbox's private directories (mount trees, tmpfs stand-ins, run bundles): how they are named
+//! wasmbox's private directories (mount trees, tmpfs stand-ins, run bundles, devices): how they are named
 //! after the process that made them, and how the ones a killed process left are swept. A leaf.
 
 use std::path::Path;
 
 /// Prefixes of the private directories a wasmbox process makes in its scratch directory, each
 /// followed by the process's pid and a dash.
-const SCRATCH_PREFIXES: [&str; 3] = ["wasmbox-run-", "wasmbox-tree-", "wasmbox-tmpfs-"];
+const SCRATCH_PREFIXES: [&str; 4] = [
+    "wasmbox-run-",
+    "wasmbox-tree-",
+    "wasmbox-tmpfs-",
+    "wasmbox-dev-",
+];
 
 /// The name prefix for a private directory of this process: `PREFIX<pid>-`.
 pub fn scratch_prefix(prefix: &str) -> String {

@@ -41,7 +41,7 @@ pub(crate) fn is_fifo_or_socket_fd(fd: impl AsFd) -> bool {
 /// `name` beneath `dir` opened `O_PATH` (nothing is opened for reading or writing), resolved as
 /// a guest's path is: never above `dir`, no magic links, the last component followed only when
 /// `follow`.
-fn lookup(dir: impl AsFd, name: &[u8], follow: bool) -> Option<rustix::fd::OwnedFd> {
+pub(crate) fn lookup(dir: impl AsFd, name: &[u8], follow: bool) -> Option<rustix::fd::OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
     let mut flags = OFlags::PATH | OFlags::CLOEXEC;
@@ -61,6 +61,7 @@ fn lookup(dir: impl AsFd, name: &[u8], follow: bool) -> Option<rustix::fd::Owned
 /// Whether `name` beneath the directory `dir` is a FIFO or a socket file, looked up without
 /// opening it. Anything that does not resolve is left to wasmtime-wasi, which refuses escapes and
 /// reports missing files itself.
+#[cfg(test)]
 pub(crate) fn is_fifo_or_socket(dir: impl AsFd, name: &[u8], follow: bool) -> bool {
     lookup(dir, name, follow).is_some_and(is_fifo_or_socket_fd)
 }

@@ -12,12 +12,15 @@ pub(crate) const SUCCESS: i32 = 0;
 pub(crate) const EACCES: i32 = 2;
 pub(crate) const EAGAIN: i32 = 6;
 pub(crate) const ECONNRESET: i32 = 15;
+pub(crate) const EEXIST: i32 = 20;
 pub(crate) const EFAULT: i32 = 21;
 pub(crate) const EINTR: i32 = 27;
 pub(crate) const EINVAL: i32 = 28;
 pub(crate) const EMFILE: i32 = 33;
+pub(crate) const ENOSPC: i32 = 51;
 pub(crate) const EIO: i32 = 29;
 pub(crate) const ENOTCONN: i32 = 53;
+pub(crate) const ENOTDIR: i32 = 54;
 pub(crate) const ENOTSUP: i32 = 58;
 pub(crate) const EPIPE: i32 = 64;
 

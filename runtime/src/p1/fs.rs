@@ -1,10 +1,11 @@
-//! Preview 1's filesystem calls as wasmtime-wasi implements them, with two changes in
+//! Preview 1's filesystem calls as wasmtime-wasi implements them, with three changes in
 //! `path_open`:
 //!
 //! - a guest that holds its handle limit gets `EMFILE`, as from a kernel at `RLIMIT_NOFILE`,
 //!   instead of trapping on a full resource table;
 //! - a FIFO or a socket file is refused (`EACCES`) before, during and after the open, as
-//!   [`crate::special`] describes.
+//!   [`crate::special`] describes;
+//! - a device of `/dev` ([`crate::devices`]) opens read-only and is recorded for `dev`.
 //!
 //! The checks look beneath the directory the guest names, so the host keeps its own `O_PATH`
 //! descriptor of every directory the guest holds ([`P1Host::dirs`]): the preopens, and each
@@ -51,12 +52,22 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     Ok(b) => b.to_vec(),
                     Err(e) => return Ok(e),
                 };
-                if let Some(dir) = &dir
-                    && special::is_fifo_or_socket(&**dir, &name, follow)
-                {
+                let target = dir
+                    .as_ref()
+                    .and_then(|d| special::lookup(&**d, &name, follow));
+                if target.as_ref().is_some_and(special::is_fifo_or_socket_fd) {
                     tracing::debug!(path = %String::from_utf8_lossy(&name), "FIFO or socket file not opened");
                     return Ok(EACCES);
                 }
+                // A device of /dev opens its placeholder read-only; `dev` answers for it.
+                let device = target.as_ref().and_then(crate::devices::of_file);
+                let (oflags, base, inh, fdflags) = match device {
+                    Some(_) => match super::dev::open_args(oflags, base, inh, fdflags) {
+                        Ok(args) => args,
+                        Err(e) => return Ok(e),
+                    },
+                    None => (oflags, base, inh, fdflags),
+                };
                 let open = async {
                     delegate!(
                         c,
@@ -116,6 +127,9 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     close_here(&mut c, new).await;
                     return Ok(EACCES);
                 }
+                if let Some(d) = device {
+                    c.data_mut().devices.insert(new, d);
+                }
                 Ok(code)
             })
         },
@@ -127,10 +141,15 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let code = delegate!(c, fd_renumber, async (from, to))?;
                 if code == SUCCESS && from != to {
-                    let dirs = &mut c.data_mut().dirs;
-                    dirs.remove(&(to as u32));
-                    if let Some(d) = dirs.remove(&(from as u32)) {
-                        dirs.insert(to as u32, d);
+                    let host = c.data_mut();
+                    let (from, to) = (from as u32, to as u32);
+                    host.dirs.remove(&to);
+                    if let Some(d) = host.dirs.remove(&from) {
+                        host.dirs.insert(to, d);
+                    }
+                    host.devices.remove(&to);
+                    if let Some(d) = host.devices.remove(&from) {
+                        host.devices.insert(to, d);
                     }
                 }
                 Ok(code)
@@ -147,6 +166,7 @@ pub(crate) async fn close(mut c: &mut Caller<'_, P1Host>, fd: i32) -> wasmtime::
     let code = delegate!(c, fd_close, async (fd))?;
     if code == SUCCESS {
         c.data_mut().dirs.remove(&(fd as u32));
+        c.data_mut().devices.remove(&(fd as u32));
     }
     Ok(code)
 }

@@ -1,9 +1,11 @@
 //! WASI preview 1 where wasmbox changes wasmtime-wasi's: the filesystem calls that must refuse
-//! FIFOs and count handles (`fs`), and pre-opened sockets (`net`, with their table in
-//! `sockets`), over one ABI leaf (`abi`). Each shadows calls of wasmtime-wasi's preview 1 in the
-//! guest's linker; `fd_close`, which both meet, is added once, here.
+//! FIFOs and count handles (`fs`), the devices of `/dev` (`dev`), and pre-opened sockets (`net`,
+//! with their table in `sockets`), over one ABI leaf (`abi`). Each shadows calls of
+//! wasmtime-wasi's preview 1 in the guest's linker; `fd_close`, which all meet, is added once,
+//! here.
 
 pub(crate) mod abi;
+mod dev;
 mod fs;
 mod net;
 pub(crate) mod sockets;
@@ -16,6 +18,7 @@ use crate::host::P1Host;
 /// ones always, the socket ones when the guest has pre-opened sockets.
 pub(crate) fn add_to_linker(l: &mut Linker<P1Host>, sockets: bool) -> wasmtime::Result<()> {
     fs::add_to_linker(l)?;
+    dev::add_to_linker(l)?;
     if sockets {
         net::add_to_linker(l)?;
     }

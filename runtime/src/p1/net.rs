@@ -447,7 +447,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, P1Host>, (fd, iovs, n, ret): (i32, i32, i32, i32)| {
             Box::new(async move {
                 if !is_socket(&c, fd) {
-                    return delegate!(c, fd_read, async (fd, iovs, n, ret));
+                    return super::dev::fd_read(c, fd, iovs, n, ret).await;
                 }
                 let r = recv(&mut c, fd as u32, iovs as u32, n as u32, false).await?;
                 write_result(&mut c, r, ret)
@@ -460,7 +460,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, P1Host>, (fd, iovs, n, ret): (i32, i32, i32, i32)| {
             Box::new(async move {
                 if !is_socket(&c, fd) {
-                    return delegate!(c, fd_write, async (fd, iovs, n, ret));
+                    return super::dev::fd_write(c, fd, iovs, n, ret).await;
                 }
                 let r = send(&mut c, fd as u32, iovs as u32, n as u32).await?;
                 write_result(&mut c, r, ret)
@@ -473,7 +473,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, P1Host>, (fd, ptr): (i32, i32)| {
             Box::new(async move {
                 if !is_socket(&c, fd) {
-                    return delegate!(c, fd_fdstat_get, async (fd, ptr));
+                    return super::dev::fd_fdstat_get(c, fd, ptr).await;
                 }
                 let nonblocking = c.data().sockets.fds[&(fd as u32)].nonblocking;
                 let mut st = [0u8; 24];
@@ -515,7 +515,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, P1Host>, (fd, ptr): (i32, i32)| {
             Box::new(async move {
                 if !is_socket(&c, fd) {
-                    return delegate!(c, fd_filestat_get, async (fd, ptr));
+                    return super::dev::fd_filestat_get(c, fd, ptr).await;
                 }
                 let mut st = [0u8; 64];
                 st[16] = FILETYPE_SOCKET_STREAM;

@@ -251,6 +251,9 @@ pub struct Policy {
     pub limits: Limits,
     /// How an HTTP component is served (unused for commands).
     pub serve: ServeConfig,
+    /// Whether `/dev` holds the devices every container has (`null`, `zero`, `full`, `random`,
+    /// `urandom`), which wasmbox answers itself: always for a bundle, on request for a file.
+    pub devices: bool,
 }
 
 /// A guest path made absolute and normal, or `None` when it tries to climb with `..`.
@@ -297,7 +300,13 @@ impl Policy {
     ) -> Result<(), String> {
         let guest = normalize_guest_path(guest).ok_or("guest path must not contain '..'")?;
         if is_kernel_path(&guest) {
-            return Err(format!("{guest} is reserved for kernel interfaces"));
+            let hint = if guest == "/dev" || guest.starts_with("/dev/") {
+                " (wasmbox answers /dev/null, zero, full, random and urandom itself: images have \
+                 them, and `--dev` gives them to a wasm file)"
+            } else {
+                ""
+            };
+            return Err(format!("{guest} is reserved for kernel interfaces{hint}"));
         }
         self.dirs.retain(|d| d.guest != guest);
         self.dirs.push(DirGrant {
@@ -399,6 +408,7 @@ impl Bundle {
                 .collect(),
             cwd,
             export: export.map(str::to_string),
+            devices: true,
             ..Default::default()
         };
         policy.dirs.push(DirGrant {

@@ -33,6 +33,10 @@ pub struct SandboxOptions {
     /// Grant the root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Give a wasm file `/dev/null`, `zero`, `full`, `random` and `urandom`, which wasmbox answers
+    /// itself (images and bundles always have them).
+    #[arg(long)]
+    pub dev: bool,
     /// Let the guest connect to `[tcp:|udp:]ADDR[/PREFIX]:PORT[-PORT]` (repeatable).
     #[arg(long = "allow-connect", value_name = "GRANT")]
     pub allow_connect: Vec<String>,
@@ -67,6 +71,7 @@ impl SandboxOptions {
                 .grant_dir(host, &guest, ro)
                 .map_err(|reason| anyhow::anyhow!("volume {v:?}: {reason}"))?;
         }
+        policy.devices |= self.dev;
         for e in &self.env {
             let (k, val) = match e.split_once('=') {
                 Some((k, v)) => (k.to_string(), v.to_string()),

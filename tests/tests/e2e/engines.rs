@@ -83,6 +83,13 @@ fn podman_runs_wasm_and_native_images_through_wasmbox() {
     assert_eq!(out.stdout, "/app.wasm\nargs\na b\n");
     let out = podman_run(&["localhost/files:pm", "exit", "7"]);
     assert_eq!(out.code, 7, "{out:#?}");
+    // The devices of /dev, answered by wasmbox beside podman's own /dev mounts.
+    let out = podman_run(&["localhost/files:pm", "dev"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, crate::devices::ANSWERS),
+        "{out:#?}"
+    );
     // A read-write volume is written, a read-only one is not.
     let vol = t.path().join("vol");
     std::fs::create_dir(&vol).unwrap();

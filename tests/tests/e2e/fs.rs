@@ -305,7 +305,10 @@ fn spec_mounts_bind_ro_tmpfs_and_kernel_mounts() {
         let out = wb.run(&["run", "--bundle", &arg, "cat", p]);
         assert_eq!(out.code, 1, "{p}: {out:#?}");
     }
-    assert_eq!(wb.run(&["run", "--bundle", &arg, "ls", "/dev"]).code, 1);
+    // /dev holds wasmbox's own devices, never the kernel's.
+    let out = wb.run(&["run", "--bundle", &arg, "ls", "/dev"]);
+    out.code(0);
+    assert_eq!(out.stdout, crate::devices::DEVICES);
 }
 
 /// Kubelet's single-file mounts: `/etc/hosts` read-only, a termination-message file writable
@@ -357,7 +360,8 @@ fn single_files_are_bound_alone_and_read_only_as_given() {
     // Through the image's link, the bound file.
     let out = wb.run(&["run", "--bundle", &arg, "cat", "/etc/resolv.conf"]);
     assert_eq!(out.stdout, "inside");
-    // The termination message reaches the host file; /dev shows nothing else.
+    // The termination message reaches the host file; /dev shows only it and the devices, which
+    // answer as ever beside it.
     wb.run(&[
         "run",
         "--bundle",
@@ -372,7 +376,23 @@ fn single_files_are_bound_alone_and_read_only_as_given() {
         "it failed because"
     );
     let out = wb.run(&["run", "--bundle", &arg, "ls", "/dev"]);
-    assert_eq!(out.stdout, "termination-log\n");
+    assert_eq!(
+        out.stdout,
+        "full\nnull\nrandom\ntermination-log\nurandom\nzero\n"
+    );
+    let out = wb.run(&["run", "--bundle", &arg, "dev"]);
+    out.code(0);
+    assert_eq!(out.stdout, crate::devices::ANSWERS);
+    for args in [
+        ["write", "/dev/new", "x"],
+        ["rm", "/dev/termination-log", "-"],
+        ["truncate", "/dev/null", "5"],
+    ] {
+        let mut a = vec!["run", "--bundle", &arg];
+        a.extend(&args[..if args[2] == "-" { 2 } else { 3 }]);
+        let out = wb.run(&a);
+        assert_eq!(out.code, 1, "{args:?}: {out:#?}");
+    }
     h.assert_secret_untouched();
 }
 

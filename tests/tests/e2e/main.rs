@@ -4,6 +4,7 @@ mod bad_input;
 mod common;
 mod cri;
 mod ctrd;
+mod devices;
 mod engines;
 mod escapes;
 mod exit;

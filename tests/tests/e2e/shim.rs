@@ -107,6 +107,10 @@ fn the_rootfs_and_mounts_are_the_guests_only_files_with_read_only_honoured() {
     );
     assert_eq!(out.code, 0, "{out:#?}");
     assert!(out.stdout.contains("from the host"), "{out:#?}");
+    // The devices of /dev, which wasmbox answers itself.
+    let out = c.run(&[], FILES, "dev", &["/app.wasm", "dev"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, crate::devices::ANSWERS, "{out:#?}");
     let out = c.run(
         &["--mount", &ro],
         FILES,

@@ -1,0 +1,298 @@
+//! Preview 1's reads, writes and status calls (by descriptor and by path) on the devices of
+//! `/dev` ([`crate::devices`]).
+//! `path_open` (in `fs`) opens a device's placeholder read-only, whatever access was asked
+//! ([`open_args`]), and records the descriptor in [`P1Host::devices`]; `fd_renumber` and
+//! `fd_close` move and forget it. The calls here answer for a recorded descriptor as the device
+//! would, and hand every other descriptor on to wasmtime-wasi (sockets are `net`'s, which hands
+//! the rest on to these).
+
+use wasmtime::{Caller, Linker};
+
+use super::abi::{EEXIST, EFAULT, ENOSPC, ENOTDIR, MODULE, Mem, SUCCESS, delegate, memory, off};
+use crate::devices::{Device, MAX_READ, WriteError};
+use crate::host::P1Host;
+
+// Preview 1's flag bits that matter here.
+const OFLAGS_CREAT: i32 = 1;
+const OFLAGS_DIRECTORY: i32 = 2;
+const OFLAGS_EXCL: i32 = 4;
+#[cfg(test)]
+const OFLAGS_TRUNC: i32 = 8;
+const FDFLAGS_NONBLOCK: i32 = 4;
+const RIGHTS_FD_READ: i64 = 1 << 1;
+const RIGHTS_FD_WRITE: i64 = 1 << 6;
+const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+
+/// The `path_open` arguments (`oflags`, rights, `fdflags`) that open a device's placeholder:
+/// read-only, nothing created or truncated, no append or sync flags. Asking for a directory is
+/// `ENOTDIR`, and for a new file `EEXIST`.
+pub(super) fn open_args(
+    oflags: i32,
+    base: i64,
+    inh: i64,
+    fdflags: i32,
+) -> Result<(i32, i64, i64, i32), i32> {
+    if oflags & OFLAGS_DIRECTORY != 0 {
+        return Err(ENOTDIR);
+    }
+    if oflags & OFLAGS_CREAT != 0 && oflags & OFLAGS_EXCL != 0 {
+        return Err(EEXIST);
+    }
+    let read_only = |r: i64| (r & !RIGHTS_FD_WRITE) | RIGHTS_FD_READ;
+    Ok((
+        0,
+        read_only(base),
+        read_only(inh),
+        fdflags & FDFLAGS_NONBLOCK,
+    ))
+}
+
+/// The device the guest's descriptor `fd` is, if it is one.
+fn device(c: &Caller<'_, P1Host>, fd: i32) -> Option<Device> {
+    c.data().devices.get(&(fd as u32)).copied()
+}
+
+/// Writes `n` (a byte count) at `ret`.
+fn put_size(c: &mut Caller<'_, P1Host>, ret: i32, n: usize) -> wasmtime::Result<i32> {
+    let mem = memory(c)?;
+    let mut m = Mem(mem.data_mut(c));
+    Ok(m.put(ret as u32, &(n as u32).to_le_bytes())
+        .map(|()| SUCCESS)
+        .unwrap_or_else(|e| e))
+}
+
+/// A read of `dev` into the iovecs at `iovs`: at most [`MAX_READ`] bytes in all.
+fn read(
+    c: &mut Caller<'_, P1Host>,
+    dev: Device,
+    iovs: i32,
+    n: i32,
+    ret: i32,
+) -> wasmtime::Result<i32> {
+    let mem = memory(c)?;
+    let mut m = Mem(mem.data_mut(&mut *c));
+    let vecs = match m.iovs(iovs as u32, n as u32) {
+        Ok(v) => v,
+        Err(e) => return Ok(e),
+    };
+    let mut total = 0usize;
+    for (ptr, len) in vecs {
+        let want = (len as usize).min(MAX_READ - total);
+        let buf = match m.slice(ptr, want as u32) {
+            Ok(b) => b,
+            Err(e) => return Ok(e),
+        };
+        let got = dev.read(buf);
+        total += got;
+        if got < want || total == MAX_READ {
+            break;
+        }
+    }
+    put_size(c, ret, total)
+}
+
+/// A write of the iovecs at `iovs` to `dev`: checked, then taken whole or refused.
+fn write(
+    c: &mut Caller<'_, P1Host>,
+    dev: Device,
+    iovs: i32,
+    n: i32,
+    ret: i32,
+) -> wasmtime::Result<i32> {
+    let mem = memory(c)?;
+    let mut m = Mem(mem.data_mut(&mut *c));
+    let vecs = match m.iovs(iovs as u32, n as u32) {
+        Ok(v) => v,
+        Err(e) => return Ok(e),
+    };
+    let mut total = 0usize;
+    for (ptr, len) in vecs {
+        if m.slice(ptr, len).is_err() || off(ptr, len).is_err() {
+            return Ok(EFAULT);
+        }
+        total = total.saturating_add(len as usize);
+    }
+    match dev.write(total) {
+        Ok(n) => put_size(c, ret, n),
+        Err(WriteError::NoSpace) => Ok(ENOSPC),
+    }
+}
+
+/// `fd_read`: a device's bytes, or wasmtime-wasi's read.
+pub(super) async fn fd_read(
+    mut c: Caller<'_, P1Host>,
+    fd: i32,
+    iovs: i32,
+    n: i32,
+    ret: i32,
+) -> wasmtime::Result<i32> {
+    match device(&c, fd) {
+        Some(dev) => read(&mut c, dev, iovs, n, ret),
+        None => delegate!(c, fd_read, async (fd, iovs, n, ret)),
+    }
+}
+
+/// `fd_write`: taken by a device, or wasmtime-wasi's write.
+pub(super) async fn fd_write(
+    mut c: Caller<'_, P1Host>,
+    fd: i32,
+    iovs: i32,
+    n: i32,
+    ret: i32,
+) -> wasmtime::Result<i32> {
+    match device(&c, fd) {
+        Some(dev) => write(&mut c, dev, iovs, n, ret),
+        None => delegate!(c, fd_write, async (fd, iovs, n, ret)),
+    }
+}
+
+/// `fd_fdstat_get`: a device is a character device, readable and writable.
+pub(super) async fn fd_fdstat_get(
+    mut c: Caller<'_, P1Host>,
+    fd: i32,
+    ptr: i32,
+) -> wasmtime::Result<i32> {
+    let code = delegate!(c, fd_fdstat_get, async (fd, ptr))?;
+    if code != SUCCESS || device(&c, fd).is_none() {
+        return Ok(code);
+    }
+    let mem = memory(&mut c)?;
+    let mut m = Mem(mem.data_mut(&mut c));
+    let patched = m.slice(ptr as u32, 24).map(|st| {
+        st[0] = FILETYPE_CHARACTER_DEVICE;
+        let base = i64::from_le_bytes(st[8..16].try_into().expect("8 bytes")) | RIGHTS_FD_WRITE;
+        st[8..16].copy_from_slice(&base.to_le_bytes());
+    });
+    Ok(patched.map(|()| SUCCESS).unwrap_or_else(|e| e))
+}
+
+/// `fd_filestat_get`: a device is a character device.
+pub(super) async fn fd_filestat_get(
+    mut c: Caller<'_, P1Host>,
+    fd: i32,
+    ptr: i32,
+) -> wasmtime::Result<i32> {
+    let code = delegate!(c, fd_filestat_get, async (fd, ptr))?;
+    if code != SUCCESS || device(&c, fd).is_none() {
+        return Ok(code);
+    }
+    let mem = memory(&mut c)?;
+    let mut m = Mem(mem.data_mut(&mut c));
+    Ok(m.put(
+        off(ptr as u32, 16).unwrap_or(u32::MAX),
+        &[FILETYPE_CHARACTER_DEVICE],
+    )
+    .map(|()| SUCCESS)
+    .unwrap_or_else(|e| e))
+}
+
+/// Adds the calls to `l`, which already holds wasmtime-wasi's preview 1.
+pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
+    type Rw = (i32, i32, i32, i32);
+    type Prw = (i32, i32, i32, i64, i32);
+    l.allow_shadowing(true);
+    l.func_wrap_async(
+        MODULE,
+        "fd_read",
+        |c: Caller<'_, P1Host>, (fd, iovs, n, ret): Rw| Box::new(fd_read(c, fd, iovs, n, ret)),
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_write",
+        |c: Caller<'_, P1Host>, (fd, iovs, n, ret): Rw| Box::new(fd_write(c, fd, iovs, n, ret)),
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_pread",
+        |mut c: Caller<'_, P1Host>, (fd, iovs, n, at, ret): Prw| {
+            Box::new(async move {
+                match device(&c, fd) {
+                    Some(dev) => read(&mut c, dev, iovs, n, ret),
+                    None => delegate!(c, fd_pread, async (fd, iovs, n, at, ret)),
+                }
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_pwrite",
+        |mut c: Caller<'_, P1Host>, (fd, iovs, n, at, ret): Prw| {
+            Box::new(async move {
+                match device(&c, fd) {
+                    Some(dev) => write(&mut c, dev, iovs, n, ret),
+                    None => delegate!(c, fd_pwrite, async (fd, iovs, n, at, ret)),
+                }
+            })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_fdstat_get",
+        |c: Caller<'_, P1Host>, (fd, ptr): (i32, i32)| Box::new(fd_fdstat_get(c, fd, ptr)),
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_filestat_get",
+        |c: Caller<'_, P1Host>, (fd, ptr): (i32, i32)| Box::new(fd_filestat_get(c, fd, ptr)),
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "path_filestat_get",
+        |mut c: Caller<'_, P1Host>, (fd, flags, path, len, buf): (i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let code = delegate!(c, path_filestat_get, async (fd, flags, path, len, buf))?;
+                let Some(dir) = c.data().dirs.get(&(fd as u32)).cloned() else {
+                    return Ok(code);
+                };
+                if code != SUCCESS {
+                    return Ok(code);
+                }
+                let mem = memory(&mut c)?;
+                let mut m = Mem(mem.data_mut(&mut c));
+                let Ok(name) = m.slice(path as u32, len as u32).map(|b| b.to_vec()) else {
+                    return Ok(code);
+                };
+                let follow = flags & 1 != 0;
+                if crate::special::lookup(&*dir, &name, follow)
+                    .as_ref()
+                    .and_then(crate::devices::of_file)
+                    .is_none()
+                {
+                    return Ok(code);
+                }
+                Ok(m.put(
+                    off(buf as u32, 16).unwrap_or(u32::MAX),
+                    &[FILETYPE_CHARACTER_DEVICE],
+                )
+                .map(|()| SUCCESS)
+                .unwrap_or_else(|e| e))
+            })
+        },
+    )?;
+    l.allow_shadowing(false);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_opens_read_only_and_never_as_a_directory_or_a_new_file() {
+        let all = -1i64;
+        let (o, b, i, f) = open_args(
+            OFLAGS_CREAT | OFLAGS_TRUNC,
+            RIGHTS_FD_WRITE,
+            all,
+            1 | 4 | 16,
+        )
+        .unwrap();
+        assert_eq!(o, 0, "nothing created or truncated");
+        assert_eq!(b & RIGHTS_FD_WRITE, 0);
+        assert_ne!(b & RIGHTS_FD_READ, 0, "always opened for reading");
+        assert_eq!(i & RIGHTS_FD_WRITE, 0);
+        assert_eq!(f, FDFLAGS_NONBLOCK, "append and sync flags dropped");
+        assert_eq!(open_args(OFLAGS_DIRECTORY, 0, 0, 0), Err(ENOTDIR));
+        assert_eq!(open_args(OFLAGS_CREAT | OFLAGS_EXCL, 0, 0, 0), Err(EEXIST));
+    }
+}

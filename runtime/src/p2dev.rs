@@ -1,0 +1,292 @@
+//! WASI 0.2's descriptor calls on the devices of `/dev` ([`crate::devices`]). `open-at` (in
+//! `p2fs`) opens a device's placeholder read-only ([`open_flags`]); the calls here answer for a
+//! descriptor whose file is a placeholder as the device would (streams, `read`, `write`, its
+//! type and status, by descriptor and by path), and hand every other descriptor on to
+//! wasmtime-wasi. A descriptor is known to be a device by its file's identity, so nothing here
+//! has to follow descriptors around. WASI 0.3's descriptors get no device answers yet.
+
+use bytes::Bytes;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::filesystem::WasiFilesystemView;
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    Descriptor, DescriptorFlags, DescriptorStat, DescriptorType, ErrorCode, Filesize,
+    HostDescriptor, OpenFlags, PathFlags,
+};
+use wasmtime_wasi::p2::{
+    DynInputStream, DynOutputStream, FsError, InputStream, OutputStream, Pollable, StreamError,
+    StreamResult,
+};
+
+use crate::devices::{Device, MAX_READ, WriteError};
+use crate::host::P2Host;
+
+/// The 0.2 interface as wasmtime-wasi 48 defines it.
+const TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// The `open-at` flags that open a device's placeholder: read-only, nothing created or
+/// truncated. Asking for a directory is `not-directory`, and for a new file `exist`.
+pub(crate) fn open_flags(
+    open: OpenFlags,
+    _flags: DescriptorFlags,
+) -> Result<(OpenFlags, DescriptorFlags), ErrorCode> {
+    if open.contains(OpenFlags::DIRECTORY) {
+        return Err(ErrorCode::NotDirectory);
+    }
+    if open.contains(OpenFlags::CREATE | OpenFlags::EXCLUSIVE) {
+        return Err(ErrorCode::Exist);
+    }
+    Ok((OpenFlags::empty(), DescriptorFlags::READ))
+}
+
+/// The device the guest's descriptor `fd` is, if it is one.
+fn device(host: &P2Host, fd: &Resource<Descriptor>) -> Option<Device> {
+    match host.table.get(fd) {
+        Ok(wasmtime_wasi::filesystem::Descriptor::File(f)) => crate::devices::of_file(&*f.file),
+        _ => None,
+    }
+}
+
+/// A device's input stream.
+struct Input(Device);
+
+#[wasmtime_wasi::async_trait]
+impl InputStream for Input {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        match self.0 {
+            Device::Null => Err(StreamError::Closed),
+            d => Ok(Bytes::from(d.read_vec(size as u64))),
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Input {
+    async fn ready(&mut self) {}
+}
+
+/// A device's output stream.
+struct Output(Device);
+
+/// `ENOSPC` as a stream's error, which `filesystem-error-code` reads as `insufficient-space`.
+fn no_space() -> StreamError {
+    StreamError::LastOperationFailed(wasmtime::Error::from(std::io::Error::from_raw_os_error(
+        libc::ENOSPC,
+    )))
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for Output {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        match self.0.write(bytes.len()) {
+            Ok(_) => Ok(()),
+            Err(WriteError::NoSpace) => Err(no_space()),
+        }
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_READ)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Output {
+    async fn ready(&mut self) {}
+}
+
+/// A device's status: a character device, empty, with the placeholder's times.
+fn device_stat(mut stat: DescriptorStat) -> DescriptorStat {
+    stat.type_ = DescriptorType::CharacterDevice;
+    stat.size = 0;
+    stat
+}
+
+/// wasmtime-wasi's answer as the call's result: its error code, or its trap.
+fn answer<T>(r: Result<T, FsError>) -> wasmtime::Result<(Result<T, ErrorCode>,)> {
+    match r {
+        Ok(v) => Ok((Ok(v),)),
+        Err(e) => Ok((Err(e.downcast()?),)),
+    }
+}
+
+/// Shadows the descriptor calls in `linker`, which already holds wasmtime-wasi's 0.2.
+pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut i = linker.instance(TYPES)?;
+    i.func_wrap(
+        "[method]descriptor.read-via-stream",
+        |mut store, (fd, offset): (Resource<Descriptor>, Filesize)| {
+            let host: &mut P2Host = store.data_mut();
+            match device(host, &fd) {
+                Some(d) => {
+                    let s: DynInputStream = Box::new(Input(d));
+                    Ok((Ok(host.table.push(s)?),))
+                }
+                None => answer(HostDescriptor::read_via_stream(
+                    &mut host.filesystem(),
+                    fd,
+                    offset,
+                )),
+            }
+        },
+    )?;
+    i.func_wrap(
+        "[method]descriptor.write-via-stream",
+        |mut store, (fd, offset): (Resource<Descriptor>, Filesize)| {
+            let host: &mut P2Host = store.data_mut();
+            match device(host, &fd) {
+                Some(d) => {
+                    let s: DynOutputStream = Box::new(Output(d));
+                    Ok((Ok(host.table.push(s)?),))
+                }
+                None => answer(HostDescriptor::write_via_stream(
+                    &mut host.filesystem(),
+                    fd,
+                    offset,
+                )),
+            }
+        },
+    )?;
+    i.func_wrap(
+        "[method]descriptor.append-via-stream",
+        |mut store, (fd,): (Resource<Descriptor>,)| {
+            let host: &mut P2Host = store.data_mut();
+            match device(host, &fd) {
+                Some(d) => {
+                    let s: DynOutputStream = Box::new(Output(d));
+                    Ok((Ok(host.table.push(s)?),))
+                }
+                None => answer(HostDescriptor::append_via_stream(
+                    &mut host.filesystem(),
+                    fd,
+                )),
+            }
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.read",
+        |mut store, (fd, len, offset): (Resource<Descriptor>, Filesize, Filesize)| {
+            Box::new(async move {
+                let host: &mut P2Host = store.data_mut();
+                match device(host, &fd) {
+                    Some(Device::Null) => Ok((Ok((Vec::new(), true)),)),
+                    Some(d) => Ok((Ok((d.read_vec(len), false)),)),
+                    None => {
+                        answer(HostDescriptor::read(&mut host.filesystem(), fd, len, offset).await)
+                    }
+                }
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.write",
+        |mut store, (fd, buf, offset): (Resource<Descriptor>, Vec<u8>, Filesize)| {
+            Box::new(async move {
+                let host: &mut P2Host = store.data_mut();
+                match device(host, &fd) {
+                    Some(d) => Ok((match d.write(buf.len()) {
+                        Ok(n) => Ok(n as Filesize),
+                        Err(WriteError::NoSpace) => Err(ErrorCode::InsufficientSpace),
+                    },)),
+                    None => {
+                        answer(HostDescriptor::write(&mut host.filesystem(), fd, buf, offset).await)
+                    }
+                }
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.get-type",
+        |mut store, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let host: &mut P2Host = store.data_mut();
+                if device(host, &fd).is_some() {
+                    return Ok((Ok(DescriptorType::CharacterDevice),));
+                }
+                answer(HostDescriptor::get_type(&mut host.filesystem(), fd).await)
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.stat",
+        |mut store, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let host: &mut P2Host = store.data_mut();
+                let is_device = device(host, &fd).is_some();
+                let r = HostDescriptor::stat(&mut host.filesystem(), fd).await;
+                answer(r.map(|s| if is_device { device_stat(s) } else { s }))
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.stat-at",
+        |mut store, (fd, path_flags, path): (Resource<Descriptor>, PathFlags, String)| {
+            Box::new(async move {
+                let host: &mut P2Host = store.data_mut();
+                let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
+                let is_device = match host.table.get(&fd) {
+                    Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => {
+                        crate::special::lookup(&*d.dir, path.as_bytes(), follow)
+                            .as_ref()
+                            .and_then(crate::devices::of_file)
+                            .is_some()
+                    }
+                    _ => false,
+                };
+                let r = HostDescriptor::stat_at(&mut host.filesystem(), fd, path_flags, path).await;
+                answer(r.map(|s| if is_device { device_stat(s) } else { s }))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_opens_read_only_and_never_as_a_directory_or_a_new_file() {
+        let (open, flags) = open_flags(
+            OpenFlags::CREATE | OpenFlags::TRUNCATE,
+            DescriptorFlags::WRITE | DescriptorFlags::FILE_INTEGRITY_SYNC,
+        )
+        .unwrap();
+        assert_eq!(open, OpenFlags::empty(), "nothing created or truncated");
+        assert_eq!(flags, DescriptorFlags::READ);
+        assert_eq!(
+            open_flags(OpenFlags::DIRECTORY, DescriptorFlags::READ),
+            Err(ErrorCode::NotDirectory)
+        );
+        assert_eq!(
+            open_flags(
+                OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                DescriptorFlags::READ
+            ),
+            Err(ErrorCode::Exist)
+        );
+    }
+
+    #[test]
+    fn streams_answer_as_the_devices() {
+        let mut null = Input(Device::Null);
+        assert!(matches!(null.read(10), Err(StreamError::Closed)));
+        let mut zero = Input(Device::Zero);
+        assert_eq!(&zero.read(4).unwrap()[..], &[0, 0, 0, 0]);
+        assert_eq!(
+            Input(Device::Urandom).read(1 << 30).unwrap().len(),
+            MAX_READ
+        );
+        assert!(
+            Output(Device::Null)
+                .write(Bytes::from_static(b"gone"))
+                .is_ok()
+        );
+        assert!(matches!(
+            Output(Device::Full).write(Bytes::from_static(b"x")),
+            Err(StreamError::LastOperationFailed(_))
+        ));
+    }
+}
