@@ -273,7 +273,8 @@ fn containerds_runc_shim_runs_wasm_and_native_images_through_wasmbox() {
 fn the_specs_hooks_run_with_the_state_on_their_stdin() {
     let rt = Runtime::new();
     let b = tempfile::tempdir().unwrap();
-    let bundle = bundle(b.path(), &guest("files/files.wasm"), &["args"]);
+    // A guest that runs until killed, so that poststart sees it running.
+    let bundle = bundle(b.path(), &guest("files/files.wasm"), &["loop"]);
     let path = bundle.join("config.json");
     let mut spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -310,6 +311,7 @@ fn the_specs_hooks_run_with_the_state_on_their_stdin() {
     assert_eq!(rt.run(&["start", "h1"]).code, 0);
     assert_eq!(read("startContainer")["id"], "h1");
     assert_eq!(read("poststart")["status"], "running");
+    assert_eq!(rt.run(&["kill", "h1", "KILL"]).code, 0);
     rt.wait_status("h1", "stopped");
     assert_eq!(rt.run(&["delete", "h1"]).code, 0);
     assert_eq!(read("poststop")["id"], "h1");
