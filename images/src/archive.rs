@@ -373,6 +373,9 @@ pub fn save_as(
         }))
         .expect("index serializes");
         add(&mut b, "index.json", &mut &index[..], index.len() as u64).map_err(werr)?;
+        if let Some(list) = docker_list(store, name, &target) {
+            add(&mut b, "manifest.json", &mut &list[..], list.len() as u64).map_err(werr)?;
+        }
         for d in &digests {
             let mut f = store.open_blob(d).map_err(serr)?;
             let size = f.metadata().map_err(werr)?.len();
@@ -383,6 +386,46 @@ pub fn save_as(
     tmp.as_file().sync_all().map_err(werr)?;
     tmp.persist(out).map_err(|e| werr(e.error))?;
     Ok(())
+}
+
+/// Docker's own list of an archive's images (`manifest.json`: config, tags and layers by path),
+/// written beside the OCI layout as `ctr export` writes it, so that `docker load` (which reads
+/// only that list before Docker 25) takes the archive. Only for one image manifest whose config
+/// is an image config; none for an index or a wasm artifact, which Docker cannot run.
+fn docker_list(store: &Store, name: &str, target: &Descriptor) -> Option<Vec<u8>> {
+    const MANIFESTS: [&str; 2] = [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ];
+    const CONFIGS: [&str; 2] = [
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    ];
+    if !MANIFESTS.contains(&target.media_type.as_str()) {
+        return None;
+    }
+    let digest: Digest = target.digest.parse().ok()?;
+    let manifest: Value = serde_json::from_slice(&store.read_blob(&digest).ok()?).ok()?;
+    let config = &manifest["config"];
+    if !CONFIGS.contains(&config["mediaType"].as_str()?) {
+        return None;
+    }
+    let path = |d: &Value| -> Option<String> {
+        let d: Digest = d["digest"].as_str()?.parse().ok()?;
+        Some(format!("blobs/sha256/{}", d.hex()))
+    };
+    let layers = manifest["layers"]
+        .as_array()?
+        .iter()
+        .map(path)
+        .collect::<Option<Vec<_>>>()?;
+    let tags: Vec<&str> = if name.contains('@') {
+        vec![]
+    } else {
+        vec![name]
+    };
+    let list = serde_json::json!([{"Config": path(config)?, "RepoTags": tags, "Layers": layers}]);
+    Some(serde_json::to_vec(&list).expect("a list serializes"))
 }
 
 fn collect(store: &Store, digest: &str, out: &mut Vec<Digest>) -> Result<(), StoreError> {

@@ -336,6 +336,22 @@ fn docker_runs_wasm_images_built_the_docker_way_through_wasmbox() {
     assert_eq!(out.stdout, "/app.wasm\nargs\na b\n");
     let out = run(&["--rm", &image, "exit", "7"]);
     assert_eq!(out.code, 7, "{out:#?}");
+    // An image `wasmbox save` wrote, loaded with `docker load`.
+    let tar = t.path().join("files.tar");
+    wb.run(&[
+        "save",
+        "--store",
+        s,
+        "-o",
+        tar.to_str().unwrap(),
+        "localhost/files:docker",
+    ])
+    .code(0);
+    let out = d.docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
+    let out = run(&["--rm", "localhost/files:docker", "args", "loaded"]);
+    assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
+    assert_eq!(out.stdout, "/app.wasm\nargs\nloaded\n");
     // A looping guest: logs, exec, stats, and a stop that ends it at once with 143.
     let out = run(&["-d", &image, "loop"]);
     assert_eq!(out.code, 0, "{out:#?}\n{}", d.log());
