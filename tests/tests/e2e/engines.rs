@@ -1,4 +1,4 @@
-//! Engines with `wasmbox` as their OCI runtime, as their users drive them: podman (run, exec,
+//! Engines with `wasmbox` as their OCI runtime, as their users drive them: podman (load, pull, run, exec,
 //! stats, pause, stop, a terminal, build), dockerd 20.10 (pull, run, exec, stats, update, stop),
 //! docker-compose and podman-compose.
 
@@ -81,6 +81,14 @@ fn podman_runs_wasm_and_native_images_through_wasmbox() {
     let out = podman_run(&["localhost/files:pm", "args", "a b"]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.stdout, "/app.wasm\nargs\na b\n");
+    // The same image from a local registry, pulled by podman.
+    let reg = crate::registry::Registry::start();
+    let pushed = format!("{}/files:pm", reg.addr);
+    wb.run(&["push", "--store", s, "localhost/files:pm", &pushed])
+        .code(0);
+    let out = podman_run(&["--tls-verify=false", &pushed, "args", "pulled"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "/app.wasm\nargs\npulled\n");
     let out = podman_run(&["localhost/files:pm", "exit", "7"]);
     assert_eq!(out.code, 7, "{out:#?}");
     // The devices of /dev, answered by wasmbox beside podman's own /dev mounts.
