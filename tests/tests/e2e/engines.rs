@@ -1,6 +1,6 @@
-//! Engines with `wasmbox` as their OCI runtime, as their users drive them: podman (load, pull, run, exec,
-//! stats, pause, stop, a terminal, build), dockerd 20.10 (pull, run, exec, stats, update, stop),
-//! docker-compose and podman-compose.
+//! Engines with `wasmbox` as their OCI runtime, as their users drive them: podman (load, pull,
+//! run, exec, stats, pause, stop, a terminal, build, containers.conf), dockerd 20.10 (pull, load,
+//! run, exec, stats, update, stop, daemon.json), docker-compose and podman-compose.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
