@@ -190,7 +190,7 @@ pub struct PsArgs {
     pub format: String,
     /// The container.
     pub id: String,
-    /// `ps` options (accepted; the table lists pids).
+    /// `ps` options for the table (default `-ef`), as runc passes them to ps(1).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub ps_args: Vec<String>,
 }

@@ -243,34 +243,36 @@ fn all(root: &Path) -> Vec<State> {
     v
 }
 
-/// `list`.
+/// `list`: the wasm containers and the native ones runc holds, by id.
 pub fn list(oci: &Oci, a: &ListArgs) -> Result<()> {
-    let states = all(&oci.root);
+    let mut states: Vec<serde_json::Value> = all(&oci.root).iter().map(State::oci).collect();
+    states.extend(super::runc::list(oci)?);
+    states.sort_by(|x, y| x["id"].as_str().cmp(&y["id"].as_str()));
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_string();
     if a.quiet {
         for s in &states {
-            println!("{}", s.id);
+            println!("{}", text(s, "id"));
         }
         return Ok(());
     }
     match a.format.as_str() {
-        "json" => {
-            let v: Vec<_> = states.iter().map(State::oci).collect();
-            println!("{}", serde_json::to_string(&v)?);
-        }
+        "json" => println!("{}", serde_json::to_string(&states)?),
         "table" => {
             println!(
                 "{:<20} {:<8} {:<10} {:<40} {:<31} OWNER",
                 "ID", "PID", "STATUS", "BUNDLE", "CREATED"
             );
             for s in &states {
-                let o = s.oci();
+                let owner = Some(text(s, "owner"))
+                    .filter(|o| !o.is_empty())
+                    .unwrap_or_else(|| "root".into());
                 println!(
-                    "{:<20} {:<8} {:<10} {:<40} {:<31} root",
-                    s.id,
-                    o["pid"],
-                    o["status"].as_str().unwrap_or(""),
-                    s.bundle.display(),
-                    s.created
+                    "{:<20} {:<8} {:<10} {:<40} {:<31} {owner}",
+                    text(s, "id"),
+                    s["pid"],
+                    text(s, "status"),
+                    text(s, "bundle"),
+                    text(s, "created"),
                 );
             }
         }
@@ -285,15 +287,55 @@ pub fn ps(oci: &Oci, a: &PsArgs) -> Result<()> {
     let pids = st.pids();
     match a.format.as_str() {
         "json" => println!("{}", serde_json::to_string(&pids)?),
-        "table" => {
-            println!("PID");
-            for p in pids {
-                println!("{p}");
-            }
-        }
+        "table" => print!("{}", ps_table(&a.ps_args, &pids)?),
         f => bail!("invalid format {f:?}: table or json"),
     }
     Ok(())
+}
+
+/// ps(1)'s table (`-ef` unless other options are given), as runc prints it: the header and the
+/// lines of `pids`.
+fn ps_table(options: &[String], pids: &[i32]) -> Result<String> {
+    let default = ["-ef".to_string()];
+    let options = if options.is_empty() {
+        &default[..]
+    } else {
+        options
+    };
+    let out = std::process::Command::new("ps")
+        .args(options)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running ps")?;
+    if !out.status.success() {
+        bail!(
+            "ps {}: {}",
+            options.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    filter_ps(&String::from_utf8_lossy(&out.stdout), pids)
+}
+
+/// The header of ps(1)'s output and its lines whose PID column is one of `pids`.
+fn filter_ps(text: &str, pids: &[i32]) -> Result<String> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let Some(col) = header.split_whitespace().position(|f| f == "PID") else {
+        bail!("ps's output has no PID column: {header:?}");
+    };
+    let mut table = format!("{header}\n");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            table.push_str(line);
+            table.push('\n');
+        }
+    }
+    Ok(table)
 }
 
 /// `pause` and `resume`: the container's processes are stopped and continued.
@@ -418,6 +460,19 @@ pub fn spec(a: &SpecArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ps_table_keeps_the_header_and_the_containers_lines() {
+        let text = "UID          PID    PPID  C STIME TTY          TIME CMD
+root           1       0  0 10:00 ?        00:00:01 /sbin/init
+root          42       1  0 10:01 ?        00:00:00 wasmbox-guest
+root         420       1  0 10:01 ?        00:00:00 other
+";
+        let t = filter_ps(text, &[42]).unwrap();
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(t.starts_with("UID") && t.contains("wasmbox-guest") && !t.contains("other"));
+        assert!(filter_ps("USER COMMAND\nroot x\n", &[1]).is_err());
+    }
 
     #[test]
     fn signals_by_name_or_number() {

@@ -194,6 +194,19 @@ fn kill_reaches_the_guest_and_delete_needs_force_while_it_runs() {
     let ps = rt.run(&["ps", "--format", "json", "k1"]);
     let pids: Vec<i32> = serde_json::from_str(&ps.stdout).unwrap();
     assert_eq!(pids, [rt.state("k1")["pid"].as_i64().unwrap() as i32]);
+    // The table is ps(1)'s, as runc prints it: its header and the container's process.
+    let table = rt.run(&["ps", "k1", "-o", "pid,comm"]);
+    assert_eq!(table.code, 0, "{table:#?}");
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{table:#?}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["PID", "COMMAND"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().next(),
+        Some(pids[0].to_string().as_str())
+    );
     assert_eq!(rt.run(&["kill", "k1", "TERM"]).code, 0);
     rt.wait_status("k1", "stopped");
     let late = rt.run(&["kill", "k1", "KILL"]);
@@ -238,6 +251,27 @@ fn a_native_bundle_goes_to_runc_with_a_root_of_its_own() {
     let out = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), "n1"]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.stdout, "native\n");
+    // `list` shows runc's containers beside the wasm ones.
+    let w = tempfile::tempdir().unwrap();
+    let wasm = bundle(w.path(), &guest("files/files.wasm"), &["args"]);
+    assert_eq!(rt.create(w.path(), &wasm, "w1", &[]).code, 0);
+    let out = rt.create(b.path(), b.path(), "n2", &[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let out = rt.run(&["list", "--format", "json"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    let seen: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(seen, [("n2", "created"), ("w1", "created")], "{listed:#?}");
+    let out = rt.run(&["list", "-q"]);
+    assert_eq!(out.stdout, "n2\nw1\n");
+    for id in ["n2", "w1"] {
+        let out = rt.run(&["delete", "--force", id]);
+        assert_eq!(out.code, 0, "{id}: {out:#?}");
+    }
+    assert_eq!(rt.run(&["list", "-q"]).stdout, "");
 }
 
 #[test]
