@@ -42,9 +42,19 @@ pub(crate) fn is_fifo_or_socket_fd(fd: impl AsFd) -> bool {
 /// a guest's path is: never above `dir`, no magic links, the last component followed only when
 /// `follow`.
 pub(crate) fn lookup(dir: impl AsFd, name: &[u8], follow: bool) -> Option<rustix::fd::OwnedFd> {
+    lookup_as(dir, name, follow, OFlags::empty())
+}
+
+/// [`lookup`] with more open flags (`O_DIRECTORY` to find only a directory).
+pub(crate) fn lookup_as(
+    dir: impl AsFd,
+    name: &[u8],
+    follow: bool,
+    extra: OFlags,
+) -> Option<rustix::fd::OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
-    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC | extra;
     if !follow {
         flags |= OFlags::NOFOLLOW;
     }

@@ -13,7 +13,7 @@
 //! same directory (a directory that cannot be pinned so is refused), moved by `fd_renumber` and
 //! dropped by `fd_close`.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use wasmtime::{AsContextMut, Caller, Linker};
@@ -93,7 +93,9 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     Some(types::Filetype::Directory) => {
                         // Pinned as the very directory the guest now holds, or refused: later
                         // opens beneath it are checked beneath that descriptor.
-                        let pinned = match dir.and_then(|d| open_dir_path(&*d, &name, follow)) {
+                        let pinned = match dir.and_then(|d| {
+                            special::lookup_as(&*d, &name, follow, rustix::fs::OFlags::DIRECTORY)
+                        }) {
                             Some(host) => same_directory(&mut c, new, &host)
                                 .await
                                 .then_some(host),
@@ -213,24 +215,4 @@ async fn same_directory(c: &mut Caller<'_, P1Host>, fd: u32, host: &OwnedFd) -> 
         .fd_filestat_get(&mut gm, types::Fd::from(fd))
         .await
         .is_ok_and(|s| s.ino == want)
-}
-
-/// An `O_PATH` descriptor of `name` beneath `dir` when it is a directory, for checking later
-/// opens relative to it.
-fn open_dir_path(dir: impl AsFd, name: &[u8], follow: bool) -> Option<OwnedFd> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
-    let mut flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    if !follow {
-        flags |= OFlags::NOFOLLOW;
-    }
-    rustix::fs::openat2(
-        dir,
-        path,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()
 }
