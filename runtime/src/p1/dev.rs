@@ -22,6 +22,8 @@ const FDFLAGS_NONBLOCK: i32 = 4;
 const RIGHTS_FD_READ: i64 = 1 << 1;
 const RIGHTS_FD_WRITE: i64 = 1 << 6;
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+/// Most bytes one write takes (Linux's `MAX_RW_COUNT`).
+const MAX_WRITE: usize = 0x7fff_f000;
 
 /// The `path_open` arguments (`oflags`, rights, `fdflags`) that open a device's placeholder:
 /// read-only, nothing created or truncated, no append or sync flags. Asking for a directory is
@@ -112,7 +114,9 @@ fn write(
         }
         total = total.saturating_add(len as usize);
     }
-    match dev.write(total) {
+    // As Linux's MAX_RW_COUNT: one write takes at most this much, so the count fits wasi-libc's
+    // 32-bit ssize_t however many times the iovecs repeat one buffer.
+    match dev.write(total.min(MAX_WRITE)) {
         Ok(n) => put_size(c, ret, n),
         Err(WriteError::NoSpace) => Ok(ENOSPC),
     }

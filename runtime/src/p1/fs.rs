@@ -129,9 +129,10 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     close_here(&mut c, new).await;
                     return Ok(EACCES);
                 }
-                if let Some(d) = device {
-                    c.data_mut().devices.insert(new, d);
-                }
+                match device {
+                    Some(d) => c.data_mut().devices.insert(new, d),
+                    None => c.data_mut().devices.remove(&new),
+                };
                 Ok(code)
             })
         },

@@ -383,16 +383,26 @@ fn single_files_are_bound_alone_and_read_only_as_given() {
     let out = wb.run(&["run", "--bundle", &arg, "dev"]);
     out.code(0);
     assert_eq!(out.stdout, crate::devices::ANSWERS);
+    // This /dev is a read-only mount: the kernel refuses every change to it.
     for args in [
-        ["write", "/dev/new", "x"],
-        ["rm", "/dev/termination-log", "-"],
-        ["truncate", "/dev/null", "5"],
+        &["write", "/dev/new", "x"][..],
+        &["rm", "/dev/termination-log"],
+        &["rm", "/dev/null"],
+        &["touch", "/dev/null"],
+        &["mv", "/dev/zero", "/dev/z"],
+        &["mkdir", "/dev/d"],
+        &["truncate", "/dev/null", "5"],
     ] {
         let mut a = vec!["run", "--bundle", &arg];
-        a.extend(&args[..if args[2] == "-" { 2 } else { 3 }]);
+        a.extend(args);
         let out = wb.run(&a);
         assert_eq!(out.code, 1, "{args:?}: {out:#?}");
     }
+    let out = wb.run(&["run", "--bundle", &arg, "ls", "/dev"]);
+    assert_eq!(
+        out.stdout,
+        "full\nnull\nrandom\ntermination-log\nurandom\nzero\n"
+    );
     h.assert_secret_untouched();
 }
 
