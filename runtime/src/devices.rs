@@ -123,8 +123,10 @@ pub(crate) fn of_file(fd: impl AsFd) -> Option<Device> {
 /// forgotten by the registry) when dropped.
 #[derive(Debug)]
 pub(crate) struct DevDir {
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     ids: Vec<Id>,
+    /// Whether a read-only mount of it covers it (see [`DevDir::sealed`]).
+    sealed: bool,
 }
 
 impl DevDir {
@@ -158,12 +160,27 @@ impl DevDir {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(entries);
-        Ok(DevDir { dir, ids })
+        Ok(DevDir {
+            dir: Some(dir),
+            ids,
+            sealed: false,
+        })
     }
 
     /// The directory, to preopen as [`GUEST_DIR`].
     pub(crate) fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
+        self.dir
+            .as_ref()
+            .expect("lives until drop")
+            .path()
+            .to_path_buf()
+    }
+
+    /// Says that a read-only mount of the directory now covers it, to be unmounted before the
+    /// directory is removed.
+    pub(crate) fn sealed(mut self) -> Self {
+        self.sealed = true;
+        self
     }
 }
 
@@ -173,6 +190,14 @@ impl Drop for DevDir {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(i, _)| !self.ids.contains(i));
+        let Some(dir) = self.dir.take() else { return };
+        if self.sealed
+            && let Err(e) = rustix::mount::unmount(dir.path(), rustix::mount::UnmountFlags::DETACH)
+        {
+            // Never delete through a mount that is still there: leave the directory.
+            tracing::warn!(path = %dir.path().display(), error = %e, "unmounting /dev's directory failed");
+            let _ = dir.keep();
+        }
     }
 }
 

@@ -134,7 +134,14 @@ impl Inner {
         if let Some(d) = self.devices.get() {
             return Ok(d.clone());
         }
-        let made = Arc::new(crate::devices::DevDir::create(&self.scratch_dir, &[])?);
+        let mut made = crate::devices::DevDir::create(&self.scratch_dir, &[])?;
+        // Shared by every guest of this runtime: with mount namespaces, the kernel is a second
+        // wall around it, as around every grant.
+        if self.mount_tree {
+            crate::mounts::seal_read_only(&made.path()).map_err(std::io::Error::other)?;
+            made = made.sealed();
+        }
+        let made = Arc::new(made);
         Ok(self.devices.get_or_init(|| made).clone())
     }
 

@@ -182,6 +182,27 @@ fn clone_mount(m: &TreeMount<'_>, attrs: u64) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
+/// Makes `dir`, a directory wasmbox made itself, a read-only `nodev,nosuid` mount of itself in
+/// this process's mount namespace: whatever reaches it, the kernel refuses every change (and
+/// updates no access time). Undone by unmounting `dir` (`MNT_DETACH`).
+pub fn seal_read_only(dir: &Path) -> Result<(), String> {
+    let source = Source::own(dir).map_err(|e| format!("open {}: {e}", dir.display()))?;
+    let m = TreeMount {
+        source: &source,
+        guest: "/",
+        read_only: true,
+        recursive: false,
+    };
+    let sealed = clone_mount(&m, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID)?;
+    let point = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open {}: {e}", dir.display()))?;
+    attach(&sealed, &point)
+}
+
 /// Attaches the detached mount `mnt` on the directory `point`.
 fn attach(mnt: &OwnedFd, point: &OwnedFd) -> Result<(), String> {
     use rustix::mount::MoveMountFlags as F;

@@ -107,3 +107,36 @@ fn a_program_that_names_its_temp_file_from_dev_urandom_runs() {
     let gerber = std::fs::read_to_string(work.path().join("out.gbr")).unwrap();
     assert!(gerber.ends_with("M02*\n"), "a whole Gerber file: {gerber}");
 }
+
+/// The `/dev` all guests of one process share is a read-only mount of wasmbox's own directory
+/// (in the process's private mount namespace): the kernel refuses changes to it whatever reaches
+/// it, and it is gone with the process.
+#[test]
+fn the_shared_dev_is_a_read_only_mount() {
+    use std::io::BufRead;
+    let wb = Wasmbox::new();
+    let files = guest("files/files.wasm");
+    let mut child = wb
+        .cmd()
+        .args(["run", "--dev", files.to_str().unwrap(), "loop"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "looping\n", "the guest runs");
+    let info = std::fs::read_to_string(format!("/proc/{}/mountinfo", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let dev = info
+        .lines()
+        .find(|l| l.contains("/wasmbox-dev-"))
+        .unwrap_or_else(|| panic!("no mount of /dev's directory:\n{info}"));
+    let options = dev.split(' ').nth(5).unwrap();
+    let options: Vec<&str> = options.split(',').collect();
+    for want in ["ro", "nosuid", "nodev"] {
+        assert!(options.contains(&want), "{want} in {options:?}: {dev}");
+    }
+}
