@@ -427,7 +427,7 @@ pub fn features() -> Result<()> {
     let v = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": ["ro", "rw", "bind", "rbind", "nosuid", "nodev", "noexec"],
         "linux": {
             "namespaces": ["network", "mount"],

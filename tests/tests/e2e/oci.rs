@@ -324,6 +324,21 @@ fn the_specs_hooks_run_with_the_state_on_their_stdin() {
         "poststop": hook("poststop"),
     });
     std::fs::write(&path, spec.to_string()).unwrap();
+    // `features` names every hook it runs.
+    let features: serde_json::Value = serde_json::from_str(&rt.run(&["features"]).stdout).unwrap();
+    for name in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        assert!(
+            features["hooks"].as_array().unwrap().contains(&name.into()),
+            "{name}: {features}"
+        );
+    }
     let out = rt.create(b.path(), &bundle, "h1", &[]);
     assert_eq!(out.code, 0, "{out:#?}");
     let read = |name: &str| -> serde_json::Value {
