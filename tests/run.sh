@@ -31,6 +31,8 @@ command -v podman >/dev/null || missing+=(podman)
 [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v podman-compose >/dev/null || missing+=(podman-compose)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 command -v tar >/dev/null || missing+=(tar)
 command -v nsenter >/dev/null || missing+=(util-linux)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
@@ -73,8 +75,9 @@ cargo fmt --all -- --check
 step "example guests are reproducible from their sources"
 WASMBOX_SKIP_BINDGEN=1 bash examples/build.sh --check
 
-step "examples built here, not committed (the Python HTTP component)"
+step "examples built here, not committed (the Python and JavaScript HTTP components)"
 bash examples/http-py/build.sh
+bash examples/http-js/build.sh
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings

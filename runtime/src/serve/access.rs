@@ -86,9 +86,19 @@ impl Access {
         abort: impl Into<Option<tokio::task::AbortHandle>>,
     ) -> hyper::Response<Logged> {
         let status = resp.status().as_u16();
+        // What a client is owed: nothing after HEAD, 204 or 304; else the declared length, if
+        // any (an HTTP/1.1 connection stops reading the body once that much is sent).
+        let owed = if self.method == "HEAD" || status == 204 || status == 304 {
+            Some(0)
+        } else {
+            resp.headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        };
         resp.map(|inner| Logged {
             inner,
             bytes: 0,
+            owed,
             status,
             access: Some(self),
             abort: abort.into(),
@@ -117,6 +127,8 @@ impl Access {
 pub(super) struct Logged {
     inner: HyperOutgoingBody,
     bytes: u64,
+    /// The bytes the response declares (`content-length`; none for HEAD, 204 and 304), if it does.
+    owed: Option<u64>,
     status: u16,
     access: Option<Access>,
     abort: Option<tokio::task::AbortHandle>,
@@ -167,8 +179,10 @@ impl Body for Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         if let Some(a) = self.access.take() {
-            // Complete only when hyper never polled it because it was empty from the start.
-            let complete = self.inner.is_end_stream();
+            // Complete when everything declared was sent (hyper stops asking for a body once its
+            // `content-length` is reached, before the guest's stream says it has ended), or when
+            // hyper never polled it because it was empty from the start.
+            let complete = self.owed == Some(self.bytes) || self.inner.is_end_stream();
             a.write(self.status, self.bytes, complete);
             if complete {
                 return;

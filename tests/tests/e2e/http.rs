@@ -104,7 +104,7 @@ impl Served {
     }
 
     /// The access-log line of the request to `path` (the first one).
-    fn access_line(&self, path: &str) -> String {
+    pub(crate) fn access_line(&self, path: &str) -> String {
         let want = format!(" path={path} ");
         self.stderr
             .find(Duration::from_secs(30), |l| {

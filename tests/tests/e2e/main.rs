@@ -10,6 +10,7 @@ mod escapes;
 mod exit;
 mod fs;
 mod http;
+mod http_js;
 mod http_limits;
 mod images;
 mod install;
