@@ -48,6 +48,8 @@ pub struct PodCgroup {
     joined: Vec<PathBuf>,
     /// The cgroup directories the shim was in before, to return to.
     before: Vec<PathBuf>,
+    /// The pod's directories the shim made (parents before children), to remove when empty.
+    made: Vec<PathBuf>,
 }
 
 /// The cgroup hierarchies this process sees (from `mountinfo`), but systemd's own (`name=systemd`),
@@ -168,8 +170,11 @@ fn current(hier: &[Hierarchy], proc_cgroup: &str) -> Vec<Option<PathBuf>> {
         .collect()
 }
 
-/// Moves this process into `POD/wasmbox` in every hierarchy where the pod's cgroup exists. A
-/// hierarchy where that fails (no permission) is left as it was, with a warning.
+/// Moves this process into `POD/wasmbox` in every hierarchy. The pod's cgroup is kubelet's to
+/// make, with its limits; where nobody made it (a pod run without kubelet), it is made here, as
+/// runc makes its pause container's parents, so that containerd finds the pod's cgroup (its pod
+/// stats read it) and the pod's work is charged to it. A hierarchy where that fails (no
+/// permission) is left as it was, with a warning.
 pub fn join(pod: &str) -> PodCgroup {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
@@ -178,17 +183,19 @@ pub fn join(pod: &str) -> PodCgroup {
     let mut joined = PodCgroup {
         joined: Vec::new(),
         before: Vec::new(),
+        made: Vec::new(),
     };
     let pid = std::process::id().to_string();
     for (h, before) in hier.iter().zip(now) {
         let (Some(pod_dir), Some(dir)) = (h.dir(pod), h.dir(&format!("{pod}/{NAME}"))) else {
             continue;
         };
-        // The pod's cgroup is kubelet's to make (with its limits); where it has none, nothing is
-        // made or joined.
-        if !pod_dir.is_dir() {
-            tracing::debug!(cgroup = %pod_dir.display(), "no pod cgroup in this hierarchy");
-            continue;
+        match make_missing(&h.mount, &pod_dir) {
+            Ok(made) => joined.made.extend(made),
+            Err(e) => {
+                tracing::warn!(cgroup = %pod_dir.display(), error = %e, "could not make the pod's cgroup; its guests are not charged to it there");
+                continue;
+            }
         }
         let moved = std::fs::create_dir(&dir)
             .or_else(|e| {
@@ -224,6 +231,28 @@ pub fn join(pod: &str) -> PodCgroup {
         "joined the pod's cgroup"
     );
     joined
+}
+
+/// Makes `dir` and whichever of its parents below `mount` are missing; returns the directories
+/// it made, parents first.
+fn make_missing(mount: &Path, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while d != mount && d.starts_with(mount) && !d.is_dir() {
+        missing.push(d.to_path_buf());
+        d = d.parent().unwrap_or(mount);
+    }
+    missing.reverse();
+    let mut made = Vec::new();
+    for m in missing {
+        match std::fs::create_dir(&m) {
+            Ok(()) => made.push(m),
+            // Made at the same moment by someone else (another shim of the pod's): theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(made)
 }
 
 /// A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and takes no process until
@@ -371,12 +400,37 @@ impl PodCgroup {
             // Fails (and stays, for kubelet to remove with the pod's) if something is still in it.
             let _ = std::fs::remove_dir(dir);
         }
+        // What was made for the pod goes too, children first, each only once it is empty.
+        for dir in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_missing_part_of_a_pods_path_is_made_and_reported() {
+        let root = tempfile::tempdir().unwrap();
+        let mount = root.path().join("memory");
+        std::fs::create_dir_all(mount.join("kubepods")).unwrap();
+        let pod = mount.join("kubepods/burstable/pod1");
+        let made = make_missing(&mount, &pod).unwrap();
+        assert_eq!(made, [mount.join("kubepods/burstable"), pod.clone()]);
+        assert!(pod.is_dir());
+        assert!(
+            make_missing(&mount, &pod).unwrap().is_empty(),
+            "nothing made twice"
+        );
+        // Never above the hierarchy's mount.
+        assert!(
+            make_missing(&mount, &root.path().join("elsewhere/x"))
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn a_containers_cgroups_path_becomes_a_cgroupfs_path() {

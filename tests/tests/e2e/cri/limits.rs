@@ -347,15 +347,24 @@ fn cgroup_mount(controller: &str) -> PathBuf {
 }
 
 impl PodCgroupDir {
-    /// Makes the pod's cgroup with a CPU limit of `quota_us` per 100 ms.
-    fn new(name: &str, quota_us: u64) -> Self {
+    /// A pod cgroup path nobody made (as for a pod run without kubelet); removed, with whatever
+    /// was made there, when dropped.
+    fn unmade(name: &str) -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let top = format!(
             "wasmbox-test-{}-{}",
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         );
-        let path = format!("/{top}/pod{name}");
+        PodCgroupDir {
+            path: format!("/{top}/pod{name}"),
+        }
+    }
+
+    /// Makes the pod's cgroup with a CPU limit of `quota_us` per 100 ms.
+    fn new(name: &str, quota_us: u64) -> Self {
+        let made = Self::unmade(name);
+        let path = made.path.as_str();
         // In every hierarchy, as kubelet makes a pod's cgroup (systemd's own one aside).
         for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
             let m = e.path();
@@ -380,7 +389,12 @@ impl PodCgroupDir {
         } else {
             std::fs::write(cpu.join("cpu.max"), format!("{quota_us} 100000")).unwrap();
         }
-        PodCgroupDir { path }
+        made
+    }
+
+    /// Its top directory in the cpu hierarchy.
+    fn top_dir(&self) -> PathBuf {
+        cgroup_mount("cpu").join(self.path.split('/').nth(1).unwrap())
     }
 
     /// The CPU time used in it (and below), in nanoseconds.
@@ -560,4 +574,51 @@ fn a_pod_on_the_runc_shim_with_wasmbox_as_its_binary_runs_wasm_and_native_contai
     assert_eq!(done.exit_code, 0, "{done:#?}");
     assert!(cri.log(&pod, "native").contains("native"));
     cri.remove_pod(&pod_id);
+}
+
+#[test]
+fn a_pod_run_without_kubelet_gets_a_cgroup_and_its_stats_read_from_it() {
+    let cri = Cri::start(&[WAT]);
+    // No kubelet: the pod's cgroup_parent names a cgroup nobody made (as under crictl); runc's
+    // pause container would make it, and the shim makes it instead.
+    let cg = PodCgroupDir::unmade("nokubelet");
+    let mut pod = cri.pod("nokubelet");
+    pod.linux.as_mut().unwrap().cgroup_parent = cg.path.clone();
+    let pod_id = cri.run_pod(&pod, &handler());
+    assert!(cg.shim_dir().is_dir(), "the shim's cgroup below the pod's");
+    let mut spin = container("spin", WAT, &[]);
+    spin.command = vec!["/spin.wasm".into()];
+    let spin = cri.create(&pod_id, &pod, spin);
+    cri.start_container(&spin);
+    cri.wait_state(&spin, ContainerState::ContainerRunning);
+    wait_until("the pod has used 100 ms of CPU", || {
+        cg.cpu_ns() >= 100_000_000
+    });
+    // ListPodSandboxStats reads the pod's cgroup: CPU and memory, the guest's included.
+    let pods = cri
+        .call(cri.rs().list_pod_sandbox_stats(ListPodSandboxStatsRequest {
+            filter: Some(PodSandboxStatsFilter {
+                id: pod_id.clone(),
+                ..Default::default()
+            }),
+        }))
+        .unwrap_or_else(|e| panic!("ListPodSandboxStats: {e}\n{}", cri.ctrd.log_tail()))
+        .stats;
+    let linux = pods[0].linux.as_ref().unwrap();
+    let cpu = linux
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map_or(0, |v| v.value);
+    assert!(cpu >= 100_000_000, "pod CPU {cpu}");
+    let memory = linux
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map_or(0, |v| v.value);
+    assert!(memory >= 1 << 20, "pod working set {memory}");
+    // Removing the pod: what the shim made for it is gone.
+    cri.remove_pod(&pod_id);
+    wait_until("the pod's shim exits", || cri.ctrd.shims().is_empty());
+    assert!(!cg.top_dir().exists(), "{}", cg.top_dir().display());
 }
