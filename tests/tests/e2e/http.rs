@@ -15,15 +15,21 @@ use crate::common::{Lines, Wasmbox, guest};
 /// How long a first start may take: the component is compiled cold while other tests run.
 const READY: Duration = Duration::from_secs(180);
 
-/// The Python app (`examples/http-py`), built by `tests/run.sh` (it is not committed).
-fn python_app() -> String {
-    let p = guest("http-py/http-py.wasm");
+/// An example component built by `tests/run.sh` rather than committed: `examples/NAME/NAME.wasm`,
+/// made by `examples/NAME/build.sh`.
+pub(crate) fn built_example(name: &str) -> String {
+    let p = guest(&format!("{name}/{name}.wasm"));
     assert!(
         p.exists(),
-        "{} is missing: build it with `bash examples/http-py/build.sh` (tests/run.sh does)",
+        "{} is missing: build it with `bash examples/{name}/build.sh` (tests/run.sh does)",
         p.display()
     );
     p.to_string_lossy().into_owned()
+}
+
+/// The Python app (`examples/http-py`).
+fn python_app() -> String {
+    built_example("http-py")
 }
 
 pub(crate) fn hello() -> String {

@@ -3,23 +3,13 @@
 //! line says so. HTTP/1.1 stops reading a body once its `content-length` is sent, before that
 //! toolchain's body stream says it has ended; the line must not call that response incomplete.
 
-use crate::common::{Wasmbox, guest};
-use crate::http::Served;
-
-fn js_app() -> String {
-    let p = guest("http-js/http-js.wasm");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `bash examples/http-js/build.sh` (tests/run.sh does)",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
+use crate::common::Wasmbox;
+use crate::http::{Served, built_example};
 
 #[test]
 fn a_componentize_js_handler_is_logged_complete_over_http1_and_h2c() {
     let wb = Wasmbox::new();
-    let s = Served::start(&wb, "serve", &[], &js_app());
+    let s = Served::start(&wb, "serve", &[], &built_example("http-js"));
     assert_eq!(s.curl(&[], "/"), (200, "hello from js\n".into()));
     assert_eq!(
         s.curl(&["--http2-prior-knowledge"], "/h2"),
