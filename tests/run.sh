@@ -34,6 +34,8 @@ command -v podman-compose >/dev/null || missing+=(podman-compose)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v tar >/dev/null || missing+=(tar)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
 command -v nsenter >/dev/null || missing+=(util-linux)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
@@ -46,8 +48,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}"
 fi
 
-step "Python packages the tests use (h2, for the HTTP/2 clients in tests/clients)"
+step "Python packages the tests use (h2 for the HTTP/2 clients in tests/clients, prometheus_client's parser)"
 python3 -c 'import h2' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check h2
+python3 -c 'import prometheus_client' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check prometheus-client==0.21.1
 
 step "third-party programs the tests run (svg-flatten, C++ for WASI, from PyPI)"
 fixtures="${WASMBOX_FIXTURES_DIR:-$HOME/.cache/wasmbox-fixtures}"

@@ -16,6 +16,7 @@
  *   /alloc       allocates until its memory runs out
  *   /noresponse  returns without answering
  *   /fetch?url=U a GET of U (http or https): 200 and its body, or 502 and the error
+ *   /scheme      the scheme the request came with ("http\n" or "https\n")
  *   anything else 404
  */
 #include <stdio.h>
@@ -379,6 +380,17 @@ void exports_wasi_http_incoming_handler_handle(
         /* The outparam is never set. */
     } else if (strcmp(path, "/fetch") == 0) {
         fetch(query, out);
+    } else if (strcmp(path, "/scheme") == 0) {
+        wasi_http_types_scheme_t scheme;
+        const char *name = "none\n";
+        if (wasi_http_types_method_incoming_request_scheme(
+                wasi_http_types_borrow_incoming_request(request), &scheme)) {
+            name = scheme.tag == WASI_HTTP_TYPES_SCHEME_HTTPS  ? "https\n"
+                   : scheme.tag == WASI_HTTP_TYPES_SCHEME_HTTP ? "http\n"
+                                                               : "other\n";
+            wasi_http_types_scheme_free(&scheme);
+        }
+        respond_text(out, 200, name);
     } else {
         respond_text(out, 404, "not found\n");
     }

@@ -165,6 +165,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// HTTPS's certificate or key could not be loaded.
+    #[error("serving HTTPS: {reason}")]
+    Tls {
+        /// Which file, and what is wrong with it.
+        reason: String,
+    },
     /// The guest's mount tree could not be built.
     #[error("building the guest's mount tree: {reason}")]
     MountTree {

@@ -41,17 +41,9 @@ impl Filesystem {
             self.preopens.insert(0, grant);
             return;
         }
-        let within = |g: &str| g == "/" || cwd.strip_prefix(g).is_some_and(|r| r.starts_with('/'));
-        let Some((host, guest, ro)) = self
-            .preopens
-            .iter()
-            .filter(|(_, g, _)| within(g))
-            .max_by_key(|(_, g, _)| g.len())
-            .cloned()
-        else {
+        let Some((host, rel, ro)) = self.grant_holding(cwd) else {
             return;
         };
-        let rel = cwd[if guest == "/" { 0 } else { guest.len() }..].trim_start_matches('/');
         let opened = rustix::fs::open(
             &host,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -60,7 +52,7 @@ impl Filesystem {
         .and_then(|grant| {
             rustix::fs::openat2(
                 &grant,
-                rel,
+                rel.as_str(),
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
@@ -78,4 +70,70 @@ impl Filesystem {
             Err(e) => tracing::debug!(%cwd, error = %e, "working directory not preopened"),
         }
     }
+
+    /// The grant that holds guest path `path` (the one mounted deepest above it): the path
+    /// naming its directory, `path` relative to it, and whether it is read-only.
+    fn grant_holding(&self, path: &str) -> Option<(PathBuf, String, bool)> {
+        let within = |g: &str| g == "/" || path.strip_prefix(g).is_some_and(|r| r.starts_with('/'));
+        let (host, guest, ro) = self
+            .preopens
+            .iter()
+            .filter(|(_, g, _)| within(g))
+            .max_by_key(|(_, g, _)| g.len())?;
+        let rel = path[if guest == "/" { 0 } else { guest.len() }..].trim_start_matches('/');
+        Some((host.clone(), rel.to_string(), *ro))
+    }
+
+    /// Reads the regular file at guest path `path` as the guest would find it: beneath the grant
+    /// that holds it, following symbolic links only while they stay beneath it (a Kubernetes
+    /// secret volume's links do), at most `most` bytes. Anything else (a path no grant holds, a
+    /// FIFO, a device, a larger file) is refused.
+    pub(crate) fn read_file(&self, path: &str, most: u64) -> std::io::Result<Vec<u8>> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use std::io::{Error, ErrorKind};
+        let (host, rel, _) = self.grant_holding(path).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                "no directory granted to the guest holds it",
+            )
+        })?;
+        let grant = rustix::fs::open(
+            &host,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let fd = rustix::fs::openat2(
+            &grant,
+            rel.as_str(),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        let file = std::fs::File::from(fd);
+        read_regular(file, most)
+    }
+}
+
+/// Reads an opened file whole if it is a regular file of at most `most` bytes.
+pub(crate) fn read_regular(file: std::fs::File, most: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > most {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("larger than {most} bytes"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(most + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > most {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("larger than {most} bytes"),
+        ));
+    }
+    Ok(bytes)
 }

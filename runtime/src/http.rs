@@ -193,6 +193,8 @@ pub(crate) struct Hooks {
     most: usize,
     /// Permits for the outgoing connections of every instance of a server together.
     shared: Option<Arc<tokio::sync::Semaphore>>,
+    /// Where outgoing requests are counted, if anywhere.
+    metrics: Option<crate::metrics::Observer>,
 }
 
 impl Hooks {
@@ -208,6 +210,19 @@ impl Hooks {
             open: Arc::default(),
             most,
             shared,
+            metrics: None,
+        }
+    }
+
+    /// Counts each outgoing request's outcome in `metrics`.
+    pub(crate) fn counted_in(mut self, metrics: Option<crate::metrics::Observer>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    fn count(&self, outcome: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.outgoing(outcome);
         }
     }
 
@@ -264,15 +279,18 @@ impl WasiHttpHooks for Hooks {
         _ = fut;
         if let Err(why) = check(&self.grants, request.uri()) {
             tracing::warn!(method = %request.method(), uri = %request.uri(), "outgoing HTTP request denied: {why}");
+            self.count("denied");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let connection = match self.connection() {
             Ok(c) => c,
             Err(why) => {
                 tracing::warn!(method = %request.method(), uri = %request.uri(), "outgoing HTTP request refused: {why}");
+                self.count("limited");
                 return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
             }
         };
+        self.count("allowed");
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;

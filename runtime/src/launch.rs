@@ -217,12 +217,15 @@ pub fn prepare(
         name: name.to_string(),
         after,
     };
-    let program = match runtime.load_by(name, bytes, deadline) {
-        Ok((program, _)) => program,
+    let loading = Instant::now();
+    let (program, from) = match runtime.load_by(name, bytes, deadline) {
+        Ok(loaded) => loaded,
         Err(Error::CompileDeadline { .. }) => return Err(past(timeout.unwrap_or_default())),
         Err(e) => return Err(e),
     };
+    let took = loading.elapsed();
     let mut prepared = runtime.prepare(&program, policy)?;
+    prepared.set_loaded(from, took);
     if let Some(t) = timeout {
         let left = t.saturating_sub(since.elapsed());
         if left.is_zero() {

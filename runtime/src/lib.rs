@@ -24,6 +24,7 @@ mod filesystem;
 mod host;
 pub mod http;
 pub mod launch;
+pub mod metrics;
 pub mod mounts;
 pub mod net;
 mod p1;

@@ -11,7 +11,7 @@ use wasmtime::{Store, Val};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use crate::engine::{Program, ProgramKind, Runtime};
+use crate::engine::{LoadedFrom, Program, ProgramKind, Runtime};
 use crate::error::{Error, Result, boxed};
 use crate::exit::{ExitReason, ExitStatus};
 use crate::filesystem::Filesystem;
@@ -36,8 +36,8 @@ enum Pre {
         pre: wasmtime::component::InstancePre<P2Host>,
         export: String,
     },
-    /// An HTTP component (`wasi:http/incoming-handler@0.2`), served.
-    Proxy(wasmtime_wasi_http::p2::bindings::ProxyPre<P2Host>),
+    /// An HTTP component (`wasi:http/incoming-handler@0.2`, or `wasi:http/handler@0.3`), served.
+    Proxy(wasmtime_wasi_http::handler::ProxyPre<P2Host>),
 }
 
 /// What a guest is, by what it exports.
@@ -75,6 +75,15 @@ pub struct Prepared {
     fs: Filesystem,
     /// An HTTP component's listener, when bound before start ([`Prepared::listen_with`]).
     listener: Option<std::net::TcpListener>,
+    /// Where an HTTP component's metrics are counted, with their labels and where they are
+    /// served ([`Prepared::count_in`]).
+    metrics: Option<(
+        Arc<crate::metrics::Metrics>,
+        crate::metrics::Labels,
+        std::net::SocketAddr,
+    )>,
+    /// Where its code came from and how long loading it took ([`crate::launch::prepare`]).
+    loaded: Option<(LoadedFrom, Duration)>,
 }
 
 impl Runtime {
@@ -110,10 +119,18 @@ impl Runtime {
                 let not_command = |_| Error::NotCommand { name: name.clone() };
                 match &policy.export {
                     // Served, as its exports say (`shape::guest_kind`, the one decision).
-                    None if program.guest == GuestKind::HttpComponent => Pre::Proxy(
-                        wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
-                            .map_err(not_command)?,
-                    ),
+                    None if program.guest == GuestKind::HttpComponent => {
+                        use wasmtime_wasi_http::handler::ProxyPre;
+                        Pre::Proxy(
+                            match wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone()) {
+                                Ok(p3) => ProxyPre::P3(p3),
+                                Err(_) => ProxyPre::P2(
+                                    wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
+                                        .map_err(not_command)?,
+                                ),
+                            },
+                        )
+                    }
                     // A command exporting both versions runs as WASI 0.3, as `wasmtime run` does.
                     None => match wasmtime_wasi::p3::bindings::CommandPre::new(pre.clone()) {
                         Ok(p3) => Pre::Command3(p3),
@@ -155,6 +172,8 @@ impl Runtime {
             kind,
             fs,
             listener: None,
+            metrics: None,
+            loaded: None,
         })
     }
 
@@ -341,10 +360,14 @@ pub struct KillHandle(Arc<Shared>);
 impl KillHandle {
     /// Kills the guest as if by signal `signal`: it stops at its next instruction or, if blocked
     /// in the host, at once. Its status becomes `128 + signal`. Returns false if it had already
-    /// been killed or ended.
+    /// been killed or ended. A server takes SIGHUP as a reload of its TLS certificate, not a kill.
     pub fn kill(&self, signal: i32) -> bool {
         if self.0.status.lock().expect("status lock").is_some() {
             return false;
+        }
+        if self.0.serving && signal == libc::SIGHUP {
+            self.0.hangup.notify_one();
+            return true;
         }
         if self.0.serving {
             self.0.kill_signal.store(signal.max(1), Ordering::SeqCst);
@@ -463,6 +486,44 @@ impl Prepared {
         Ok(Some(bound))
     }
 
+    /// Counts an HTTP component's metrics in `metrics`, served at `endpoint`, each series
+    /// labelled with `labels` (a pod's container name, say). Nothing is counted for a command.
+    pub fn count_in(
+        &mut self,
+        metrics: Arc<crate::metrics::Metrics>,
+        labels: crate::metrics::Labels,
+        endpoint: std::net::SocketAddr,
+    ) {
+        self.metrics = Some((metrics, labels, endpoint));
+    }
+
+    /// For an HTTP component whose policy names a metrics address, binds it now with `bind` (as
+    /// [`Prepared::listen_with`]) and serves its metrics there, for this guest alone; returns
+    /// the bound address. Nothing is done for a command, or without an address.
+    pub fn metrics_with(
+        &mut self,
+        bind: impl FnOnce(std::net::SocketAddr) -> std::io::Result<std::net::TcpListener>,
+    ) -> Result<Option<std::net::SocketAddr>> {
+        let Some(addr) = self.policy.serve.metrics_addr else {
+            return Ok(None);
+        };
+        if !matches!(self.pre, Pre::Proxy(_)) {
+            return Ok(None);
+        }
+        let listen = |source| Error::Serve { addr, source };
+        let l = bind(addr).map_err(listen)?;
+        let bound = l.local_addr().map_err(listen)?;
+        let metrics = crate::metrics::Metrics::new();
+        metrics.serve(l).map_err(listen)?;
+        self.count_in(metrics, Vec::new(), bound);
+        Ok(Some(bound))
+    }
+
+    /// Records where the code came from and how long loading it took, for the metrics.
+    pub(crate) fn set_loaded(&mut self, from: LoadedFrom, took: Duration) {
+        self.loaded = Some((from, took));
+    }
+
     /// The workload's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -494,6 +555,7 @@ impl Prepared {
         let shared = Arc::new(Shared {
             kill_signal: AtomicI32::new(0),
             kill: tokio::sync::Notify::new(),
+            hangup: tokio::sync::Notify::new(),
             serving: matches!(self.pre, Pre::Proxy(_)),
             status: Mutex::new(None),
             done: Condvar::new(),
@@ -502,8 +564,11 @@ impl Prepared {
             gate: Gate::default(),
         });
         if let Pre::Proxy(pre) = self.pre {
-            let capacity =
-                crate::engine_config::pool_capacity(inner.pooling, pre.instance_pre().component());
+            let component = match &pre {
+                wasmtime_wasi_http::handler::ProxyPre::P2(p) => p.instance_pre().component(),
+                wasmtime_wasi_http::handler::ProxyPre::P3(p) => p.instance_pre().component(),
+            };
+            let capacity = crate::engine_config::pool_capacity(inner.pooling, component);
             let (addr, server) = crate::serve::start(crate::serve::Parts {
                 engine: inner.engine.clone(),
                 capacity,
@@ -514,6 +579,8 @@ impl Prepared {
                 stdout: stdio.stdout,
                 stderr: stdio.stderr,
                 shared: shared.clone(),
+                metrics: self.metrics,
+                loaded: self.loaded,
             })?;
             tracing::info!(name = self.name, %addr, "serving HTTP");
             let task_shared = shared.clone();

@@ -86,7 +86,9 @@ fn walk(b: &[u8], depth: usize, functions: &mut u64) -> Result<(), String> {
 }
 
 /// What a program is, by its header and its top-level exports, as [`crate::Runtime::prepare`]
-/// decides it (a component exporting `wasi:cli/run` is a command even if it also serves HTTP):
+/// decides it (a component exporting `wasi:cli/run` is a command even if it also exports
+/// `wasi:http/incoming-handler@0.2`, as under `wasmtime run`; one exporting the WASI 0.3
+/// `wasi:http/handler` is served, as every wasm32-wasip3 component also exports `wasi:cli/run`):
 /// read from the export sections alone, so a hosting process can choose its allocator before it
 /// has an engine, and `inspect` can say. `None` for what is not wasm (or wasm text).
 pub fn guest_kind(bytes: &[u8]) -> Option<crate::GuestKind> {
@@ -116,6 +118,11 @@ pub fn guest_kind(bytes: &[u8]) -> Option<crate::GuestKind> {
                 .is_some_and(|v| versions.iter().any(|w| v.starts_with(w)))
         })
     };
+    // A WASI 0.3 service is served whatever else it exports: the wasm32-wasip3 toolchains give
+    // every component a `wasi:cli/run@0.2` export, and `wasmtime serve` serves them.
+    if exports_any("wasi:http/handler", &["0.3"]) {
+        return Some(GuestKind::HttpComponent);
+    }
     if !exports_any("wasi:cli/run", &["0.2", "0.3"])
         && exports_any("wasi:http/incoming-handler", &["0.2"])
     {
@@ -207,6 +214,21 @@ mod tests {
         assert_eq!(
             guest_kind(
                 br#"(component (instance $i) (export "wasi:http/incoming-handler@0.2.12" (instance $i)))"#
+            ),
+            Some(HttpComponent)
+        );
+        // A WASI 0.3 service (`wasi:http/handler`) is served too, beside the `wasi:cli/run`
+        // its toolchain adds.
+        assert_eq!(
+            guest_kind(
+                br#"(component (instance $i) (export "wasi:http/handler@0.3.0-rc-2026-01-06" (instance $i)))"#
+            ),
+            Some(HttpComponent)
+        );
+        assert_eq!(
+            guest_kind(
+                br#"(component (instance $i) (export "wasi:cli/run@0.2.0" (instance $i))
+                     (export "wasi:http/handler@0.3.0" (instance $i)))"#
             ),
             Some(HttpComponent)
         );

@@ -15,6 +15,8 @@ pub(crate) struct Shared {
     /// Signal the guest was (last) killed with; 0 while not killed.
     pub(crate) kill_signal: AtomicI32,
     pub(crate) kill: tokio::sync::Notify,
+    /// A server's SIGHUP: read the TLS certificate again (it is no kill).
+    pub(crate) hangup: tokio::sync::Notify,
     /// A server takes every kill (the first SIGTERM drains, the next ends it); a command only
     /// the first.
     pub(crate) serving: bool,

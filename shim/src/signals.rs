@@ -1,15 +1,16 @@
-//! SIGINT and SIGTERM for a process that runs one guest (`wasmbox run`, a container process of
-//! the OCI runtime face), handled from the moment wasmbox starts.
+//! SIGINT, SIGTERM and SIGHUP for a process that runs one guest (`wasmbox run`, a container
+//! process of the OCI runtime face), handled from the moment wasmbox starts. A server takes
+//! SIGHUP as a reload of its TLS certificate; to anything else it is a kill like the others.
 //!
 //! [`block`] runs first in `main`, before any thread exists, so every later thread inherits the
-//! mask and neither signal ever meets its default action. One thread then takes them with
+//! mask and none of the signals ever meets its default action. One thread then takes them with
 //! `sigwait(2)`:
 //! - while wasmbox is still loading or compiling, a signal ends it at once with 128+signal,
 //!   after removing what the run has made so far (its bundle directory);
 //! - between linking and the guest's start, a signal is kept, and kills the guest as it starts;
 //! - once the guest runs, a signal kills it (exit 128+signal), as before.
 //!
-//! Other commands unblock both signals right after parsing, keeping their default actions.
+//! Other commands unblock them right after parsing, keeping their default actions.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -38,6 +39,7 @@ fn set() -> libc::sigset_t {
         libc::sigemptyset(&mut s);
         libc::sigaddset(&mut s, libc::SIGINT);
         libc::sigaddset(&mut s, libc::SIGTERM);
+        libc::sigaddset(&mut s, libc::SIGHUP);
         s
     }
 }
@@ -54,12 +56,12 @@ fn mask(how: libc::c_int) {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread and every thread started after.
+/// Blocks the signals in the calling thread and every thread started after.
 pub fn block() {
     mask(libc::SIG_BLOCK);
 }
 
-/// Gives SIGINT and SIGTERM their default actions back (commands other than `run`).
+/// Gives the signals their default actions back (commands other than `run`).
 pub fn unblock() {
     mask(libc::SIG_UNBLOCK);
 }

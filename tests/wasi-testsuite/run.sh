@@ -8,7 +8,7 @@
 #       counts printed (compare.py). Fails when wasmbox fails a command test expectations-p3.toml
 #       does not name with its reason, when a test that file names passes (it is then stale), and
 #       when either run passes nothing. Tests of the `wasi:http/service` world (WASI 0.3 HTTP
-#       services, which wasmbox does not serve yet) are skipped for wasmbox.
+#       services) go through `wasmbox serve` and `wasmtime serve`.
 #
 # The suite is `../shared/wasi-testsuite` (or $WASI_TESTSUITE), copied to a temp dir first since
 # tests write under their fs-tests.dir. Needs python3 (3.11 or later) with colorama and requests.

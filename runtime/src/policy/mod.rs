@@ -43,6 +43,14 @@ pub const ANNOTATION_HTTP_MAX_BODY_SIZE: &str = "wasmbox.http.max-body-size";
 pub const ANNOTATION_HTTP_MAX_HEADER_SIZE: &str = "wasmbox.http.max-header-size";
 /// Annotation: bytes of memory one request's instance may use.
 pub const ANNOTATION_HTTP_REQUEST_MEMORY: &str = "wasmbox.http.request-memory";
+/// Annotation: the guest path of the PEM certificate chain to serve HTTPS with (with
+/// [`ANNOTATION_HTTP_TLS_KEY`]); read beneath the container's grants.
+pub const ANNOTATION_HTTP_TLS_CERT: &str = "wasmbox.http.tls-cert";
+/// Annotation: where Prometheus metrics are served (`HOST:PORT`); in a pod, one endpoint for all
+/// its HTTP containers, labelled by container name.
+pub const ANNOTATION_METRICS_ADDR: &str = "wasmbox.metrics.addr";
+/// Annotation: the guest path of the PEM private key of [`ANNOTATION_HTTP_TLS_CERT`].
+pub const ANNOTATION_HTTP_TLS_KEY: &str = "wasmbox.http.tls-key";
 
 /// Filesystem types that are kernel interfaces and are never exposed to a guest (as mount types,
 /// and as mounts below a recursive grant's source).
@@ -572,7 +580,48 @@ pub fn apply_annotations(policy: &mut Policy, ann: &HashMap<String, String>) -> 
     if let Some(v) = ann.get(ANNOTATION_HTTP_REQUEST_MEMORY) {
         serve.request_memory = Some(size(ANNOTATION_HTTP_REQUEST_MEMORY, v)?);
     }
+    if let Some(v) = ann.get(ANNOTATION_METRICS_ADDR) {
+        serve.metrics_addr = Some(v.trim().parse().map_err(|_| {
+            format!("annotation {ANNOTATION_METRICS_ADDR}: expected HOST:PORT (e.g. 0.0.0.0:9090), got {v:?}")
+        })?);
+    }
+    if let Some(tls) = tls_annotations(ann)? {
+        serve.tls = Some(tls);
+    }
     Ok(())
+}
+
+/// The TLS files the annotations name: both or neither, each an absolute guest path.
+fn tls_annotations(ann: &HashMap<String, String>) -> Result<Option<TlsFiles>, String> {
+    let path = |key: &str| -> Result<Option<PathBuf>, String> {
+        let Some(v) = ann.get(key) else {
+            return Ok(None);
+        };
+        let v = v.trim();
+        match normalize_guest_path(v) {
+            Some(p) if v.starts_with('/') && p != "/" => Ok(Some(PathBuf::from(p))),
+            _ => Err(format!(
+                "annotation {key}: expected an absolute path to a file in the container, without '..', got {v:?}"
+            )),
+        }
+    };
+    match (
+        path(ANNOTATION_HTTP_TLS_CERT)?,
+        path(ANNOTATION_HTTP_TLS_KEY)?,
+    ) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            in_guest: true,
+        })),
+        (Some(_), None) => Err(format!(
+            "annotation {ANNOTATION_HTTP_TLS_CERT} needs {ANNOTATION_HTTP_TLS_KEY}: HTTPS takes a certificate and its key"
+        )),
+        (None, Some(_)) => Err(format!(
+            "annotation {ANNOTATION_HTTP_TLS_KEY} needs {ANNOTATION_HTTP_TLS_CERT}: HTTPS takes a certificate and its key"
+        )),
+    }
 }
 
 /// An annotation's duration (`30s`, `500ms`, or plain seconds), range-checked as every deadline
@@ -704,6 +753,7 @@ mod tests {
             (ANNOTATION_HTTP_MAX_BODY_SIZE, "1m"),
             (ANNOTATION_HTTP_MAX_HEADER_SIZE, "16k"),
             (ANNOTATION_HTTP_REQUEST_MEMORY, "32m"),
+            (ANNOTATION_METRICS_ADDR, "0.0.0.0:9090"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -717,6 +767,7 @@ mod tests {
         assert_eq!(s.max_body_size, Some(1 << 20));
         assert_eq!(s.max_header_size, 16 << 10);
         assert_eq!(s.request_memory, Some(32 << 20));
+        assert_eq!(s.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
 
         for (key, bad, why) in [
             (
@@ -728,10 +779,65 @@ mod tests {
             (ANNOTATION_HTTP_MAX_HEADER_SIZE, "2g", "out of range"),
             (ANNOTATION_HTTP_MAX_BODY_SIZE, "lots", "not a size"),
             (ANNOTATION_HTTP_IDLE_TIMEOUT, "soon", "not a duration"),
+            (ANNOTATION_METRICS_ADDR, "everywhere", "HOST:PORT"),
         ] {
             let ann = HashMap::from([(key.to_string(), bad.to_string())]);
             let e = apply_annotations(&mut Policy::default(), &ann).unwrap_err();
             assert!(e.contains(key) && e.contains(why), "{key}={bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_comes_from_both_annotations_as_guest_paths() {
+        let ann = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut p = Policy::default();
+        apply_annotations(
+            &mut p,
+            &ann(&[
+                (ANNOTATION_HTTP_TLS_CERT, "/etc/tls/./tls.crt"),
+                (ANNOTATION_HTTP_TLS_KEY, "/etc/tls/tls.key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            p.serve.tls,
+            Some(TlsFiles {
+                cert: "/etc/tls/tls.crt".into(),
+                key: "/etc/tls/tls.key".into(),
+                in_guest: true,
+            })
+        );
+        for (pairs, why) in [
+            (
+                &[(ANNOTATION_HTTP_TLS_CERT, "/c.pem")][..],
+                "needs wasmbox.http.tls-key",
+            ),
+            (
+                &[(ANNOTATION_HTTP_TLS_KEY, "/k.pem")][..],
+                "needs wasmbox.http.tls-cert",
+            ),
+            (
+                &[
+                    (ANNOTATION_HTTP_TLS_CERT, "/a/../../etc/shadow"),
+                    (ANNOTATION_HTTP_TLS_KEY, "/k.pem"),
+                ][..],
+                "without '..'",
+            ),
+            (
+                &[
+                    (ANNOTATION_HTTP_TLS_CERT, "c.pem"),
+                    (ANNOTATION_HTTP_TLS_KEY, "/k.pem"),
+                ][..],
+                "absolute path",
+            ),
+        ] {
+            let e = apply_annotations(&mut Policy::default(), &ann(pairs)).unwrap_err();
+            assert!(e.contains(why), "{pairs:?}: {e}");
         }
     }
 

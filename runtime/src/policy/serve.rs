@@ -35,7 +35,28 @@ pub struct ServeConfig {
     /// Bytes of memory one request's instance may use; `None` is the container's memory limit,
     /// which caps all instances together.
     pub request_memory: Option<u64>,
+    /// HTTPS instead of HTTP: the certificate chain and private key to serve with.
+    pub tls: Option<TlsFiles>,
+    /// Where Prometheus metrics are served (`/metrics`), if anywhere. In a pod, one endpoint
+    /// covers all its HTTP containers.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
+
+/// The PEM files HTTPS is served with: a certificate chain (the server's certificate first) and
+/// its private key. Read at start and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+    /// Whether the paths are the guest's (from annotations: read beneath the container's grants,
+    /// never outside them) rather than the host's (from flags).
+    pub in_guest: bool,
+}
+
+/// The largest certificate-chain or key file read.
+pub const MAX_TLS_FILE: u64 = 1 << 20;
 
 /// Where HTTP components are served unless told otherwise (as runwasi and `wasmtime serve`).
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
@@ -91,6 +112,8 @@ impl Default for ServeConfig {
             max_body_size: None,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             request_memory: None,
+            tls: None,
+            metrics_addr: None,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(super) struct Access {
     pub(super) sink: LineSink,
     /// The request's hold on its connection: the connection is busy until the line is written.
     pub(super) _busy: Busy,
+    /// Where the request is counted, and its place among those in flight.
+    pub(super) metrics: Option<(crate::metrics::Observer, crate::metrics::InFlight)>,
 }
 
 impl Access {
@@ -40,6 +42,7 @@ impl Access {
         target: Option<&str>,
         sink: LineSink,
         busy: Busy,
+        metrics: Option<&crate::metrics::Observer>,
     ) -> Self {
         let target = target.unwrap_or("/");
         let path = if target.len() > PATH_LOGGED {
@@ -59,6 +62,7 @@ impl Access {
             started: Instant::now(),
             sink,
             _busy: busy,
+            metrics: metrics.map(|o| (o.clone(), o.arrived())),
         }
     }
 
@@ -107,6 +111,9 @@ impl Access {
 
     pub(super) fn write(self, status: u16, bytes: u64, complete: bool) {
         let took = self.started.elapsed();
+        if let Some((o, _)) = &self.metrics {
+            o.answered(&self.method, status, took);
+        }
         let mut line = format!(
             "time={} id={} method={} path={} status={status} duration={:.3}ms bytes={bytes}",
             crate::rfc3339::millis(self.time),
@@ -221,12 +228,26 @@ mod tests {
         let (sink, _done) = LineSink::start("stderr", crate::wasi::Output::Null);
         let busy = || super::super::admit::Activity::new().begin();
         let long = format!("/{}", "a".repeat(PATH_LOGGED * 16));
-        let a = Access::new(1, &hyper::Method::GET, Some(&long), sink.clone(), busy());
+        let a = Access::new(
+            1,
+            &hyper::Method::GET,
+            Some(&long),
+            sink.clone(),
+            busy(),
+            None,
+        );
         assert_eq!(a.path.len(), PATH_LOGGED + 3);
         assert!(a.path.ends_with("...") && long.starts_with(&a.path[..PATH_LOGGED]));
-        let short = Access::new(2, &hyper::Method::GET, Some("/x?y=1"), sink.clone(), busy());
+        let short = Access::new(
+            2,
+            &hyper::Method::GET,
+            Some("/x?y=1"),
+            sink.clone(),
+            busy(),
+            None,
+        );
         assert_eq!(short.path, "/x?y=1");
-        let root = Access::new(3, &hyper::Method::GET, None, sink, busy());
+        let root = Access::new(3, &hyper::Method::GET, None, sink, busy(), None);
         assert_eq!(root.path, "/");
     }
 }

@@ -1,5 +1,7 @@
-//! Serving an HTTP component (`wasi:http/incoming-handler@0.2`): wasmbox's own listener speaks
-//! HTTP/1.1 (keep-alive) and HTTP/2 without TLS (h2c) through hyper; every request gets a fresh
+//! Serving an HTTP component (`wasi:http/incoming-handler@0.2`, or a WASI 0.3 service exporting
+//! `wasi:http/handler@0.3`, in `p3.rs`): wasmbox's own listener speaks
+//! HTTP/1.1 (keep-alive) and HTTP/2, in the clear (h2c) or over TLS (`tls.rs`: HTTP/2 by ALPN,
+//! the certificate read again on SIGHUP) through hyper; every request gets a fresh
 //! instance of the pre-instantiated component, with the guest's grants and its own memory limit
 //! and deadline; the handler's output is tagged with the request's id; one access-log line per
 //! request; SIGTERM drains.
@@ -16,7 +18,9 @@
 mod access;
 mod admit;
 mod log;
+mod p3;
 mod request;
+mod tls;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::handler::ProxyPre;
 
 use crate::exit::ExitReason;
 use crate::filesystem::Filesystem;
@@ -62,6 +66,12 @@ struct Service {
     out: LineSink,
     err: LineSink,
     next_id: AtomicU64,
+    /// HTTPS: what connections are accepted through.
+    tls: Option<tls::Tls>,
+    /// Requests handled at once.
+    concurrency: usize,
+    /// Where this server's metrics are counted, if anywhere.
+    metrics: Option<crate::metrics::Observer>,
     /// Ends every request at once (a forced stop, or the end of the drain).
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -80,6 +90,14 @@ pub(crate) struct Parts {
     pub(crate) stdout: Output,
     pub(crate) stderr: Output,
     pub(crate) shared: Arc<Shared>,
+    /// Where to count this server's metrics, the labels they carry, and where they are served.
+    pub(crate) metrics: Option<(
+        Arc<crate::metrics::Metrics>,
+        crate::metrics::Labels,
+        SocketAddr,
+    )>,
+    /// Where the component's code came from, and how long loading it took.
+    pub(crate) loaded: Option<(crate::LoadedFrom, Duration)>,
 }
 
 /// A server running: its future yields its exit reason.
@@ -104,9 +122,18 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
         stdout,
         stderr,
         shared,
+        metrics,
+        loaded,
     } = parts;
     let addr = policy.serve.addr;
     let listen = |source| crate::Error::Serve { addr, source };
+    let tls = policy
+        .serve
+        .tls
+        .as_ref()
+        .map(|files| tls::Tls::load(files, &fs))
+        .transpose()
+        .map_err(|reason| crate::Error::Tls { reason })?;
     let std_listener = match listener {
         Some(l) => l,
         None => std::net::TcpListener::bind(addr).map_err(listen)?,
@@ -118,7 +145,11 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
     let (err, err_done) = LineSink::start("stderr", stderr);
     // The readiness line, on the server's stderr (the container's log under containerd): the
     // listener is bound and accepting once it is written.
-    err.line(format!("wasmbox: serving http://{bound}"));
+    if let Some((_, _, at)) = &metrics {
+        err.line(format!("wasmbox: metrics at http://{at}/metrics"));
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    err.line(format!("wasmbox: serving {scheme}://{bound}"));
     // Requests beyond what the instance pool holds wait for a slot instead of failing.
     let mut concurrency = policy.serve.max_concurrency.max(1);
     if let Some(fits) = capacity.filter(|&fits| fits < concurrency) {
@@ -132,7 +163,7 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
         .serve
         .max_connections
         .unwrap_or_else(|| crate::policy::default_max_connections(nofile));
-    let svc = Arc::new(Service {
+    let svc = Arc::new_cyclic(|me: &std::sync::Weak<Service>| Service {
         engine,
         pre,
         preopens: fs.preopens.clone(),
@@ -149,11 +180,23 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
         out,
         err,
         next_id: AtomicU64::new(0),
+        tls,
+        concurrency,
+        metrics: metrics.map(|(m, labels, _)| {
+            let sampled: std::sync::Weak<dyn crate::metrics::Sampled> = me.clone();
+            m.observer(labels, sampled)
+        }),
         stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
     });
+    if let (Some(o), Some((from, took))) = (&svc.metrics, loaded) {
+        o.loaded(from, took);
+    }
     let fut = async move {
-        let reason = accept_loop(&svc, listener, connections).await;
+        let reason = tokio::select! {
+            reason = accept_loop(&svc, listener, connections) => reason,
+            never = reload_on_hangup(&svc, &fs) => match never {},
+        };
         svc.stop.cancel();
         svc.tasks.close();
         svc.tasks.wait().await;
@@ -200,10 +243,11 @@ async fn accept_loop(
     let open = Arc::new(Semaphore::new(connections));
     let drain = CancellationToken::new();
     let drain_timeout = svc.policy.serve.drain_timeout;
-    // The first kill: SIGTERM drains, any other signal ends everything at once.
+    // The first kill: SIGTERM or SIGINT (a terminal's ^C) drains, as `wasmtime serve` does on
+    // ^C; any other signal ends everything at once.
     let killed = || {
         let signal = svc.shared.kill_signal.load(Ordering::SeqCst);
-        (signal != libc::SIGTERM).then_some(ExitReason::Signaled(signal))
+        (!matches!(signal, libc::SIGTERM | libc::SIGINT)).then_some(ExitReason::Signaled(signal))
     };
     loop {
         // Past the connection cap, or while every slot is taken, new connections wait in the
@@ -285,6 +329,28 @@ async fn connection_task(
         conn_svc.clone().handle(req, busy)
     });
     let io = admit::Stalling::new(stream, svc.policy.serve.idle_timeout);
+    let io: Box<dyn Io> = match &svc.tls {
+        None => Box::new(io),
+        // The handshake is part of the head: a client has the header timeout for both.
+        Some(tls) => {
+            let handshake = tls.acceptor.accept(io);
+            tokio::select! {
+                biased;
+                () = svc.stop.cancelled() => return,
+                () = drain.cancelled() => return,
+                done = tokio::time::timeout(svc.policy.serve.header_timeout, handshake) => {
+                    match done {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    };
     let conn = builder
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .into_owned();
@@ -305,6 +371,45 @@ async fn connection_task(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+        }
+    }
+}
+
+/// What a connection is served over: the socket, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// SIGHUP (a kill with it) reads the certificate again, for the handshakes after it; with no TLS
+/// there is nothing to read and the server goes on. Never returns.
+async fn reload_on_hangup(svc: &Service, fs: &Filesystem) -> std::convert::Infallible {
+    loop {
+        svc.shared.hangup.notified().await;
+        match &svc.tls {
+            None => svc
+                .err
+                .line("wasmbox: SIGHUP: nothing to reload (serving without TLS)".to_string()),
+            Some(tls) => match tls.reload(fs) {
+                Ok(()) => svc.err.line(format!(
+                    "wasmbox: SIGHUP: TLS certificate reloaded from {}",
+                    tls.describe()
+                )),
+                Err(e) => svc.err.line(format!(
+                    "wasmbox: SIGHUP: kept the TLS certificate in use: {e}"
+                )),
+            },
+        }
+    }
+}
+
+impl crate::metrics::Sampled for Service {
+    fn sample(&self) -> crate::metrics::Sample {
+        crate::metrics::Sample {
+            slots_in_use: self
+                .concurrency
+                .saturating_sub(self.slots.available_permits()) as u64,
+            slots: self.concurrency as u64,
+            memory: self.shared.meter.used(),
+            cpu: Duration::from_nanos(self.shared.gate.cpu_ns.load(Ordering::Relaxed)),
         }
     }
 }

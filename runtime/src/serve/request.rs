@@ -17,6 +17,7 @@ use super::access::{Access, CLIENT_GONE, Logged};
 use super::admit::{BodyVerdict, Busy, Cut, Watched};
 use super::log::Tagged;
 use crate::host::{Limiter, Meter, P2Host};
+use crate::metrics::Limit;
 use crate::shared::Gated;
 use crate::wasi::build_ctx;
 
@@ -36,9 +37,26 @@ enum Outcome {
 
 type Response = hyper::Response<Logged>;
 type Request = hyper::Request<Watched>;
-type Answer = tokio::sync::oneshot::Sender<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>;
+pub(super) type Answer =
+    tokio::sync::oneshot::Sender<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>;
 
 impl Service {
+    /// Counts a limit's refusal in the metrics, if they are kept.
+    fn count(&self, limit: Limit) {
+        if let Some(o) = &self.metrics {
+            o.limit(limit);
+        }
+    }
+
+    /// The scheme requests arrive with.
+    fn scheme(&self) -> Scheme {
+        if self.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
+    }
+
     /// Answers one request. A request refused because too many wait for a slot is an HTTP/2
     /// stream reset with `REFUSED_STREAM` (the client may safely retry it), or a 503.
     pub(super) async fn handle(
@@ -48,7 +66,14 @@ impl Service {
     ) -> Result<Response, h2::Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let target = req.uri().path_and_query().map(|p| p.as_str());
-        let access = Access::new(id, req.method(), target, self.err.clone(), busy);
+        let access = Access::new(
+            id,
+            req.method(),
+            target,
+            self.err.clone(),
+            busy,
+            self.metrics.as_ref(),
+        );
         // Until a response is handed to hyper, hyper dropping this request (the client went
         // away) ends its instance, and the access line says so.
         let mut pending = Pending {
@@ -59,6 +84,7 @@ impl Service {
         if let Some(most) = serve.max_body_size
             && req.body().size_hint().lower() > most
         {
+            self.count(Limit::BodySize);
             return Ok(pending
                 .take()
                 .respond(413, "request body too large\n", None));
@@ -70,6 +96,7 @@ impl Service {
             }
             Err(TryAcquireError::NoPermits) => {
                 let Some(waiter) = self.waiting.admit(super::admit::head_bytes(&req)) else {
+                    self.count(Limit::Waiting);
                     let access = pending.take();
                     if req.version() == hyper::Version::HTTP_2 {
                         access.write(503, 0, false);
@@ -97,6 +124,7 @@ impl Service {
         pending.abort = Some(abort.clone());
         let answered = rx.await;
         let access = pending.take();
+        let mut hit = None;
         let (status, reason) = match answered {
             // A response made from a body the server cut short is not sent: the client gets
             // the cut's status instead (below).
@@ -108,26 +136,47 @@ impl Service {
             Ok(Err(code)) => (500, format!("answered with error {code:?}")),
             // The instance ended without a response: why decides the status.
             Err(_) => match guest.await {
-                Ok(Outcome::Timeout(t)) => (503, format!("timed out after {t:?}")),
-                Ok(Outcome::Trap(m)) => (500, format!("trapped: {m}")),
+                Ok(Outcome::Timeout(t)) => {
+                    hit = Some(Limit::RequestTimeout);
+                    (503, format!("timed out after {t:?}"))
+                }
+                Ok(Outcome::Trap(m)) => {
+                    if let Some(o) = &self.metrics {
+                        o.trapped();
+                    }
+                    (500, format!("trapped: {m}"))
+                }
                 Ok(Outcome::MemoryLimit(l)) => {
+                    hit = Some(Limit::RequestMemory);
                     (500, format!("exceeded its memory limit of {l} bytes"))
                 }
-                Ok(Outcome::Crowded) => (
-                    503,
-                    "found the memory limit taken by the requests in flight".into(),
-                ),
+                Ok(Outcome::Crowded) => {
+                    hit = Some(Limit::Memory);
+                    (
+                        503,
+                        "found the memory limit taken by the requests in flight".into(),
+                    )
+                }
                 Ok(Outcome::Done) => (500, "returned without a response".into()),
                 Ok(Outcome::Stopped) | Err(_) => (503, "stopped".into()),
             },
         };
         // A body the server cut short is the client's doing, whatever the handler made of it.
         let (status, body) = match verdict.get() {
-            Some(Cut::TooLarge) => (413, "request body too large\n"),
-            Some(Cut::Stalled) => (408, "request body timed out\n"),
+            Some(Cut::TooLarge) => {
+                hit = Some(Limit::BodySize);
+                (413, "request body too large\n")
+            }
+            Some(Cut::Stalled) => {
+                hit = Some(Limit::BodyStalled);
+                (408, "request body timed out\n")
+            }
             None if status == 503 => (503, "service unavailable\n"),
             None => (500, "internal server error\n"),
         };
+        if let Some(limit) = hit {
+            self.count(limit);
+        }
         self.err.line(format!("[{id}] wasmbox: handler {reason}"));
         Ok(access.respond(status, body, None))
     }
@@ -181,7 +230,8 @@ impl Service {
             self.policy.net.http.clone(),
             handles,
             Some(self.outgoing.clone()),
-        );
+        )
+        .counted_in(self.metrics.clone());
         let host = P2Host::new(
             b.build(),
             crate::store::handle_table(handles),
@@ -195,11 +245,17 @@ impl Service {
         // a kill, a timeout or a client going away is still noticed within a slice.
         store.set_epoch_deadline(SLICE_TICKS);
         store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(SLICE_TICKS)));
-        let proxy = self.pre.instantiate_async(&mut store).await?;
+        let proxy = match self.pre.instantiate_async(&mut store).await? {
+            wasmtime_wasi_http::handler::Proxy::P2(proxy) => proxy,
+            service => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                return super::p3::handle(store, service, req, scheme, tx).await;
+            }
+        };
         let req = store
             .data_mut()
             .http()
-            .new_incoming_request(Scheme::Http, req)?;
+            .new_incoming_request(self.scheme(), req)?;
         let out = store.data_mut().http().new_response_outparam(tx)?;
         proxy
             .wasi_http_incoming_handler()

@@ -161,6 +161,17 @@ pub struct ServeOptions {
     /// instances together).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub request_memory: Option<u64>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics: requests, durations, instance
+    /// slots, guest memory and CPU, traps, limit hits, outgoing requests, loads.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain, the server's certificate first (with
+    /// --tls-key); HTTP/2 is offered by ALPN. SIGHUP reads both files again.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -189,6 +200,16 @@ impl ServeOptions {
         }
         if let Some(n) = self.request_memory {
             s.request_memory = Some(n);
+        }
+        if let Some(a) = self.metrics_addr {
+            s.metrics_addr = Some(a);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            s.tls = Some(wasmbox_runtime::policy::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                in_guest: false,
+            });
         }
     }
 }

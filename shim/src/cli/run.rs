@@ -170,6 +170,7 @@ impl RunCommand {
         crate::signals::starting();
         // Bound here, off the guest threads (which may not open sockets).
         prepared.listen_with(std::net::TcpListener::bind)?;
+        prepared.metrics_with(std::net::TcpListener::bind)?;
         let kind = prepared.kind();
         if self.serve_only && kind != GuestKind::HttpComponent {
             bail!(

@@ -13,6 +13,7 @@ mod container;
 pub mod error;
 pub mod events;
 mod instance;
+mod metrics;
 pub mod native;
 pub mod netns;
 pub mod reaper;

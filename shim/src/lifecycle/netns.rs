@@ -190,14 +190,20 @@ pub fn server_needs_own_namespace(spec: &Spec) -> bool {
     Request::of(spec) == Request::New && !group().made
 }
 
-/// Binds `addr` in a new network namespace, with only loopback up, made by a thread of its own
-/// (`unshare` moves only the calling thread; the socket keeps its namespace alive).
-pub fn bind_in_new_namespace(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Binds `addr`, and `also` when given, in one new network namespace, with only loopback up,
+/// made by a thread of its own (`unshare` moves only the calling thread; the sockets keep the
+/// namespace alive).
+pub fn bind_in_new_namespace(
+    addr: std::net::SocketAddr,
+    also: Option<std::net::SocketAddr>,
+) -> std::io::Result<(std::net::TcpListener, Option<std::net::TcpListener>)> {
     std::thread::Builder::new()
         .name("wasmbox-netns".into())
         .spawn(move || {
             new_namespace().map_err(std::io::Error::other)?;
-            std::net::TcpListener::bind(addr)
+            let first = std::net::TcpListener::bind(addr)?;
+            let second = also.map(std::net::TcpListener::bind).transpose()?;
+            Ok((first, second))
         })?
         .join()
         .map_err(|_| std::io::Error::other("the thread binding the listener failed"))?

@@ -78,15 +78,26 @@ impl WasmInstance {
         let (mut prepared, wasm) = prepare_off_executor(&runtime, wasm).await?;
         // An HTTP component's address is bound now: a taken one fails create.
         let own = super::netns::server_needs_own_namespace(&wasm.bundle.spec);
+        // Its metrics endpoint, in a namespace of its own, is bound in the same one.
+        let metrics_addr = prepared.policy().serve.metrics_addr;
+        let mut own_metrics = None;
         prepared
             .listen_with(|addr| {
                 if own {
-                    super::netns::bind_in_new_namespace(addr)
+                    let (listener, metrics) =
+                        super::netns::bind_in_new_namespace(addr, metrics_addr)?;
+                    own_metrics = metrics;
+                    Ok(listener)
                 } else {
                     std::net::TcpListener::bind(addr)
                 }
             })
             .map_err(|e| ShimError::InvalidArgument(chain(&e)))?;
+        let endpoint = match own_metrics {
+            Some(l) => super::metrics::Endpoint::Own(l),
+            None => super::metrics::Endpoint::Shared,
+        };
+        super::metrics::count(&mut prepared, id, &wasm.bundle.spec, endpoint)?;
         let io = stdio.open_wasm().await?;
         let (guest, made) = Guest::new(prepared, io);
         tracing::info!(id, entry = %wasm.name(), "created wasm container");

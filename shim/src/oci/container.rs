@@ -161,5 +161,6 @@ fn set_up(
     let runtime = Runtime::new(config)?;
     let mut prepared = wasm.prepare(&runtime, started)?;
     prepared.listen_with(std::net::TcpListener::bind)?;
+    prepared.metrics_with(std::net::TcpListener::bind)?;
     Ok(prepared)
 }

@@ -228,6 +228,22 @@ impl Lines {
         self.find(within, want).is_some()
     }
 
+    /// Waits up to `within` until `n` lines that `want` accepts have come; true when they did.
+    pub fn wait_count(
+        &self,
+        within: std::time::Duration,
+        n: usize,
+        want: impl Fn(&str) -> bool,
+    ) -> bool {
+        let count = |s: &Vec<String>| s.iter().filter(|l| want(l)).count();
+        let seen = self.seen.lock().unwrap();
+        let (seen, _) = self
+            .added
+            .wait_timeout_while(seen, within, |s| count(s) < n)
+            .unwrap();
+        count(&seen) >= n
+    }
+
     /// Waits up to `within` for the stream to end (the writer closed it, usually by exiting);
     /// true when it did.
     pub fn wait_end(&self, within: std::time::Duration) -> bool {

@@ -41,6 +41,8 @@ pub(crate) fn hello() -> String {
 /// A running `wasmbox serve`, killed when dropped.
 pub(crate) struct Served {
     pub(crate) child: Child,
+    /// `http` or `https`.
+    pub(crate) scheme: String,
     pub(crate) addr: String,
     pub(crate) stdout: Arc<Lines>,
     pub(crate) stderr: Arc<Lines>,
@@ -54,11 +56,17 @@ impl Served {
 
     /// As [`Served::start`], with `cmd` running wasmbox (under `prlimit`, say).
     pub(crate) fn start_as(mut cmd: Command, command: &str, args: &[&str], wasm: &str) -> Self {
-        let mut child = cmd
-            .arg(command)
+        cmd.arg(command)
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
-            .arg(wasm)
+            .arg(wasm);
+        Self::spawn(cmd)
+    }
+
+    /// Runs `cmd` (a wasmbox that serves) and waits for its readiness line, `wasmbox: serving
+    /// http://ADDR` or `https://ADDR`.
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -66,24 +74,26 @@ impl Served {
             .unwrap();
         let stdout = Lines::read(child.stdout.take().unwrap());
         let stderr = Lines::read(child.stderr.take().unwrap());
-        let ready = stderr.find(READY, |l| l.starts_with("wasmbox: serving http://"));
+        let ready = stderr.find(READY, |l| l.starts_with("wasmbox: serving "));
         let Some(line) = ready else {
             let _ = child.kill();
             panic!("no readiness line; stderr: {:#?}", stderr.all());
         };
-        let addr = line
-            .trim_start_matches("wasmbox: serving http://")
-            .to_string();
+        let (scheme, addr) = line
+            .trim_start_matches("wasmbox: serving ")
+            .split_once("://")
+            .unwrap_or_else(|| panic!("readiness line without a URL: {line}"));
         Served {
+            scheme: scheme.to_string(),
+            addr: addr.to_string(),
             child,
-            addr,
             stdout,
             stderr,
         }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// `curl -s` with `args`, returning (status, body).

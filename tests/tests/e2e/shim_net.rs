@@ -187,7 +187,7 @@ fn an_http_component_never_listens_on_the_hosts_network_unasked() {
 
 /// GETs `path` (HTTP/1.0, so the body is not chunked) from 127.0.0.1:`port` in the network
 /// namespace at `ns_path`; returns the status code and the body, joined by `|`.
-fn http_in_netns(ns_path: String, port: u16, path: &'static str) -> String {
+pub(crate) fn http_in_netns(ns_path: String, port: u16, path: &'static str) -> String {
     std::thread::spawn(move || {
         use std::io::Read;
         enter_netns(&ns_path);
