@@ -15,6 +15,18 @@ pub fn guest(rel: &str) -> PathBuf {
     p
 }
 
+/// A compiled test of the official WASI testsuite's WASI 0.3 suite, `NAME.wasm`
+/// (`../shared/wasi-testsuite`, or `$WASI_TESTSUITE`, as tests/wasi-testsuite/run.sh reads it).
+pub fn wasi_testsuite_p3(name: &str) -> PathBuf {
+    let suite = std::env::var_os("WASI_TESTSUITE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/wasi-testsuite"),
+        PathBuf::from,
+    );
+    let p = suite.join(format!("tests/rust/testsuite/wasm32-wasip3/{name}.wasm"));
+    assert!(p.exists(), "missing WASI testsuite program {}", p.display());
+    p
+}
+
 /// The built `wasmbox` binary (next to this test's deps directory).
 pub fn wasmbox_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

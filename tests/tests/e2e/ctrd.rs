@@ -571,6 +571,8 @@ pub const BUSYBOX: &str = "localhost/wasmbox-test/busybox:ctr";
 pub const PRECOMPILED: &str = "localhost/wasmbox-test/precompiled:ctr";
 pub const ECHO: &str = "localhost/wasmbox-test/echo:ctr";
 pub const HTTP_HELLO: &str = "localhost/wasmbox-test/http-hello:ctr";
+/// The WASI testsuite's `http-service`, a WASI 0.3 service (`wasi:http/handler@0.3`).
+pub const HTTP_SERVICE_P3: &str = "localhost/wasmbox-test/http-service-p3:ctr";
 pub const DEVICES: &str = "localhost/wasmbox-test/devices:ctr";
 pub const PAUSE: &str = "localhost/wasmbox-test/pause:ctr";
 pub const NET_PROBE: &str = "localhost/wasmbox-test/net-probe:ctr";
@@ -660,6 +662,16 @@ impl Images {
             HTTP_HELLO,
         ]);
         save(HTTP_HELLO, &[]);
+        let service = crate::common::wasi_testsuite_p3("http-service");
+        run(&[
+            "build",
+            "--format",
+            "compat",
+            service.to_str().unwrap(),
+            "-t",
+            HTTP_SERVICE_P3,
+        ]);
+        save(HTTP_SERVICE_P3, &[]);
         run(&["build", hello.to_str().unwrap(), "-t", HELLO_ARTIFACT]);
         save(HELLO_ARTIFACT, &[]);
         let converted = images.archive(HELLO_CONVERTED);

@@ -12,6 +12,7 @@ mod fs;
 mod http;
 mod http_js;
 mod http_limits;
+mod http_p3;
 mod https;
 mod images;
 mod install;

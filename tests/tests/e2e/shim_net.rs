@@ -3,7 +3,9 @@
 
 use std::io::Write;
 
-use crate::ctrd::{Containerd, ECHO, EventLog, FILES, HTTP_HELLO, NET_PROBE, TestNetns};
+use crate::ctrd::{
+    Containerd, ECHO, EventLog, FILES, HTTP_HELLO, HTTP_SERVICE_P3, NET_PROBE, TestNetns,
+};
 
 use crate::shim::{wait_listening, wait_until, with_images};
 
@@ -131,6 +133,53 @@ fn http_components_are_served_in_the_pods_namespace_and_drain_on_kill() {
     assert_eq!(c.ctr(&["task", "kill", "-s", "SIGKILL", "web2"]).code, 0);
     c.wait_status("web2", "STOPPED");
     assert_eq!(c.ctr(&["task", "delete", "web2"]).code, 0);
+}
+
+/// A WASI 0.3 service (the WASI testsuite's `http-service`) is served by the shim in the pod's
+/// namespace as a 0.2 component is, and a kill drains it: the task exits 0.
+#[test]
+fn a_wasi_0_3_service_is_served_in_the_pods_namespace_and_drains_on_kill() {
+    let c = with_images(&[HTTP_SERVICE_P3]);
+    let netns = TestNetns::new("wbt-p3http");
+    let path = format!("network:/var/run/netns/{}", netns.0);
+    let events = EventLog::start(&c);
+    let log = c.run_detached(
+        &[
+            "--with-ns",
+            &path,
+            "--annotation",
+            "wasmbox.http.addr=127.0.0.1:8080",
+        ],
+        HTTP_SERVICE_P3,
+        "svc",
+        &["/app.wasm"],
+    );
+    wait_until("the service is listening", || {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("wasmbox: serving http://127.0.0.1:8080"))
+            || c.status("svc").as_deref() == Some("STOPPED")
+    });
+    assert_eq!(
+        c.status("svc").as_deref(),
+        Some("RUNNING"),
+        "{}",
+        c.log_tail()
+    );
+    let ns_path = format!("/var/run/netns/{}", netns.0);
+    assert_eq!(http_in_netns(ns_path.clone(), 8080, "/"), "200|hey\n");
+    assert_eq!(
+        http_in_netns(ns_path, 8080, "/whatever").split('|').next(),
+        Some("404")
+    );
+    assert_eq!(c.ctr(&["task", "kill", "svc"]).code, 0);
+    let exit = events.wait_for("svc", "/tasks/exit");
+    assert_eq!(
+        exit.body["exit_status"].as_u64().unwrap_or(0),
+        0,
+        "{exit:#?}"
+    );
+    c.wait_status("svc", "STOPPED");
+    assert_eq!(c.ctr(&["task", "delete", "svc"]).code, 0);
 }
 
 /// A plain `ctr run` (a new network namespace asked for, none named, no network granted) serves
