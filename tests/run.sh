@@ -48,10 +48,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}"
 fi
 
-step "Python packages the tests use (h2 for the HTTP/2 clients in tests/clients, prometheus_client's parser)"
+step "Python packages the tests use (h2 for the HTTP/2 clients in tests/clients, prometheus_client's parser, opentelemetry-proto for the OTLP receiver)"
 python3 -c 'import h2' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check h2
 python3 -c 'import prometheus_client' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check prometheus-client==0.21.1
+python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check opentelemetry-proto==1.29.0
 
 step "third-party programs the tests run (svg-flatten, C++ for WASI, from PyPI)"
 fixtures="${WASMBOX_FIXTURES_DIR:-$HOME/.cache/wasmbox-fixtures}"

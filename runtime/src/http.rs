@@ -195,6 +195,8 @@ pub(crate) struct Hooks {
     shared: Option<Arc<tokio::sync::Semaphore>>,
     /// Where outgoing requests are counted, if anywhere.
     metrics: Option<crate::metrics::Observer>,
+    /// The span outgoing requests are children of, when traces are exported.
+    trace: Option<opentelemetry::Context>,
 }
 
 impl Hooks {
@@ -211,7 +213,15 @@ impl Hooks {
             most,
             shared,
             metrics: None,
+            trace: None,
         }
+    }
+
+    /// Makes each outgoing request a client span, child of `parent`, and carries its
+    /// `traceparent` to the server it reaches.
+    pub(crate) fn traced(mut self, parent: Option<opentelemetry::Context>) -> Self {
+        self.trace = parent;
+        self
     }
 
     /// Counts each outgoing request's outcome in `metrics`.
@@ -262,7 +272,7 @@ impl Drop for Connection {
 impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
-        request: ::http::Request<WasiBody>,
+        mut request: ::http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
@@ -291,9 +301,20 @@ impl WasiHttpHooks for Hooks {
             }
         };
         self.count("allowed");
+        let span = self.trace.as_ref().and_then(|parent| {
+            let (method, uri) = (request.method().clone(), request.uri().clone());
+            crate::trace::ClientSpan::start(parent, &method, &uri, request.headers_mut())
+        });
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, options).await;
+            if let Some(span) = span {
+                span.end(match &sent {
+                    Ok((res, _)) => Ok(res.status().as_u16()),
+                    Err(e) => Err(format!("{e:?}")),
+                });
+            }
+            let (res, io) = sent?;
             // The connection lives as long as the task driving it.
             let io = async move {
                 let _connection = connection;

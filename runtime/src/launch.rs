@@ -218,7 +218,28 @@ pub fn prepare(
         after,
     };
     let loading = Instant::now();
-    let (program, from) = match runtime.load_by(name, bytes, deadline) {
+    let span = crate::trace::Operation::start(
+        "wasmbox.load",
+        &[
+            ("wasmbox.wasm.name", name.to_string()),
+            ("wasmbox.wasm.bytes", bytes.len().to_string()),
+        ],
+    );
+    let loaded = runtime.load_by(name, bytes, deadline);
+    match &loaded {
+        Ok((_, from)) => span.set(
+            "wasmbox.load.from",
+            match from {
+                crate::LoadedFrom::Cache => "cache",
+                crate::LoadedFrom::Compiled => "compiled",
+                crate::LoadedFrom::Memory => "memory",
+            }
+            .to_string(),
+        ),
+        Err(e) => span.fail(&e.to_string()),
+    }
+    drop(span);
+    let (program, from) = match loaded {
         Ok(loaded) => loaded,
         Err(Error::CompileDeadline { .. }) => return Err(past(timeout.unwrap_or_default())),
         Err(e) => return Err(e),

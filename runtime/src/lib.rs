@@ -43,6 +43,7 @@ mod shared;
 pub mod spawner;
 mod special;
 mod store;
+pub mod trace;
 mod wasi;
 
 #[cfg(test)]

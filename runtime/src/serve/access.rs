@@ -32,6 +32,8 @@ pub(super) struct Access {
     pub(super) _busy: Busy,
     /// Where the request is counted, and its place among those in flight.
     pub(super) metrics: Option<(crate::metrics::Observer, crate::metrics::InFlight)>,
+    /// Its server span, when traces are exported.
+    pub(super) span: Option<crate::trace::ServerSpan>,
 }
 
 impl Access {
@@ -63,6 +65,7 @@ impl Access {
             sink,
             _busy: busy,
             metrics: metrics.map(|o| (o.clone(), o.arrived())),
+            span: None,
         }
     }
 
@@ -109,8 +112,11 @@ impl Access {
         })
     }
 
-    pub(super) fn write(self, status: u16, bytes: u64, complete: bool) {
+    pub(super) fn write(mut self, status: u16, bytes: u64, complete: bool) {
         let took = self.started.elapsed();
+        if let Some(span) = self.span.take() {
+            span.end(status);
+        }
         if let Some((o, _)) = &self.metrics {
             o.answered(&self.method, status, took);
         }

@@ -70,6 +70,8 @@ struct Service {
     tls: Option<tls::Tls>,
     /// Requests handled at once.
     concurrency: usize,
+    /// The port it listens on.
+    port: u16,
     /// Where this server's metrics are counted, if anywhere.
     metrics: Option<crate::metrics::Observer>,
     /// Ends every request at once (a forced stop, or the end of the drain).
@@ -182,6 +184,7 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
         next_id: AtomicU64::new(0),
         tls,
         concurrency,
+        port: bound.port(),
         metrics: metrics.map(|(m, labels, _)| {
             let sampled: std::sync::Weak<dyn crate::metrics::Sampled> = me.clone();
             m.observer(labels, sampled)

@@ -66,7 +66,7 @@ impl Service {
     ) -> Result<Response, h2::Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let target = req.uri().path_and_query().map(|p| p.as_str());
-        let access = Access::new(
+        let mut access = Access::new(
             id,
             req.method(),
             target,
@@ -74,6 +74,8 @@ impl Service {
             busy,
             self.metrics.as_ref(),
         );
+        access.span = crate::trace::ServerSpan::start(&req, self.tls.is_some(), self.port);
+        let trace = access.span.as_ref().map(crate::trace::ServerSpan::context);
         // Until a response is handed to hyper, hyper dropping this request (the client went
         // away) ends its instance, and the access line says so.
         let mut pending = Pending {
@@ -118,7 +120,7 @@ impl Service {
         let me = self.clone();
         let guest = self.tasks.spawn(async move {
             let _permit = permit;
-            me.run_instance(id, req, tx).await
+            me.run_instance(id, req, tx, trace).await
         });
         let abort = guest.abort_handle();
         pending.abort = Some(abort.clone());
@@ -183,7 +185,13 @@ impl Service {
 
     /// Runs one fresh instance on `req`, sending its response head to `tx`, until the handler
     /// and its response body are done, its deadline passes or the server stops.
-    async fn run_instance(&self, id: u64, req: Request, tx: Answer) -> Outcome {
+    async fn run_instance(
+        &self,
+        id: u64,
+        req: Request,
+        tx: Answer,
+        trace: Option<opentelemetry::Context>,
+    ) -> Outcome {
         // Each instance under its own limit, and all of them under the container's.
         let own = self
             .policy
@@ -191,7 +199,7 @@ impl Service {
             .request_memory
             .or(self.shared.meter.limit());
         let meter = Meter::new(own);
-        let fut = self.instance(id, req, tx, meter.clone());
+        let fut = self.instance(id, req, tx, meter.clone(), trace);
         let mut fut = std::pin::pin!(fut);
         let guest = Gated {
             fut: fut.as_mut(),
@@ -219,6 +227,7 @@ impl Service {
         req: Request,
         tx: Answer,
         meter: Arc<Meter>,
+        trace: Option<opentelemetry::Context>,
     ) -> wasmtime::Result<()> {
         let mut b = build_ctx(&self.policy, &self.preopens, Default::default())
             .map_err(|e| wasmtime::format_err!("{e}"))?;
@@ -231,7 +240,8 @@ impl Service {
             handles,
             Some(self.outgoing.clone()),
         )
-        .counted_in(self.metrics.clone());
+        .counted_in(self.metrics.clone())
+        .traced(trace);
         let host = P2Host::new(
             b.build(),
             crate::store::handle_table(handles),

@@ -58,6 +58,8 @@ impl RunCommand {
         wasmbox_runtime::seccomp::lock_process(vec![wasmbox_runtime::compiler::spawnable()])
             .map_err(anyhow::Error::msg)?;
         crate::signals::start().context("starting the signal thread")?;
+        // Traces, when an OTLP endpoint is set: the exporter's thread is no guest thread.
+        wasmbox_runtime::trace::init().map_err(anyhow::Error::msg)?;
         let mut config = self.cache.settings().config()?;
         let scratch = scratch_base()?;
         config.scratch_dir = Some(private_dir(&scratch.join("private"))?);
@@ -184,6 +186,7 @@ impl RunCommand {
             .context("starting the guest")?;
         crate::signals::running(running.kill_handle());
         let status = running.wait();
+        wasmbox_runtime::trace::shutdown();
         match &status.reason {
             ExitReason::Exited(_) | ExitReason::Signaled(_) => {}
             _ => eprintln!("wasmbox: guest {status}"),

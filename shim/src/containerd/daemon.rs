@@ -165,6 +165,12 @@ fn serve(
         eprintln!("{RUNTIME_ID}: {e}");
         return 1;
     }
+    // Traces, when containerd's environment names an OTLP endpoint: the exporter's thread is
+    // started here, off the executors that run guests.
+    if let Err(e) = wasmbox_runtime::trace::init() {
+        eprintln!("{RUNTIME_ID}: {e}");
+        return 1;
+    }
     let mut executor = tokio::runtime::Builder::new_multi_thread();
     executor.worker_threads(2);
     let Some(rt) = super::executor(executor) else {

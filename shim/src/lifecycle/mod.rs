@@ -228,8 +228,21 @@ impl Lifecycle {
     }
 
     /// Creates a container: mounts its rootfs, decides what runs it from its entrypoint, and
-    /// makes its init process. Returns the init's pid. On failure nothing is left behind.
+    /// makes its init process. Returns the init's pid. On failure nothing is left behind. Traced
+    /// as `wasmbox.shim.create` when traces are exported.
     pub async fn create(&self, req: CreateRequest) -> Result<u32> {
+        let span = wasmbox_runtime::trace::Operation::start(
+            "wasmbox.shim.create",
+            &[("container.id", req.id.clone())],
+        );
+        let made = self.create_traced(req).await;
+        if let Err(e) = &made {
+            span.fail(&e.to_string());
+        }
+        made
+    }
+
+    async fn create_traced(&self, req: CreateRequest) -> Result<u32> {
         let id = req.id.as_str();
         if self
             .containers
@@ -389,8 +402,24 @@ impl Lifecycle {
         });
     }
 
-    /// Starts a created process. Returns its pid.
+    /// Starts a created process. Returns its pid. Traced as `wasmbox.shim.start` when traces
+    /// are exported.
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let span = wasmbox_runtime::trace::Operation::start(
+            "wasmbox.shim.start",
+            &[
+                ("container.id", id.to_string()),
+                ("process.exec_id", exec_id.to_string()),
+            ],
+        );
+        let started = self.start_traced(id, exec_id).await;
+        if let Err(e) = &started {
+            span.fail(&e.to_string());
+        }
+        started
+    }
+
+    async fn start_traced(&self, id: &str, exec_id: &str) -> Result<u32> {
         let shared = self.get(id)?;
         let mut c = shared.lock().await;
         let p = c.process(id, exec_id)?;

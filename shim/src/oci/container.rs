@@ -83,6 +83,7 @@ pub fn run(
     };
     crate::signals::running(running.kill_handle());
     let status = running.wait();
+    wasmbox_runtime::trace::shutdown();
     if !matches!(
         status.reason,
         ExitReason::Exited(_) | ExitReason::Signaled(_)
@@ -144,6 +145,8 @@ fn set_up(
     wasmbox_runtime::seccomp::lock_process(vec![wasmbox_runtime::compiler::spawnable()])
         .map_err(anyhow::Error::msg)?;
     crate::signals::start().context("starting the signal thread")?;
+    // Traces, when an OTLP endpoint is set: the exporter's thread is no guest thread.
+    wasmbox_runtime::trace::init().map_err(anyhow::Error::msg)?;
     if terminal {
         let socket = console_socket.context("no --console-socket")?;
         super::terminal::attach(&socket).context("the terminal")?;

@@ -29,3 +29,4 @@ mod shim_groups;
 mod shim_limits;
 mod shim_net;
 mod shim_socket;
+mod traces;

@@ -1,0 +1,293 @@
+//! OpenTelemetry traces, exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: a server span per request served, a client span
+//! per outgoing `wasi:http` request (its `traceparent` carried to the server it reaches, so a
+//! trace crosses the guest), and spans for loading a component and for the shim's create and
+//! start. `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)` and the
+//! batch processor's `OTEL_BSP_*` variables are honoured by the SDK.
+//!
+//! With neither variable set, [`init`] starts nothing and every span below is `None`: no thread,
+//! no buffer, no header parsed.
+
+use std::io::{Read as _, Write as _};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpError};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// The variables that turn tracing on.
+const ENDPOINTS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+/// Starts the exporter if an OTLP endpoint is set; call once, early, from the process's main
+/// thread (the exporter's thread must not carry a guest thread's filter). Returns whether
+/// tracing is on, or why the exporter could not be made.
+pub fn init() -> Result<bool, String> {
+    if !ENDPOINTS
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|e| !e.is_empty()))
+    {
+        return Ok(false);
+    }
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_http_client(PlainHttp)
+        .build()
+        .map_err(|e| format!("the OTLP trace exporter: {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name("wasmbox");
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    let _ = PROVIDER.set(provider);
+    Ok(true)
+}
+
+/// Exports what is buffered and stops the exporter (before the process exits).
+pub fn shutdown() {
+    if let Some(p) = PROVIDER.get() {
+        let _ = p.shutdown();
+    }
+}
+
+fn tracer() -> Option<SdkTracer> {
+    use opentelemetry::trace::TracerProvider as _;
+    PROVIDER.get().map(|p| p.tracer("wasmbox"))
+}
+
+/// An operation's span (loading, the shim's create or start): ended when dropped, marked as an
+/// error by [`Operation::fail`].
+pub struct Operation(Option<Context>);
+
+impl Operation {
+    /// Starts span `name` with `attributes`, if tracing is on.
+    pub fn start(name: &'static str, attributes: &[(&'static str, String)]) -> Self {
+        Self(tracer().map(|t| {
+            let span = t
+                .span_builder(name)
+                .with_kind(SpanKind::Internal)
+                .with_attributes(
+                    attributes
+                        .iter()
+                        .map(|(k, v)| KeyValue::new(*k, v.clone()))
+                        .collect::<Vec<_>>(),
+                )
+                .start(&t);
+            Context::current().with_span(span)
+        }))
+    }
+
+    /// Adds an attribute.
+    pub fn set(&self, key: &'static str, value: String) {
+        if let Some(cx) = &self.0 {
+            cx.span().set_attribute(KeyValue::new(key, value));
+        }
+    }
+
+    /// Marks it failed, with `why`.
+    pub fn fail(&self, why: &str) {
+        if let Some(cx) = &self.0 {
+            cx.span().set_status(Status::error(why.to_string()));
+        }
+    }
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        if let Some(cx) = &self.0 {
+            cx.span().end();
+        }
+    }
+}
+
+/// A request's server span, child of the `traceparent` it came with.
+pub(crate) struct ServerSpan(Context);
+
+impl ServerSpan {
+    /// The span of request `req`, if tracing is on.
+    pub(crate) fn start<B>(req: &hyper::Request<B>, https: bool, port: u16) -> Option<Self> {
+        let tracer = tracer()?;
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
+        let method = req.method().as_str().to_string();
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.clone()),
+            KeyValue::new("url.path", req.uri().path().to_string()),
+            KeyValue::new("url.scheme", if https { "https" } else { "http" }),
+            KeyValue::new("server.port", i64::from(port)),
+            KeyValue::new(
+                "network.protocol.version",
+                match req.version() {
+                    hyper::Version::HTTP_2 => "2",
+                    hyper::Version::HTTP_10 => "1.0",
+                    _ => "1.1",
+                },
+            ),
+        ];
+        if let Some(q) = req.uri().query() {
+            attributes.push(KeyValue::new("url.query", q.to_string()));
+        }
+        if let Some(ua) = req
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            attributes.push(KeyValue::new("user_agent.original", ua.to_string()));
+        }
+        let span = tracer
+            .span_builder(method)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(&tracer, &parent);
+        Some(Self(parent.with_span(span)))
+    }
+
+    /// The context its outgoing requests are children of.
+    pub(crate) fn context(&self) -> Context {
+        self.0.clone()
+    }
+
+    /// Ends it with the response's status (5xx marks it an error, as the conventions say).
+    pub(crate) fn end(self, status: u16) {
+        let span = self.0.span();
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if status >= 500 {
+            span.set_attribute(KeyValue::new("error.type", status.to_string()));
+            span.set_status(Status::error(""));
+        }
+        span.end();
+    }
+}
+
+/// An outgoing request's client span, child of `parent`; its `traceparent` goes into `headers`.
+pub(crate) struct ClientSpan(Context);
+
+impl ClientSpan {
+    pub(crate) fn start(
+        parent: &Context,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &mut http::HeaderMap,
+    ) -> Option<Self> {
+        let tracer = tracer()?;
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.as_str().to_string()),
+            KeyValue::new("url.full", uri.to_string()),
+        ];
+        if let Some(host) = uri.host() {
+            attributes.push(KeyValue::new("server.address", host.to_string()));
+        }
+        if let Some(port) = uri.port_u16() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        let span = tracer
+            .span_builder(method.as_str().to_string())
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes)
+            .start_with_context(&tracer, parent);
+        let cx = parent.with_span(span);
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+        Some(Self(cx))
+    }
+
+    /// Ends it with the response's status, or the error that stopped it.
+    pub(crate) fn end(self, outcome: Result<u16, String>) {
+        let span = self.0.span();
+        match outcome {
+            Ok(status) => {
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                if status >= 400 {
+                    span.set_attribute(KeyValue::new("error.type", status.to_string()));
+                    span.set_status(Status::error(""));
+                }
+            }
+            Err(why) => {
+                span.set_attribute(KeyValue::new("error.type", why.clone()));
+                span.set_status(Status::error(why));
+            }
+        }
+        span.end();
+    }
+}
+
+/// The exporter's HTTP client: one HTTP/1.1 POST per batch over a plain TCP connection, from the
+/// batch processor's own thread, within a deadline. OTLP/HTTP collectors listen on `http://`
+/// (an `https://` endpoint is refused with a clear error).
+#[derive(Debug)]
+struct PlainHttp;
+
+/// How long one export may take.
+const EXPORT_DEADLINE: Duration = Duration::from_secs(10);
+/// The most of a collector's answer read.
+const ANSWER_MOST: u64 = 64 << 10;
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for PlainHttp {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        let uri = request.uri().clone();
+        if uri.scheme_str() != Some("http") {
+            return Err(
+                format!("OTLP endpoint {uri}: only http:// endpoints are supported").into(),
+            );
+        }
+        let host = uri.host().ok_or("an OTLP endpoint without a host")?;
+        let port = uri.port_u16().unwrap_or(80);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
+            .next()
+            .ok_or("the OTLP endpoint's host has no address")?;
+        let mut tcp = std::net::TcpStream::connect_timeout(&addr, EXPORT_DEADLINE)?;
+        tcp.set_read_timeout(Some(EXPORT_DEADLINE))?;
+        tcp.set_write_timeout(Some(EXPORT_DEADLINE))?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = format!(
+            "{} {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-length: {}\r\nconnection: close\r\n",
+            request.method(),
+            request.body().len()
+        );
+        for (k, v) in request.headers() {
+            if let Ok(v) = v.to_str() {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        head.push_str("\r\n");
+        tcp.write_all(head.as_bytes())?;
+        tcp.write_all(request.body())?;
+        let mut answer = Vec::new();
+        (&mut tcp).take(ANSWER_MOST).read_to_end(&mut answer)?;
+        let status = std::str::from_utf8(&answer)
+            .ok()
+            .and_then(|a| a.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or("the OTLP collector's answer has no status line")?;
+        let body = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| Bytes::copy_from_slice(&answer[at + 4..]))
+            .unwrap_or_default();
+        Ok(http::Response::builder().status(status).body(body)?)
+    }
+}
