@@ -177,7 +177,10 @@ fn serve(
         return 1;
     };
     flags.socket = address.to_string();
-    match rt.block_on(run(flags, bound)) {
+    let served = rt.block_on(run(flags, bound));
+    // What spans are still buffered are exported before the shim exits.
+    wasmbox_runtime::trace::shutdown();
+    match served {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{RUNTIME_ID}: {e}");

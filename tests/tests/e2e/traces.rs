@@ -154,3 +154,25 @@ fn without_an_endpoint_nothing_is_started() {
         "{names:?}"
     );
 }
+
+/// Under containerd, the shim reads the variables from containerd's environment: a container's
+/// create, start and load are spans of the service `wasmbox`.
+#[test]
+fn the_shims_create_start_and_load_are_spans() {
+    let r = Receiver::start();
+    let endpoint = format!("http://127.0.0.1:{}", r.otlp);
+    let c = crate::ctrd::Containerd::start_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
+    c.import(&crate::ctrd::Images::get().archive(crate::ctrd::HELLO));
+    let out = c.run(&[], crate::ctrd::HELLO, "traced", &[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    for name in ["wasmbox.shim.create", "wasmbox.shim.start"] {
+        let span = r.wait(name, |v| {
+            v["span"] == name && v["attributes"]["container.id"] == "traced"
+        });
+        assert_eq!(span["service"], "wasmbox", "{span:#}");
+    }
+    r.wait("load span", |v| v["span"] == "wasmbox.load");
+}
