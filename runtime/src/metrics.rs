@@ -9,7 +9,7 @@
 //! Every label value is from a fixed set (methods outside the standard ones are `other`,
 //! statuses are classes), so no client can grow the series a server holds.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -139,9 +139,15 @@ impl Metrics {
             .lock()
             .expect("metrics lock")
             .push((labels.clone(), sampled));
+        let hot = Arc::new(Hot {
+            in_flight: self.families.in_flight.get_or_create_owned(&labels),
+            duration: self.families.duration.get_or_create_owned(&labels),
+            requests: Default::default(),
+        });
         Observer {
             labels,
             families: self.families.clone(),
+            hot,
         }
     }
 }
@@ -258,6 +264,16 @@ impl Limit {
 pub(crate) struct Observer {
     labels: Labels,
     families: Families,
+    /// What every request touches, looked up once: nothing is allocated or hashed per request.
+    hot: Arc<Hot>,
+}
+
+/// A server's per-request series, each resolved in its family once.
+struct Hot {
+    in_flight: Gauge,
+    duration: Histogram,
+    /// By method (the standard ones, then `other`) and status class.
+    requests: [[OnceLock<Counter>; 5]; METHODS.len() + 1],
 }
 
 /// A request in flight: counted until dropped.
@@ -278,22 +294,28 @@ impl Observer {
 
     /// A request has arrived.
     pub(crate) fn arrived(&self) -> InFlight {
-        let g = self.families.in_flight.get_or_create_owned(&self.labels);
+        let g = self.hot.in_flight.clone();
         g.inc();
         InFlight(g)
     }
 
     /// A request was answered (or its client left) after `took`.
     pub(crate) fn answered(&self, method: &str, status: u16, took: Duration) {
-        let labels = self.with(&[
-            ("method", method_label(method)),
-            ("status", status_class(status)),
-        ]);
-        self.families.requests.get_or_create(&labels).inc();
-        self.families
-            .duration
-            .get_or_create(&self.labels)
-            .observe(took.as_secs_f64());
+        let m = METHODS
+            .iter()
+            .position(|k| *k == method)
+            .unwrap_or(METHODS.len());
+        let class = (usize::from(status / 100)).clamp(1, 5) - 1;
+        self.hot.requests[m][class]
+            .get_or_init(|| {
+                let labels = self.with(&[
+                    ("method", METHODS.get(m).copied().unwrap_or("other")),
+                    ("status", CLASSES[class]),
+                ]);
+                self.families.requests.get_or_create_owned(&labels)
+            })
+            .inc();
+        self.hot.duration.observe(took.as_secs_f64());
     }
 
     pub(crate) fn trapped(&self) {
@@ -329,24 +351,13 @@ impl Observer {
     }
 }
 
-/// A method as a label: the standard ones by name, any other as `other`.
-fn method_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
-    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
-}
+/// The methods labelled by name; any other is `other`.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
-/// A status as its class: `2xx`.
-fn status_class(status: u16) -> &'static str {
-    match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    }
-}
+/// Status classes, by the status's first digit (anything past 5xx is 5xx).
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[cfg(test)]
 mod tests {
