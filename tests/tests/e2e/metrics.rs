@@ -234,12 +234,7 @@ fn a_pods_http_containers_share_one_metrics_endpoint_labelled_by_container() {
             id,
             &["/app.wasm"],
         );
-        let ready = format!("wasmbox: serving http://127.0.0.1:{port}");
-        wait_until("the server is listening", || {
-            std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&ready))
-                || c.status(id).as_deref() == Some("STOPPED")
-        });
-        assert_eq!(c.status(id).as_deref(), Some("RUNNING"), "{}", c.log_tail());
+        crate::shim_net::wait_serving(&c, &log, id, port);
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(
             text.contains("wasmbox: metrics at http://127.0.0.1:9464/metrics"),

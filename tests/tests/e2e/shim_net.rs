@@ -72,12 +72,7 @@ fn http_components_are_served_in_the_pods_namespace_and_drain_on_kill() {
             &["/app.wasm"],
         );
         // The server is up once its log says so (the container's stderr).
-        let ready = format!("wasmbox: serving http://127.0.0.1:{port}");
-        wait_until("the server is listening", || {
-            std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&ready))
-                || c.status(id).as_deref() == Some("STOPPED")
-        });
-        assert_eq!(c.status(id).as_deref(), Some("RUNNING"), "{}", c.log_tail());
+        wait_serving(&c, &log, id, port);
         log
     };
     let log = serve("web", 8080);
@@ -154,17 +149,7 @@ fn a_wasi_0_3_service_is_served_in_the_pods_namespace_and_drains_on_kill() {
         "svc",
         &["/app.wasm"],
     );
-    wait_until("the service is listening", || {
-        std::fs::read_to_string(&log)
-            .is_ok_and(|l| l.contains("wasmbox: serving http://127.0.0.1:8080"))
-            || c.status("svc").as_deref() == Some("STOPPED")
-    });
-    assert_eq!(
-        c.status("svc").as_deref(),
-        Some("RUNNING"),
-        "{}",
-        c.log_tail()
-    );
+    wait_serving(&c, &log, "svc", 8080);
     let ns_path = format!("/var/run/netns/{}", netns.0);
     assert_eq!(http_in_netns(ns_path.clone(), 8080, "/"), "200|hey\n");
     assert_eq!(
@@ -195,17 +180,7 @@ fn an_http_component_never_listens_on_the_hosts_network_unasked() {
         "private",
         &["/app.wasm"],
     );
-    let ready = format!("wasmbox: serving http://127.0.0.1:{port}");
-    wait_until("the server is listening", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&ready))
-            || c.status("private").as_deref() == Some("STOPPED")
-    });
-    assert_eq!(
-        c.status("private").as_deref(),
-        Some("RUNNING"),
-        "{}",
-        c.log_tail()
-    );
+    wait_serving(&c, &log, "private", port);
     let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     // `--net-host` asks for the host's namespace: there it answers.
@@ -217,11 +192,7 @@ fn an_http_component_never_listens_on_the_hosts_network_unasked() {
         "hosted",
         &["/app.wasm"],
     );
-    let ready2 = format!("wasmbox: serving http://127.0.0.1:{port2}");
-    wait_until("the host-network server is listening", || {
-        std::fs::read_to_string(&log2).is_ok_and(|l| l.contains(&ready2))
-            || c.status("hosted").as_deref() == Some("STOPPED")
-    });
+    wait_serving(&c, &log2, "hosted", port2);
     let out = std::process::Command::new("curl")
         .args(["-s", &format!("http://127.0.0.1:{port2}/")])
         .output()
@@ -232,6 +203,17 @@ fn an_http_component_never_listens_on_the_hosts_network_unasked() {
         c.wait_status(id, "STOPPED");
         assert_eq!(c.ctr(&["task", "delete", id]).code, 0);
     }
+}
+
+/// Waits until the log at `log` of container `id` says it serves on 127.0.0.1:`port` (or the
+/// container stopped), and asserts it runs.
+pub(crate) fn wait_serving(c: &Containerd, log: &std::path::Path, id: &str, port: u16) {
+    let ready = format!("wasmbox: serving http://127.0.0.1:{port}");
+    wait_until("the server is listening", || {
+        std::fs::read_to_string(log).is_ok_and(|l| l.contains(&ready))
+            || c.status(id).as_deref() == Some("STOPPED")
+    });
+    assert_eq!(c.status(id).as_deref(), Some("RUNNING"), "{}", c.log_tail());
 }
 
 /// GETs `path` (HTTP/1.0, so the body is not chunked) from 127.0.0.1:`port` in the network
