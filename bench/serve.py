@@ -2,8 +2,11 @@
 """HTTP serving benchmark: `wasmbox serve` against `wasmtime serve` on the same components.
 
 For each component and each connection count, `wrk` loads each server for DURATION seconds;
-the two servers are interleaved run by run and which goes first alternates every round, so
-drift on the machine hits both alike. Each server runs as its own process on loopback, started
+the servers are interleaved run by run and which goes first rotates every round, so drift on
+the machine hits all alike. For the component named by `--variants-of`, three more servers run
+in the same rounds: wasmbox with metrics on and every request traced to a local OTLP sink
+(`obs`), wasmbox over HTTPS with keep-alive (`https`, a certificate made with openssl), and a
+native hyper server answering the same bytes (`native`, `--native`), the physical limit. Each server runs as its own process on loopback, started
 once per component and kept for all its runs. Reported per point: the median over the rounds of
 requests per second and of the 99th percentile latency, for both, and their ratios; and
 wasmbox's resident memory idle (before the first run) and under load (the most seen while wrk
@@ -11,8 +14,10 @@ ran).
 
 Standard library only. Usually started by bench/http.sh, which builds what it needs first:
 
-    python3 bench/serve.py --wasmbox PATH --wasmtime PATH --component NAME=FILE... [--rounds N]
-        [--duration S] [--connections 1,16,64]
+    python3 bench/serve.py --wasmbox PATH --wasmtime PATH --component NAME=FILE... [--p3 NAME]
+        [--variants-of NAME --native PATH] [--rounds N] [--duration S] [--connections 1,16,64]
+
+`--p3 NAME` marks a WASI 0.3 service (`wasmtime serve` is then given its 0.3 flags).
 
 Exit status: 0 when the benchmark ran (goals met or not), 1 when a server failed to start or
 answered wrongly.
@@ -24,13 +29,16 @@ import argparse
 import os
 import re
 import socket
+import ssl
 import statistics
+import tempfile
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class BenchError(Exception):
@@ -48,7 +56,12 @@ class Server:
     name: str
     argv: list[str]
     port: int
+    scheme: str = "http"
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -56,14 +69,16 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
         )
-        url = f"http://127.0.0.1:{self.port}/"
+        url = self.url()
+        unverified = ssl._create_unverified_context()
         deadline = time.monotonic() + 300
         while True:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited with {self.proc.returncode} before serving")
             try:
-                with urllib.request.urlopen(url, timeout=5) as r:
+                with urllib.request.urlopen(url, timeout=5, context=unverified) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -128,7 +143,7 @@ def run_wrk(server: Server, conns: int, duration: int) -> tuple[float, float, in
                 f"-c{conns}",
                 f"-d{duration}s",
                 "--latency",
-                f"http://127.0.0.1:{server.port}/",
+                server.url(),
             ],
             check=True,
             capture_output=True,
@@ -143,10 +158,60 @@ def run_wrk(server: Server, conns: int, duration: int) -> tuple[float, float, in
 
 @dataclass
 class Point:
-    rps: dict[str, list[float]] = field(default_factory=lambda: {"wasmbox": [], "wasmtime": []})
-    p99: dict[str, list[float]] = field(default_factory=lambda: {"wasmbox": [], "wasmtime": []})
-    errors: dict[str, int] = field(default_factory=lambda: {"wasmbox": 0, "wasmtime": 0})
+    rps: dict[str, list[float]] = field(default_factory=dict)
+    p99: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
     peak_rss: int = 0
+
+
+class Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def certificate(directory: str) -> tuple[str, str]:
+    """A self-signed P-256 certificate for 127.0.0.1, and its key."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-nodes", "-days", "2", "-newkey", "ec",
+         "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", key, "-out", cert,
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def variants(args: argparse.Namespace, path: str, sink: int, tls: tuple[str, str]) -> dict[str, Server]:
+    """The extra servers run beside wasmbox and wasmtime for `--variants-of`."""
+    p = [free_port() for _ in range(3)]
+    out = {
+        "obs": Server(
+            "obs",
+            [args.wasmbox, "serve", "--addr", f"127.0.0.1:{p[0]}",
+             "--metrics-addr", "127.0.0.1:0", path],
+            p[0],
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}",
+                 "OTEL_TRACES_SAMPLER": "always_on"},
+        ),
+        "https": Server(
+            "https",
+            [args.wasmbox, "serve", "--addr", f"127.0.0.1:{p[1]}",
+             "--tls-cert", tls[0], "--tls-key", tls[1], path],
+            p[1],
+            scheme="https",
+        ),
+    }
+    if args.native:
+        out["native"] = Server("native", [args.native, f"127.0.0.1:{p[2]}"], p[2])
+    return out
 
 
 def main() -> int:
@@ -157,6 +222,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "3")))
     ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "10")))
     ap.add_argument("--connections", default=os.environ.get("CONNECTIONS", "1,16,64"))
+    ap.add_argument("--p3", action="append", default=[], metavar="NAME")
+    ap.add_argument("--variants-of", metavar="NAME")
+    ap.add_argument("--native", metavar="PATH")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     version = lambda exe: subprocess.run(  # noqa: E731
@@ -167,10 +235,14 @@ def main() -> int:
     print(f"{args.rounds} rounds of {args.duration}s per point, interleaved; medians shown\n")
     results: dict[tuple[str, int], Point] = {}
     idle: dict[str, int] = {}
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    workdir = tempfile.mkdtemp()
     try:
         for comp in args.component:
             name, path = comp.split("=", 1)
             p1, p2 = free_port(), free_port()
+            p3_flags = ["-Wcomponent-model-async", "-Sp3,http"] if name in args.p3 else []
             servers = {
                 "wasmbox": Server(
                     "wasmbox",
@@ -179,10 +251,12 @@ def main() -> int:
                 ),
                 "wasmtime": Server(
                     "wasmtime",
-                    [args.wasmtime, "serve", "--addr", f"127.0.0.1:{p2}", "-Scli", path],
+                    [args.wasmtime, "serve", "--addr", f"127.0.0.1:{p2}", "-Scli", *p3_flags, path],
                     p2,
                 ),
             }
+            if name == args.variants_of:
+                servers.update(variants(args, path, sink.server_address[1], certificate(workdir)))
             for s in servers.values():
                 s.start()
             idle[name] = servers["wasmbox"].rss_kib()
@@ -190,18 +264,21 @@ def main() -> int:
                 for r in range(args.rounds):
                     for c in conns:
                         point = results.setdefault((name, c), Point())
-                        order = ["wasmbox", "wasmtime"] if r % 2 == 0 else ["wasmtime", "wasmbox"]
+                        names = list(servers)
+                        order = names[r % len(names):] + names[: r % len(names)]
                         for tool in order:
                             rps, p99, errors, peak = run_wrk(servers[tool], c, args.duration)
-                            point.rps[tool].append(rps)
-                            point.p99[tool].append(p99)
-                            point.errors[tool] += errors
+                            point.rps.setdefault(tool, []).append(rps)
+                            point.p99.setdefault(tool, []).append(p99)
+                            point.errors[tool] = point.errors.get(tool, 0) + errors
                             if tool == "wasmbox":
                                 point.peak_rss = max(point.peak_rss, peak)
                         print(
                             f"round {r + 1} {name} c={c}: "
-                            f"wasmbox {point.rps['wasmbox'][-1]:.0f} req/s p99 {point.p99['wasmbox'][-1]:.2f} ms; "
-                            f"wasmtime {point.rps['wasmtime'][-1]:.0f} req/s p99 {point.p99['wasmtime'][-1]:.2f} ms",
+                            + "; ".join(
+                                f"{t} {point.rps[t][-1]:.0f} req/s p99 {point.p99[t][-1]:.2f} ms"
+                                for t in names
+                            ),
                             flush=True,
                         )
             finally:
@@ -210,6 +287,8 @@ def main() -> int:
     except BenchError as e:
         print(f"http.py: {e}", file=sys.stderr)
         return 1
+    finally:
+        sink.shutdown()
 
     print()
     print(
@@ -234,6 +313,26 @@ def main() -> int:
         "goal (wasmbox req/s >= wasmtime's and p99 <= wasmtime's at every point): "
         + ("met" if met else "not met")
     )
+    if args.variants_of:
+        print()
+        goals = {"obs": (0.95, "metrics on and every request traced, against both off: cost <= 5%"),
+                 "https": (0.80, "HTTPS against plain HTTP, keep-alive: >= 0.8x"),
+                 "native": (None, "wasmbox against a native hyper hello (the distance the sandbox costs)")}
+        for variant, (goal, what) in goals.items():
+            ratios = []
+            for c in conns:
+                pt = results.get((args.variants_of, c))
+                if pt is None or variant not in pt.rps:
+                    continue
+                base = statistics.median(pt.rps["wasmbox"])
+                other = statistics.median(pt.rps[variant])
+                ratios.append((c, base / other if variant == "native" else other / base, other))
+            if not ratios:
+                continue
+            print(f"{what}:")
+            for c, ratio, other in ratios:
+                verdict = "" if goal is None else ("" if ratio >= goal else "  (goal not met)")
+                print(f"  c={c}: {variant} {other:.0f} req/s, ratio {ratio:.2f}{verdict}")
     return 0
 
 
