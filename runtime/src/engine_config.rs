@@ -23,6 +23,11 @@ pub(crate) const POOL_MEMORIES: u32 = 1000;
 /// allows this many for each of its [`POOL_INSTANCES`] and never runs out of them first.
 const POOL_CORE_PER_COMPONENT: u32 = 100;
 
+/// Bytes of each linear memory a pooled slot keeps resident after its instance ends.
+pub(crate) const MEMORY_KEEP_RESIDENT: u64 = 256 << 10;
+/// Bytes of each table a pooled slot keeps resident after its instance ends.
+pub(crate) const TABLE_KEEP_RESIDENT: u64 = 64 << 10;
+
 /// [`base_config`] with the pooling allocator.
 pub(crate) fn pooling_config() -> Config {
     let mut c = base_config();
@@ -34,8 +39,8 @@ pub(crate) fn pooling_config() -> Config {
         .max_memories_per_component(50)
         .max_tables_per_component(50)
         .max_core_instances_per_component(POOL_CORE_PER_COMPONENT)
-        .linear_memory_keep_resident(256 << 10)
-        .table_keep_resident(64 << 10)
+        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT as usize)
+        .table_keep_resident(TABLE_KEEP_RESIDENT as usize)
         // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), a freed slot's written pages within
         // the keep-resident budget are copied back in place instead of unmapped: no page faults
         // on the slot's next use and no TLB shootdowns across the executor's threads, which
@@ -60,6 +65,24 @@ pub(crate) fn pool_capacity(
         .min(per(need.num_memories))
         .min(per(need.num_tables));
     Some(fits.max(1) as usize)
+}
+
+/// At most what one pooled slot that held an instance of `component` keeps resident once the
+/// instance has ended: up to the keep-resident bytes of each of its memories and tables, no more
+/// than their initial sizes. Nothing without the pooling allocator.
+pub(crate) fn slot_residue(pooling: bool, component: &wasmtime::component::Component) -> u64 {
+    let Some(need) = component.resources_required().filter(|_| pooling) else {
+        return 0;
+    };
+    let memory = need
+        .max_initial_memory_size
+        .map_or(0, |pages| pages.saturating_mul(64 << 10))
+        .min(MEMORY_KEEP_RESIDENT);
+    let table = need
+        .max_initial_table_size
+        .map_or(0, |elements| elements.saturating_mul(8))
+        .min(TABLE_KEEP_RESIDENT);
+    u64::from(need.num_memories) * memory + u64::from(need.num_tables) * table
 }
 
 #[cfg(test)]
@@ -88,5 +111,31 @@ mod tests {
         let pooling = Engine::new(&pooling_config()).unwrap();
         crate::engine::deserialize_helper_output(&pooling, &artifact, ArtifactKind::Module)
             .unwrap();
+    }
+
+    #[test]
+    fn a_slot_keeps_at_most_its_keep_resident_budget() {
+        let engine = Engine::new(&pooling_config()).unwrap();
+        let small = wasmtime::component::Component::new(
+            &engine,
+            "(component (core module $m (memory 1) (table 10 funcref))
+                        (core instance (instantiate $m)))",
+        )
+        .unwrap();
+        // One page of memory, ten table elements: no more than they hold.
+        assert_eq!(slot_residue(true, &small), (64 << 10) + 80);
+        let big = wasmtime::component::Component::new(
+            &engine,
+            "(component (core module $a (memory 100) (table 10000 funcref))
+                        (core module $b (memory 10))
+                        (core instance (instantiate $a))
+                        (core instance (instantiate $b)))",
+        )
+        .unwrap();
+        assert_eq!(
+            slot_residue(true, &big),
+            2 * MEMORY_KEEP_RESIDENT + TABLE_KEEP_RESIDENT
+        );
+        assert_eq!(slot_residue(false, &big), 0);
     }
 }

@@ -452,7 +452,7 @@ impl Running {
     /// What the guest uses now.
     pub fn usage(&self) -> Usage {
         Usage {
-            memory: self.shared.meter.used(),
+            memory: self.shared.memory_usage(),
             memory_limit: self.shared.meter.limit(),
             cpu: Duration::from_nanos(self.shared.gate.cpu_ns.load(Ordering::Relaxed)),
             cpu_system: Duration::from_nanos(self.shared.gate.system_ns.load(Ordering::Relaxed)),
@@ -562,6 +562,7 @@ impl Prepared {
             watch: tokio::sync::watch::Sender::new(None),
             meter,
             gate: Gate::default(),
+            host: std::sync::OnceLock::new(),
         });
         if let Pre::Proxy(pre) = self.pre {
             let component = match &pre {
@@ -569,9 +570,11 @@ impl Prepared {
                 wasmtime_wasi_http::handler::ProxyPre::P3(p) => p.instance_pre().component(),
             };
             let capacity = crate::engine_config::pool_capacity(inner.pooling, component);
+            let residue = crate::engine_config::slot_residue(inner.pooling, component);
             let (addr, server) = crate::serve::start(crate::serve::Parts {
                 engine: inner.engine.clone(),
                 capacity,
+                residue,
                 pre,
                 policy: self.policy,
                 listener: self.listener,

@@ -26,6 +26,28 @@ pub(crate) struct Shared {
     /// The guest's memory (for a server: the limit of each instance, the use of all of them).
     pub(crate) meter: Arc<Meter>,
     pub(crate) gate: Gate,
+    /// For a server: what it holds on the host for its guest beyond the live instances' memories
+    /// ([`HostHeld`]), counted in the guest's usage.
+    pub(crate) host: std::sync::OnceLock<std::sync::Weak<dyn HostHeld>>,
+}
+
+/// Host memory a server keeps for its guest beyond the instances alive.
+pub(crate) trait HostHeld: Send + Sync {
+    /// Bytes held: what its used instance slots keep resident, and what waits for a slot.
+    fn held(&self) -> u64;
+}
+
+impl Shared {
+    /// The guest's memory as its container's usage counts it: the live instances' memories and
+    /// tables, and what its server holds for it.
+    pub(crate) fn memory_usage(&self) -> u64 {
+        let held = self
+            .host
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .map_or(0, |h| h.held());
+        self.meter.used() + held
+    }
 }
 
 impl Shared {

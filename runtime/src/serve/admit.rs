@@ -33,6 +33,11 @@ impl Waiting {
         })
     }
 
+    /// The bytes of head the waiting requests hold.
+    pub(super) fn bytes(&self) -> usize {
+        self.held.lock().expect("waiting lock").1
+    }
+
     /// A place for a request holding `bytes` of head, or `None` when the queue is full.
     pub(super) fn admit(self: &Arc<Self>, bytes: usize) -> Option<Waiter> {
         let mut held = self.held.lock().expect("waiting lock");

@@ -72,6 +72,10 @@ struct Service {
     concurrency: usize,
     /// The port it listens on.
     port: u16,
+    /// What one used instance slot keeps resident, at most, between requests.
+    residue: u64,
+    /// The most instance slots in use at once so far: the slots it has used.
+    peak: std::sync::atomic::AtomicUsize,
     /// Where this server's metrics are counted, if anywhere.
     metrics: Option<crate::metrics::Observer>,
     /// Ends every request at once (a forced stop, or the end of the drain).
@@ -85,6 +89,8 @@ pub(crate) struct Parts {
     pub(crate) pre: ProxyPre<P2Host>,
     /// How many instances of the component the engine's pool holds at once, if it is bounded.
     pub(crate) capacity: Option<usize>,
+    /// What one used pool slot keeps resident between requests, at most.
+    pub(crate) residue: u64,
     pub(crate) policy: Policy,
     /// Bound already ([`crate::Prepared::listen_with`]), or `None` to bind `policy.serve.addr`.
     pub(crate) listener: Option<std::net::TcpListener>,
@@ -118,6 +124,7 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
         engine,
         pre,
         capacity,
+        residue,
         policy,
         listener,
         fs,
@@ -185,6 +192,8 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
         tls,
         concurrency,
         port: bound.port(),
+        residue,
+        peak: std::sync::atomic::AtomicUsize::new(0),
         metrics: metrics.map(|(m, labels, _)| {
             let sampled: std::sync::Weak<dyn crate::metrics::Sampled> = me.clone();
             m.observer(labels, sampled)
@@ -192,6 +201,8 @@ pub(crate) fn start(parts: Parts) -> crate::Result<(SocketAddr, Server)> {
         stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
     });
+    let held: std::sync::Weak<dyn crate::shared::HostHeld> = Arc::downgrade(&svc) as _;
+    let _ = shared.host.set(held);
     if let (Some(o), Some((from, took))) = (&svc.metrics, loaded) {
         o.loaded(from, took);
     }
@@ -407,12 +418,30 @@ async fn reload_on_hangup(svc: &Service, fs: &Filesystem) -> std::convert::Infal
 impl crate::metrics::Sampled for Service {
     fn sample(&self) -> crate::metrics::Sample {
         crate::metrics::Sample {
-            slots_in_use: self
-                .concurrency
-                .saturating_sub(self.slots.available_permits()) as u64,
+            slots_in_use: self.slots_in_use() as u64,
             slots: self.concurrency as u64,
             memory: self.shared.meter.used(),
             cpu: Duration::from_nanos(self.shared.gate.cpu_ns.load(Ordering::Relaxed)),
         }
+    }
+}
+
+impl Service {
+    /// Instance slots running a request now.
+    fn slots_in_use(&self) -> usize {
+        self.concurrency
+            .saturating_sub(self.slots.available_permits())
+    }
+
+    /// Notes the slots in use after one more was taken.
+    fn note_slot_taken(&self) {
+        self.peak.fetch_max(self.slots_in_use(), Ordering::Relaxed);
+    }
+}
+
+impl crate::shared::HostHeld for Service {
+    fn held(&self) -> u64 {
+        let slots = self.peak.load(Ordering::Relaxed) as u64;
+        slots * self.residue + self.waiting.bytes() as u64
     }
 }

@@ -113,6 +113,7 @@ impl Service {
                 permit
             }
         };
+        self.note_slot_taken();
         let verdict = Arc::new(BodyVerdict::default());
         let (most, stall) = (serve.max_body_size, serve.idle_timeout);
         let req = req.map(|body| Watched::new(body, most, stall, verdict.clone()));

@@ -85,8 +85,10 @@ fn http_components_are_served_in_the_pods_namespace_and_drain_on_kill() {
         "200|hello from wasm\n"
     );
     assert_eq!(http_in_netns(ns_path.clone(), 8081, "/count"), "200|1\n");
-    // Between requests no instance lives.
-    assert_eq!(memory_usage(&c, "web"), 0);
+    // Between requests no instance lives; what counts is what the one slot it used keeps
+    // resident (at most 256 KiB a memory, 64 KiB a table).
+    let idle = memory_usage(&c, "web");
+    assert!(idle > 0 && idle <= 4 << 20, "{idle}");
     // A slow request in flight when the kill comes still completes; then the task exits 0.
     let slow = {
         let p = ns_path.clone();
@@ -95,8 +97,8 @@ fn http_components_are_served_in_the_pods_namespace_and_drain_on_kill() {
     wait_until("the slow request is in the handler", || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("] sleeping"))
     });
-    // Its instance's memory is the container's while it lives.
-    assert!(memory_usage(&c, "web") >= 64 << 10);
+    // Its instance's memory is the container's while it lives, beside what the slots keep.
+    assert!(memory_usage(&c, "web") >= idle + (64 << 10));
     assert_eq!(c.ctr(&["task", "kill", "web"]).code, 0);
     assert_eq!(slow.join().unwrap(), "200|slept\n");
     let exit = events.wait_for("web", "/tasks/exit");
