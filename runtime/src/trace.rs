@@ -121,14 +121,18 @@ pub(crate) struct ServerSpan(Context);
 
 impl ServerSpan {
     /// The span of request `req`, if tracing is on.
-    pub(crate) fn start<B>(req: &hyper::Request<B>, https: bool, port: u16) -> Option<Self> {
+    pub(crate) fn start<B>(
+        req: &hyper::Request<B>,
+        scheme: &'static str,
+        port: u16,
+    ) -> Option<Self> {
         let tracer = tracer()?;
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
         let method = req.method().as_str().to_string();
         let mut attributes = vec![
             KeyValue::new("http.request.method", method.clone()),
             KeyValue::new("url.path", req.uri().path().to_string()),
-            KeyValue::new("url.scheme", if https { "https" } else { "http" }),
+            KeyValue::new("url.scheme", scheme),
             KeyValue::new("server.port", i64::from(port)),
             KeyValue::new(
                 "network.protocol.version",

@@ -335,6 +335,31 @@ async fn connection_task(
     _open: tokio::sync::OwnedSemaphorePermit,
     drain: CancellationToken,
 ) {
+    let io = admit::Stalling::new(stream, svc.policy.serve.idle_timeout);
+    let Some(tls) = &svc.tls else {
+        return serve_over(&svc, builder, io, drain).await;
+    };
+    // The handshake is part of the head: a client has the header timeout for both.
+    let handshake = tls.acceptor.accept(io);
+    let done = tokio::select! {
+        biased;
+        () = svc.stop.cancelled() => return,
+        () = drain.cancelled() => return,
+        done = tokio::time::timeout(svc.policy.serve.header_timeout, handshake) => done,
+    };
+    match done {
+        Ok(Ok(stream)) => serve_over(&svc, builder, stream, drain).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => {}
+    }
+}
+
+/// Serves HTTP over `io` (the socket, or TLS over it) until the connection ends, the server
+/// stops, or it is closed gracefully (drain, idle).
+async fn serve_over<IO>(svc: &Arc<Service>, builder: Builder, io: IO, drain: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let activity = admit::Activity::new();
     let conn_svc = svc.clone();
     let conn_activity = activity.clone();
@@ -342,29 +367,6 @@ async fn connection_task(
         let busy = conn_activity.begin();
         conn_svc.clone().handle(req, busy)
     });
-    let io = admit::Stalling::new(stream, svc.policy.serve.idle_timeout);
-    let io: Box<dyn Io> = match &svc.tls {
-        None => Box::new(io),
-        // The handshake is part of the head: a client has the header timeout for both.
-        Some(tls) => {
-            let handshake = tls.acceptor.accept(io);
-            tokio::select! {
-                biased;
-                () = svc.stop.cancelled() => return,
-                () = drain.cancelled() => return,
-                done = tokio::time::timeout(svc.policy.serve.header_timeout, handshake) => {
-                    match done {
-                        Ok(Ok(stream)) => Box::new(stream),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                }
-            }
-        }
-    };
     let conn = builder
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .into_owned();
@@ -388,10 +390,6 @@ async fn connection_task(
         }
     }
 }
-
-/// What a connection is served over: the socket, or TLS over it.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 /// SIGHUP (a kill with it) reads the certificate again, for the handshakes after it; with no TLS
 /// there is nothing to read and the server goes on. Never returns.

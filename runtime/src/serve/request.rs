@@ -48,13 +48,9 @@ impl Service {
         }
     }
 
-    /// The scheme requests arrive with.
-    fn scheme(&self) -> Scheme {
-        if self.tls.is_some() {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        }
+    /// The scheme requests arrive with: `https` over TLS, else `http`.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Answers one request. A request refused because too many wait for a slot is an HTTP/2
@@ -74,7 +70,7 @@ impl Service {
             busy,
             self.metrics.as_ref(),
         );
-        access.span = crate::trace::ServerSpan::start(&req, self.tls.is_some(), self.port);
+        access.span = crate::trace::ServerSpan::start(&req, self.scheme(), self.port);
         let trace = access.span.as_ref().map(crate::trace::ServerSpan::context);
         // Until a response is handed to hyper, hyper dropping this request (the client went
         // away) ends its instance, and the access line says so.
@@ -258,15 +254,15 @@ impl Service {
         store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(SLICE_TICKS)));
         let proxy = match self.pre.instantiate_async(&mut store).await? {
             wasmtime_wasi_http::handler::Proxy::P2(proxy) => proxy,
-            service => {
-                let scheme = if self.tls.is_some() { "https" } else { "http" };
-                return super::p3::handle(store, service, req, scheme, tx).await;
-            }
+            service => return super::p3::handle(store, service, req, self.scheme(), tx).await,
         };
-        let req = store
-            .data_mut()
-            .http()
-            .new_incoming_request(self.scheme(), req)?;
+        let req = store.data_mut().http().new_incoming_request(
+            match self.scheme() {
+                "https" => Scheme::Https,
+                _ => Scheme::Http,
+            },
+            req,
+        )?;
         let out = store.data_mut().http().new_response_outparam(tx)?;
         proxy
             .wasi_http_incoming_handler()
