@@ -61,6 +61,21 @@ impl Wasmbox {
         c
     }
 
+    /// `wasmbox ARGS` with `timeout 60` in front, as a backstop for guests that would wait for
+    /// ever.
+    pub fn run_bounded(&self, args: &[&str]) -> Out {
+        Out::from(
+            Command::new("timeout")
+                .args(["-k", "5", "60"])
+                .arg(wasmbox_bin())
+                .args(args)
+                .env("WASMBOX_CACHE_DIR", self.cache.path().join("c"))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    }
+
     /// Runs `wasmbox ARGS` to completion.
     pub fn run(&self, args: &[&str]) -> Out {
         let out = self.cmd().args(args).output().expect("spawn wasmbox");
@@ -123,6 +138,12 @@ impl Out {
         }
         assert!(!self.stderr.contains("panicked"), "{self:#?}");
     }
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
 }
 
 /// Writes an OCI runtime bundle: `config.json` from `config` (with `root` and `process`

@@ -31,28 +31,6 @@ fn files_component() -> String {
     guest("files/files-component.wasm").display().to_string()
 }
 
-/// `wasmbox ARGS` with `timeout 60` in front, as a backstop for guests that would wait for ever.
-fn run_bounded(wb: &Wasmbox, args: &[&str]) -> crate::common::Out {
-    crate::common::Out::from(
-        std::process::Command::new("timeout")
-            .args(["-k", "5", "60"])
-            .arg(crate::common::wasmbox_bin())
-            .args(args)
-            .env("WASMBOX_CACHE_DIR", wb.cache.path().join("c"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap(),
-    )
-}
-
-fn mkfifo(path: &Path) {
-    let made = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfifo {}", path.display());
-}
-
 /// The cache entries (`*.cwasm`) in a cache directory.
 fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
@@ -821,14 +799,14 @@ fn a_mount_inside_another_always_shows_whatever_the_spec_order() {
 fn a_fifo_or_socket_file_in_a_grant_is_refused_not_waited_on() {
     let wb = Wasmbox::new();
     let vol = tempfile::tempdir().unwrap();
-    mkfifo(&vol.path().join("fifo"));
+    crate::common::mkfifo(&vol.path().join("fifo"));
     let _sock = std::os::unix::net::UnixListener::bind(vol.path().join("sock")).unwrap();
     symlink("fifo", vol.path().join("link")).unwrap();
     let v = format!("{}:/data", vol.path().display());
     for guest in [files(), files_component()] {
         for path in ["/data/fifo", "/data/sock", "/data/link", "/data/./fifo"] {
             // Opening the FIFO would wait for a writer for ever.
-            let out = run_bounded(&wb, &["run", "-v", &v, &guest, "cat", path]);
+            let out = wb.run_bounded(&["run", "-v", &v, &guest, "cat", path]);
             assert_eq!(out.code, 1, "{guest} {path}: {out:#?}");
             assert!(
                 out.stdout.contains("error: Permission denied"),
@@ -846,11 +824,11 @@ fn a_fifo_is_refused_beneath_a_directory_the_guest_opened_itself() {
     std::fs::create_dir_all(sub.join("inner")).unwrap();
     std::fs::write(sub.join("ok.txt"), "ok").unwrap();
     std::fs::write(sub.join("f2"), "a plain file").unwrap();
-    mkfifo(&sub.join("fifo"));
-    mkfifo(&sub.join("inner/f2"));
+    crate::common::mkfifo(&sub.join("fifo"));
+    crate::common::mkfifo(&sub.join("inner/f2"));
     let v = format!("{}:/data", vol.path().display());
     let opendir = guest("wat/opendir.wat").display().to_string();
-    let out = run_bounded(&wb, &["run", "-v", &v, &opendir]);
+    let out = wb.run_bounded(&["run", "-v", &v, &opendir]);
     assert_eq!(out.code, 0, "{out:#?}");
     // Refused by the look-up beneath the directory each number names, before any open: no open
     // waited on a FIFO to be interrupted.
@@ -894,7 +872,7 @@ fn a_fifo_swapped_in_under_an_open_is_released_and_refused() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::fs::write(dir.join("file.tmp"), "file").unwrap();
                 std::fs::rename(dir.join("file.tmp"), dir.join("x")).unwrap();
-                mkfifo(&dir.join("fifo.tmp"));
+                crate::common::mkfifo(&dir.join("fifo.tmp"));
                 std::fs::rename(dir.join("fifo.tmp"), dir.join("x")).unwrap();
                 swaps += 1;
             }
@@ -908,10 +886,8 @@ fn a_fifo_swapped_in_under_an_open_is_released_and_refused() {
         // check after the open spoke); each round must end well whatever happened.
         let mut caught = false;
         for _ in 0..30 {
-            let out = run_bounded(
-                &wb,
-                &["run", "-v", &v, &guest, "reopen", "/data/x", &n.to_string()],
-            );
+            let out =
+                wb.run_bounded(&["run", "-v", &v, &guest, "reopen", "/data/x", &n.to_string()]);
             assert_eq!(out.code, 0, "{guest}: {out:#?}");
             let counts: Vec<u64> = out
                 .stdout

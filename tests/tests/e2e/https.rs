@@ -396,13 +396,7 @@ fn annotations_serve_https_from_files_in_the_containers_grants_and_never_beyond(
     std::os::unix::fs::symlink(&a.chain, tls.join("absolute.crt")).unwrap();
     std::os::unix::fs::symlink("../../a-chain.pem", tls.join("climbing.crt")).unwrap();
     let fifo = tls.join("fifo.crt");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::common::mkfifo(&fifo);
 
     let ann = |cert: &str| {
         serde_json::json!({
@@ -441,17 +435,9 @@ fn annotations_serve_https_from_files_in_the_containers_grants_and_never_beyond(
     ] {
         let d = tempfile::tempdir().unwrap();
         let b = tls_bundle(d.path(), &tls, ann(cert));
-        let out = Command::new("timeout")
-            .args(["-k", "5", "60"])
-            .arg(crate::common::wasmbox_bin())
-            .env("WASMBOX_CACHE_DIR", wb.cache.path().join("c"))
-            .args(["run", "--bundle"])
-            .arg(&b)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(125), "{cert}: {stderr}");
+        let out = wb.run_bounded(&["run", "--bundle", b.to_str().unwrap()]);
+        let stderr = &out.stderr;
+        assert_eq!(out.code, 125, "{cert}: {stderr}");
         assert!(
             stderr.contains("serving HTTPS") && stderr.contains(why),
             "{cert}: {stderr}"
