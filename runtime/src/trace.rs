@@ -116,6 +116,27 @@ impl Drop for Operation {
     }
 }
 
+/// What the HTTP conventions call a method nobody knows.
+const OTHER: &str = "_OTHER";
+
+/// `http.request.method`: one of the methods of RFC 9110 and PATCH, else `_OTHER` (the
+/// conventions' answer to methods a client may invent, which also keeps a span's name from
+/// carrying whatever a client sent).
+fn known_method(m: &http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|k| *k == m.as_str())
+        .unwrap_or(OTHER)
+}
+
+/// A span's name: its method, or `HTTP` for one nobody knows.
+fn span_name(method: &'static str) -> &'static str {
+    if method == OTHER { "HTTP" } else { method }
+}
+
 /// A request's server span, child of the `traceparent` it came with.
 pub(crate) struct ServerSpan(Context);
 
@@ -128,9 +149,9 @@ impl ServerSpan {
     ) -> Option<Self> {
         let tracer = tracer()?;
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
-        let method = req.method().as_str().to_string();
+        let method = known_method(req.method());
         let mut attributes = vec![
-            KeyValue::new("http.request.method", method.clone()),
+            KeyValue::new("http.request.method", method),
             KeyValue::new("url.path", req.uri().path().to_string()),
             KeyValue::new("url.scheme", scheme),
             KeyValue::new("server.port", i64::from(port)),
@@ -146,6 +167,12 @@ impl ServerSpan {
         if let Some(q) = req.uri().query() {
             attributes.push(KeyValue::new("url.query", q.to_string()));
         }
+        if method == OTHER {
+            attributes.push(KeyValue::new(
+                "http.request.method_original",
+                req.method().as_str().to_string(),
+            ));
+        }
         if let Some(ua) = req
             .headers()
             .get(hyper::header::USER_AGENT)
@@ -154,7 +181,7 @@ impl ServerSpan {
             attributes.push(KeyValue::new("user_agent.original", ua.to_string()));
         }
         let span = tracer
-            .span_builder(method)
+            .span_builder(span_name(method))
             .with_kind(SpanKind::Server)
             .with_attributes(attributes)
             .start_with_context(&tracer, &parent);
@@ -192,8 +219,9 @@ impl ClientSpan {
         headers: &mut http::HeaderMap,
     ) -> Option<Self> {
         let tracer = tracer()?;
+        let known = known_method(method);
         let mut attributes = vec![
-            KeyValue::new("http.request.method", method.as_str().to_string()),
+            KeyValue::new("http.request.method", known),
             KeyValue::new("url.full", uri.to_string()),
         ];
         if let Some(host) = uri.host() {
@@ -202,8 +230,14 @@ impl ClientSpan {
         if let Some(port) = uri.port_u16() {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
+        if known == OTHER {
+            attributes.push(KeyValue::new(
+                "http.request.method_original",
+                method.as_str().to_string(),
+            ));
+        }
         let span = tracer
-            .span_builder(method.as_str().to_string())
+            .span_builder(span_name(known))
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
             .start_with_context(&tracer, parent);
@@ -293,5 +327,22 @@ impl opentelemetry_http::HttpClient for PlainHttp {
             .map(|at| Bytes::copy_from_slice(&answer[at + 4..]))
             .unwrap_or_default();
         Ok(http::Response::builder().status(status).body(body)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_named_as_the_http_conventions_say() {
+        for m in ["GET", "POST", "PATCH", "OPTIONS"] {
+            let method = http::Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(known_method(&method), m);
+            assert_eq!(span_name(known_method(&method)), m);
+        }
+        let invented = http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(known_method(&invented), "_OTHER");
+        assert_eq!(span_name(known_method(&invented)), "HTTP");
     }
 }
