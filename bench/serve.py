@@ -5,9 +5,14 @@ For each component and each connection count, `wrk` loads each server for DURATI
 the servers are interleaved run by run and which goes first rotates every round, so drift on
 the machine hits all alike. For the component named by `--variants-of`, three more servers run
 in the same rounds: wasmbox with metrics on and every request traced to a local OTLP sink
-(`obs`), wasmbox over HTTPS with keep-alive (`https`, a certificate made with openssl), and a
-native hyper server answering the same bytes (`native`, `--native`), the physical limit. Each server runs as its own process on loopback, started
-once per component and kept for all its runs. Reported per point: the median over the rounds of
+(`obs`; the sink is a process of its own), wasmbox over HTTPS with keep-alive (`https`, a
+certificate made with openssl), and a native hyper server answering the same bytes (`native`,
+`--native`), the physical limit; a variant's ratio to plain wasmbox is the median of the
+ratios of runs made in the same round. For a WASI 0.3 service, `wasmtime serve` also runs
+with one instance per request (`wasmtime-fresh`, `--max-instance-reuse-count 1`, its default
+for 0.2), which is how wasmbox serves every request. Each server runs as its own process on
+loopback, started once per component, warmed up with one unrecorded wrk run at the most
+connections, and kept for all its runs. Reported per point: the median over the rounds of
 requests per second and of the 99th percentile latency, for both, and their ratios; and
 wasmbox's resident memory idle (before the first run) and under load (the most seen while wrk
 ran).
@@ -18,6 +23,7 @@ Standard library only. Usually started by bench/http.sh, which builds what it ne
         [--variants-of NAME --native PATH] [--rounds N] [--duration S] [--connections 1,16,64]
 
 `--p3 NAME` marks a WASI 0.3 service (`wasmtime serve` is then given its 0.3 flags).
+`serve.py --sink PORT` is the OTLP sink alone.
 
 Exit status: 0 when the benchmark ran (goals met or not), 1 when a server failed to start or
 answered wrongly.
@@ -177,6 +183,27 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
+def start_sink() -> tuple[subprocess.Popen, int]:
+    """The OTLP sink in a process of its own (the driver's threads do not slow it), serving."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sink", str(port)])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise BenchError("the OTLP sink did not start")
+            time.sleep(0.05)
+
+
+def paired(pt: Point, base: str, other: str) -> float:
+    """`other`'s req/s over `base`'s: the median of the ratios of the runs of one round."""
+    return statistics.median(o / b for b, o in zip(pt.rps[base], pt.rps[other]))
+
+
 def certificate(directory: str) -> tuple[str, str]:
     """A self-signed P-256 certificate for 127.0.0.1, and its key."""
     cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
@@ -215,6 +242,9 @@ def variants(args: argparse.Namespace, path: str, sink: int, tls: tuple[str, str
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--sink":
+        ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), Sink).serve_forever()
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--wasmbox", required=True)
     ap.add_argument("--wasmtime", required=True)
@@ -235,13 +265,13 @@ def main() -> int:
     print(f"{args.rounds} rounds of {args.duration}s per point, interleaved; medians shown\n")
     results: dict[tuple[str, int], Point] = {}
     idle: dict[str, int] = {}
-    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
     workdir = tempfile.mkdtemp()
+    sink = None
     try:
+        sink, sink_port = start_sink()
         for comp in args.component:
             name, path = comp.split("=", 1)
-            p1, p2 = free_port(), free_port()
+            p1, p2, p3_fresh = free_port(), free_port(), free_port()
             p3_flags = ["-Wcomponent-model-async", "-Sp3,http"] if name in args.p3 else []
             servers = {
                 "wasmbox": Server(
@@ -255,10 +285,19 @@ def main() -> int:
                     p2,
                 ),
             }
+            if name in args.p3:
+                servers["wasmtime-fresh"] = Server(
+                    "wasmtime-fresh",
+                    [args.wasmtime, "serve", "--addr", f"127.0.0.1:{p3_fresh}", "-Scli",
+                     *p3_flags, "--max-instance-reuse-count", "1", path],
+                    p3_fresh,
+                )
             if name == args.variants_of:
-                servers.update(variants(args, path, sink.server_address[1], certificate(workdir)))
+                servers.update(variants(args, path, sink_port, certificate(workdir)))
             for s in servers.values():
                 s.start()
+            for s in servers.values():
+                run_wrk(s, max(conns), 2)
             idle[name] = servers["wasmbox"].rss_kib()
             try:
                 for r in range(args.rounds):
@@ -288,7 +327,9 @@ def main() -> int:
         print(f"http.py: {e}", file=sys.stderr)
         return 1
     finally:
-        sink.shutdown()
+        if sink is not None:
+            sink.kill()
+            sink.wait()
 
     print()
     print(
@@ -313,6 +354,14 @@ def main() -> int:
         "goal (wasmbox req/s >= wasmtime's and p99 <= wasmtime's at every point): "
         + ("met" if met else "not met")
     )
+    fresh = [(name, c, pt) for (name, c), pt in results.items() if "wasmtime-fresh" in pt.rps]
+    if fresh:
+        print()
+        print("WASI 0.3 against wasmtime serve with one instance per request, as wasmbox serves:")
+        for name, c, pt in fresh:
+            ratio = paired(pt, "wasmtime-fresh", "wasmbox")
+            print(f"  {name} c={c}: wasmtime-fresh "
+                  f"{statistics.median(pt.rps['wasmtime-fresh']):.0f} req/s, ratio {ratio:.2f}")
     if args.variants_of:
         print()
         goals = {"obs": (0.95, "metrics on and every request traced, against both off: cost <= 5%"),
@@ -324,9 +373,10 @@ def main() -> int:
                 pt = results.get((args.variants_of, c))
                 if pt is None or variant not in pt.rps:
                     continue
-                base = statistics.median(pt.rps["wasmbox"])
                 other = statistics.median(pt.rps[variant])
-                ratios.append((c, base / other if variant == "native" else other / base, other))
+                ratio = (paired(pt, variant, "wasmbox") if variant == "native"
+                         else paired(pt, "wasmbox", variant))
+                ratios.append((c, ratio, other))
             if not ratios:
                 continue
             print(f"{what}:")
