@@ -1,5 +1,6 @@
 //! The `wasmbox` command line: one subcommand per file, each `FooCommand::execute(self)`.
 
+mod compile;
 mod host_root;
 mod images;
 mod install;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use wasmbox_runtime::EXIT_RUNTIME_ERROR;
 
+pub use compile::{AheadOptions, CompileCommand};
 pub use images::{
     BuildCommand, ImagesCommand, InspectCommand, LoadCommand, PruneCommand, PullCommand,
     PushCommand, RmiCommand, SaveCommand,
@@ -63,6 +65,8 @@ pub enum Command {
     Prune(PruneCommand),
     /// Load images from an OCI layout directory or tarball.
     Load(LoadCommand),
+    /// Compile wasm files and images into the compiled-code cache, so their first start is warm.
+    Compile(CompileCommand),
     /// Write an image as an OCI layout tarball.
     Save(SaveCommand),
     /// Install wasmbox on a node: the containerd shim and its CRI runtime entry.
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Rmi(c) => c.execute(&cli.store),
         Command::Prune(c) => c.execute(&cli.store),
         Command::Load(c) => c.execute(&cli.store),
+        Command::Compile(c) => c.execute(&cli.store),
         Command::Save(c) => c.execute(&cli.store),
         Command::Install(c) => c.execute(),
     };

@@ -130,6 +130,8 @@ fn pull_and_run_images_pushed_by_skopeo() {
     let out = with_store(&wb, &["pull", &hello]);
     out.code(0);
     assert_eq!(out.stdout.trim(), hello);
+    // The pull compiled the image's wasm: its first run starts from the cache.
+    assert_eq!(crate::ahead::cached(&wb).len(), 1, "{out:#?}");
     let out = with_store(&wb, &["run", &hello, "a"]);
     out.code(0);
     assert_eq!(out.stdout, "Hello from wasmbox!\nargs: a\n");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::cli::AheadOptions;
 use crate::cli::store::{StoreOptions, canonical};
 
 /// Image form for `build`.
@@ -46,6 +47,9 @@ pub struct BuildCommand {
     /// that refuse others, as Docker 20.10 does); default `wasip1`/`wasip2` on `wasm`.
     #[arg(long, value_name = "OS/ARCH")]
     pub platform: Option<String>,
+    /// Compiling the image's wasm.
+    #[command(flatten)]
+    pub ahead: AheadOptions,
 }
 
 impl BuildCommand {
@@ -82,6 +86,7 @@ impl BuildCommand {
         };
         let digest = build(&store, &name, &spec)
             .with_context(|| format!("building {name} from {}", self.wasm.display()))?;
+        self.ahead.images(&store, std::slice::from_ref(&name))?;
         println!("{name} {digest}");
         Ok(0)
     }
@@ -106,6 +111,7 @@ impl BuildCommand {
         let platform = platform_of(self.platform.as_deref())?;
         let digest = containerfile::build(store, name, &self.wasm, &plan, platform)
             .with_context(|| format!("building {name} from {}", file.display()))?;
+        self.ahead.images(store, &[name.to_string()])?;
         println!("{name} {digest}");
         Ok(0)
     }

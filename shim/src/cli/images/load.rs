@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use wasmbox_images::Reference;
 
+use crate::cli::AheadOptions;
 use crate::cli::store::StoreOptions;
 
 /// Load images from an OCI layout (a directory or a tarball).
@@ -17,6 +18,9 @@ pub struct LoadCommand {
     /// Name the (single) image in it.
     #[arg(short = 't', long = "tag", value_name = "REF")]
     pub tag: Option<String>,
+    /// Compiling the images' wasm.
+    #[command(flatten)]
+    pub ahead: AheadOptions,
 }
 
 impl LoadCommand {
@@ -28,7 +32,9 @@ impl LoadCommand {
             .as_deref()
             .map(str::parse::<Reference>)
             .transpose()?;
-        for n in wasmbox_images::archive::load(&store, &self.input, tag.as_ref())? {
+        let names = wasmbox_images::archive::load(&store, &self.input, tag.as_ref())?;
+        self.ahead.images(&store, &names)?;
+        for n in names {
             println!("Loaded image: {n}");
         }
         Ok(0)

@@ -1,0 +1,186 @@
+//! Compiling ahead: `load`, `build` (and `pull`, in `registry.rs`) compile an image's wasm into
+//! the compiled-code cache, and `run` and `serve` then start from it; `--no-compile`;
+//! `wasmbox compile` of files and images; a wasm that does not compile is reported without
+//! failing the load or build, and again by `run`.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{Wasmbox, guest};
+use crate::http::Served;
+use crate::images::{compat, with_store};
+
+/// The compiled entries in `wb`'s cache.
+pub fn cached(wb: &Wasmbox) -> Vec<PathBuf> {
+    let dir = wb.cache.path().join("c");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+/// `wasmbox --store … ARGS` with the runtime's debug log, which says where code came from.
+fn logged(wb: &Wasmbox, args: &[&str]) -> crate::common::Out {
+    let store = wb.cache.path().join("store");
+    let out = wb
+        .cmd()
+        .env("WASMBOX_LOG", "wasmbox_runtime=debug")
+        .args(["--store", store.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    crate::common::Out::from(out)
+}
+
+#[test]
+fn load_and_build_compile_ahead_and_run_and_serve_start_from_the_cache() {
+    let wb = Wasmbox::new();
+    let work = tempfile::tempdir().unwrap();
+    let cpt = compat(&work.path().join("cpt"), "localhost/files:v1");
+    // `load` compiles the image's wasm (its non-wasm file is left alone).
+    let out = with_store(&wb, &["load", "-i", cpt.to_str().unwrap()]);
+    out.code(0);
+    assert_eq!(out.stdout.trim(), "Loaded image: localhost/files:v1");
+    assert_eq!(cached(&wb).len(), 1, "{out:#?}");
+    let out = logged(&wb, &["run", "localhost/files:v1"]);
+    out.code(0);
+    assert_eq!(out.stdout, "from the image");
+    assert!(
+        out.stderr.contains("compiled code from cache") && !out.stderr.contains("compiling"),
+        "{out:#?}"
+    );
+    // `build` of an HTTP component: `serve` (whose engine pools its instances) starts from what
+    // the build compiled.
+    let http = guest("http-hello/http-hello.wasm");
+    let out = with_store(
+        &wb,
+        &[
+            "build",
+            http.to_str().unwrap(),
+            "-t",
+            "localhost/hello-http:1",
+        ],
+    );
+    out.code(0);
+    assert_eq!(cached(&wb).len(), 2, "{out:#?}");
+    let store = wb.cache.path().join("store");
+    let mut cmd = wb.cmd();
+    cmd.env("WASMBOX_LOG", "wasmbox_runtime=debug")
+        .args(["--store", store.to_str().unwrap()]);
+    let server = Served::start_as(cmd, "serve", &[], "localhost/hello-http:1");
+    assert_eq!(server.curl(&[], "/").0, 200);
+    let log = server.stderr.all();
+    drop(server);
+    assert!(
+        log.iter().any(|l| l.contains("compiled code from cache"))
+            && !log.iter().any(|l| l.contains("compiling")),
+        "{log:#?}"
+    );
+    // `--no-compile` leaves the cache as it was.
+    let hello = guest("hello/hello.wasm");
+    with_store(
+        &wb,
+        &[
+            "build",
+            hello.to_str().unwrap(),
+            "-t",
+            "localhost/hello:1",
+            "--no-compile",
+        ],
+    )
+    .code(0);
+    assert_eq!(cached(&wb).len(), 2);
+    // `compile` of an image: now it is there, and compiling it again changes nothing.
+    let out = with_store(&wb, &["compile", "localhost/hello:1"]);
+    out.code(0);
+    let entries = cached(&wb);
+    assert_eq!(entries.len(), 3, "{out:#?}");
+    let written: Vec<_> = entries
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    with_store(
+        &wb,
+        &["compile", "localhost/hello:1", hello.to_str().unwrap()],
+    )
+    .code(0);
+    let again: Vec<_> = cached(&wb)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    assert_eq!(written, again);
+    let out = logged(&wb, &["run", hello.to_str().unwrap()]);
+    out.code(0);
+    assert!(out.stderr.contains("compiled code from cache"), "{out:#?}");
+}
+
+/// A module well formed but invalid: `(func (result i32))` with an empty body, which fails
+/// validation when compiled.
+const INVALID: &[u8] =
+    b"\0asm\x01\0\0\0\x01\x05\x01\x60\x00\x01\x7f\x03\x02\x01\x00\x0a\x04\x01\x02\x00\x0b";
+
+/// A Containerfile image whose `/app.wasm` is [`INVALID`].
+fn broken_image(wb: &Wasmbox, dir: &Path, name: &str) -> crate::common::Out {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("app.wasm"), INVALID).unwrap();
+    std::fs::write(
+        dir.join("Containerfile"),
+        "FROM scratch\nCOPY app.wasm /app.wasm\nENTRYPOINT [\"/app.wasm\"]\n",
+    )
+    .unwrap();
+    let file = dir.join("Containerfile");
+    with_store(
+        wb,
+        &[
+            "build",
+            "-f",
+            file.to_str().unwrap(),
+            "-t",
+            name,
+            dir.to_str().unwrap(),
+        ],
+    )
+}
+
+#[test]
+fn wasm_that_does_not_compile_is_reported_and_fails_only_what_runs_it() {
+    let wb = Wasmbox::new();
+    let work = tempfile::tempdir().unwrap();
+    // The build succeeds and says what did not compile, naming the image and the file.
+    let out = broken_image(&wb, &work.path().join("ctx"), "localhost/broken:1");
+    out.code(0);
+    assert!(
+        out.stdout.starts_with("localhost/broken:1 sha256:"),
+        "{out:#?}"
+    );
+    assert!(
+        out.stderr.contains("localhost/broken:1:/app.wasm") && out.stderr.contains("compil"),
+        "{out:#?}"
+    );
+    assert!(cached(&wb).is_empty());
+    // `run` reports it again.
+    let out = with_store(&wb, &["run", "localhost/broken:1"]);
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(out.stderr.contains("/app.wasm"), "{out:#?}");
+    // `compile` fails on it, and on a file that is not there or an image the store lacks.
+    let out = with_store(&wb, &["compile", "localhost/broken:1"]);
+    out.code(1);
+    assert!(
+        out.stderr.contains("localhost/broken:1:/app.wasm"),
+        "{out:#?}"
+    );
+    let bad = work.path().join("ctx/app.wasm");
+    let out = with_store(&wb, &["compile", bad.to_str().unwrap()]);
+    out.code(1);
+    assert!(out.stderr.contains(bad.to_str().unwrap()), "{out:#?}");
+    with_store(&wb, &["compile", "/nowhere/x.wasm"]).runtime_error(&["/nowhere/x.wasm"]);
+    with_store(&wb, &["compile", "localhost/absent:1"])
+        .runtime_error(&["localhost/absent:1", "pull it first"]);
+    with_store(&wb, &["compile", "--no-cache", bad.to_str().unwrap()])
+        .runtime_error(&["--no-cache"]);
+    assert!(cached(&wb).is_empty());
+}
