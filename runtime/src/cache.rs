@@ -7,6 +7,11 @@
 //! a keyed MAC (HMAC-SHA256, appended to the file) that is checked before anything in it is
 //! deserialized. The key lives beside the cache directory (`DIR.key`, mode 0600), never inside it,
 //! and no grant may reach either (see [`crate::protect`]).
+//!
+//! The cache holds at most its cap ([`cap`]): writing an entry removes the least recently used
+//! ones past it, never one a process has loaded.
+
+pub mod cap;
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::{Hash, Hasher};
@@ -73,6 +78,8 @@ pub struct ModuleCache {
     dir: PathBuf,
     engine_key: String,
     mac_key: [u8; 32],
+    /// The most bytes the entries may hold together.
+    max: u64,
 }
 
 impl std::fmt::Debug for ModuleCache {
@@ -80,6 +87,7 @@ impl std::fmt::Debug for ModuleCache {
         f.debug_struct("ModuleCache")
             .field("dir", &self.dir)
             .field("engine_key", &self.engine_key)
+            .field("max", &self.max)
             .finish_non_exhaustive()
     }
 }
@@ -126,7 +134,14 @@ impl ModuleCache {
             dir: dir.to_path_buf(),
             engine_key,
             mac_key,
+            max: cap::DEFAULT_MAX,
         })
+    }
+
+    /// The same cache, holding at most `max` bytes.
+    pub fn with_max(mut self, max: u64) -> Self {
+        self.max = max;
+        self
     }
 
     /// The key file.
@@ -192,6 +207,7 @@ impl ModuleCache {
         if self.mac(&path, body).verify_slice(tag).is_err() {
             return Err(Error::CacheTampered { path });
         }
+        cap::touch(&file);
         Ok(Some(Verified { path, file }))
     }
 
@@ -207,7 +223,7 @@ impl ModuleCache {
     }
 
     /// Stores `bytes` as the artifact for `digest`, with its MAC appended: temp file (0600), fsync,
-    /// rename, fsync dir.
+    /// rename, fsync dir. Then the least recently used entries past the cap are removed.
     pub fn store(&self, digest: &[u8; 32], kind: ArtifactKind, bytes: &[u8]) -> Result<PathBuf> {
         let path = self.path_for(digest, kind);
         let tmp = self.dir.join(format!(
@@ -237,6 +253,20 @@ impl ModuleCache {
             let _ = fs::remove_file(&tmp);
             io(&path)(e)
         })?;
+        match cap::trim(&self.dir, self.max, Some(&path)) {
+            Ok(t) if t.removed > 0 => tracing::info!(
+                removed = t.removed,
+                freed = t.freed,
+                left = t.total,
+                in_use = t.busy,
+                "compiled-code cache past its cap of {} bytes: least recently used entries removed",
+                self.max
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not keep the compiled-code cache under its cap")
+            }
+        }
         Ok(path)
     }
 

@@ -35,6 +35,8 @@ pub enum Allocator {
 pub struct RuntimeConfig {
     /// Where compiled code is cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// The most bytes the cache may hold ([`crate::cache::cap::DEFAULT_MAX`] when `None`).
+    pub cache_max: Option<u64>,
     /// Instance allocation strategy.
     pub allocator: Allocator,
     /// Where private directories for tmpfs mounts and mount trees are made (default: the system
@@ -123,6 +125,9 @@ pub(crate) struct Inner {
     cache_writes: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Everything this runtime has loaded, by wasm digest: one compiled copy per module.
     loaded: std::sync::Mutex<std::collections::HashMap<[u8; 32], ProgramKind>>,
+    /// The cache entries it loaded, each under a shared lock that marks it in use for as long
+    /// as the runtime (and so the code mapped from it) lives.
+    held: std::sync::Mutex<Vec<std::fs::File>>,
     compiler: crate::compiler::Compiler,
     /// The devices of `/dev` most guests share, made when a guest first needs them.
     devices: OnceLock<Arc<crate::devices::DevDir>>,
@@ -233,7 +238,11 @@ impl Runtime {
             .cache_dir
             .as_deref()
             .map(|d| ModuleCache::open(d, &engine))
-            .transpose()?;
+            .transpose()?
+            .map(|c| match config.cache_max {
+                Some(max) => c.with_max(max),
+                None => c,
+            });
         let mut protected = config.protected.clone();
         if let Some(c) = &cache {
             protected.push(ProtectedPath::new("compiled-code cache", c.dir()));
@@ -319,6 +328,7 @@ impl Runtime {
                 protected,
                 stop_ticker,
                 cache_writes: Default::default(),
+                held: Default::default(),
                 loaded: Default::default(),
                 compiler: config.compiler.clone(),
                 devices: OnceLock::new(),
@@ -423,8 +433,15 @@ impl Runtime {
             match cache.open_verified(&digest, kind) {
                 Ok(Some(entry)) => {
                     let path = entry.path.clone();
+                    let held = crate::cache::cap::hold(&entry.file);
                     match deserialize(engine, entry, kind) {
                         Ok(k) => {
+                            match held {
+                                Ok(f) => self.inner.held.lock().expect("held").push(f),
+                                Err(e) => {
+                                    tracing::debug!(path = %path.display(), error = %e, "could not mark a cache entry in use")
+                                }
+                            }
                             tracing::debug!(name, path = %path.display(), "compiled code from cache");
                             return Ok((k, LoadedFrom::Cache));
                         }

@@ -33,6 +33,19 @@ pub struct Settings {
     pub compile_memory: Option<u64>,
 }
 
+/// The cache's cap, from [`crate::cache::cap::MAX_ENV`] (a size), else the default. A value that
+/// does not parse is an error naming the variable.
+pub fn cache_max() -> Result<u64> {
+    use crate::cache::cap::{DEFAULT_MAX, MAX_ENV};
+    match std::env::var(MAX_ENV) {
+        Ok(v) if !v.is_empty() => crate::policy::parse_size(&v).map_err(|reason| Error::Setting {
+            name: MAX_ENV,
+            reason,
+        }),
+        _ => Ok(DEFAULT_MAX),
+    }
+}
+
 impl Settings {
     /// The runtime configuration they ask for: compiling in a helper (this very program
     /// re-executed) whose memory is capped; the other fields are the defaults, for the face to
@@ -61,6 +74,7 @@ impl Settings {
                 .or_else(crate::cache::default_dir)
         };
         Ok(RuntimeConfig {
+            cache_max: Some(cache_max()?),
             cache_dir,
             compiler: Compiler::helper(compile_memory),
             ..Default::default()

@@ -1,5 +1,6 @@
 //! The `wasmbox` command line: one subcommand per file, each `FooCommand::execute(self)`.
 
+mod cache;
 mod compile;
 mod host_root;
 mod images;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use wasmbox_runtime::EXIT_RUNTIME_ERROR;
 
+pub use cache::CacheCommand;
 pub use compile::{AheadOptions, CompileCommand};
 pub use images::{
     BuildCommand, ImagesCommand, InspectCommand, LoadCommand, PruneCommand, PullCommand,
@@ -67,6 +69,8 @@ pub enum Command {
     Load(LoadCommand),
     /// Compile wasm files and images into the compiled-code cache, so their first start is warm.
     Compile(CompileCommand),
+    /// List, empty or trim the compiled-code cache.
+    Cache(CacheCommand),
     /// Write an image as an OCI layout tarball.
     Save(SaveCommand),
     /// Install wasmbox on a node: the containerd shim and its CRI runtime entry.
@@ -135,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Prune(c) => c.execute(&cli.store),
         Command::Load(c) => c.execute(&cli.store),
         Command::Compile(c) => c.execute(&cli.store),
+        Command::Cache(c) => c.execute(),
         Command::Save(c) => c.execute(&cli.store),
         Command::Install(c) => c.execute(),
     };

@@ -66,6 +66,7 @@ impl Fixture {
         let make: MakeRuntime = Box::new(|_spec: &Spec| {
             Runtime::new(wasmbox_runtime::RuntimeConfig {
                 cache_dir: None,
+                cache_max: None,
                 allocator: wasmbox_runtime::Allocator::OnDemand,
                 scratch_dir: None,
                 mount_tree: false,

@@ -2,6 +2,7 @@
 
 mod ahead;
 mod bad_input;
+mod cache;
 mod common;
 mod cri;
 mod ctrd;
