@@ -96,7 +96,7 @@ def main():
             store = os.path.join(work, f"store-{i}")
             oci = os.path.join(work, f"oci-{i}")
             pair = [
-                (wb, [a.wasmbox, "--store", store, "pull", image]),
+                (wb, [a.wasmbox, "--store", store, "pull", "--no-compile", image]),
                 (sk, ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{image}", f"oci:{oci}"]),
             ]
             if i % 2:

@@ -5,7 +5,8 @@ For each component and each connection count, `wrk` loads each server for DURATI
 the servers are interleaved run by run and which goes first rotates every round, so drift on
 the machine hits all alike. For the component named by `--variants-of`, three more servers run
 in the same rounds: wasmbox with metrics on and every request traced to a local OTLP sink
-(`obs`; the sink is a process of its own), wasmbox over HTTPS with keep-alive (`https`, a
+(`obs`; the sink is a process of its own: the native server's `--sink` mode, which reads
+each export and keeps nothing), wasmbox over HTTPS with keep-alive (`https`, a
 certificate made with openssl), and a native hyper server answering the same bytes (`native`,
 `--native`), the physical limit; a variant's ratio to plain wasmbox is the median of the
 ratios of runs made in the same round. For a WASI 0.3 service, `wasmtime serve` also runs
@@ -183,10 +184,13 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
-def start_sink() -> tuple[subprocess.Popen, int]:
-    """The OTLP sink in a process of its own (the driver's threads do not slow it), serving."""
+def start_sink(native: str | None) -> tuple[subprocess.Popen, int]:
+    """The OTLP sink in a process of its own, serving: the native server's `--sink` mode (as
+    cheap as a collector can be), else this script's `Sink`."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sink", str(port)])
+    argv = ([native, "--sink", f"127.0.0.1:{port}"] if native
+            else [sys.executable, os.path.abspath(__file__), "--sink", str(port)])
+    proc = subprocess.Popen(argv)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -268,7 +272,7 @@ def main() -> int:
     workdir = tempfile.mkdtemp()
     sink = None
     try:
-        sink, sink_port = start_sink()
+        sink, sink_port = start_sink(args.native)
         for comp in args.component:
             name, path = comp.split("=", 1)
             p1, p2, p3_fresh = free_port(), free_port(), free_port()
