@@ -31,15 +31,27 @@ pub struct AheadOptions {
 
 impl AheadOptions {
     /// Compiles the wasm of each image of `names` in `store`, unless told not to; what does
-    /// not compile is reported on stderr, and fails nothing.
+    /// not compile is reported on stderr, and fails nothing. An image with no wasm (a native
+    /// one) has nothing to compile: its start says what it holds.
     pub fn images(&self, store: &Store, names: &[String]) -> Result<()> {
         if self.no_compile || self.cache.no_cache {
             return Ok(());
         }
         let ahead = Ahead::new(&self.cache)?;
         for name in names {
-            for failed in ahead.image(store, name)? {
-                eprintln!("wasmbox: {failed} (its first start will say so again)");
+            let Some(image) = wasmbox_images::Image::open(store, name)
+                .ok()
+                .filter(|i| i.detection.is_some())
+            else {
+                continue;
+            };
+            match ahead.image(store, &image, name) {
+                Ok(failed) => {
+                    for f in failed {
+                        eprintln!("wasmbox: {f} (its first start will say so again)");
+                    }
+                }
+                Err(e) => eprintln!("wasmbox: {name}: not compiled ahead: {e:#}"),
             }
         }
         Ok(())
@@ -87,7 +99,8 @@ impl CompileCommand {
                     "{what}: no such file, and no image of that name in the store (pull it first)"
                 );
             }
-            failed.extend(ahead.image(store, &name)?);
+            let image = wasmbox_images::Image::open(store, &name)?;
+            failed.extend(ahead.image(store, &image, &name)?);
         }
         for f in &failed {
             eprintln!("wasmbox: {f}");
@@ -154,8 +167,12 @@ impl Ahead {
     /// Compiles every wasm module and component in image `name`: the files of its root
     /// filesystem that are wasm binaries, read from a bundle of it written in a private
     /// directory and removed after.
-    fn image(&self, store: &Store, name: &str) -> Result<Vec<Failed>> {
-        let image = wasmbox_images::Image::open(store, name)?;
+    fn image(
+        &self,
+        store: &Store,
+        image: &wasmbox_images::Image,
+        name: &str,
+    ) -> Result<Vec<Failed>> {
         let scratch = super::scratch::scratch_base()?;
         let bundles = super::scratch::private_dir(&scratch.join("bundles"))?;
         let dir = tempfile::Builder::new()

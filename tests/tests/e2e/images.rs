@@ -290,7 +290,11 @@ fn a_linux_image_is_refused_saying_what_it_holds() {
         "application/vnd.oci.image.config.v1+json",
         vec![("application/vnd.oci.image.layer.v1.tar", layer)],
     );
-    with_store(&wb, &["load", "-i", l.dir.to_str().unwrap()]).code(0);
+    // Loaded (nothing to compile ahead), refused when run or compiled.
+    let out = with_store(&wb, &["load", "-i", l.dir.to_str().unwrap()]);
+    out.code(0);
+    assert_eq!(out.stderr, "", "{out:#?}");
+    with_store(&wb, &["compile", "localhost/busybox:1"]).runtime_error(&["holds no wasm"]);
     with_store(&wb, &["run", "localhost/busybox:1"]).runtime_error(&[
         "holds no wasm",
         "linux/amd64",
