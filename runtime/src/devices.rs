@@ -45,6 +45,11 @@ const ALL: [(Device, &str); 5] = [
     (Device::Urandom, "urandom"),
 ];
 
+/// Whether `name` is a device's name under `/dev`.
+pub(crate) fn named(name: &[u8]) -> bool {
+    ALL.iter().any(|(_, n)| n.as_bytes() == name)
+}
+
 /// Most bytes one read makes.
 pub(crate) const MAX_READ: usize = 64 * 1024;
 

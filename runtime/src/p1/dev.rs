@@ -4,7 +4,8 @@
 //! ([`open_args`]), and records the descriptor in [`P1Host::devices`]; `fd_renumber` and
 //! `fd_close` move and forget it. The calls here answer for a recorded descriptor as the device
 //! would, and hand every other descriptor on to wasmtime-wasi (sockets are `net`'s, which hands
-//! the rest on to these).
+//! the rest on to these). Listing a directory that holds the devices (`fd_readdir`) gives them
+//! as character devices.
 
 use wasmtime::{Caller, Linker};
 
@@ -22,6 +23,9 @@ const FDFLAGS_NONBLOCK: i32 = 4;
 const RIGHTS_FD_READ: i64 = 1 << 1;
 const RIGHTS_FD_WRITE: i64 = 1 << 6;
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+const FILETYPE_REGULAR_FILE: u8 = 4;
+/// The bytes of a `dirent` before its name: `d_next`, `d_ino`, `d_namlen`, `d_type` and padding.
+const DIRENT_HEAD: usize = 24;
 /// Most bytes one write takes (Linux's `MAX_RW_COUNT`).
 const MAX_WRITE: usize = 0x7fff_f000;
 
@@ -190,6 +194,66 @@ pub(super) async fn fd_filestat_get(
     .unwrap_or_else(|e| e))
 }
 
+/// `fd_readdir`: in a directory that holds the devices, their entries are character devices.
+pub(super) async fn fd_readdir(
+    mut c: Caller<'_, P1Host>,
+    fd: i32,
+    buf: i32,
+    len: i32,
+    cookie: i64,
+    used: i32,
+) -> wasmtime::Result<i32> {
+    let code = delegate!(c, fd_readdir, async (fd, buf, len, cookie, used))?;
+    let Some(dir) = c.data().dirs.get(&(fd as u32)).cloned() else {
+        return Ok(code);
+    };
+    if code != SUCCESS {
+        return Ok(code);
+    }
+    let mem = memory(&mut c)?;
+    let mut m = Mem(mem.data_mut(&mut c));
+    let Ok(n) = m
+        .slice(used as u32, 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]).min(len as u32))
+    else {
+        return Ok(code);
+    };
+    if let Ok(entries) = m.slice(buf as u32, n) {
+        mark_devices(entries, |name| {
+            crate::devices::named(name)
+                && crate::special::lookup(&*dir, name, false)
+                    .as_ref()
+                    .and_then(crate::devices::of_file)
+                    .is_some()
+        });
+    }
+    Ok(code)
+}
+
+/// Marks as character devices the regular files of a preview 1 `fd_readdir` buffer (`dirent`s,
+/// each followed by its name; the last may be cut short) whose names `is_device` says are.
+fn mark_devices(entries: &mut [u8], is_device: impl Fn(&[u8]) -> bool) {
+    let mut at = 0;
+    while at + DIRENT_HEAD <= entries.len() {
+        let len = u32::from_le_bytes([
+            entries[at + 16],
+            entries[at + 17],
+            entries[at + 18],
+            entries[at + 19],
+        ]) as usize;
+        let Some(end) = (at + DIRENT_HEAD)
+            .checked_add(len)
+            .filter(|e| *e <= entries.len())
+        else {
+            break;
+        };
+        if entries[at + 20] == FILETYPE_REGULAR_FILE && is_device(&entries[at + DIRENT_HEAD..end]) {
+            entries[at + 20] = FILETYPE_CHARACTER_DEVICE;
+        }
+        at = end;
+    }
+}
+
 /// Adds the calls to `l`, which already holds wasmtime-wasi's preview 1.
 pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
     type Rw = (i32, i32, i32, i32);
@@ -227,6 +291,13 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     None => delegate!(c, fd_pwrite, async (fd, iovs, n, at, ret)),
                 }
             })
+        },
+    )?;
+    l.func_wrap_async(
+        MODULE,
+        "fd_readdir",
+        |c: Caller<'_, P1Host>, (fd, buf, len, cookie, used): (i32, i32, i32, i64, i32)| {
+            Box::new(fd_readdir(c, fd, buf, len, cookie, used))
         },
     )?;
     l.func_wrap_async(
@@ -298,5 +369,45 @@ mod tests {
         assert_eq!(f, FDFLAGS_NONBLOCK, "append and sync flags dropped");
         assert_eq!(open_args(OFLAGS_DIRECTORY, 0, 0, 0), Err(ENOTDIR));
         assert_eq!(open_args(OFLAGS_CREAT | OFLAGS_EXCL, 0, 0, 0), Err(EEXIST));
+    }
+
+    /// A `dirent` named `name` of type `kind`.
+    fn dirent(name: &str, kind: u8) -> Vec<u8> {
+        let mut d = vec![0u8; DIRENT_HEAD];
+        d[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        d[20] = kind;
+        d.extend_from_slice(name.as_bytes());
+        d
+    }
+
+    #[test]
+    fn readdir_marks_the_devices_it_is_told_of_and_only_whole_regular_entries() {
+        let mut buf = [
+            dirent("null", FILETYPE_REGULAR_FILE),
+            dirent("notes", FILETYPE_REGULAR_FILE),
+            dirent("zero", 3),
+            dirent("urandom", FILETYPE_REGULAR_FILE),
+        ]
+        .concat();
+        // The last entry cut inside its name, as a full buffer leaves it.
+        buf.truncate(buf.len() - 2);
+        mark_devices(&mut buf, |n| {
+            n == b"null" || n == b"zero" || n.starts_with(b"uran")
+        });
+        let types: Vec<u8> = [0, 28, 57, 85].iter().map(|at| buf[at + 20]).collect();
+        assert_eq!(
+            types,
+            [
+                FILETYPE_CHARACTER_DEVICE,
+                FILETYPE_REGULAR_FILE,
+                3,
+                FILETYPE_REGULAR_FILE
+            ]
+        );
+        // A name length past the buffer stops the walk.
+        let mut bad = dirent("null", FILETYPE_REGULAR_FILE);
+        bad[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        mark_devices(&mut bad, |_| true);
+        assert_eq!(bad[20], FILETYPE_REGULAR_FILE);
     }
 }
