@@ -34,6 +34,17 @@ fn ls_line(wb: &Wasmbox, digest: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `wasmbox compile FILE` with the cache capped at `cap`.
+fn compile_under(wb: &Wasmbox, cap: &str, file: &Path) {
+    let out = wb
+        .cmd()
+        .env("WASMBOX_CACHE_MAX", cap)
+        .args(["compile", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 #[test]
 fn the_cache_stays_under_its_cap_and_never_drops_what_a_server_has_loaded() {
     let wb = Wasmbox::new();
@@ -58,26 +69,14 @@ fn the_cache_stays_under_its_cap_and_never_drops_what_a_server_has_loaded() {
     let entries = cached(&wb);
     let (s_http, s_files) = (size_of(&entries, &d_http), size_of(&entries, &d_files));
     let cap = s_http + s_files;
-    let out = wb
-        .cmd()
-        .env("WASMBOX_CACHE_MAX", cap.to_string())
-        .args(["compile", hello.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    compile_under(&wb, &cap.to_string(), &hello);
     assert!(
         ls_line(&wb, &d_files).is_none(),
         "the least recently used went"
     );
     assert!(ls_line(&wb, &d_hello).is_some() && ls_line(&wb, &d_http).is_some());
     // A cap below what is in use: nothing in use goes.
-    let out = wb
-        .cmd()
-        .env("WASMBOX_CACHE_MAX", "1")
-        .args(["compile", files.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    compile_under(&wb, "1", &files);
     assert!(ls_line(&wb, &d_http).is_some(), "in use, so kept");
     assert!(ls_line(&wb, &d_hello).is_none());
     assert!(ls_line(&wb, &d_files).is_some(), "just written, so kept");
