@@ -43,9 +43,28 @@ pub struct Entry {
 impl Entry {
     /// Whether a process holds it (has its code mapped) now.
     pub fn in_use(&self) -> bool {
-        match open(&self.path) {
-            Ok(f) => flock(&f, FlockOperation::NonBlockingLockExclusive).is_err(),
-            Err(_) => false,
+        open(&self.path).is_ok_and(|f| matches!(take(&f), Taken::Busy))
+    }
+}
+
+/// What trying the exclusive lock on an entry found.
+enum Taken {
+    /// Ours: no process holds the entry.
+    Ours,
+    /// A process holds it.
+    Busy,
+    /// The lock could not be tried (a filesystem without `flock`, say): not known to be free.
+    Unknown(std::io::Error),
+}
+
+/// Tries the exclusive lock on `f` without waiting.
+fn take(f: &File) -> Taken {
+    loop {
+        match flock(f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Taken::Ours,
+            Err(rustix::io::Errno::WOULDBLOCK) => return Taken::Busy,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Taken::Unknown(e.into()),
         }
     }
 }
@@ -73,9 +92,14 @@ pub fn touch(file: &File) {
     }
 }
 
-/// The entries in `dir`, least recently used first. Temporary files left by a writer that died
-/// more than an hour ago are removed on the way.
+/// The entries in `dir`, least recently used first.
 pub fn entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    scan(dir, false)
+}
+
+/// [`entries`]; with `sweep`, temporary files left by a writer that died more than an hour ago
+/// are removed on the way.
+fn scan(dir: &Path, sweep: bool) -> std::io::Result<Vec<Entry>> {
     let mut found = Vec::new();
     for e in fs::read_dir(dir)? {
         let e = e?;
@@ -91,7 +115,7 @@ pub fn entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
                 .ok()
                 .and_then(|m| m.elapsed().ok())
                 .is_some_and(|age| age > STALE_TMP);
-            if old {
+            if old && sweep {
                 let _ = fs::remove_file(e.path());
             }
             continue;
@@ -106,7 +130,7 @@ pub fn entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
             digest: digest.to_string(),
             kind: kind.to_string(),
             size: meta.len(),
-            last_use: SystemTime::UNIX_EPOCH + Duration::from_secs(meta.atime().max(0) as u64),
+            last_use: meta.accessed().unwrap_or(SystemTime::UNIX_EPOCH),
         });
     }
     found.sort_by(|a, b| (a.last_use, &a.path).cmp(&(b.last_use, &b.path)));
@@ -129,9 +153,11 @@ pub struct Trimmed {
 }
 
 /// Removes the least recently used entries of `dir` until the rest hold at most `max` bytes,
-/// passing over those in use and `keep` (one just written).
+/// passing over those in use and `keep` (one just written). An entry that cannot be opened, locked
+/// or removed is kept and logged, and the trim goes on. Also removes temporary files of writers
+/// that died.
 pub fn trim(dir: &Path, max: u64, keep: Option<&Path>) -> std::io::Result<Trimmed> {
-    let all = entries(dir)?;
+    let all = scan(dir, true)?;
     let mut t = Trimmed {
         total: all.iter().map(|e| e.size).sum(),
         kept: all.len(),
@@ -144,32 +170,61 @@ pub fn trim(dir: &Path, max: u64, keep: Option<&Path>) -> std::io::Result<Trimme
         if Some(e.path.as_path()) == keep {
             continue;
         }
-        let f = match open(&e.path) {
-            Ok(f) => f,
-            Err(err) if err.kind() == ErrorKind::NotFound => {
-                // Removed by another process meanwhile.
-                t.total -= e.size;
-                t.kept -= 1;
-                continue;
-            }
-            Err(err) => return Err(err),
-        };
-        if flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
-            t.busy += 1;
-            continue;
-        }
-        match fs::remove_file(&e.path) {
-            Ok(()) => {
+        match remove(&e.path) {
+            Ok(Removed::Yes) => {
                 t.removed += 1;
                 t.freed += e.size;
             }
-            Err(err) if err.kind() == ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
+            Ok(Removed::Gone) => {}
+            Ok(Removed::Kept) => {
+                t.busy += 1;
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(path = %e.path.display(), error = %err, "could not remove a compiled-code cache entry");
+                continue;
+            }
         }
         t.total -= e.size;
         t.kept -= 1;
     }
     Ok(t)
+}
+
+/// What [`remove`] did.
+enum Removed {
+    Yes,
+    /// Another process removed it first.
+    Gone,
+    /// A process holds it, or a newer entry took its name meanwhile.
+    Kept,
+}
+
+/// Removes the entry at `path` under its exclusive lock, unless a process holds it. The file
+/// unlinked is the one locked: a new entry renamed onto the path meanwhile stays.
+fn remove(path: &Path) -> std::io::Result<Removed> {
+    let f = match open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Removed::Gone),
+        Err(e) => return Err(e),
+    };
+    match take(&f) {
+        Taken::Ours => {}
+        Taken::Busy => return Ok(Removed::Kept),
+        Taken::Unknown(e) => return Err(e),
+    }
+    let locked = f.metadata()?;
+    match fs::symlink_metadata(path) {
+        Ok(now) if (now.dev(), now.ino()) == (locked.dev(), locked.ino()) => {}
+        Ok(_) => return Ok(Removed::Kept),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Removed::Gone),
+        Err(e) => return Err(e),
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(Removed::Yes),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Removed::Gone),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +257,15 @@ mod tests {
             dir.path().join(".tmp-1-cc").exists(),
             "a writer's fresh file stays"
         );
+        // A dead writer's old file goes at the next trim, not at a listing.
+        let stale = dir.path().join(".tmp-2-dd");
+        let f = File::create(&stale).unwrap();
+        f.set_times(fs::FileTimes::new().set_modified(SystemTime::now() - 2 * STALE_TMP))
+            .unwrap();
+        entries(dir.path()).unwrap();
+        assert!(stale.exists());
+        trim(dir.path(), u64::MAX, None).unwrap();
+        assert!(!stale.exists() && dir.path().join(".tmp-1-cc").exists());
     }
 
     #[test]
