@@ -346,6 +346,16 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
     }
 }
 
+/// Refuses a cache directory that is a link, not a directory, not the current user's, or
+/// writable by others, as [`ModuleCache::open`] does.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).map_err(|source| Error::CacheIo {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    check_owned(dir, &meta, true)
+}
+
 fn check_owned(path: &Path, meta: &fs::Metadata, dir: bool) -> Result<()> {
     let bad = |reason: String| Error::UnsafeCache {
         path: path.to_path_buf(),

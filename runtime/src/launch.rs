@@ -61,24 +61,30 @@ impl Settings {
                 Err(_) => DEFAULT_COMPILE_MEMORY,
             },
         };
-        let cache_dir = if self.no_cache {
-            None
-        } else {
-            self.cache_dir
-                .clone()
-                .or_else(|| {
-                    std::env::var_os(CACHE_DIR_ENV)
-                        .filter(|v| !v.is_empty())
-                        .map(Into::into)
-                })
-                .or_else(crate::cache::default_dir)
-        };
+        let cache_dir = self.cache_dir();
         Ok(RuntimeConfig {
-            cache_max: Some(cache_max()?),
+            cache_max: cache_dir.as_ref().map(|_| cache_max()).transpose()?,
             cache_dir,
             compiler: Compiler::helper(compile_memory),
             ..Default::default()
         })
+    }
+}
+
+impl Settings {
+    /// The compiled-code cache directory they name: none with `--no-cache`.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir
+            .clone()
+            .or_else(|| {
+                std::env::var_os(CACHE_DIR_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(Into::into)
+            })
+            .or_else(crate::cache::default_dir)
     }
 }
 

@@ -45,16 +45,20 @@ pub struct Dir {
 }
 
 impl Dir {
-    /// The directory, decided as every face decides it.
+    /// The directory, decided as every face decides it, and refused as the cache refuses it
+    /// (not the user's own, or writable by others) when it exists.
     fn path(&self) -> Result<PathBuf> {
         let settings = wasmbox_runtime::launch::Settings {
             cache_dir: self.cache_dir.clone(),
             ..Default::default()
         };
-        settings
-            .config()?
-            .cache_dir
-            .context("no compiled-code cache directory: give --cache-dir or set WASMBOX_CACHE_DIR")
+        let dir = settings.cache_dir().context(
+            "no compiled-code cache directory: give --cache-dir or set WASMBOX_CACHE_DIR",
+        )?;
+        if dir.exists() {
+            wasmbox_runtime::cache::check_dir(&dir)?;
+        }
+        Ok(dir)
     }
 }
 
