@@ -406,6 +406,36 @@ impl Runtime {
         Ok((self.program(name, k, guest), from))
     }
 
+    /// Compiles wasm `bytes` (named `name`) into the cache unless a sound entry for it is there
+    /// already, keeping nothing of it loaded (compiling ahead of a start). Returns
+    /// [`LoadedFrom::Cache`] when it was compiled before, else [`LoadedFrom::Compiled`] once the
+    /// entry is written.
+    pub fn compile_to_cache(&self, name: &str, bytes: &[u8]) -> Result<LoadedFrom> {
+        let binary = to_binary(name, bytes)?;
+        if crate::shape::guest_kind(&binary).is_none() {
+            return Err(Error::NotWasm {
+                name: name.to_string(),
+                reason: "no wasm header".into(),
+            });
+        }
+        let kind = if wasmparser::Parser::is_component(&binary) {
+            ArtifactKind::Component
+        } else {
+            ArtifactKind::Module
+        };
+        let digest = sha256(&binary);
+        if let Some(cache) = &self.inner.cache
+            && let Ok(Some(_)) = cache.open_verified(&digest, kind)
+        {
+            return Ok(LoadedFrom::Cache);
+        }
+        // A damaged or planted entry is replaced there, as at any load.
+        let (program, from) = self.compile_or_cached(name, &binary, digest, kind, None)?;
+        drop(program);
+        self.flush_cache();
+        Ok(from)
+    }
+
     /// Waits until compiled code written in the background is in the cache.
     pub fn flush_cache(&self) {
         let pending: Vec<_> = self

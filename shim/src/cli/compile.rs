@@ -37,7 +37,13 @@ impl AheadOptions {
         if self.no_compile || self.cache.no_cache {
             return Ok(());
         }
-        let ahead = Ahead::new(&self.cache)?;
+        let ahead = match Ahead::new(&self.cache) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("wasmbox: not compiled ahead: {e:#}");
+                return Ok(());
+            }
+        };
         for name in names {
             let Some(image) = wasmbox_images::Image::open(store, name)
                 .ok()
@@ -144,11 +150,8 @@ impl Ahead {
             eprintln!("compiling {name} ({})…", megabytes(bytes.len()));
         }
         let started = Instant::now();
-        let loaded = self.runtime.load(name, bytes);
-        // The compiled code is written beside the compile: done before this says so.
-        self.runtime.flush_cache();
-        match loaded {
-            Ok((_, from)) => {
+        match self.runtime.compile_to_cache(name, bytes) {
+            Ok(from) => {
                 if self.terminal {
                     match from {
                         LoadedFrom::Compiled => eprintln!(

@@ -183,4 +183,21 @@ fn wasm_that_does_not_compile_is_reported_and_fails_only_what_runs_it() {
     with_store(&wb, &["compile", "--no-cache", bad.to_str().unwrap()])
         .runtime_error(&["--no-cache"]);
     assert!(cached(&wb).is_empty());
+    // A cache that cannot be opened fails the build of nothing, and says so.
+    let store = wb.cache.path().join("store");
+    let hello = guest("hello/hello.wasm");
+    let out = crate::common::Out::from(
+        wb.cmd()
+            .env("WASMBOX_CACHE_MAX", "lots")
+            .args(["--store", store.to_str().unwrap(), "build"])
+            .args([hello.to_str().unwrap(), "-t", "localhost/hello:2"])
+            .output()
+            .unwrap(),
+    );
+    out.code(0);
+    assert!(
+        out.stderr.contains("not compiled ahead") && out.stderr.contains("WASMBOX_CACHE_MAX"),
+        "{out:#?}"
+    );
+    assert!(cached(&wb).is_empty());
 }
