@@ -5,8 +5,9 @@ use std::path::Path;
 
 /// Prefixes of the private directories a wasmbox process makes in its scratch directory, each
 /// followed by the process's pid and a dash.
-const SCRATCH_PREFIXES: [&str; 4] = [
+const SCRATCH_PREFIXES: [&str; 5] = [
     "wasmbox-run-",
+    "wasmbox-compile-",
     "wasmbox-tree-",
     "wasmbox-tmpfs-",
     "wasmbox-dev-",

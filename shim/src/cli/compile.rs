@@ -178,6 +178,7 @@ impl Ahead {
     ) -> Result<Vec<Failed>> {
         let scratch = super::scratch::scratch_base()?;
         let bundles = super::scratch::private_dir(&scratch.join("bundles"))?;
+        wasmbox_runtime::sweep_stale(&bundles);
         let dir = tempfile::Builder::new()
             .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-compile-"))
             .tempdir_in(&bundles)

@@ -116,6 +116,33 @@ fn load_and_build_compile_ahead_and_run_and_serve_start_from_the_cache() {
     let out = logged(&wb, &["run", hello.to_str().unwrap()]);
     out.code(0);
     assert!(out.stderr.contains("compiled code from cache"), "{out:#?}");
+    // What a killed compile left (pid_max is at most 2^22: this pid names no process) goes at
+    // the next one.
+    let scratch = tempfile::tempdir().unwrap();
+    let stale = scratch
+        .path()
+        .join("bundles/wasmbox-compile-4194305-x/rootfs");
+    std::fs::create_dir_all(&stale).unwrap();
+    let out = wb
+        .cmd()
+        .env("WASMBOX_SCRATCH_DIR", scratch.path())
+        .args([
+            "--store",
+            store.to_str().unwrap(),
+            "compile",
+            "localhost/hello:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!stale.exists());
+    assert_eq!(
+        std::fs::read_dir(scratch.path().join("bundles"))
+            .unwrap()
+            .count(),
+        0,
+        "its own bundle is removed too"
+    );
 }
 
 /// A module well formed but invalid: `(func (result i32))` with an empty body, which fails
