@@ -11,16 +11,7 @@ use crate::images::{compat, with_store};
 
 /// The compiled entries in `wb`'s cache.
 pub fn cached(wb: &Wasmbox) -> Vec<PathBuf> {
-    let dir = wb.cache.path().join("c");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found
+    crate::common::cache_entries(&wb.cache.path().join("c"))
 }
 
 /// `wasmbox --store … ARGS` with the runtime's debug log, which says where code came from.

@@ -83,6 +83,19 @@ impl Wasmbox {
     }
 }
 
+/// The compiled-code cache entries (`*.cwasm`) in `dir`, sorted; none when it does not exist.
+pub fn cache_entries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = read
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    v.sort();
+    v
+}
+
 /// A finished command.
 #[derive(Debug)]
 pub struct Out {

@@ -209,7 +209,7 @@ fn signal_while_loading(sig: i32, want: i32) {
     let wb = Wasmbox::new();
     let t = tempfile::tempdir().unwrap();
     let big = t.path().join("big.wasm");
-    std::fs::write(&big, crate::escapes::many_functions(150_000)).unwrap();
+    std::fs::write(&big, crate::compiled::many_functions(150_000)).unwrap();
     let scratch = t.path().join("scratch");
     let mut child = wb
         .cmd()

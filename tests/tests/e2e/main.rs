@@ -4,6 +4,7 @@ mod ahead;
 mod bad_input;
 mod cache;
 mod common;
+mod compiled;
 mod cri;
 mod ctrd;
 mod devices;

@@ -158,7 +158,7 @@ fn one_guest_cannot_make_its_pods_shim_buffer_or_scan() {
 /// 1 GiB, to compile; returns its name.
 fn big_image(c: &Containerd, t: &tempfile::TempDir) -> &'static str {
     let big = t.path().join("big.wasm");
-    std::fs::write(&big, crate::escapes::many_functions(200_000)).unwrap();
+    std::fs::write(&big, crate::compiled::many_functions(200_000)).unwrap();
     let wb = crate::common::Wasmbox::new();
     let store = t.path().join("store").display().to_string();
     let name = "localhost/wasmbox-test/big:ctr";
