@@ -96,6 +96,19 @@ pub fn cache_entries(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Runs `cmd` with `input` on its stdin (then closed) and its stdout (and stderr, unless the
+/// caller set it) captured, to its end.
+pub fn fed(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A finished command.
 #[derive(Debug)]
 pub struct Out {

@@ -149,22 +149,11 @@ fn bundle_process_args_env_and_export() {
 
 #[test]
 fn stdin_is_forwarded() {
-    use std::io::Write;
     let wb = Wasmbox::new();
-    let mut child = wb
-        .cmd()
-        .args(["run", &files(), "stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"from the host\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::common::fed(
+        wb.cmd().args(["run", &files(), "stdin"]),
+        b"from the host\n",
+    );
     assert!(out.status.success());
     assert_eq!(out.stdout, b"from the host\n");
 }

@@ -3,7 +3,6 @@
 //! match the requests the test sent.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -27,20 +26,12 @@ fn parse(text: &str) -> Vec<Sample> {
     const PARSE: &str = "import json, sys\n\
         from prometheus_client.parser import text_string_to_metric_families as parse\n\
         print(json.dumps([[s.name, s.labels, s.value] for f in parse(sys.stdin.read()) for s in f.samples]))";
-    let mut child = Command::new("python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::common::fed(
+        Command::new("python3")
+            .args(["-c", PARSE])
+            .stderr(Stdio::piped()),
+        text.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "the parser refused it: {out:?}\n{text}"

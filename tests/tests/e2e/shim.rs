@@ -1,7 +1,6 @@
 //! The containerd shim, driven through a real containerd with `ctr`: wasm images as containers,
 //! the task service, stdio, events, grouping, native containers through runc, survival.
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -190,9 +189,8 @@ fn output_is_complete_when_a_guest_prints_a_lot_and_exits_at_once() {
 fn stdin_reaches_the_guest_and_ends_when_the_client_closes_it() {
     let c = with_images(&[FILES]);
     let input = "one\ntwo\nthree\n".repeat(1000);
-    let mut child = c
-        .ctr_cmd()
-        .args([
+    let out = crate::common::fed(
+        c.ctr_cmd().args([
             "run",
             "--rm",
             "--runtime",
@@ -201,18 +199,9 @@ fn stdin_reaches_the_guest_and_ends_when_the_client_closes_it() {
             "stdin",
             "/app.wasm",
             "stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ]),
+        input.as_bytes(),
+    );
     assert!(out.status.success(), "{}", c.log_tail());
     assert_eq!(String::from_utf8_lossy(&out.stdout), input);
 }
