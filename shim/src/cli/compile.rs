@@ -177,14 +177,7 @@ impl Ahead {
         name: &str,
     ) -> Result<Vec<Failed>> {
         let scratch = super::scratch::scratch_base()?;
-        let bundles = super::scratch::private_dir(&scratch.join("bundles"))?;
-        wasmbox_runtime::sweep_stale(&bundles);
-        let dir = tempfile::Builder::new()
-            .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-compile-"))
-            .tempdir_in(&bundles)
-            .context("creating a bundle directory")?;
-        crate::signals::remove_on_signal(dir.path().to_path_buf());
-        image.write_bundle(store, dir.path(), &mut Default::default())?;
+        let dir = super::target::bundle_of(store, image, &scratch, "wasmbox-compile-")?;
         let rootfs = dir.path().join("rootfs");
         let mut failed = Vec::new();
         for (guest, host) in wasm_files(&rootfs)? {

@@ -42,14 +42,26 @@ pub fn image_to_bundle(
         name
     };
     let image = wasmbox_images::Image::open(&store, &name)?;
+    bundle_of(&store, &image, scratch, "wasmbox-run-")
+}
+
+/// Writes `image`'s bundle into a private directory of `scratch`'s `bundles/`, named
+/// `PREFIX<pid>-…` (a prefix [`wasmbox_runtime::sweep_stale`] knows), removed when the result is
+/// dropped or the process is signalled; what processes that are gone left there is swept first.
+pub fn bundle_of(
+    store: &wasmbox_images::Store,
+    image: &wasmbox_images::Image,
+    scratch: &Path,
+    prefix: &str,
+) -> Result<tempfile::TempDir> {
     let bundles = super::scratch::private_dir(&scratch.join("bundles"))?;
     wasmbox_runtime::sweep_stale(&bundles);
     let dir = tempfile::Builder::new()
-        .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-run-"))
+        .prefix(&wasmbox_runtime::scratch_prefix(prefix))
         .tempdir_in(&bundles)
         .context("creating a bundle directory")?;
     crate::signals::remove_on_signal(dir.path().to_path_buf());
-    image.write_bundle(&store, dir.path(), &mut Default::default())?;
+    image.write_bundle(store, dir.path(), &mut Default::default())?;
     Ok(dir)
 }
 

@@ -51,12 +51,7 @@ pub(super) fn kind(store: &Store, img: &Image) -> String {
 /// What a compat image's entry is, read from a bundle of it written in a private directory.
 pub(super) fn compat_workload(store: &Store, img: &Image) -> Result<String> {
     let scratch = crate::cli::scratch::scratch_base()?;
-    let bundles = crate::cli::scratch::private_dir(&scratch.join("bundles"))?;
-    let dir = tempfile::Builder::new()
-        .prefix(&wasmbox_runtime::scratch_prefix("wasmbox-run-"))
-        .tempdir_in(&bundles)
-        .context("creating a bundle directory")?;
-    img.write_bundle(store, dir.path(), &mut Default::default())?;
+    let dir = crate::cli::target::bundle_of(store, img, &scratch, "wasmbox-run-")?;
     let bytes = entry_bytes(dir.path())?;
     Ok(workload(&bytes))
 }
