@@ -50,8 +50,8 @@ impl Filesystem {
             Mode::empty(),
         )
         .and_then(|grant| {
-            rustix::fs::openat2(
-                &grant,
+            crate::resolve::openat2(
+                std::os::fd::AsFd::as_fd(&grant),
                 rel.as_str(),
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
@@ -102,8 +102,8 @@ impl Filesystem {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let fd = rustix::fs::openat2(
-            &grant,
+        let fd = crate::resolve::openat2(
+            std::os::fd::AsFd::as_fd(&grant),
             rel.as_str(),
             OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),

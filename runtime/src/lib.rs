@@ -33,6 +33,7 @@ mod p2fs;
 mod p2sockets;
 pub mod policy;
 pub mod protect;
+mod resolve;
 pub mod rfc3339;
 mod sandbox;
 mod scratch;

@@ -348,7 +348,7 @@ fn open_unlinked(path: &Path, flags: OFlags) -> Result<OwnedFd, String> {
     if !path.is_absolute() {
         return Err(format!("{shown} is not an absolute path"));
     }
-    let fd = rustix::fs::openat2(
+    let fd = crate::resolve::openat2(
         rustix::fs::CWD,
         path,
         OFlags::PATH | OFlags::CLOEXEC | flags,
@@ -427,7 +427,7 @@ pub struct TreeFile<'a> {
 fn file_point_in_root(root: BorrowedFd<'_>, rel: &Path) -> std::io::Result<OwnedFd> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let open = || {
-        rustix::fs::openat2(
+        crate::resolve::openat2(
             root,
             rel,
             OFlags::PATH | OFlags::CLOEXEC,
@@ -486,7 +486,7 @@ pub struct MountTree {
 fn open_in_root(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> std::io::Result<OwnedFd> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let open = |p: &Path, f: OFlags| {
-        rustix::fs::openat2(
+        crate::resolve::openat2(
             root,
             if p.as_os_str().is_empty() {
                 Path::new(".")

@@ -58,8 +58,8 @@ pub(crate) fn lookup_as(
     if !follow {
         flags |= OFlags::NOFOLLOW;
     }
-    rustix::fs::openat2(
-        dir,
+    crate::resolve::openat2(
+        dir.as_fd(),
         path,
         flags,
         Mode::empty(),
