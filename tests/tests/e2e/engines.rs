@@ -109,9 +109,21 @@ fn podman_runs_wasm_and_native_images_through_wasmbox() {
     let out = podman_run(&["-v", &ro, "localhost/files:pm", "write", "/data/g", "no"]);
     assert_ne!(out.code, 0, "{out:#?}");
     assert!(!vol.join("g").exists());
-    // `-t`: the guest's stdio is a terminal whose master conmon got over the console socket;
-    // conmon logs what it reads there, the line discipline's CRLF included. (Read from the log:
-    // podman 4.3's `run -it` attaches too late for a short-lived container with runc as well.)
+    // `-it`: the guest's stdio is a terminal whose master conmon got over the console socket.
+    // The guest echoes what is typed until ^D, so its output comes only once podman is attached.
+    let mut it = podman(&pm);
+    it.args(["run", "-it", "--rm", "--network", "none"])
+        .args(ULIMITS)
+        .args(["localhost/files:pm", "stdin"]);
+    let mut term = crate::pty::Pty::spawn(it);
+    term.wait_raw();
+    term.type_in(b"typed\r");
+    // The container's terminal echoes the line, then the guest writes it back: CRLF both times.
+    term.wait_for("the line twice", |s| s.matches("typed\r\n").count() == 2);
+    term.type_in(b"\x04");
+    let (code, screen) = term.finish();
+    assert_eq!(code, 0, "{screen}");
+    // `-dt`: what the guest writes to the terminal is in conmon's log.
     let out = run(podman(&pm)
         .args(["run", "-d", "-t", "--network", "none"])
         .args(ULIMITS)

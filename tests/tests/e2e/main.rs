@@ -25,6 +25,7 @@ mod native_code;
 mod net;
 mod oci;
 mod p3;
+mod pty;
 mod recipes;
 mod registry;
 mod shim;
