@@ -408,6 +408,24 @@ __attribute__((noinline)) static unsigned long recurse(unsigned long n) {
     return recurse(n + 1) * 3 + recurse_depth;
 }
 
+/* How many of the five devices a listing of /dev gives as character devices. */
+static int listed_devices(void) {
+    static const char *const names[] = {"full", "null", "random", "urandom", "zero"};
+    DIR *d = opendir("/dev");
+    if (d == NULL) {
+        return -1;
+    }
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            found += strcmp(e->d_name, names[i]) == 0 && e->d_type == DT_CHR;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
 /* dev: what the devices of /dev answer, one line each. */
 static int cmd_dev(void) {
     unsigned char a[32], b[32], z[4096];
@@ -447,6 +465,8 @@ static int cmd_dev(void) {
         return fail();
     }
     printf("null: %s\n", S_ISCHR(st.st_mode) ? "character device" : "not a character device");
+    int fl = fcntl(fd, F_GETFL);
+    printf("null: open %s\n", fl >= 0 && (fl & O_ACCMODE) == O_RDWR ? "read-write" : "otherwise");
     close(fd);
     FILE *f = fopen("/dev/null", "w");
     printf("null: fopen for writing %s\n", f != NULL ? "ok" : strerror(errno));
@@ -461,6 +481,7 @@ static int cmd_dev(void) {
     n = write(fd, "x", 1);
     printf("full: wrote %zd (%s)\n", n, strerror(errno));
     close(fd);
+    printf("ls /dev: %d character devices\n", listed_devices());
     return 0;
 }
 

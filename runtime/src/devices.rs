@@ -124,6 +124,14 @@ pub(crate) fn of_file(fd: impl AsFd) -> Option<Device> {
     reg.iter().find(|(i, _)| *i == id).map(|(_, d)| *d)
 }
 
+/// The device `name` beneath `dir` is, resolved as the guest's path is (following a final
+/// symbolic link when `follow`), if it is a device's placeholder.
+pub(crate) fn beneath(dir: impl AsFd, name: &[u8], follow: bool) -> Option<Device> {
+    crate::special::lookup(dir, name, follow)
+        .as_ref()
+        .and_then(of_file)
+}
+
 /// A private directory holding one empty, read-only placeholder per device; removed (and
 /// forgotten by the registry) when dropped.
 #[derive(Debug)]

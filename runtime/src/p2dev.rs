@@ -1,16 +1,17 @@
 //! WASI 0.2's descriptor calls on the devices of `/dev` ([`crate::devices`]). `open-at` (in
 //! `p2fs`) opens a device's placeholder read-only ([`open_flags`]); the calls here answer for a
 //! descriptor whose file is a placeholder as the device would (streams, `read`, `write`, its
-//! type and status, by descriptor and by path), and hand every other descriptor on to
-//! wasmtime-wasi. A descriptor is known to be a device by its file's identity, so nothing here
+//! type, flags and status, by descriptor and by path), and hand every other descriptor on to
+//! wasmtime-wasi. A directory's listing ([`Listing`]) gives the devices in it as character
+//! devices. A descriptor is known to be a device by its file's identity, so nothing here
 //! has to follow descriptors around. WASI 0.3's descriptors get no device answers yet.
 
 use bytes::Bytes;
-use wasmtime::component::{Linker, Resource};
+use wasmtime::component::{Linker, Resource, ResourceType};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
 use wasmtime_wasi::p2::bindings::filesystem::types::{
-    Descriptor, DescriptorFlags, DescriptorStat, DescriptorType, ErrorCode, Filesize,
-    HostDescriptor, OpenFlags, PathFlags,
+    Descriptor, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode,
+    Filesize, HostDescriptor, OpenFlags, PathFlags,
 };
 use wasmtime_wasi::p2::{
     DynInputStream, DynOutputStream, FsError, InputStream, OutputStream, Pollable, StreamError,
@@ -93,6 +94,29 @@ impl OutputStream for Output {
 #[wasmtime_wasi::async_trait]
 impl Pollable for Output {
     async fn ready(&mut self) {}
+}
+
+/// A `directory-entry-stream`: wasmtime-wasi's entries of a directory, with the devices'
+/// placeholders among them given as character devices.
+pub(crate) struct Listing {
+    entries: Box<dyn Iterator<Item = Result<DirectoryEntry, FsError>> + Send>,
+    /// The directory listed, when the guest's descriptor is one.
+    dir: Option<std::sync::Arc<std::fs::File>>,
+}
+
+impl Listing {
+    /// The next entry, a device's placeholder given as a character device.
+    fn next(&mut self) -> Option<Result<DirectoryEntry, FsError>> {
+        let mut entry = self.entries.next()?;
+        if let (Ok(e), Some(dir)) = (&mut entry, &self.dir)
+            && e.type_ == DescriptorType::RegularFile
+            && crate::devices::named(e.name.as_bytes())
+            && crate::devices::beneath(&**dir, e.name.as_bytes(), false).is_some()
+        {
+            e.type_ = DescriptorType::CharacterDevice;
+        }
+        Some(entry)
+    }
 }
 
 /// A device's status: a character device, empty, with the placeholder's times.
@@ -209,6 +233,60 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
         },
     )?;
     i.func_wrap_async(
+        "[method]descriptor.get-flags",
+        |mut store, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let host: &mut P2Host = store.data_mut();
+                if device(host, &fd).is_some() {
+                    // Whatever the guest asked for, a device reads and writes.
+                    return Ok((Ok(DescriptorFlags::READ | DescriptorFlags::WRITE),));
+                }
+                answer(HostDescriptor::get_flags(&mut host.filesystem(), fd).await)
+            })
+        },
+    )?;
+    // The stream of a directory's entries is a `Listing`: its type, the call that makes it and
+    // the call that reads it replace wasmtime-wasi's, which are otherwise unchanged beneath.
+    i.resource(
+        "directory-entry-stream",
+        ResourceType::host::<Listing>(),
+        |mut store, rep| {
+            let host: &mut P2Host = store.data_mut();
+            host.table.delete(Resource::<Listing>::new_own(rep))?;
+            Ok(())
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.read-directory",
+        |mut store, (fd,): (Resource<Descriptor>,)| {
+            Box::new(async move {
+                let host: &mut P2Host = store.data_mut();
+                let dir = match host.table.get(&fd) {
+                    Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => Some(d.dir.clone()),
+                    _ => None,
+                };
+                match HostDescriptor::read_directory(&mut host.filesystem(), fd).await {
+                    Ok(stream) => {
+                        let entries = host.table.delete(stream)?.into_iter();
+                        Ok((Ok(host.table.push(Listing { entries, dir })?),))
+                    }
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    i.func_wrap(
+        "[method]directory-entry-stream.read-directory-entry",
+        |mut store, (stream,): (Resource<Listing>,)| {
+            let host: &mut P2Host = store.data_mut();
+            match host.table.get_mut(&stream)?.next() {
+                None => Ok((Ok(None),)),
+                Some(Ok(e)) => Ok((Ok(Some(e)),)),
+                Some(Err(e)) => Ok((Err(e.downcast()?),)),
+            }
+        },
+    )?;
+    i.func_wrap_async(
         "[method]descriptor.stat",
         |mut store, (fd,): (Resource<Descriptor>,)| {
             Box::new(async move {
@@ -227,10 +305,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                 let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
                 let is_device = match host.table.get(&fd) {
                     Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => {
-                        crate::special::lookup(&*d.dir, path.as_bytes(), follow)
-                            .as_ref()
-                            .and_then(crate::devices::of_file)
-                            .is_some()
+                        crate::devices::beneath(&*d.dir, path.as_bytes(), follow).is_some()
                     }
                     _ => false,
                 };
@@ -288,5 +363,39 @@ mod tests {
             Output(Device::Full).write(Bytes::from_static(b"x")),
             Err(StreamError::LastOperationFailed(_))
         ));
+    }
+
+    #[test]
+    fn a_listing_gives_the_placeholders_as_character_devices_and_nothing_else() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dev =
+            crate::devices::DevDir::create(scratch.path(), &["termination-log", "null2"]).unwrap();
+        let entry = |name: &str, type_| DirectoryEntry {
+            type_,
+            name: name.into(),
+        };
+        let listed = vec![
+            entry("null", DescriptorType::RegularFile),
+            entry("termination-log", DescriptorType::RegularFile),
+            entry("null2", DescriptorType::RegularFile),
+            entry("urandom", DescriptorType::RegularFile),
+        ];
+        let list = |dir| Listing {
+            entries: Box::new(listed.clone().into_iter().map(Ok)),
+            dir,
+        };
+        let types = |mut l: Listing| {
+            std::iter::from_fn(|| l.next())
+                .map(|e| e.unwrap().type_)
+                .collect::<Vec<_>>()
+        };
+        let dir = std::sync::Arc::new(std::fs::File::open(dev.path()).unwrap());
+        use DescriptorType::{CharacterDevice as C, RegularFile as F};
+        assert_eq!(types(list(Some(dir))), [C, F, F, C]);
+        // Files of the devices' names elsewhere are what they are.
+        std::fs::write(scratch.path().join("null"), "").unwrap();
+        let elsewhere = std::sync::Arc::new(std::fs::File::open(scratch.path()).unwrap());
+        assert_eq!(types(list(Some(elsewhere)))[0], F);
+        assert_eq!(types(list(None)), [F, F, F, F]);
     }
 }

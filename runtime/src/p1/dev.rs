@@ -220,18 +220,10 @@ pub(super) async fn fd_readdir(
     };
     if let Ok(entries) = m.slice(buf as u32, n) {
         mark_devices(entries, |name| {
-            crate::devices::named(name) && device_beneath(&*dir, name, false)
+            crate::devices::named(name) && crate::devices::beneath(&*dir, name, false).is_some()
         });
     }
     Ok(code)
-}
-
-/// Whether `name` beneath `dir`, resolved as the guest's path is, is a device's placeholder.
-fn device_beneath(dir: impl std::os::fd::AsFd, name: &[u8], follow: bool) -> bool {
-    crate::special::lookup(dir, name, follow)
-        .as_ref()
-        .and_then(crate::devices::of_file)
-        .is_some()
 }
 
 /// Marks as character devices the regular files of a preview 1 `fd_readdir` buffer (`dirent`s,
@@ -332,7 +324,7 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     return Ok(code);
                 };
                 let follow = flags & 1 != 0;
-                if !device_beneath(&*dir, &name, follow) {
+                if crate::devices::beneath(&*dir, &name, follow).is_none() {
                     return Ok(code);
                 }
                 Ok(m.put(

@@ -16,8 +16,10 @@ zero: read 4096, 4096 zeros
 null: read 0
 null: wrote 100
 null: character device
+null: open read-write
 null: fopen for writing ok
 full: wrote -1 (No space left on device)
+ls /dev: 5 character devices
 ";
 
 #[test]
