@@ -373,6 +373,23 @@ pub fn usage(dirs: &[PathBuf]) -> super::Stats {
     }
 }
 
+/// How many processes the kernel's OOM killer has killed in the cgroups `dirs` (cgroup v1's
+/// `memory.oom_control`, v2's `memory.events`; the first hierarchy that counts them).
+pub fn oom_kills(dirs: &[PathBuf]) -> u64 {
+    dirs.iter()
+        .find_map(|d| {
+            ["memory.oom_control", "memory.events"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(d.join(f)).ok())
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("oom_kill "))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+        })
+        .unwrap_or(0)
+}
+
 /// Sets the memory limit of the cgroups in `dirs` (`runc update`).
 pub fn set_memory(dirs: &[PathBuf], limit: u64) -> std::io::Result<()> {
     for d in dirs {
@@ -410,6 +427,28 @@ impl PodCgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kills_are_read_from_either_version() {
+        let t = tempfile::tempdir().unwrap();
+        let (v1, v2, none) = (t.path().join("v1"), t.path().join("v2"), t.path().join("n"));
+        for d in [&v1, &v2, &none] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(
+            v1.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+        )
+        .unwrap();
+        std::fs::write(
+            v2.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills(std::slice::from_ref(&v1)), 3);
+        assert_eq!(oom_kills(&[none.clone(), v2]), 2);
+        assert_eq!(oom_kills(&[none]), 0);
+    }
 
     #[test]
     fn only_the_missing_part_of_a_pods_path_is_made_and_reported() {

@@ -25,7 +25,7 @@ pub fn start(oci: &Oci, id: &str) -> Result<()> {
     }
     let spec = super::create::read_spec(&st.bundle)?;
     super::hooks::run(&spec, super::hooks::When::StartContainer, &st.oci())?;
-    let fifo = state::dir(&oci.root, id)?.join("exec.fifo");
+    let fifo = state::fifo(&state::dir(&oci.root, id)?);
     let f = rustix::fs::open(
         &fifo,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
@@ -405,17 +405,33 @@ fn stats_event(st: &State) -> serde_json::Value {
     })
 }
 
+/// How many times container `st`, whose state directory is `dir`, has run out of memory: its
+/// guest passing its limit, and the kernel's OOM killer in its cgroups.
+fn ooms(st: &State, dir: &Path) -> u64 {
+    u64::from(state::oom_mark(dir).exists()) + crate::lifecycle::cgroup::oom_kills(&st.cgroups)
+}
+
 /// `events`: with `--stats`, one stats event; else a stats event every interval until the
-/// container stops.
+/// container stops, each preceded by an `oom` event for every time it ran out of memory since
+/// the last (as runc's, counted from when `events` began).
 pub fn events(oci: &Oci, a: &EventsArgs) -> Result<()> {
     let every = match &a.interval {
         Some(i) => wasmbox_runtime::policy::parse_duration(i).map_err(anyhow::Error::msg)?,
         None => Duration::from_secs(5),
     };
+    let dir = state::dir(&oci.root, &a.id)?;
+    let mut told = None;
     loop {
         let st = State::load(&oci.root, &a.id)?;
+        // Read before its out-of-memory count: a process seen gone has left its mark.
+        let stopped = st.status() == Status::Stopped;
+        let now = ooms(&st, &dir);
+        for _ in told.unwrap_or(now)..now {
+            println!("{}", serde_json::json!({"type": "oom", "id": st.id}));
+        }
+        told = Some(now);
         println!("{}", serde_json::to_string(&stats_event(&st))?);
-        if a.stats || st.status() == Status::Stopped {
+        if a.stats || stopped {
             return Ok(());
         }
         std::thread::sleep(every);

@@ -22,8 +22,8 @@ pub enum Join<'a> {
     Exec { pid: i32, cgroups: &'a [PathBuf] },
 }
 
-/// Runs the container process (or, with `fifo` `None`, a process added to it, which starts at
-/// once); never returns.
+/// Runs the container process, whose state directory is `dir`, or, with `dir` `None`, a process
+/// added to it, which starts at once; never returns.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     oci: &Oci,
@@ -33,7 +33,7 @@ pub fn run(
     terminal: bool,
     console_socket: Option<PathBuf>,
     ready: OwnedFd,
-    fifo: Option<PathBuf>,
+    dir: Option<&std::path::Path>,
 ) -> ! {
     let started = std::time::Instant::now();
     let mut cgroups = Vec::new();
@@ -57,8 +57,11 @@ pub fn run(
         }
     };
     // Until `start` opens the FIFO; a signal before then ends the process (128+signal).
-    if let Some(fifo) = fifo {
-        let mut f = match std::fs::OpenOptions::new().write(true).open(&fifo) {
+    if let Some(dir) = dir {
+        let mut f = match std::fs::OpenOptions::new()
+            .write(true)
+            .open(super::state::fifo(dir))
+        {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("wasmbox: waiting for start: {e}");
@@ -84,6 +87,11 @@ pub fn run(
     crate::signals::running(running.kill_handle());
     let status = running.wait();
     wasmbox_runtime::trace::shutdown();
+    if let (ExitReason::MemoryLimit(_), Some(dir)) = (&status.reason, dir)
+        && let Err(e) = std::fs::write(super::state::oom_mark(dir), b"")
+    {
+        eprintln!("wasmbox: marking the guest's out-of-memory end: {e}");
+    }
     if !matches!(
         status.reason,
         ExitReason::Exited(_) | ExitReason::Signaled(_)

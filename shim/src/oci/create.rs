@@ -74,7 +74,7 @@ fn make(
     terminal: bool,
     dir: &Path,
 ) -> Result<()> {
-    let fifo = dir.join("exec.fifo");
+    let fifo = state::fifo(dir);
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
         &fifo,
@@ -98,7 +98,7 @@ fn make(
                 terminal,
                 console,
                 ready_write,
-                Some(fifo),
+                Some(dir),
             )
         }
         pid => pid,

@@ -136,6 +136,17 @@ impl State {
     }
 }
 
+/// The exec FIFO in a container's state directory `dir`: its process waits on it until `start`.
+pub fn fifo(dir: &Path) -> PathBuf {
+    dir.join("exec.fifo")
+}
+
+/// The mark a container's process leaves in its state directory `dir` when its guest ended by
+/// passing its memory limit, which `events` reports as an `oom` event.
+pub fn oom_mark(dir: &Path) -> PathBuf {
+    dir.join("oom")
+}
+
 /// When process `pid` started (field 22 of `/proc/PID/stat`), if it exists and is no zombie.
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -226,6 +226,47 @@ fn kill_reaches_the_guest_and_delete_needs_force_while_it_runs() {
 }
 
 #[test]
+fn events_tell_when_a_guest_ran_out_of_memory() {
+    use std::io::BufRead;
+    let rt = Runtime::new();
+    for (id, mb, ooms) in [("o1", "64", 1), ("o2", "4", 0)] {
+        let b = tempfile::tempdir().unwrap();
+        let bundle = bundle(b.path(), &guest("files/files.wasm"), &["alloc", mb]);
+        let config = bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        spec["linux"]["resources"] = serde_json::json!({"memory": {"limit": 16 << 20}});
+        std::fs::write(&config, spec.to_string()).unwrap();
+        let out = rt.create(b.path(), &bundle, id, &[]);
+        assert_eq!(out.code, 0, "{out:#?}");
+        let mut events = rt
+            .cmd(&["events", "--interval", "50ms", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(events.stdout.take().unwrap()).lines();
+        let mut next = || -> Option<serde_json::Value> {
+            Some(serde_json::from_str(&lines.next()?.unwrap()).unwrap())
+        };
+        // The first stats event: `events` is watching before the guest starts.
+        assert_eq!(next().unwrap()["type"], "stats");
+        assert_eq!(rt.run(&["start", id]).code, 0);
+        let rest: Vec<serde_json::Value> = std::iter::from_fn(next).collect();
+        assert!(events.wait().unwrap().success());
+        let types: Vec<&str> = rest.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types.iter().filter(|t| **t == "oom").count(),
+            ooms,
+            "{id}: {rest:?}"
+        );
+        assert_eq!(types.last(), Some(&"stats"), "{id}: {rest:?}");
+        assert!(rest.iter().all(|e| e["id"] == id), "{rest:?}");
+        assert_eq!(rt.run(&["delete", id]).code, 0);
+    }
+}
+
+#[test]
 fn a_native_bundle_goes_to_runc_with_a_root_of_its_own() {
     let rt = Runtime::new();
     let b = tempfile::tempdir().unwrap();
