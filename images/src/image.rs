@@ -6,6 +6,7 @@ use std::path::Path;
 use cap_std::fs::Dir;
 use serde_json::{Value, json};
 
+use crate::blobs::Blobs;
 use crate::detect::{Detection, Form, ImageFacts, is_wasm};
 use crate::digest::Digest;
 use crate::store::{Store, StoreError};
@@ -16,6 +17,9 @@ const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
+
+/// Most indexes followed to reach a manifest (an index of indexes is legal; a loop is not).
+const MAX_INDEX_DEPTH: usize = 4;
 
 /// Where an artifact's wasm is placed in its bundle's rootfs.
 pub const ARTIFACT_ENTRY: &str = "app.wasm";
@@ -156,6 +160,24 @@ impl Image {
     /// Opens `name` (a canonical reference in the store). For an index, picks the `wasi/wasm`,
     /// `wasip1/wasm` or `wasip2/wasm` manifest, else the host's platform.
     pub fn open(store: &Store, name: &str) -> Result<Image, ImageError> {
+        let desc = store.resolve(name).map_err(|source| ImageError::Store {
+            image: name.to_string(),
+            source,
+        })?;
+        let digest: Digest =
+            desc.digest
+                .parse()
+                .map_err(|e: crate::digest::BadDigest| ImageError::Malformed {
+                    image: name.to_string(),
+                    what: "index entry".into(),
+                    reason: e.to_string(),
+                })?;
+        Self::open_in(store, name, digest)
+    }
+
+    /// Opens the image `name` whose manifest or index is `digest`, reading from `blobs`. For an
+    /// index, picks the manifest as [`Image::open`] does.
+    pub fn open_in(blobs: &dyn Blobs, name: &str, digest: Digest) -> Result<Image, ImageError> {
         let serr = |source| ImageError::Store {
             image: name.to_string(),
             source,
@@ -165,14 +187,18 @@ impl Image {
             what: what.to_string(),
             reason,
         };
-        let desc = store.resolve(name).map_err(serr)?;
-        let mut digest: Digest = desc
-            .digest
-            .parse()
-            .map_err(|e: crate::digest::BadDigest| bad("index entry", e.to_string()))?;
+        let mut digest = digest;
         let mut platform = None;
+        let mut depth = 0;
         let manifest = loop {
-            let bytes = store.read_blob(&digest).map_err(serr)?;
+            depth += 1;
+            if depth > MAX_INDEX_DEPTH {
+                return Err(bad(
+                    &format!("index {digest}"),
+                    format!("indexes nest deeper than {MAX_INDEX_DEPTH}"),
+                ));
+            }
+            let bytes = blobs.read_blob(&digest).map_err(serr)?;
             let v: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| bad(&format!("manifest {digest}"), e.to_string()))?;
             if !is_index(&v) {
@@ -205,7 +231,7 @@ impl Image {
             .unwrap_or("")
             .parse()
             .map_err(|e: crate::digest::BadDigest| bad("manifest config", e.to_string()))?;
-        let config_bytes = store.read_blob(&config_digest).map_err(serr)?;
+        let config_bytes = blobs.read_blob(&config_digest).map_err(serr)?;
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(&format!("config {config_digest}"), e.to_string()))?;
         let detection = ImageFacts {

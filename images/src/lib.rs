@@ -2,10 +2,12 @@
 //! registry pull and push, layout import and export, and wasm detection.
 
 pub mod archive;
+pub mod blobs;
 pub mod build;
 pub mod containerfile;
 pub mod detect;
 pub mod digest;
+pub mod entry;
 pub mod image;
 pub mod reference;
 pub mod registry;

@@ -115,6 +115,24 @@ impl Compression {
     }
 }
 
+/// A layer's tar stream from its blob: decompressed as `compression` says, or as its first bytes
+/// say when the media type did not.
+pub(crate) fn decompress<'a>(
+    data: impl Read + 'a,
+    compression: Option<Compression>,
+) -> io::Result<Box<dyn Read + 'a>> {
+    let mut buf = BufReader::with_capacity(64 << 10, data);
+    let c = match compression {
+        Some(c) => c,
+        None => Compression::sniff(buf.fill_buf()?),
+    };
+    Ok(match c {
+        Compression::None => Box::new(buf),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
+    })
+}
+
 /// Turns an entry path into a path relative to the rootfs: leading `/` and `.` are dropped
 /// (confined), `..` is refused. `None` for the root itself.
 fn confine(raw: &Path) -> Result<Option<PathBuf>, String> {
@@ -150,18 +168,7 @@ pub fn unpack_layer(
     compression: Option<Compression>,
     budget: &mut Budget,
 ) -> Result<(), UnpackError> {
-    let mut buf = BufReader::with_capacity(64 << 10, data);
-    let c = match compression {
-        Some(c) => c,
-        None => Compression::sniff(buf.fill_buf().map_err(UnpackError::Read)?),
-    };
-    let reader: Box<dyn Read> = match c {
-        Compression::None => Box::new(buf),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buf)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(buf).map_err(UnpackError::Read)?)
-        }
-    };
+    let reader = decompress(data, compression).map_err(UnpackError::Read)?;
     let mut layer = Layer {
         root,
         budget,
