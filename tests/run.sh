@@ -86,10 +86,10 @@ bash examples/http-py/build.sh
 bash examples/http-js/build.sh
 
 step "clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features wasmbox-shim/agent -- -D warnings
 
 step "binaries the end-to-end tests drive"
-cargo build --workspace --bins
+cargo build --workspace --bins --features wasmbox-shim/agent
 
 step "WASI testsuite, preview 1 (72 tests)"
 bash tests/wasi-testsuite/run.sh p1 "$CARGO_TARGET_DIR/debug/wasmbox"
@@ -110,4 +110,4 @@ step "WASI testsuite, WASI 0.3 (wasmbox beside wasmtime $wasmtime_version)"
 bash tests/wasi-testsuite/run.sh p3 "$CARGO_TARGET_DIR/debug/wasmbox" "$tools/bin/wasmtime"
 
 step "tests"
-cargo test --workspace
+cargo test --workspace --features wasmbox-shim/agent

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-mod endpoint;
+pub mod endpoint;
 
 /// A metric's labels: name and value pairs.
 pub type Labels = Vec<(String, String)>;
@@ -128,7 +128,8 @@ impl Metrics {
     /// Serves `GET /metrics` on `listener` from a thread of its own, for as long as the process
     /// lives. At most a few scrapes are served at once, each within a deadline.
     pub fn serve(self: &Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<()> {
-        endpoint::start(self.clone(), listener)
+        let me = self.clone();
+        endpoint::start(Arc::new(move || me.render()), listener)
     }
 
     /// A server's view: what it counts carries `labels`, and `sampled` is read at each scrape

@@ -1,7 +1,8 @@
-//! wasmbox's front ends: the `wasmbox` command line and the containerd shim. They own
+//! wasmbox's front ends: the `wasmbox` command line, the containerd shim and the node agent. They own
 //! every process-level concern (argv, signals, exit codes, logging) and compose the `runtime` and
 //! `images` crates.
 
+pub mod agent;
 pub mod cli;
 pub mod containerd;
 pub mod launch;

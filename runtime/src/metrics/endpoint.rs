@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use super::Metrics;
+/// What a scrape answers: the metrics as OpenMetrics text.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Scrapes served at once; more wait in the kernel's accept queue.
 const CONNECTIONS: usize = 8;
@@ -17,7 +18,8 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// The OpenMetrics text format's media type.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub(super) fn start(metrics: Arc<Metrics>, listener: std::net::TcpListener) -> std::io::Result<()> {
+/// Serves `GET /metrics` with what `metrics` renders on `listener`, from a thread of its own.
+pub fn start(metrics: Render, listener: std::net::TcpListener) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -28,7 +30,7 @@ pub(super) fn start(metrics: Arc<Metrics>, listener: std::net::TcpListener) -> s
         .map(drop)
 }
 
-async fn serve(metrics: Arc<Metrics>, listener: std::net::TcpListener) {
+async fn serve(metrics: Render, listener: std::net::TcpListener) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
@@ -62,11 +64,9 @@ async fn serve(metrics: Arc<Metrics>, listener: std::net::TcpListener) {
     }
 }
 
-fn answer<B>(metrics: &Metrics, req: &hyper::Request<B>) -> hyper::Response<Full<Bytes>> {
+fn answer<B>(metrics: &Render, req: &hyper::Request<B>) -> hyper::Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&hyper::Method::GET | &hyper::Method::HEAD, "/metrics") => {
-            (200, CONTENT_TYPE, metrics.render())
-        }
+        (&hyper::Method::GET | &hyper::Method::HEAD, "/metrics") => (200, CONTENT_TYPE, metrics()),
         (_, "/metrics") => (405, "text/plain", "GET /metrics\n".to_string()),
         _ => (404, "text/plain", "metrics are at /metrics\n".to_string()),
     };

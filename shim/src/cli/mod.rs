@@ -75,6 +75,8 @@ pub enum Command {
     Save(SaveCommand),
     /// Install wasmbox on a node: the containerd shim and its CRI runtime entry.
     Install(InstallCommand),
+    /// Compile the wasm of every image containerd pulls on this node, ahead of its first start.
+    Agent(crate::agent::AgentCommand),
 }
 
 /// Entry point of the `wasmbox` binary: parses, runs, maps the outcome to an exit code.
@@ -142,6 +144,7 @@ pub fn main() -> ExitCode {
         Command::Cache(c) => c.execute(),
         Command::Save(c) => c.execute(&cli.store),
         Command::Install(c) => c.execute(),
+        Command::Agent(c) => c.execute(),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

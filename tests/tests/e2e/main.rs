@@ -1,5 +1,6 @@
 //! End-to-end tests: run the built `wasmbox` binary on the example guests, as a user would.
 
+mod agent;
 mod ahead;
 mod bad_input;
 mod cache;

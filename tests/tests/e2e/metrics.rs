@@ -15,14 +15,14 @@ const WITHIN: Duration = Duration::from_secs(60);
 
 /// One sample: its name, labels and value.
 #[derive(Debug)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
 }
 
 /// Parses an exposition with `prometheus_client.parser` (tests/run.sh installs it).
-fn parse(text: &str) -> Vec<Sample> {
+pub(crate) fn parse(text: &str) -> Vec<Sample> {
     const PARSE: &str = "import json, sys\n\
         from prometheus_client.parser import text_string_to_metric_families as parse\n\
         print(json.dumps([[s.name, s.labels, s.value] for f in parse(sys.stdin.read()) for s in f.samples]))";
@@ -49,7 +49,7 @@ fn parse(text: &str) -> Vec<Sample> {
 
 /// The value of the sample `name` whose labels include `labels`; none found is 0 (a counter
 /// never incremented has no series).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<&Sample> = samples
         .iter()
         .filter(|s| {
@@ -67,7 +67,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// `curl` of `url`: (status, content type, body).
-fn curl(url: &str, args: &[&str]) -> (u16, String, String) {
+pub(crate) fn curl(url: &str, args: &[&str]) -> (u16, String, String) {
     let out = Command::new("curl")
         .args(["-s", "-o", "-", "-w", "\n%{http_code} %{content_type}"])
         .args(args)

@@ -1,0 +1,152 @@
+//! `wasmbox agent` beside a real containerd: it compiles the wasm of the images containerd held
+//! before it started and of those imported after, skips native ones, comes back when containerd
+//! restarts, and the shim then starts from what it compiled.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use crate::common::{cache_entries, free_port, wasmbox_bin};
+use crate::ctrd::{BUSYBOX, Containerd, FILES, HELLO, HELLO_ARTIFACT, Images};
+use crate::metrics::{curl, parse, value};
+
+const WITHIN: Duration = Duration::from_secs(120);
+
+/// A running agent and the lines it has logged.
+struct Agent {
+    child: Child,
+    lines: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Agent {
+    fn start(c: &Containerd, cache: &std::path::Path, metrics: u16) -> Agent {
+        let mut child = Command::new(wasmbox_bin())
+            .arg("agent")
+            .arg("--address")
+            .arg(c.sock())
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Agent {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for the `n`th line (counting all so far) containing `what`.
+    fn wait_for(&mut self, what: &str, n: usize) {
+        let deadline = Instant::now() + WITHIN;
+        while self.log.iter().filter(|l| l.contains(what)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.log.push(l),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    panic!("no {what:?} (#{n}) from the agent: {:#?}", self.log)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scrape(port: u16) -> Vec<crate::metrics::Sample> {
+    let (status, _, body) = curl(&format!("http://127.0.0.1:{port}/metrics"), &[]);
+    assert_eq!(status, 200, "{body}");
+    parse(&body)
+}
+
+#[test]
+fn the_agent_compiles_what_containerd_holds_and_pulls_and_comes_back_after_a_restart() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap().to_string();
+    let mut c = Containerd::start_with_env(&[
+        ("WASMBOX_CACHE_DIR", &cache_dir),
+        ("WASMBOX_LOG", "wasmbox_runtime=debug"),
+    ]);
+    let images = Images::get();
+    // Held before the agent starts: caught up when it connects.
+    c.import(&images.archive(HELLO));
+    let port = free_port();
+    let mut agent = Agent::start(&c, cache.path(), port);
+    agent.wait_for("watching containerd", 1);
+    agent.wait_for(&format!("compiled {HELLO}:"), 1);
+    assert_eq!(cache_entries(cache.path()).len(), 1);
+    // Imported after: the event brings it. An artifact's wasm layer (containerd 1.6 stores one
+    // it cannot unpack), then a compat image whose entrypoint is streamed out of its layer.
+    let artifact = images.archive(HELLO_ARTIFACT);
+    let out = c.ctr(&[
+        "images",
+        "import",
+        "--no-unpack",
+        artifact.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    c.import(&images.archive(FILES));
+    agent.wait_for(&format!("compiled {FILES}:/app.wasm"), 1);
+    // The artifact holds the same module as the compat hello image: in the cache already.
+    let m = scrape(port);
+    let images_total = |m: &[crate::metrics::Sample], r: &str| {
+        value(m, "wasmbox_agent_images_total", &[("result", r)])
+    };
+    assert_eq!(images_total(&m, "compiled"), 2.0);
+    assert_eq!(images_total(&m, "cached"), 1.0);
+    assert_eq!(cache_entries(cache.path()).len(), 2);
+    // A native image holds nothing to compile.
+    c.import(&images.archive(BUSYBOX));
+    crate::shim::wait_until("the native image is counted", || {
+        images_total(&scrape(port), "not_wasm") == 1.0
+    });
+    assert_eq!(value(&m, "wasmbox_agent_containerd_connected", &[]), 1.0);
+    // containerd restarts: the agent connects again, and an image imported then is compiled.
+    c.restart();
+    agent.wait_for("watching containerd", 2);
+    c.import(&images.archive(crate::ctrd::ECHO));
+    agent.wait_for(&format!("compiled {}", crate::ctrd::ECHO), 1);
+    let m = scrape(port);
+    assert_eq!(
+        value(&m, "wasmbox_agent_containerd_reconnects_total", &[]),
+        1.0
+    );
+    assert_eq!(images_total(&m, "unreadable"), 0.0, "{:#?}", agent.log);
+    // The shim starts FILES from what the agent compiled, and rewrites nothing.
+    let entries = cache_entries(cache.path());
+    let before: Vec<_> = entries
+        .iter()
+        .map(|e| std::fs::metadata(e).unwrap().modified().unwrap())
+        .collect();
+    let out = c.run(&[], FILES, "warm", &["/app.wasm", "args", "x"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        c.log().contains("compiled code from cache"),
+        "{}",
+        c.log_tail()
+    );
+    let after: Vec<_> = entries
+        .iter()
+        .map(|e| std::fs::metadata(e).unwrap().modified().unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
