@@ -13,6 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use toml_edit::{Array, DocumentMut, Item, Table, value};
 
+use super::agent_unit;
 use super::host_root::{HostFile, HostRoot, ReadError};
 
 /// The shim binary's name.
@@ -65,6 +66,11 @@ struct ContainerdInstall {
     /// The runtime's name in containerd: the RuntimeClass's handler.
     #[arg(long, default_value = "wasmbox")]
     name: String,
+    /// Also install `wasmbox agent`, which compiles the wasm of every image containerd pulls
+    /// before its first start: this binary beside the shim, and a systemd service where the host
+    /// runs systemd.
+    #[arg(long)]
+    agent: bool,
 }
 
 impl InstallCommand {
@@ -77,6 +83,7 @@ impl InstallCommand {
 }
 
 /// What one step did (or, with `--dry-run`, would do).
+#[derive(Clone)]
 enum Change {
     Unchanged,
     Wrote(Vec<u8>),
@@ -133,6 +140,7 @@ impl ContainerdInstall {
             self.config_toml(&config)?
         };
         let config_change = edit.change();
+        let config_changed = !matches!(config_change, Change::Unchanged);
         let shim_change = if self.uninstall {
             if shim.exists() {
                 Change::Removed
@@ -159,25 +167,52 @@ impl ContainerdInstall {
         let config_diff = self.dry_run.then(|| unified_diff(&config, &edit));
         let mut stderr = std::io::stderr().lock();
         // containerd never names a runtime whose shim is missing: the shim goes in first and
-        // out last.
-        let mut steps = [
-            (&shim, &shim_change, "shim", None),
+        // out last; the agent's binary goes in before its unit.
+        let mut steps = vec![
+            (&shim, shim_change, "shim", None),
             (
                 &config,
-                &config_change,
+                config_change,
                 "containerd configuration",
                 config_diff,
             ),
         ];
+        let agent_files = if self.agent {
+            Some(self.agent_files(&root, &cwd)?)
+        } else {
+            None
+        };
+        let mut unit_written = false;
+        if let Some((binary, unit)) = &agent_files {
+            steps.push((&binary.0, binary.1.clone(), "agent", None));
+            match unit {
+                Some((file, change)) => {
+                    unit_written = matches!(change, Change::Wrote(_));
+                    steps.push((file, change.clone(), "agent's systemd unit", None));
+                }
+                None => writeln!(
+                    stderr,
+                    "wasmbox: no systemd on this host (no {} beneath {}): run `{} agent` with its \
+                     init system",
+                    agent_unit::SYSTEMD_RUNNING,
+                    self.host_root.display(),
+                    cwd.join(&self.bin_dir).join("wasmbox").display()
+                )?,
+            }
+        }
         if self.uninstall {
             steps.reverse();
         }
         for (file, change, what, diff) in steps {
-            match change {
+            match &change {
                 Change::Unchanged => writeln!(stderr, "wasmbox: {what} {file}: unchanged")?,
                 Change::Wrote(bytes) => {
                     if !self.dry_run {
-                        let mode = if what == "shim" { 0o755 } else { 0o644 };
+                        let mode = if what == "shim" || what == "agent" {
+                            0o755
+                        } else {
+                            0o644
+                        };
                         file.write_atomically(bytes, mode)?;
                     }
                     writeln!(stderr, "wasmbox: {verb}write {what} {file}")?;
@@ -193,17 +228,76 @@ impl ContainerdInstall {
                 stderr.write_all(diff.as_bytes())?;
             }
         }
-        if !matches!(config_change, Change::Unchanged) && !self.dry_run {
+        if config_changed && !self.dry_run {
             writeln!(
                 stderr,
                 "wasmbox: restart containerd (or k3s) to load the change, e.g. `systemctl restart {}`",
                 if self.k3s { "k3s" } else { "containerd" }
             )?;
         }
+        if unit_written && !self.dry_run {
+            writeln!(
+                stderr,
+                "wasmbox: start the agent: systemctl daemon-reload && systemctl enable --now {}",
+                agent_unit::UNIT
+            )?;
+        }
         if !self.uninstall {
             print!("{}", runtime_class(&self.name));
         }
         Ok(0)
+    }
+
+    /// The agent's binary (this program, beside the shim) and, where the host runs systemd, its
+    /// unit: each file and what to do with it.
+    #[allow(clippy::type_complexity)]
+    fn agent_files<'r>(
+        &self,
+        root: &'r HostRoot,
+        cwd: &Path,
+    ) -> Result<((HostFile<'r>, Change), Option<(HostFile<'r>, Change)>)> {
+        if !self.uninstall && !cfg!(feature = "agent") {
+            bail!(
+                "--agent: this wasmbox was built without the agent (cargo build --release -p wasmbox-shim --features agent)"
+            );
+        }
+        let bin_dir = cwd.join(&self.bin_dir);
+        let binary = root.file(&bin_dir.join("wasmbox"))?;
+        let unit_file = root.file(Path::new(agent_unit::UNIT_PATH))?;
+        let systemd = root.file(Path::new(agent_unit::SYSTEMD_RUNNING))?.exists();
+        let gone = |f: &HostFile<'_>| {
+            if f.exists() {
+                Change::Removed
+            } else {
+                Change::Unchanged
+            }
+        };
+        if self.uninstall {
+            let (binary_change, unit_change) = (gone(&binary), gone(&unit_file));
+            return Ok(((binary, binary_change), Some((unit_file, unit_change))));
+        }
+        let me = std::env::current_exe().context("finding this program")?;
+        let bytes = std::fs::read(&me).with_context(|| format!("reading {}", me.display()))?;
+        let binary_change = if binary.holds(&bytes) {
+            Change::Unchanged
+        } else {
+            Change::Wrote(bytes)
+        };
+        let unit = systemd.then(|| {
+            let (address, after) = if self.k3s {
+                (agent_unit::K3S_ADDRESS, "k3s")
+            } else {
+                (crate::agent::DEFAULT_ADDRESS, "containerd")
+            };
+            let text = agent_unit::unit(&bin_dir, address, after).into_bytes();
+            let change = if unit_file.holds(&text) {
+                Change::Unchanged
+            } else {
+                Change::Wrote(text)
+            };
+            (unit_file, change)
+        });
+        Ok(((binary, binary_change), unit))
     }
 
     /// The edit of a `config.toml`: the runtime's table set (keeping any other keys an operator

@@ -1,5 +1,6 @@
 //! The `wasmbox` command line: one subcommand per file, each `FooCommand::execute(self)`.
 
+mod agent_unit;
 mod cache;
 mod compile;
 mod host_root;

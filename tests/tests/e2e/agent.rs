@@ -150,3 +150,54 @@ fn the_agent_compiles_what_containerd_holds_and_pulls_and_comes_back_after_a_res
         .collect();
     assert_eq!(before, after);
 }
+
+#[test]
+fn install_agent_puts_the_binary_beside_the_shim_and_a_unit_where_systemd_runs() {
+    let wb = crate::common::Wasmbox::new();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let install = |more: &[&str]| {
+        let mut a = vec![
+            "install",
+            "containerd",
+            "--host-root",
+            r.to_str().unwrap(),
+            "--agent",
+        ];
+        a.extend_from_slice(more);
+        wb.run(&a)
+    };
+    let unit = r.join("etc/systemd/system/wasmbox-agent.service");
+    let binary = r.join("usr/local/bin/wasmbox");
+    // No systemd: the binary, and the word that the agent needs starting some other way.
+    let out = install(&[]);
+    out.code(0);
+    assert_eq!(
+        std::fs::read(&binary).unwrap(),
+        std::fs::read(wasmbox_bin()).unwrap()
+    );
+    assert!(!unit.exists());
+    assert!(out.stderr.contains("no systemd on this host"), "{out:#?}");
+    // With systemd: its unit, and how to start it; a second run changes nothing.
+    std::fs::create_dir_all(r.join("run/systemd/system")).unwrap();
+    let out = install(&[]);
+    out.code(0);
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains(
+            "ExecStart=/usr/local/bin/wasmbox agent --address /run/containerd/containerd.sock\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        out.stderr
+            .contains("systemctl daemon-reload && systemctl enable --now wasmbox-agent"),
+        "{out:#?}"
+    );
+    let out = install(&[]);
+    assert_eq!(out.stderr.matches("unchanged").count(), 4, "{out:#?}");
+    // Uninstall takes the unit, the binary, the runtime and the shim.
+    install(&["--uninstall"]).code(0);
+    assert!(!unit.exists() && !binary.exists());
+    assert!(!r.join("usr/local/bin/containerd-shim-wasmbox-v1").exists());
+}

@@ -292,7 +292,8 @@ fn k3s_gets_a_template_block_that_keeps_its_base() {
     assert!(!dir.join("config-v3.toml.tmpl").exists());
 }
 
-/// The installer DaemonSet runs this very command against the host's root, mounted where it says.
+/// The installer DaemonSet runs this very command against the host's root, mounted where it says,
+/// then the agent.
 #[test]
 fn the_installer_daemonset_runs_the_install_on_the_hosts_root() {
     let text = std::fs::read_to_string(
@@ -311,6 +312,14 @@ fn the_installer_daemonset_runs_the_install_on_the_hosts_root() {
     let script = c["command"][2].as_str().unwrap();
     assert!(
         script.contains(&format!("wasmbox install containerd --host-root {mount}")),
+        "{script}"
+    );
+    // Then it runs the agent against the host's containerd and the shim's cache.
+    assert!(
+        script.ends_with(&format!(
+            "exec /opt/wasmbox/wasmbox agent --address {mount}/run/containerd/containerd.sock \
+             --cache-dir {mount}/var/cache/wasmbox"
+        )),
         "{script}"
     );
     // And that command line parses as wasmbox's own.
