@@ -157,7 +157,14 @@ impl Entry {
         };
         let shown = format!("/{}", entry.display());
         let mut bytes = Vec::new();
-        let file = root.open(&entry).ok().map(cap_std::fs::File::into_std);
+        // Its links resolved inside the rootfs, as the container's root sees them.
+        let file = crate::resolve::open_in_root(
+            std::os::fd::AsFd::as_fd(&root),
+            &entry,
+            rustix::fs::OFlags::RDONLY,
+        )
+        .ok()
+        .map(std::fs::File::from);
         let readable = file
             .as_ref()
             .is_some_and(|f| f.take(HEAD).read_to_end(&mut bytes).is_ok());
@@ -356,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_symlinked_out_of_the_rootfs_is_not_followed() {
+    fn an_entry_linked_to_a_host_path_names_the_rootfss_path() {
         let wasm = wat::parse_str("(module (func (export \"_start\")))").unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("real.wasm"), &wasm).unwrap();
@@ -366,11 +373,24 @@ mod tests {
             d.path().join("rootfs/app.wasm"),
         )
         .unwrap();
-        // Not readable through the rootfs: not wasm, so it would be runc's (which confines it).
-        assert!(matches!(
-            Entry::classify(d.path(), spec_with(r#"["/app.wasm"]"#), false).unwrap(),
-            Entry::Native
+        // Resolved as the container's root sees it: the rootfs has nothing there.
+        let e = err(Entry::classify(
+            d.path(),
+            spec_with(r#"["/app.wasm"]"#),
+            false,
         ));
+        assert!(e.contains("does not exist"), "{e}");
+        // What the rootfs has at that path is what runs.
+        let inside = d
+            .path()
+            .join("rootfs")
+            .join(outside.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("real.wasm"), b"(module)").unwrap();
+        match Entry::classify(d.path(), spec_with(r#"["/app.wasm"]"#), false).unwrap() {
+            Entry::Wasm(w) => assert_eq!(w.bytes, b"(module)"),
+            Entry::Native => panic!("the rootfs's file is wasm text"),
+        }
     }
 
     #[test]

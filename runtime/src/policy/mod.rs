@@ -58,8 +58,9 @@ pub fn parse_spec(text: &str) -> Result<Spec, String> {
 }
 
 /// Finds where `process.args[0]` lives in the rootfs: a path (absolute, or relative to the
-/// working directory) as is; a bare name in the process's `PATH`, as runc would. Returns the path
-/// relative to the rootfs, or `None` when nothing is there.
+/// working directory) as is; a bare name in the process's `PATH`, as runc would; symbolic links
+/// followed inside the rootfs as a chroot follows them. Returns the path relative to the rootfs,
+/// or `None` when nothing is there.
 pub fn locate_entry(root: &cap_std::fs::Dir, process: &Process) -> Option<PathBuf> {
     let arg0 = process.args().as_ref()?.first()?;
     let (arg0, _) = Policy::split_export(arg0);
@@ -72,7 +73,16 @@ pub fn locate_entry(root: &cap_std::fs::Dir, process: &Process) -> Option<PathBu
         };
         PathBuf::from(full.trim_start_matches('/'))
     };
-    let exists = |p: &Path| p.as_os_str().is_empty() || root.symlink_metadata(p).is_ok();
+    // Links followed as the container's own root sees them (absolute ones from the rootfs).
+    let exists = |p: &Path| {
+        p.as_os_str().is_empty()
+            || crate::resolve::open_in_root(
+                std::os::fd::AsFd::as_fd(root),
+                p,
+                rustix::fs::OFlags::PATH,
+            )
+            .is_ok()
+    };
     if arg0.contains('/') {
         let p = rel(arg0);
         return exists(&p).then_some(p);
@@ -436,8 +446,8 @@ pub fn rootfs_of(dir: &Path, spec: &Spec) -> Result<PathBuf> {
 }
 
 impl Bundle {
-    /// Reads the entry wasm from the rootfs through cap-std, so a symlinked entrypoint cannot
-    /// reach outside the rootfs.
+    /// Reads the entry wasm from the rootfs, its links resolved inside it as a chroot resolves
+    /// them ([`crate::resolve::open_in_root`]), so a linked entrypoint cannot reach outside.
     pub fn read_entry(&self) -> Result<Vec<u8>> {
         let err = |source| Error::ReadEntry {
             entry: format!("/{}", self.entry.display()),
@@ -447,7 +457,15 @@ impl Bundle {
         // Ambient authority, named: opening the bundle's rootfs directory.
         let root = cap_std::fs::Dir::open_ambient_dir(&self.rootfs, cap_std::ambient_authority())
             .map_err(err)?;
-        root.read(&self.entry).map_err(err)
+        let fd = crate::resolve::open_in_root(
+            std::os::fd::AsFd::as_fd(&root),
+            &self.entry,
+            rustix::fs::OFlags::RDONLY,
+        )
+        .map_err(|e| err(e.into()))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes).map_err(err)?;
+        Ok(bytes)
     }
 }
 

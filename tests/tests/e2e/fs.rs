@@ -194,6 +194,51 @@ fn rootfs_absolute_symlink_does_not_reach_the_host() {
     assert_eq!(out.stdout, "etc\nfiles.wasm\nsecret-link\n");
 }
 
+#[test]
+fn an_entrypoint_reached_through_absolute_links_is_found_inside_the_rootfs() {
+    // As distributions lay out their binaries: `/usr/bin/app -> /etc/alternatives/app ->
+    // /opt/app/files.wasm`; and a link that climbs with `..` from the root, which stops there.
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), serde_json::json!({}));
+    let rootfs = b.join("rootfs");
+    for d in ["usr/bin", "etc/alternatives", "opt/app"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::rename(rootfs.join("files.wasm"), rootfs.join("opt/app/files.wasm")).unwrap();
+    symlink("/opt/app/files.wasm", rootfs.join("etc/alternatives/app")).unwrap();
+    symlink("/etc/alternatives/app", rootfs.join("usr/bin/app")).unwrap();
+    symlink(
+        "/../../../../../opt/app/files.wasm",
+        rootfs.join("usr/bin/climb"),
+    )
+    .unwrap();
+    // A link to where the host has a file names the rootfs's, which is missing.
+    symlink("/bin/sh", rootfs.join("usr/bin/host")).unwrap();
+    let wb = Wasmbox::new();
+    let bundle_arg = b.display().to_string();
+    for (arg0, path) in [
+        ("/usr/bin/app", "/usr/bin/app"),
+        ("/usr/bin/climb", "/usr/bin/climb"),
+        ("app", "/usr/bin/app"),
+    ] {
+        let config = serde_json::json!({"process": {
+            "args": [arg0, "args", "x"],
+            "env": ["PATH=/usr/local/bin:/usr/bin"],
+        }});
+        bundle(dir.path(), config);
+        let out = wb.run(&["run", "--bundle", &bundle_arg]);
+        assert_eq!(out.code, 0, "{arg0}: {out:#?}");
+        assert_eq!(out.stdout, format!("{arg0}\nargs\nx\n"), "{arg0} ({path})");
+    }
+    bundle(
+        dir.path(),
+        serde_json::json!({"process": {"args": ["/usr/bin/host"]}}),
+    );
+    let out = wb.run(&["run", "--bundle", &bundle_arg]);
+    assert_ne!(out.code, 0, "{out:#?}");
+    assert!(out.stderr.contains("does not exist"), "{out:#?}");
+}
+
 fn mtime(p: &Path) -> std::time::SystemTime {
     std::fs::symlink_metadata(p).unwrap().modified().unwrap()
 }
