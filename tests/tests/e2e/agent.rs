@@ -13,15 +13,15 @@ use crate::metrics::{curl, parse, value};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-/// A running agent and the lines it has logged.
-struct Agent {
+/// A running agent (killed when dropped) and the lines it has logged.
+pub(crate) struct Agent {
     child: Child,
     lines: Receiver<String>,
     log: Vec<String>,
 }
 
 impl Agent {
-    fn start(c: &Containerd, cache: &std::path::Path, metrics: u16) -> Agent {
+    pub(crate) fn start(c: &Containerd, cache: &std::path::Path, metrics: u16) -> Agent {
         let mut child = Command::new(wasmbox_bin())
             .arg("agent")
             .arg("--address")
@@ -51,7 +51,7 @@ impl Agent {
     }
 
     /// Waits for the `n`th line (counting all so far) containing `what`.
-    fn wait_for(&mut self, what: &str, n: usize) {
+    pub(crate) fn wait_for(&mut self, what: &str, n: usize) {
         let deadline = Instant::now() + WITHIN;
         while self.log.iter().filter(|l| l.contains(what)).count() < n {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -8,12 +8,12 @@ use sha2::{Digest as _, Sha256};
 use crate::common::{Out, Wasmbox, guest};
 
 /// Writes an OCI layout directory by hand, as skopeo or umoci would.
-struct Layout {
-    dir: PathBuf,
+pub(crate) struct Layout {
+    pub(crate) dir: PathBuf,
 }
 
 impl Layout {
-    fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         Layout {
@@ -55,7 +55,7 @@ impl Layout {
         .unwrap();
     }
 
-    fn image(
+    pub(crate) fn image(
         &self,
         name: Option<&str>,
         config: Value,

@@ -21,6 +21,7 @@ mod https;
 mod images;
 mod install;
 mod limits;
+mod links;
 mod metrics;
 mod native_code;
 mod net;
