@@ -22,6 +22,8 @@ pub enum Outcome {
     NotWasm,
     /// It could not be read from containerd.
     Unreadable,
+    /// Its manifest was looked at before (under this name or another).
+    SeenBefore,
 }
 
 impl Outcome {
@@ -32,6 +34,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::NotWasm => "not_wasm",
             Outcome::Unreadable => "unreadable",
+            Outcome::SeenBefore => "seen_before",
         }
     }
 }

@@ -112,8 +112,7 @@ impl Worker {
     fn look(&mut self, job: &Job) {
         let name = format!("{}/{}", job.namespace, job.image);
         let outcome = match self.compile(job) {
-            Ok(Some(o)) => o,
-            Ok(None) => return,
+            Ok(o) => o,
             Err(e) => {
                 eprintln!("wasmbox agent: {name}: {e:#}");
                 Outcome::Unreadable
@@ -122,8 +121,9 @@ impl Worker {
         self.metrics.image(outcome);
     }
 
-    /// What became of `job`'s image; `None` when it was looked at before.
-    fn compile(&mut self, job: &Job) -> Result<Option<Outcome>> {
+    /// What became of `job`'s image. What is not wasm, or does not compile, is said once (an
+    /// image is not looked into again).
+    fn compile(&mut self, job: &Job) -> Result<Outcome> {
         let channel = self
             .connection
             .lock()
@@ -147,14 +147,22 @@ impl Worker {
             .context("the image has no target")?;
         let digest: Digest = target.digest.parse().context("the image's target")?;
         if self.done.contains(&digest) {
-            return Ok(None);
+            return Ok(Outcome::SeenBefore);
         }
         let content = Content::new(channel, &job.namespace, self.rt.clone());
         let image = wasmbox_images::Image::open_in(&content, &job.image, digest.clone())?;
         let max = wasmbox_runtime::shape::MAX_WASM_BYTES as u64;
         let found = wasmbox_images::entry::entry_wasm(&content, &image, max)?;
         let outcome = match found {
-            None => Outcome::NotWasm,
+            None => {
+                if let Some(d) = &image.detection {
+                    eprintln!(
+                        "wasmbox agent: {}: holds no wasm binary where it says ({}); skipped",
+                        job.image, d.because
+                    );
+                }
+                Outcome::NotWasm
+            }
             Some(entry) => {
                 let name = format!("{}:{}", job.image, entry.path);
                 let started = Instant::now();
@@ -181,6 +189,6 @@ impl Worker {
             self.done.clear();
         }
         self.done.insert(digest);
-        Ok(Some(outcome))
+        Ok(outcome)
     }
 }

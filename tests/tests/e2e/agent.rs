@@ -65,6 +65,16 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// How many lines so far contain `what`, with every line the agent has logged by now.
+    fn count(&mut self, what: &str) -> usize {
+        while let Ok(l) = self.lines.try_recv() {
+            self.log.push(l);
+        }
+        self.log.iter().filter(|l| l.contains(what)).count()
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -76,6 +86,51 @@ fn scrape(port: u16) -> Vec<crate::metrics::Sample> {
     let (status, _, body) = curl(&format!("http://127.0.0.1:{port}/metrics"), &[]);
     assert_eq!(status, 200, "{body}");
     parse(&body)
+}
+
+/// Two images that say they hold wasm but give none to compile, saved as archives in `dir`: a
+/// compat one whose entrypoint has the wasm magic and garbage after it, and an artifact whose
+/// layer is no wasm.
+fn unusable(dir: &std::path::Path) -> [(std::path::PathBuf, &'static str); 2] {
+    let wb = crate::common::Wasmbox::new();
+    let broken = crate::images::Layout::new(&dir.join("broken"));
+    let mut tar = tar::Builder::new(Vec::new());
+    let garbage = b"\0asm\x01\0\0\0 not a module";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(garbage.len() as u64);
+    h.set_mode(0o755);
+    tar.append_data(&mut h, "app.wasm", &garbage[..]).unwrap();
+    broken.image(
+        Some("localhost/agent/broken:1"),
+        serde_json::json!({"os": "wasip1", "architecture": "wasm",
+            "config": {"Entrypoint": ["/app.wasm"]}}),
+        "application/vnd.oci.image.config.v1+json",
+        vec![(
+            "application/vnd.oci.image.layer.v1.tar",
+            tar.into_inner().unwrap(),
+        )],
+    );
+    let empty = crate::images::Layout::new(&dir.join("empty"));
+    empty.image(
+        Some("localhost/agent/empty:1"),
+        serde_json::json!({}),
+        "application/vnd.wasm.config.v0+json",
+        vec![("application/wasm", b"no wasm here".to_vec())],
+    );
+    [
+        (broken.dir, "localhost/agent/broken:1"),
+        (empty.dir, "localhost/agent/empty:1"),
+    ]
+    .map(|(layout, name)| {
+        let archive = dir.join(format!("{}.tar", name.replace(['/', ':'], "-")));
+        crate::images::with_store(
+            &wb,
+            &["load", "--no-compile", "-i", layout.to_str().unwrap()],
+        )
+        .code(0);
+        crate::images::with_store(&wb, &["save", "-o", archive.to_str().unwrap(), name]).code(0);
+        (archive, name)
+    })
 }
 
 #[test]
@@ -120,9 +175,27 @@ fn the_agent_compiles_what_containerd_holds_and_pulls_and_comes_back_after_a_res
         images_total(&scrape(port), "not_wasm") == 1.0
     });
     assert_eq!(value(&m, "wasmbox_agent_containerd_connected", &[]), 1.0);
-    // containerd restarts: the agent connects again, and an image imported then is compiled.
+    // Images that say they hold wasm but give none to compile: each is said, and skipped.
+    let work = tempfile::tempdir().unwrap();
+    let [(broken, broken_name), (empty, empty_name)] = unusable(work.path());
+    for a in [&broken, &empty] {
+        let out = c.ctr(&["images", "import", "--no-unpack", a.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{out:#?}");
+    }
+    let broken_said = format!("{broken_name}:/app.wasm did not compile");
+    let empty_said = format!("{empty_name}: holds no wasm binary where it says");
+    agent.wait_for(&broken_said, 1);
+    agent.wait_for(&empty_said, 1);
+    // containerd restarts: the agent connects again and looks up the six images it holds, each
+    // seen before (so nothing is said twice); an image imported then is compiled.
     c.restart();
     agent.wait_for("watching containerd", 2);
+    crate::shim::wait_until("the six images are looked up again", || {
+        images_total(&scrape(port), "seen_before") == 6.0
+    });
+    assert_eq!(agent.count(&broken_said), 1, "{:#?}", agent.log);
+    assert_eq!(agent.count(&empty_said), 1, "{:#?}", agent.log);
+    assert_eq!(images_total(&scrape(port), "failed"), 1.0);
     c.import(&images.archive(crate::ctrd::ECHO));
     agent.wait_for(&format!("compiled {}", crate::ctrd::ECHO), 1);
     let m = scrape(port);

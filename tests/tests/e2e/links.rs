@@ -70,7 +70,10 @@ fn an_entrypoint_behind_absolute_links_runs_from_wasmbox_the_shim_and_the_agents
     let wb = Wasmbox::new();
     let work = tempfile::tempdir().unwrap();
     let layout = linked(&work.path().join("layout"));
-    let out = with_store(&wb, &["load", "--no-compile", "-i", layout.to_str().unwrap()]);
+    let out = with_store(
+        &wb,
+        &["load", "--no-compile", "-i", layout.to_str().unwrap()],
+    );
     out.code(0);
     let expected = "/etc/alternatives/app\nargs\nlinked\n";
     let out = with_store(&wb, &["run", NAME]);
