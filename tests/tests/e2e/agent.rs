@@ -17,7 +17,7 @@ const WITHIN: Duration = Duration::from_secs(120);
 pub(crate) struct Agent {
     child: Child,
     lines: Receiver<String>,
-    log: Vec<String>,
+    pub(crate) log: Vec<String>,
 }
 
 impl Agent {

@@ -675,3 +675,4 @@ fn http_get(addr: &str, path: &str) -> String {
 
 mod limits;
 mod pods;
+mod warm;
