@@ -77,7 +77,7 @@ pub struct ImageFacts<'a> {
     pub platform: Option<(&'a str, &'a str)>,
 }
 
-impl ImageFacts<'_> {
+impl<'a> ImageFacts<'a> {
     fn layers(&self) -> &[Value] {
         self.manifest["layers"]
             .as_array()
@@ -86,7 +86,7 @@ impl ImageFacts<'_> {
     }
 
     /// `args[0]` of the image config: the entrypoint's first word, else the cmd's.
-    pub fn arg0(&self) -> Option<&str> {
+    pub fn arg0(&self) -> Option<&'a str> {
         let c = &self.config["config"];
         c["Entrypoint"][0].as_str().or_else(|| c["Cmd"][0].as_str())
     }

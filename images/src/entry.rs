@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::blobs::Blobs;
 use crate::detect::{Form, is_wasm};
@@ -237,7 +237,7 @@ impl Union {
 /// working directory), a bare name in each directory of the config's `PATH`, as runc looks.
 fn candidates(image: &Image) -> Vec<PathBuf> {
     let c = &image.config["config"];
-    let Some(arg0) = c["Entrypoint"][0].as_str().or_else(|| c["Cmd"][0].as_str()) else {
+    let Some(arg0) = image.arg0() else {
         return Vec::new();
     };
     // `PATH#export` names an export of the module at PATH.
@@ -268,17 +268,10 @@ fn candidates(image: &Image) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A tar entry's path relative to the root: `/` and `.` dropped, `..` refused.
+/// A tar entry's path relative to the root, as unpacking confines it (`None` for the root or a
+/// path that climbs with `..`).
 fn confine(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(s) => out.push(s),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => return None,
-        }
-    }
-    (!out.as_os_str().is_empty()).then_some(out)
+    crate::unpack::confine(p).ok().flatten()
 }
 
 /// The image's layers: digest and compression, bottom first.

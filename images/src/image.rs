@@ -249,6 +249,12 @@ impl Image {
         })
     }
 
+    /// `args[0]` of its config: the entrypoint's first word, else the cmd's (decided in
+    /// [`ImageFacts::arg0`]).
+    pub fn arg0(&self) -> Option<&str> {
+        self.facts().arg0()
+    }
+
     fn facts(&self) -> ImageFacts<'_> {
         ImageFacts {
             manifest: &self.manifest,

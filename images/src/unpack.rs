@@ -135,7 +135,7 @@ pub(crate) fn decompress<'a>(
 
 /// Turns an entry path into a path relative to the rootfs: leading `/` and `.` are dropped
 /// (confined), `..` is refused. `None` for the root itself.
-fn confine(raw: &Path) -> Result<Option<PathBuf>, String> {
+pub(crate) fn confine(raw: &Path) -> Result<Option<PathBuf>, String> {
     let mut out = PathBuf::new();
     for c in raw.components() {
         match c {

@@ -62,11 +62,7 @@ pub(super) fn entry(img: &Image) -> serde_json::Value {
         Some(Form::Artifact { index, digest }) => {
             serde_json::json!({"layer": index, "digest": digest, "path": format!("/{}", wasmbox_images::image::ARTIFACT_ENTRY)})
         }
-        _ => {
-            let c = &img.config["config"];
-            let arg0 = c["Entrypoint"][0].as_str().or_else(|| c["Cmd"][0].as_str());
-            serde_json::json!({"path": arg0})
-        }
+        _ => serde_json::json!({"path": img.arg0()}),
     }
 }
 
