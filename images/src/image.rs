@@ -106,15 +106,7 @@ pub struct Image {
 /// From an index's `manifests`, the entry to run: a `wasi`/`wasip1`/`wasip2` on `wasm` one, else
 /// the host's platform.
 pub fn choose_platform(entries: &[Value]) -> Option<&Value> {
-    let plat = |m: &Value| {
-        (
-            m["platform"]["os"].as_str().unwrap_or("").to_string(),
-            m["platform"]["architecture"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        )
-    };
+    let plat = platform_of;
     let host = host_platform();
     entries
         .iter()
