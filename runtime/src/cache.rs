@@ -12,6 +12,7 @@
 //! ones past it, never one a process has loaded.
 
 pub mod cap;
+pub mod lock;
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::{Hash, Hasher};
@@ -165,6 +166,19 @@ impl ModuleCache {
             hex::encode(digest),
             self.engine_key
         ))
+    }
+
+    /// Takes the compile lock of the entry for `digest` ([`lock`]), waiting for another process's
+    /// compile of it at most until `until`.
+    pub fn compile_lock(
+        &self,
+        digest: &[u8; 32],
+        kind: ArtifactKind,
+        until: Option<std::time::Instant>,
+    ) -> lock::CompileLock {
+        let entry = self.path_for(digest, kind);
+        let name = entry.file_name().unwrap_or_default().to_string_lossy();
+        lock::acquire(&lock::path_for(&self.dir, &name), until)
     }
 
     /// Returns the path of a cached artifact if one exists and is safe to load.

@@ -458,46 +458,12 @@ impl Runtime {
         kind: ArtifactKind,
         deadline: Option<std::time::Instant>,
     ) -> Result<(ProgramKind, LoadedFrom)> {
-        let engine = &self.inner.engine;
-        if let Some(cache) = &self.inner.cache {
-            match cache.open_verified(&digest, kind) {
-                Ok(Some(entry)) => {
-                    let path = entry.path.clone();
-                    let held = crate::cache::cap::hold(&entry.file);
-                    match deserialize(engine, entry, kind) {
-                        Ok(k) => {
-                            match held {
-                                Ok(f) => self.inner.held.lock().expect("held").push(f),
-                                Err(e) => {
-                                    tracing::debug!(path = %path.display(), error = %e, "could not mark a cache entry in use")
-                                }
-                            }
-                            tracing::debug!(name, path = %path.display(), "compiled code from cache");
-                            return Ok((k, LoadedFrom::Cache));
-                        }
-                        Err(e) => {
-                            tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
-                            cache.evict(&path);
-                        }
-                    }
-                }
-                Ok(None) => {}
-                Err(Error::CacheTampered { path }) => {
-                    // Not written by us with our key: never loaded; recompiled and replaced below.
-                    tracing::warn!(
-                        path = %path.display(),
-                        "cache entry failed its MAC check (tampered with); recompiling and replacing it"
-                    );
-                    cache.evict(&path);
-                }
-                Err(Error::CacheIo { path, source }) => {
-                    // An entry that cannot be read (damaged, mode changed): a miss.
-                    tracing::warn!(path = %path.display(), error = %source, "unreadable cache entry; recompiling it");
-                    cache.evict(&path);
-                }
-                Err(e) => return Err(e),
-            }
+        if let Some(cache) = &self.inner.cache
+            && let Some(k) = self.load_cached(name, cache, &digest, kind)?
+        {
+            return Ok((k, LoadedFrom::Cache));
         }
+        let engine = &self.inner.engine;
         crate::shape::check(binary).map_err(|reason| Error::TooLarge {
             name: name.to_string(),
             reason,
@@ -513,6 +479,20 @@ impl Runtime {
             .compiler
             .helper_program()
             .filter(|_| binary.len() > crate::compiler::IN_PROCESS_MAX);
+        // A module big enough for the helper is compiled by one process at a time: one that
+        // waited for another's compile loads what that one wrote.
+        let lock = match (&self.inner.cache, &helper) {
+            (Some(cache), Some(_)) => {
+                let lock = cache.compile_lock(&digest, kind, deadline);
+                if lock.waited()
+                    && let Some(k) = self.load_cached(name, cache, &digest, kind)?
+                {
+                    return Ok((k, LoadedFrom::Cache));
+                }
+                Some(lock)
+            }
+            _ => None,
+        };
         tracing::debug!(
             name,
             bytes = binary.len(),
@@ -554,6 +534,8 @@ impl Runtime {
             let job = std::thread::Builder::new()
                 .name("wasmbox-cache".into())
                 .spawn(move || {
+                    // Released once the entry is written (or could not be).
+                    let _lock = lock;
                     let bytes = match serialized {
                         Some(b) => Ok(b),
                         None => match &program {
@@ -584,6 +566,57 @@ impl Runtime {
             }
         }
         Ok((k, LoadedFrom::Compiled))
+    }
+
+    /// The compiled code for `digest` from the cache, loaded, if a sound entry is there. An entry
+    /// that fails its MAC, cannot be read or cannot be loaded is evicted (and compiled again).
+    fn load_cached(
+        &self,
+        name: &str,
+        cache: &crate::cache::ModuleCache,
+        digest: &[u8; 32],
+        kind: ArtifactKind,
+    ) -> Result<Option<ProgramKind>> {
+        match cache.open_verified(digest, kind) {
+            Ok(Some(entry)) => {
+                let path = entry.path.clone();
+                let held = crate::cache::cap::hold(&entry.file);
+                match deserialize(&self.inner.engine, entry, kind) {
+                    Ok(k) => {
+                        match held {
+                            Ok(f) => self.inner.held.lock().expect("held").push(f),
+                            Err(e) => {
+                                tracing::debug!(path = %path.display(), error = %e, "could not mark a cache entry in use")
+                            }
+                        }
+                        tracing::debug!(name, path = %path.display(), "compiled code from cache");
+                        Ok(Some(k))
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
+                        cache.evict(&path);
+                        Ok(None)
+                    }
+                }
+            }
+            Ok(None) => Ok(None),
+            Err(Error::CacheTampered { path }) => {
+                // Not written by us with our key: never loaded; recompiled and replaced.
+                tracing::warn!(
+                    path = %path.display(),
+                    "cache entry failed its MAC check (tampered with); recompiling and replacing it"
+                );
+                cache.evict(&path);
+                Ok(None)
+            }
+            Err(Error::CacheIo { path, source }) => {
+                // An entry that cannot be read (damaged, mode changed): a miss.
+                tracing::warn!(path = %path.display(), error = %source, "unreadable cache entry; recompiling it");
+                cache.evict(&path);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn program(&self, name: &str, kind: ProgramKind, guest: crate::GuestKind) -> Program {

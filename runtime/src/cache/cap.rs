@@ -97,8 +97,8 @@ pub fn entries(dir: &Path) -> std::io::Result<Vec<Entry>> {
     scan(dir, false)
 }
 
-/// [`entries`]; with `sweep`, temporary files left by a writer that died more than an hour ago
-/// are removed on the way.
+/// [`entries`]; with `sweep`, temporary files left by a writer that died more than an hour ago,
+/// and compile locks of entries that are gone, are removed on the way.
 fn scan(dir: &Path, sweep: bool) -> std::io::Result<Vec<Entry>> {
     let mut found = Vec::new();
     for e in fs::read_dir(dir)? {
@@ -107,6 +107,17 @@ fn scan(dir: &Path, sweep: bool) -> std::io::Result<Vec<Entry>> {
         let name = name.to_string_lossy();
         let Ok(meta) = e.metadata() else { continue };
         if !meta.is_file() {
+            continue;
+        }
+        if let Some(entry) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".lock")) {
+            // A compile lock whose entry is gone, and which no process holds.
+            if sweep
+                && !dir.join(entry).exists()
+                && File::open(e.path())
+                    .is_ok_and(|f| flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok())
+            {
+                let _ = fs::remove_file(e.path());
+            }
             continue;
         }
         if name.starts_with(".tmp-") {
@@ -240,6 +251,25 @@ mod tests {
         f.set_times(fs::FileTimes::new().set_accessed(then))
             .unwrap();
         path
+    }
+
+    #[test]
+    fn a_trim_removes_the_compile_locks_of_gone_entries_that_no_process_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = entry(dir.path(), "aa", 10, 0);
+        let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+        let of_kept = super::super::lock::path_for(dir.path(), &name(&kept));
+        let gone = super::super::lock::path_for(dir.path(), "bb-0123456789abcdef.module.cwasm");
+        let held = super::super::lock::path_for(dir.path(), "cc-0123456789abcdef.module.cwasm");
+        fs::write(&of_kept, "1").unwrap();
+        fs::write(&gone, "1").unwrap();
+        let holding = super::super::lock::acquire(&held, None);
+        assert!(holding.held());
+        trim(dir.path(), u64::MAX, None).unwrap();
+        assert!(of_kept.exists() && held.exists() && !gone.exists());
+        drop(holding);
+        trim(dir.path(), u64::MAX, None).unwrap();
+        assert!(!held.exists() && of_kept.exists());
     }
 
     #[test]

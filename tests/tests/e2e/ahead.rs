@@ -219,3 +219,41 @@ fn wasm_that_does_not_compile_is_reported_and_fails_only_what_runs_it() {
     );
     assert!(cached(&wb).is_empty());
 }
+
+#[test]
+fn processes_starting_the_same_module_together_compile_it_once() {
+    // Four starts of one module (big enough for the compile helper) at once, one cache: one
+    // compiles, and each other waits for it and loads what it wrote, as a scale-out's replicas
+    // on one node do.
+    let wb = Wasmbox::new();
+    let component = guest("files/files-component.wasm");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            wb.cmd()
+                .env("WASMBOX_LOG", "wasmbox_runtime=debug")
+                .args(["run", component.to_str().unwrap(), "args", "x"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| crate::common::Out::from(c.wait_with_output().unwrap()))
+        .collect();
+    for out in &outs {
+        assert_eq!(out.code, 0, "{out:#?}");
+        assert!(out.stdout.ends_with("args\nx\n"), "{out:#?}");
+    }
+    let compiled = outs
+        .iter()
+        .filter(|o| o.stderr.contains("compiling"))
+        .count();
+    let loaded = outs
+        .iter()
+        .filter(|o| o.stderr.contains("compiled code from cache"))
+        .count();
+    assert_eq!((compiled, loaded), (1, 3), "{outs:#?}");
+    assert_eq!(cached(&wb).len(), 1);
+}
