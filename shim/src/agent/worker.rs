@@ -177,7 +177,10 @@ impl Worker {
                         );
                         Outcome::Compiled
                     }
-                    Ok(_) => Outcome::Cached,
+                    Ok(_) => {
+                        eprintln!("wasmbox agent: {name}: in the cache already");
+                        Outcome::Cached
+                    }
                     Err(e) => {
                         eprintln!("wasmbox agent: {name} did not compile: {e}");
                         Outcome::Failed
