@@ -161,7 +161,8 @@ impl Entry {
         let file = crate::resolve::open_in_root(
             std::os::fd::AsFd::as_fd(&root),
             &entry,
-            rustix::fs::OFlags::RDONLY,
+            // Never waiting on a FIFO planted at the entry's path.
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY,
         )
         .ok()
         .map(std::fs::File::from);
@@ -360,6 +361,22 @@ mod tests {
         assert!(e.contains("does not exist"), "{e}");
         let e = err(Entry::classify(d.path(), spec_with("[]"), false));
         assert!(e.contains("process.args is empty"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_at_the_entrys_path_is_never_waited_on() {
+        let d = bundle("{}", &[]);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &d.path().join("rootfs/app.wasm"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        // Nothing writes to it: read at once as empty, so not wasm.
+        assert!(matches!(
+            Entry::classify(d.path(), spec_with(r#"["/app.wasm"]"#), false).unwrap(),
+            Entry::Native
+        ));
     }
 
     #[test]

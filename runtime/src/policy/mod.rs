@@ -460,7 +460,8 @@ impl Bundle {
         let fd = crate::resolve::open_in_root(
             std::os::fd::AsFd::as_fd(&root),
             &self.entry,
-            rustix::fs::OFlags::RDONLY,
+            // Never waiting on a FIFO planted at the entry's path.
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY,
         )
         .map_err(|e| err(e.into()))?;
         let mut bytes = Vec::new();
