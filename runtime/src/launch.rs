@@ -368,7 +368,7 @@ mod tests {
         let d = bundle("{}", &[]);
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
-            &d.path().join("rootfs/app.wasm"),
+            d.path().join("rootfs/app.wasm"),
             rustix::fs::Mode::from_raw_mode(0o600),
         )
         .unwrap();

@@ -6,7 +6,8 @@
 //!
 //! - **Priority**: a waiter raises the holder's threads, and its children's (the compile
 //!   helper), to its own CPU priority, so a pod never waits on the agent's nice-19 compile at
-//!   nice 19 (priority inheritance). Only ever raised, and only what the lock file names.
+//!   nice 19 (priority inheritance). Only ever raised, and only what the lock file names (a pid
+//!   and its pid namespace: a holder in another namespace is left alone).
 //! - **Bounded**: a waiter waits until its deadline (the load deadline of a start, else
 //!   [`MOST_WAIT`]), then compiles itself. A filesystem without `flock` compiles without waiting.
 //! - Lock files are empty but for a pid; the cap's sweep removes those whose entry is gone.
@@ -80,7 +81,7 @@ pub fn acquire(path: &Path, until: Option<Instant>) -> CompileLock {
                 let mut f = file;
                 let _ = f.set_len(0).and_then(|()| {
                     f.rewind()?;
-                    f.write_all(std::process::id().to_string().as_bytes())
+                    f.write_all(format!("{} {}", std::process::id(), pid_namespace()).as_bytes())
                 });
                 return CompileLock {
                     held: Some(f),
@@ -111,12 +112,24 @@ pub fn acquire(path: &Path, until: Option<Instant>) -> CompileLock {
     }
 }
 
-/// The pid the lock file names.
+/// This process's pid namespace (`/proc/self/ns/pid`'s target): a pid means the same process
+/// only to a process of the same namespace.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The pid the lock file names, when its holder is in this process's pid namespace.
 fn holder(mut file: &File) -> Option<Pid> {
     let mut text = String::new();
     file.rewind().ok()?;
-    file.take(32).read_to_string(&mut text).ok()?;
-    Pid::from_raw(text.trim().parse().ok()?)
+    file.take(128).read_to_string(&mut text).ok()?;
+    let (pid, ns) = text.trim().split_once(' ')?;
+    if ns != pid_namespace() {
+        return None;
+    }
+    Pid::from_raw(pid.parse().ok()?)
 }
 
 /// Raises every thread of process `pid` and of its children to this thread's CPU priority,
@@ -168,9 +181,12 @@ mod tests {
         let first = acquire(&path, None);
         assert!(first.held() && !first.waited());
         assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            std::process::id().to_string()
+            holder(first.held.as_ref().unwrap()).map(|p| p.as_raw_nonzero().get() as u32),
+            Some(std::process::id())
         );
+        // A holder of another pid namespace is not one this process can name.
+        std::fs::write(&path, format!("{} pid:[1]", std::process::id())).unwrap();
+        assert_eq!(holder(first.held.as_ref().unwrap()), None);
         let t = Instant::now();
         let second = acquire(&path, Some(Instant::now() + Duration::from_millis(100)));
         assert!(!second.held() && second.waited());
