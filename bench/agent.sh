@@ -24,16 +24,12 @@ command -v skopeo >/dev/null || missing+=(skopeo)
 # shellcheck source=bench/packages.sh
 source "$ROOT/bench/packages.sh"
 install_missing "${missing[@]}"
-python3 -c 'import grpc, grpc_tools' 2>/dev/null ||
-    python3 -m pip install --quiet grpcio==1.85.4 grpcio-tools==1.85.4
+cri_python
 
 echo "building wasmbox (release, with the agent) in $CARGO_TARGET_DIR ..." >&2
 (cd "$ROOT" && cargo build --release --quiet -p wasmbox-shim --bins --features agent)
 bash "$ROOT/examples/http-py/build.sh"
-proto="$(cd "$ROOT" && cargo metadata --format-version 1 --quiet |
-    python3 -c 'import json, os, sys
-p = [p for p in json.load(sys.stdin)["packages"] if p["name"] == "k8s-cri"][0]
-print(os.path.join(os.path.dirname(p["manifest_path"]), "proto"))')"
+proto="$(cri_proto "$ROOT")"
 
 exec python3 "$ROOT/bench/agent.py" --bin-dir "$CARGO_TARGET_DIR/release" --root "$ROOT" \
     --proto "$proto" --layout "$ROOT/examples/images/http-py" --runs "${RUNS:-3}"
