@@ -88,7 +88,7 @@ fn an_entrypoint_behind_absolute_links_runs_from_wasmbox_the_shim_and_the_agents
         ("WASMBOX_CACHE_DIR", &cache_dir),
         ("WASMBOX_LOG", "wasmbox_runtime=debug"),
     ]);
-    let mut agent = crate::agent::Agent::start(&c, cache.path(), crate::common::free_port());
+    let mut agent = crate::agentd::Agent::start(&c, cache.path(), crate::common::free_port());
     agent.wait_for("watching containerd", 1);
     c.import(&archive);
     agent.wait_for(&format!("compiled {NAME}:/etc/alternatives/app"), 1);

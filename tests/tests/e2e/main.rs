@@ -1,6 +1,7 @@
 //! End-to-end tests: run the built `wasmbox` binary on the example guests, as a user would.
 
 mod agent;
+mod agentd;
 mod ahead;
 mod bad_input;
 mod cache;

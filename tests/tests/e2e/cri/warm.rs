@@ -19,7 +19,7 @@ fn a_pulled_images_pod_starts_from_what_the_agent_compiled() {
     cri.push(FILES, "wasmbox-test/files:warm");
     let image = format!("{REGISTRY}/wasmbox-test/files:warm");
     let port = crate::common::free_port();
-    let mut agent = crate::agent::Agent::start(&cri.ctrd, cache.path(), port);
+    let mut agent = crate::agentd::Agent::start(&cri.ctrd, cache.path(), port);
     agent.wait_for("watching containerd", 1);
     assert!(crate::common::cache_entries(cache.path()).is_empty());
     cri.pull(&image)
