@@ -165,6 +165,10 @@ impl Worker {
             }
             Some(entry) => {
                 let name = format!("{}:{}", job.image, entry.path);
+                eprintln!(
+                    "wasmbox agent: compiling {name} ({:.1} MB)…",
+                    entry.bytes.len() as f64 / 1e6
+                );
                 let started = Instant::now();
                 let result = self.runtime.compile_to_cache(&name, &entry.bytes);
                 let took = started.elapsed().as_secs_f64();

@@ -25,7 +25,7 @@ fn a_pulled_images_pod_starts_from_what_the_agent_compiled() {
     cri.pull(&image)
         .unwrap_or_else(|e| panic!("PullImage: {e}\n{}", cri.ctrd.log_tail()));
     // Compiled under whichever of its names containerd made first.
-    agent.wait_for(":/app.wasm (", 1);
+    agent.wait_for("wasmbox agent: compiled ", 1);
     let entries = crate::common::cache_entries(cache.path());
     assert_eq!(entries.len(), 1, "{:#?}", agent.log);
     let written = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
