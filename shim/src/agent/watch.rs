@@ -62,6 +62,7 @@ pub fn run(cmd: AgentCommand) -> Result<i32> {
         let mut wait = FIRST_WAIT;
         let mut sessions = 0u64;
         loop {
+            let before = sessions;
             let result = session(&cmd, &queue, &connection, &metrics, &mut sessions).await;
             *connection.lock().expect("connection lock") = None;
             metrics.connected.set(0);
@@ -71,8 +72,8 @@ pub fn run(cmd: AgentCommand) -> Result<i32> {
                     cmd.address.display()
                 );
             }
-            // A session that got as far as watching starts the waits afresh.
-            if metrics.reconnects.get() + 1 == sessions {
+            // This session got as far as watching: the waits start afresh.
+            if sessions > before {
                 wait = FIRST_WAIT;
             }
             tokio::time::sleep(wait).await;
