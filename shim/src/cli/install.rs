@@ -90,6 +90,29 @@ enum Change {
     Removed,
 }
 
+impl Change {
+    /// Writing `bytes` to `file`, unless it holds them already.
+    fn writing(file: &HostFile<'_>, bytes: Vec<u8>) -> Change {
+        if file.holds(&bytes) {
+            Change::Unchanged
+        } else {
+            Change::Wrote(bytes)
+        }
+    }
+
+    /// Removing `file`, if anything is there.
+    fn removing(file: &HostFile<'_>) -> Change {
+        if file.exists() {
+            Change::Removed
+        } else {
+            Change::Unchanged
+        }
+    }
+}
+
+/// A host file and what to do with it.
+type Planned<'r> = (HostFile<'r>, Change);
+
 /// A text file's content before and after an edit: `None` where there is no file.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Edit {
@@ -142,11 +165,7 @@ impl ContainerdInstall {
         let config_change = edit.change();
         let config_changed = !matches!(config_change, Change::Unchanged);
         let shim_change = if self.uninstall {
-            if shim.exists() {
-                Change::Removed
-            } else {
-                Change::Unchanged
-            }
+            Change::removing(&shim)
         } else {
             let source = std::env::current_exe()
                 .context("finding this program")?
@@ -157,11 +176,7 @@ impl ContainerdInstall {
                     source.display()
                 )
             })?;
-            if shim.holds(&bytes) {
-                Change::Unchanged
-            } else {
-                Change::Wrote(bytes)
-            }
+            Change::writing(&shim, bytes)
         };
         let verb = if self.dry_run { "would " } else { "" };
         let config_diff = self.dry_run.then(|| unified_diff(&config, &edit));
@@ -250,12 +265,11 @@ impl ContainerdInstall {
 
     /// The agent's binary (this program, beside the shim) and, where the host runs systemd, its
     /// unit: each file and what to do with it.
-    #[allow(clippy::type_complexity)]
     fn agent_files<'r>(
         &self,
         root: &'r HostRoot,
         cwd: &Path,
-    ) -> Result<((HostFile<'r>, Change), Option<(HostFile<'r>, Change)>)> {
+    ) -> Result<(Planned<'r>, Option<Planned<'r>>)> {
         if !self.uninstall && !cfg!(feature = "agent") {
             bail!(
                 "--agent: this wasmbox was built without the agent (cargo build --release -p wasmbox-shim --features agent)"
@@ -265,24 +279,14 @@ impl ContainerdInstall {
         let binary = root.file(&bin_dir.join("wasmbox"))?;
         let unit_file = root.file(Path::new(agent_unit::UNIT_PATH))?;
         let systemd = root.file(Path::new(agent_unit::SYSTEMD_RUNNING))?.exists();
-        let gone = |f: &HostFile<'_>| {
-            if f.exists() {
-                Change::Removed
-            } else {
-                Change::Unchanged
-            }
-        };
         if self.uninstall {
-            let (binary_change, unit_change) = (gone(&binary), gone(&unit_file));
+            let (binary_change, unit_change) =
+                (Change::removing(&binary), Change::removing(&unit_file));
             return Ok(((binary, binary_change), Some((unit_file, unit_change))));
         }
         let me = std::env::current_exe().context("finding this program")?;
         let bytes = std::fs::read(&me).with_context(|| format!("reading {}", me.display()))?;
-        let binary_change = if binary.holds(&bytes) {
-            Change::Unchanged
-        } else {
-            Change::Wrote(bytes)
-        };
+        let binary_change = Change::writing(&binary, bytes);
         let unit = systemd.then(|| {
             let (address, after) = if self.k3s {
                 (agent_unit::K3S_ADDRESS, "k3s")
@@ -290,11 +294,7 @@ impl ContainerdInstall {
                 (crate::agent::DEFAULT_ADDRESS, "containerd")
             };
             let text = agent_unit::unit(&bin_dir, address, after).into_bytes();
-            let change = if unit_file.holds(&text) {
-                Change::Unchanged
-            } else {
-                Change::Wrote(text)
-            };
+            let change = Change::writing(&unit_file, text);
             (unit_file, change)
         });
         Ok(((binary, binary_change), unit))
