@@ -122,6 +122,13 @@ fn many_functions_then_spin(n: usize) -> Vec<u8> {
     )
 }
 
+/// A module of 200,000 functions, written in `dir`: about 1 GiB to compile, more than a second.
+fn big_module(dir: &std::path::Path) -> String {
+    let big = dir.join("big.wasm");
+    std::fs::write(&big, many_functions(200_000)).unwrap();
+    big.display().to_string()
+}
+
 /// `head` (a module's text, unclosed) and `n` functions worth compiling.
 fn functions_then(n: usize, head: &str) -> Vec<u8> {
     let mut text = String::from(head);
@@ -138,9 +145,7 @@ fn functions_then(n: usize, head: &str) -> Vec<u8> {
 fn the_deadline_covers_compiling_and_huge_modules_are_refused() {
     let wb = Wasmbox::new();
     let t = tempfile::tempdir().unwrap();
-    let big = t.path().join("big.wasm");
-    std::fs::write(&big, many_functions(200_000)).unwrap();
-    let big = big.display().to_string();
+    let big = big_module(t.path());
     let out = wb.run(&["run", "--no-cache", "--timeout", "1s", &big]);
     assert_eq!(out.code, 124, "{out:#?}");
     assert!(out.stderr.contains("while loading"), "{out:#?}");
@@ -158,9 +163,7 @@ fn the_deadline_covers_compiling_and_huge_modules_are_refused() {
 fn compile_memory_is_capped_in_a_helper_process() {
     let wb = Wasmbox::new();
     let t = tempfile::tempdir().unwrap();
-    let big = t.path().join("big.wasm");
-    std::fs::write(&big, many_functions(200_000)).unwrap();
-    let big = big.display().to_string();
+    let big = big_module(t.path());
     let line = error_line(
         &wb,
         &["run", "--no-cache", "--compile-memory", "256m", &big],
