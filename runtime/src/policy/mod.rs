@@ -445,31 +445,6 @@ pub fn rootfs_of(dir: &Path, spec: &Spec) -> Result<PathBuf> {
     })
 }
 
-impl Bundle {
-    /// Reads the entry wasm from the rootfs, its links resolved inside it as a chroot resolves
-    /// them ([`crate::resolve::open_in_root`]), so a linked entrypoint cannot reach outside.
-    pub fn read_entry(&self) -> Result<Vec<u8>> {
-        let err = |source| Error::ReadEntry {
-            entry: format!("/{}", self.entry.display()),
-            rootfs: self.rootfs.clone(),
-            source,
-        };
-        // Ambient authority, named: opening the bundle's rootfs directory.
-        let root = cap_std::fs::Dir::open_ambient_dir(&self.rootfs, cap_std::ambient_authority())
-            .map_err(err)?;
-        let fd = crate::resolve::open_in_root(
-            std::os::fd::AsFd::as_fd(&root),
-            &self.entry,
-            // Never waiting on a FIFO planted at the entry's path.
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY,
-        )
-        .map_err(|e| err(e.into()))?;
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes).map_err(err)?;
-        Ok(bytes)
-    }
-}
-
 fn apply_mount(policy: &mut Policy, m: &Mount, bundle: &Path) -> Result<(), String> {
     let dest = m.destination().to_string_lossy();
     let guest = normalize_guest_path(&dest)
