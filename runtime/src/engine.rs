@@ -197,6 +197,7 @@ fn p2_linker(engine: &Engine) -> wasmtime::Result<wasmtime::component::Linker<P2
     wasmtime_wasi_http::p3::add_to_linker(&mut p2)?;
     crate::p2fs::add_to_linker(&mut p2)?;
     crate::p2dev::add_to_linker(&mut p2)?;
+    crate::p2links::add_to_linker(&mut p2)?;
     crate::p2sockets::add_to_linker(&mut p2)?;
     Ok(p2)
 }

@@ -74,13 +74,9 @@ impl Filesystem {
     /// The grant that holds guest path `path` (the one mounted deepest above it): the path
     /// naming its directory, `path` relative to it, and whether it is read-only.
     fn grant_holding(&self, path: &str) -> Option<(PathBuf, String, bool)> {
-        let within = |g: &str| g == "/" || path.strip_prefix(g).is_some_and(|r| r.starts_with('/'));
-        let (host, guest, ro) = self
-            .preopens
-            .iter()
-            .filter(|(_, g, _)| within(g))
-            .max_by_key(|(_, g, _)| g.len())?;
-        let rel = path[if guest == "/" { 0 } else { guest.len() }..].trim_start_matches('/');
+        let (i, rel) =
+            crate::resolve::holding(self.preopens.iter().map(|(_, g, _)| g.as_str()), path)?;
+        let (host, _, ro) = &self.preopens[i];
         Some((host.clone(), rel.to_string(), *ro))
     }
 

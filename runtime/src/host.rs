@@ -152,6 +152,9 @@ pub(crate) struct P1Host {
     /// The directories the guest's descriptors name, by number: the preopens (3 on) and those
     /// the guest opened itself, each as the host's own `O_PATH` descriptor (see `p1::fs`).
     pub(crate) dirs: std::collections::HashMap<u32, Arc<std::os::fd::OwnedFd>>,
+    /// The preopens by guest path, each the very descriptor `dirs` holds for it while the guest
+    /// holds it (see `p1::links`).
+    pub(crate) preopens: Vec<(String, Arc<std::os::fd::OwnedFd>)>,
     /// The descriptors that are devices of `/dev` (see `p1::dev`), by number.
     pub(crate) devices: std::collections::HashMap<u32, crate::devices::Device>,
 }

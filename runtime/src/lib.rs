@@ -30,6 +30,7 @@ pub mod net;
 mod p1;
 mod p2dev;
 mod p2fs;
+mod p2links;
 mod p2sockets;
 pub mod policy;
 pub mod protect;

@@ -21,8 +21,7 @@ use wasmtime_wasi::p2::{
 use crate::devices::{Device, MAX_READ, WriteError};
 use crate::host::P2Host;
 
-/// The 0.2 interface as wasmtime-wasi 48 defines it.
-const TYPES: &str = "wasi:filesystem/types@0.2.12";
+use crate::p2fs::TYPES;
 
 /// The `open-at` flags that open a device's placeholder: read-only, nothing created or
 /// truncated. Asking for a directory is `not-directory`, and for a new file `exist`.
@@ -303,6 +302,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
             Box::new(async move {
                 let host: &mut P2Host = store.data_mut();
                 let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
+                // Through an absolute link, from the preopen holding where it leads.
+                let moved = crate::p2links::moved(host, &fd, &path, follow);
+                let (fd, path) = match &moved {
+                    Some(m) => (m.fd(), m.path.clone()),
+                    None => (fd, path),
+                };
                 let is_device = match host.table.get(&fd) {
                     Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => {
                         crate::devices::beneath(&*d.dir, path.as_bytes(), follow).is_some()
@@ -310,6 +315,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                     _ => false,
                 };
                 let r = HostDescriptor::stat_at(&mut host.filesystem(), fd, path_flags, path).await;
+                if let Some(m) = moved {
+                    crate::p2links::done(host, m);
+                }
                 answer(r.map(|s| if is_device { device_stat(s) } else { s }))
             })
         },

@@ -5,7 +5,8 @@
 //!   has no `EMFILE`) instead of trapping on a full resource table;
 //! - a FIFO or a socket file is refused (`access`) before, during and after the open, as
 //!   [`crate::special`] describes;
-//! - in WASI 0.2, a device of `/dev` ([`crate::devices`]) opens read-only, for `p2dev` to answer.
+//! - in WASI 0.2, a device of `/dev` ([`crate::devices`]) opens read-only, for `p2dev` to answer;
+//! - a path through an absolute symbolic link is opened inside the guest's root (`p2links`).
 
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
@@ -19,8 +20,8 @@ use crate::host::P2Host;
 use crate::special;
 
 /// The interfaces as wasmtime-wasi 48 defines them (guests importing any 0.2.x reach the first).
-const TYPES: &str = "wasi:filesystem/types@0.2.12";
-const TYPES3: &str = "wasi:filesystem/types@0.3.0";
+pub(crate) const TYPES: &str = "wasi:filesystem/types@0.2.12";
+pub(crate) const TYPES3: &str = "wasi:filesystem/types@0.3.0";
 
 /// Why an open is refused before it starts.
 enum Refused {
@@ -30,16 +31,18 @@ enum Refused {
     Special,
 }
 
-/// Checks an open of `path` beneath directory descriptor `fd` before it starts, and says which
-/// device of `/dev` it opens, if any. The same check for both WASI versions, which share the
+/// Checks an open of `path` beneath directory descriptor `fd` before it starts (`moved` when it
+/// was moved through an absolute link), and says which device of `/dev` it opens, if any. The same check for both WASI versions, which share the
 /// descriptor type.
 fn check(
     host: &mut P2Host,
     fd: &Resource<Descriptor>,
     path: &str,
     follow: bool,
+    moved: bool,
 ) -> Result<Option<crate::devices::Device>, Refused> {
-    if host.at_handle_limit(1) {
+    // A moved lookup's preopen descriptor is in the table for the call.
+    if host.at_handle_limit(1 + usize::from(moved)) {
         return Err(Refused::Limit);
     }
     let target = match host.table.get(fd) {
@@ -78,7 +81,84 @@ fn opened_special(
     special
 }
 
-/// Shadows `[method]descriptor.open-at` in `linker`, which already holds wasmtime-wasi's 0.2.
+/// WASI 0.2's `open-at` with the checks above.
+async fn open_at2(
+    host: &mut P2Host,
+    fd: Resource<Descriptor>,
+    (path_flags, path, open_flags, flags): (PathFlags, String, OpenFlags, DescriptorFlags),
+    moved: bool,
+) -> wasmtime::Result<(Result<Resource<Descriptor>, ErrorCode>,)> {
+    let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
+    let (open_flags, flags) = match check(host, &fd, &path, follow, moved) {
+        Ok(None) => (open_flags, flags),
+        // A device of /dev opens its placeholder read-only; `p2dev` answers for it.
+        Ok(Some(_)) => match crate::p2dev::open_flags(open_flags, flags) {
+            Ok(f) => f,
+            Err(code) => return Ok((Err(code),)),
+        },
+        Err(Refused::Limit) => return Ok((Err(ErrorCode::InsufficientMemory),)),
+        Err(Refused::Special) => return Ok((Err(ErrorCode::Access),)),
+    };
+    let mut view = host.filesystem();
+    let open = HostDescriptor::open_at(&mut view, fd, path_flags, path.clone(), open_flags, flags);
+    match special::interrupting(open).await {
+        Ok(d) if opened_special(host, &d, &path) => Ok((Err(ErrorCode::Access),)),
+        Ok(d) => Ok((Ok(d),)),
+        Err(e) => match e.downcast()? {
+            // Only the FIFO watchdog's signal interrupts an open: it waited on a FIFO that
+            // appeared under it.
+            ErrorCode::Interrupted => Ok((Err(ErrorCode::Access),)),
+            code => Ok((Err(code),)),
+        },
+    }
+}
+
+/// WASI 0.3's `open-at` with the checks above. WASI 0.3's descriptors get no device answers
+/// yet: a device opens as the empty, read-only file it stands on.
+async fn open_at3(
+    accessor: &wasmtime::component::Accessor<P2Host>,
+    fd: Resource<Descriptor>,
+    (path_flags, path, open_flags, flags): (
+        p3::PathFlags,
+        String,
+        p3::OpenFlags,
+        p3::DescriptorFlags,
+    ),
+    moved: bool,
+) -> wasmtime::Result<(Result<Resource<Descriptor>, p3::ErrorCode>,)> {
+    let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
+    match accessor.with(|mut access| check(access.get(), &fd, &path, follow, moved)) {
+        Ok(_) => {}
+        Err(Refused::Limit) => return Ok((Err(p3::ErrorCode::InsufficientMemory),)),
+        Err(Refused::Special) => return Ok((Err(p3::ErrorCode::Access),)),
+    }
+    let fs = accessor.with_getter::<wasmtime_wasi::filesystem::WasiFilesystem>(
+        <P2Host as WasiFilesystemView>::filesystem,
+    );
+    let open =
+        <wasmtime_wasi::filesystem::WasiFilesystem as p3::HostDescriptorWithStore<P2Host>>::open_at(
+            &fs,
+            fd,
+            path_flags,
+            path.clone(),
+            open_flags,
+            flags,
+        );
+    match special::interrupting(open).await {
+        Ok(d) if accessor.with(|mut access| opened_special(access.get(), &d, &path)) => {
+            Ok((Err(p3::ErrorCode::Access),))
+        }
+        Ok(d) => Ok((Ok(d),)),
+        Err(e) => match e.downcast()? {
+            // Only the FIFO watchdog's signal interrupts an open.
+            p3::ErrorCode::Interrupted => Ok((Err(p3::ErrorCode::Access),)),
+            code => Ok((Err(code),)),
+        },
+    }
+}
+
+/// Shadows `[method]descriptor.open-at` in `linker`, which already holds wasmtime-wasi's 0.2
+/// and 0.3.
 pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     linker.instance(TYPES)?.func_wrap_async(
@@ -92,39 +172,28 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
             DescriptorFlags,
         )| {
             Box::new(async move {
-                let host: &mut P2Host = store.data_mut();
                 let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-                let (open_flags, flags) = match check(host, &fd, &path, follow) {
-                    Ok(None) => (open_flags, flags),
-                    // A device of /dev opens its placeholder read-only; `p2dev` answers for it.
-                    Ok(Some(_)) => match crate::p2dev::open_flags(open_flags, flags) {
-                        Ok(f) => f,
-                        Err(code) => return Ok((Err(code),)),
-                    },
-                    Err(Refused::Limit) => return Ok((Err(ErrorCode::InsufficientMemory),)),
-                    Err(Refused::Special) => return Ok((Err(ErrorCode::Access),)),
+                // A path through an absolute link is opened from the preopen holding where it
+                // leads (`p2links`); a new file's last link is not followed, as the kernel's
+                // `O_CREAT | O_EXCL` does not.
+                let exclusive = open_flags.contains(OpenFlags::CREATE | OpenFlags::EXCLUSIVE);
+                let moved =
+                    crate::p2links::moved(store.data_mut(), &fd, &path, follow && !exclusive);
+                let (fd, path) = match &moved {
+                    Some(m) => (m.fd(), m.path.clone()),
+                    None => (fd, path),
                 };
-                let mut view = host.filesystem();
-                let open = HostDescriptor::open_at(
-                    &mut view,
+                let opened = open_at2(
+                    store.data_mut(),
                     fd,
-                    path_flags,
-                    path.clone(),
-                    open_flags,
-                    flags,
-                );
-                match special::interrupting(open).await {
-                    Ok(d) if opened_special(store.data_mut(), &d, &path) => {
-                        Ok((Err(ErrorCode::Access),))
-                    }
-                    Ok(d) => Ok((Ok(d),)),
-                    Err(e) => match e.downcast()? {
-                        // Only the FIFO watchdog's signal interrupts an open: it waited on a
-                        // FIFO that appeared under it.
-                        ErrorCode::Interrupted => Ok((Err(ErrorCode::Access),)),
-                        code => Ok((Err(code),)),
-                    },
+                    (path_flags, path, open_flags, flags),
+                    moved.is_some(),
+                )
+                .await;
+                if let Some(m) = moved {
+                    crate::p2links::done(store.data_mut(), m);
                 }
+                opened
             })
         },
     )?;
@@ -132,7 +201,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
         "[method]descriptor.open-at",
         |accessor: &wasmtime::component::Accessor<P2Host>,
          (fd, path_flags, path, open_flags, flags): (
-            Resource<wasmtime_wasi::filesystem::Descriptor>,
+            Resource<Descriptor>,
             p3::PathFlags,
             String,
             p3::OpenFlags,
@@ -140,35 +209,26 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
         )| {
             Box::pin(async move {
                 let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
-                // WASI 0.3's descriptors get no device answers yet: a device opens as the
-                // empty, read-only file it stands on.
-                match accessor.with(|mut access| check(access.get(), &fd, &path, follow)) {
-                    Ok(_) => {}
-                    Err(Refused::Limit) => return Ok((Err(p3::ErrorCode::InsufficientMemory),)),
-                    Err(Refused::Special) => return Ok((Err(p3::ErrorCode::Access),)),
+                let exclusive =
+                    open_flags.contains(p3::OpenFlags::CREATE | p3::OpenFlags::EXCLUSIVE);
+                let moved = accessor.with(|mut access| {
+                    crate::p2links::moved(access.get(), &fd, &path, follow && !exclusive)
+                });
+                let (fd, path) = match &moved {
+                    Some(m) => (m.fd(), m.path.clone()),
+                    None => (fd, path),
+                };
+                let opened = open_at3(
+                    accessor,
+                    fd,
+                    (path_flags, path, open_flags, flags),
+                    moved.is_some(),
+                )
+                .await;
+                if let Some(m) = moved {
+                    accessor.with(|mut access| crate::p2links::done(access.get(), m));
                 }
-                let fs = accessor.with_getter::<wasmtime_wasi::filesystem::WasiFilesystem>(
-                    <P2Host as WasiFilesystemView>::filesystem,
-                );
-                let open =
-                    <wasmtime_wasi::filesystem::WasiFilesystem as p3::HostDescriptorWithStore<
-                        P2Host,
-                    >>::open_at(
-                        &fs, fd, path_flags, path.clone(), open_flags, flags
-                    );
-                match special::interrupting(open).await {
-                    Ok(d)
-                        if accessor.with(|mut access| opened_special(access.get(), &d, &path)) =>
-                    {
-                        Ok((Err(p3::ErrorCode::Access),))
-                    }
-                    Ok(d) => Ok((Ok(d),)),
-                    Err(e) => match e.downcast()? {
-                        // Only the FIFO watchdog's signal interrupts an open.
-                        p3::ErrorCode::Interrupted => Ok((Err(p3::ErrorCode::Access),)),
-                        code => Ok((Err(code),)),
-                    },
-                }
+                opened
             })
         },
     )?;

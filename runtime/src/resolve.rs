@@ -4,7 +4,9 @@
 //! that goes through `..`, and asks the caller to retry; under concurrent containers (each
 //! building a mount tree) that is common. [`open_in_root`] resolves a path as a chroot would
 //! (absolute links from the root, `..` stopping there), in the kernel where it can
-//! (`RESOLVE_IN_ROOT`, Linux 5.6) and by a walk of its own where it cannot. A leaf.
+//! (`RESOLVE_IN_ROOT`, Linux 5.6) and by a walk of its own where it cannot. A guest's own
+//! lookups go through absolute links so too: [`through_absolute_link`] says where one leads, and
+//! [`holding`] which of the guest's directories holds that place. A leaf.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -116,6 +118,140 @@ fn walk_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlags) -> rustix::io:
     )
 }
 
+/// Where a guest's lookup of `path` from its directory `start` leads when it goes through an
+/// absolute symbolic link, which only the guest's root `root` can resolve (a lookup beneath
+/// `start` refuses it as an escape): the guest path reached, absolute, with no `.`, `..` or link
+/// left in it but a last component not to be `follow`ed. The walk goes as a chroot's: from
+/// `start` until an absolute link, from `root` after it, `..` stopping at the root. Once in the
+/// root, a component that does not resolve ends the walk with the rest of the path as given
+/// (its lookup then fails as it should). `None` when the path needs no root: it resolves
+/// beneath `start`, fails there for another reason, or climbs above `start` without an absolute
+/// link (refused, as before).
+pub(crate) fn through_absolute_link(
+    root: BorrowedFd<'_>,
+    start: BorrowedFd<'_>,
+    path: &Path,
+    follow: bool,
+) -> Option<PathBuf> {
+    if path.is_absolute() || !escapes(start, path, follow) {
+        return None;
+    }
+    let here = |fd: BorrowedFd<'_>| {
+        rustix::fs::openat(
+            fd,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+    };
+    let mut todo = components(path);
+    // The directories walked through (`start` first, or the root once an absolute link was
+    // met), and, once in the root, their names.
+    let mut dirs = vec![here(start)?];
+    let mut names: Option<Vec<PathBuf>> = None;
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        let name = c.as_os_str();
+        if name == ".." {
+            match &mut names {
+                Some(n) => {
+                    if n.pop().is_some() {
+                        dirs.pop();
+                    }
+                }
+                None if dirs.len() > 1 => drop(dirs.pop()),
+                None => return None,
+            }
+            continue;
+        }
+        let last = todo.is_empty();
+        let at = dirs.last().expect("a directory").as_fd();
+        let entry = rustix::fs::openat(
+            at,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| rustix::fs::fstat(&fd).map(|st| (fd, st)));
+        let Ok((fd, st)) = entry else {
+            let n = names?;
+            return Some(joined(
+                n.into_iter().chain([c]).chain(todo.into_iter().rev()),
+            ));
+        };
+        match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::Symlink if follow || !last => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return None;
+                }
+                let target = rustix::fs::readlinkat(at, name, Vec::new()).ok()?;
+                let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                if target.is_absolute() {
+                    dirs = vec![here(root)?];
+                    names = Some(Vec::new());
+                }
+                todo.extend(components(target));
+            }
+            rustix::fs::FileType::Directory if !last => {
+                dirs.push(fd);
+                if let Some(n) = &mut names {
+                    n.push(c);
+                }
+            }
+            _ => {
+                let n = names?;
+                return Some(joined(
+                    n.into_iter().chain([c]).chain(todo.into_iter().rev()),
+                ));
+            }
+        }
+    }
+    names.map(|n| joined(n.into_iter()))
+}
+
+/// Whether a guest's lookup of `path` from `start` is refused beneath it as an escape (`EXDEV`):
+/// it climbs above `start` or goes through an absolute link. The cheap question
+/// [`through_absolute_link`] asks first, for callers to ask before they find the root.
+pub(crate) fn escapes(start: BorrowedFd<'_>, path: &Path, follow: bool) -> bool {
+    let nofollow = if follow {
+        OFlags::empty()
+    } else {
+        OFlags::NOFOLLOW
+    };
+    let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::PATH | OFlags::CLOEXEC | nofollow;
+    matches!(
+        openat2(start, path, flags, Mode::empty(), beneath),
+        Err(Errno::XDEV)
+    )
+}
+
+/// `/` and `parts` joined.
+fn joined(parts: impl Iterator<Item = PathBuf>) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    p.extend(parts);
+    p
+}
+
+/// Which of `dirs` (guest paths of directories, as preopened) holds guest path `path`: the
+/// deepest one above it, and `path` relative to it (`.` for the directory itself).
+pub(crate) fn holding<'a>(
+    dirs: impl IntoIterator<Item = &'a str>,
+    path: &'a str,
+) -> Option<(usize, &'a str)> {
+    let within =
+        |g: &str| g == "/" || path == g || path.strip_prefix(g).is_some_and(|r| r.starts_with('/'));
+    let (i, g) = dirs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, g)| within(g))
+        .max_by_key(|(_, g)| g.len())?;
+    let rel = path[if g == "/" { 0 } else { g.len() }..].trim_start_matches('/');
+    Some((i, if rel.is_empty() { "." } else { rel }))
+}
+
 /// `path`'s components to walk, last first (`/` and `.` dropped, `..` kept).
 fn components(path: &Path) -> Vec<PathBuf> {
     path.components()
@@ -200,5 +336,50 @@ mod tests {
             .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode)),
             Ok(rustix::fs::FileType::Symlink)
         );
+    }
+
+    #[test]
+    fn a_guests_lookup_through_an_absolute_link_is_said_where_it_leads_in_the_root() {
+        let d = distro();
+        let p = d.path();
+        std::os::unix::fs::symlink("/usr/local", p.join("lib")).unwrap();
+        let root = std::fs::File::open(p).unwrap();
+        let bin = std::fs::File::open(p.join("usr/bin")).unwrap();
+        let from = |start: &std::fs::File, path: &str, follow: bool| {
+            through_absolute_link(root.as_fd(), start.as_fd(), Path::new(path), follow)
+                .map(|p| p.display().to_string())
+        };
+        let wasm = Some("/usr/local/bin/python3.12.wasm".to_string());
+        assert_eq!(from(&root, "usr/bin/python3", true), wasm);
+        assert_eq!(from(&bin, "python3", true), wasm);
+        assert_eq!(from(&root, "etc/alternatives/python", true), wasm);
+        // `..` through an absolute link stops at the root.
+        assert_eq!(from(&root, "usr/bin/climb", true), wasm);
+        assert_eq!(from(&root, "lib/../../../etc", true), Some("/etc".into()));
+        assert_eq!(from(&root, "lib/../etc", true), Some("/usr/etc".into()));
+        // What does not resolve in the root is left as given, for its lookup to fail.
+        assert_eq!(
+            from(&root, "lib/missing/../x", true),
+            Some("/usr/local/missing/../x".into())
+        );
+        // No absolute link on the way, or the last one not followed: nothing to say.
+        assert_eq!(from(&root, "usr/local/bin/python3.12.wasm", true), None);
+        assert_eq!(from(&root, "usr/bin/python3", false), None);
+        assert_eq!(from(&root, "missing", true), None);
+        // Climbing above the directory without an absolute link is refused as before.
+        assert_eq!(from(&bin, "../../etc", true), None);
+        assert_eq!(from(&root, "../x", true), None);
+        assert_eq!(from(&root, "loop", true), None);
+        assert_eq!(from(&root, "/usr/bin/python3", true), None);
+    }
+
+    #[test]
+    fn the_deepest_directory_above_a_path_holds_it() {
+        let dirs = ["/", "/data", "/dev"];
+        assert_eq!(holding(dirs, "/data/x/y"), Some((1, "x/y")));
+        assert_eq!(holding(dirs, "/dev/null"), Some((2, "null")));
+        assert_eq!(holding(dirs, "/datax"), Some((0, "datax")));
+        assert_eq!(holding(dirs, "/data"), Some((1, ".")));
+        assert_eq!(holding(["/data"], "/etc/x"), None);
     }
 }

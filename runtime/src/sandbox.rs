@@ -627,20 +627,24 @@ impl Prepared {
                                     | rustix::fs::OFlags::CLOEXEC,
                                 rustix::fs::Mode::empty(),
                             )
-                            .map(|d| (fd, Arc::new(d)))
+                            .map(|d| (fd, guest.clone(), Arc::new(d)))
                             .map_err(|e| Error::Preopen {
                                 host: path.clone(),
                                 guest: guest.clone(),
                                 source: Box::new(std::io::Error::from(e)),
                             })
                         })
-                        .collect::<Result<_>>()?;
+                        .collect::<Result<Vec<_>>>()?;
                     let host = P1Host {
                         wasi,
                         limiter,
                         sockets,
                         handles,
-                        dirs,
+                        preopens: dirs
+                            .iter()
+                            .map(|(_, g, d)| (g.clone(), d.clone()))
+                            .collect(),
+                        dirs: dirs.into_iter().map(|(fd, _, d)| (fd, d)).collect(),
                         devices: Default::default(),
                     };
                     let store = new_store(&engine, host);

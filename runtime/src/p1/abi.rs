@@ -24,6 +24,10 @@ pub(crate) const ENOTDIR: i32 = 54;
 pub(crate) const ENOTSUP: i32 = 58;
 pub(crate) const EPIPE: i32 = 64;
 
+// `path_open`'s `oflags` bits that more than one call looks at.
+pub(crate) const OFLAGS_CREAT: i32 = 1;
+pub(crate) const OFLAGS_EXCL: i32 = 4;
+
 /// Most iovecs one call takes (Linux's `IOV_MAX`); more is `EINVAL`.
 pub(crate) const IOV_MAX: u32 = 1024;
 /// `at + k` in guest address space; past 4 GiB is `EFAULT`.

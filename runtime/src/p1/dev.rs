@@ -9,14 +9,15 @@
 
 use wasmtime::{Caller, Linker};
 
-use super::abi::{EEXIST, EFAULT, ENOSPC, ENOTDIR, MODULE, Mem, SUCCESS, delegate, memory, off};
+use super::abi::{
+    EEXIST, EFAULT, ENOSPC, ENOTDIR, MODULE, Mem, OFLAGS_CREAT, OFLAGS_EXCL, SUCCESS, delegate,
+    memory, off,
+};
 use crate::devices::{Device, MAX_READ, WriteError};
 use crate::host::P1Host;
 
 // Preview 1's flag bits that matter here.
-const OFLAGS_CREAT: i32 = 1;
 const OFLAGS_DIRECTORY: i32 = 2;
-const OFLAGS_EXCL: i32 = 4;
 #[cfg(test)]
 const OFLAGS_TRUNC: i32 = 8;
 const FDFLAGS_NONBLOCK: i32 = 4;
@@ -311,22 +312,34 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
         "path_filestat_get",
         |mut c: Caller<'_, P1Host>, (fd, flags, path, len, buf): (i32, i32, i32, i32, i32)| {
             Box::new(async move {
-                let code = delegate!(c, path_filestat_get, async (fd, flags, path, len, buf))?;
-                let Some(dir) = c.data().dirs.get(&(fd as u32)).cloned() else {
+                let follow = flags & 1 != 0;
+                let mem = memory(&mut c)?;
+                let name = match Mem(mem.data_mut(&mut c)).slice(path as u32, len as u32) {
+                    Ok(b) => b.to_vec(),
+                    Err(e) => return Ok(e),
+                };
+                // Through an absolute link, from the directory that holds where it leads.
+                let (code, dir, name) =
+                    match super::links::moved(c.data(), fd as u32, &name, follow) {
+                        Some((to, dir, rel)) => (
+                            super::links::path_filestat_get(&mut c, to, flags, &rel, buf).await?,
+                            Some(dir),
+                            rel,
+                        ),
+                        None => (
+                            delegate!(c, path_filestat_get, async (fd, flags, path, len, buf))?,
+                            c.data().dirs.get(&(fd as u32)).cloned(),
+                            name,
+                        ),
+                    };
+                let Some(dir) = dir else {
                     return Ok(code);
                 };
-                if code != SUCCESS {
+                if code != SUCCESS || crate::devices::beneath(&*dir, &name, follow).is_none() {
                     return Ok(code);
                 }
                 let mem = memory(&mut c)?;
                 let mut m = Mem(mem.data_mut(&mut c));
-                let Ok(name) = m.slice(path as u32, len as u32).map(|b| b.to_vec()) else {
-                    return Ok(code);
-                };
-                let follow = flags & 1 != 0;
-                if crate::devices::beneath(&*dir, &name, follow).is_none() {
-                    return Ok(code);
-                }
                 Ok(m.put(
                     off(buf as u32, 16).unwrap_or(u32::MAX),
                     &[FILETYPE_CHARACTER_DEVICE],

@@ -5,7 +5,8 @@
 //!   instead of trapping on a full resource table;
 //! - a FIFO or a socket file is refused (`EACCES`) before, during and after the open, as
 //!   [`crate::special`] describes;
-//! - a device of `/dev` ([`crate::devices`]) opens read-only and is recorded for `dev`.
+//! - a device of `/dev` ([`crate::devices`]) opens read-only and is recorded for `dev`;
+//! - a path through an absolute symbolic link is opened inside the guest's root (`links`).
 //!
 //! The checks look beneath the directory the guest names, so the host keeps its own `O_PATH`
 //! descriptor of every directory the guest holds ([`P1Host::dirs`]): the preopens, and each
@@ -20,7 +21,9 @@ use wasmtime::{AsContextMut, Caller, Linker};
 use wasmtime_wasi::p1::types;
 use wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1;
 
-use super::abi::{EACCES, EINTR, EMFILE, MODULE, Mem, SUCCESS, delegate, memory};
+use super::abi::{
+    EACCES, EINTR, EMFILE, MODULE, Mem, OFLAGS_CREAT, OFLAGS_EXCL, SUCCESS, delegate, memory,
+};
 use crate::host::P1Host;
 use crate::special;
 
@@ -45,12 +48,20 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 if held(&mut c) >= c.data().handles {
                     return Ok(EMFILE);
                 }
-                let dir = c.data().dirs.get(&(fd as u32)).cloned();
                 let follow = dirflags & 1 != 0;
                 let mem = memory(&mut c)?;
                 let name = match Mem(mem.data_mut(&mut c)).slice(path as u32, len as u32) {
                     Ok(b) => b.to_vec(),
                     Err(e) => return Ok(e),
+                };
+                // A path through an absolute link is opened from the directory that holds where
+                // it leads (`links`). A new file's last link is not followed, as the kernel's
+                // `O_CREAT | O_EXCL` does not.
+                let exclusive = oflags & (OFLAGS_CREAT | OFLAGS_EXCL) == OFLAGS_CREAT | OFLAGS_EXCL;
+                let moved = super::links::moved(c.data(), fd as u32, &name, follow && !exclusive);
+                let (fd, dir, name) = match &moved {
+                    Some((to, dir, rel)) => (*to as i32, Some(dir.clone()), rel.clone()),
+                    None => (fd, c.data().dirs.get(&(fd as u32)).cloned(), name),
                 };
                 let target = dir
                     .as_ref()
@@ -69,11 +80,19 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     None => (oflags, base, inh, fdflags),
                 };
                 let open = async {
-                    delegate!(
-                        c,
-                        path_open,
-                        async (fd, dirflags, path, len, oflags, base, inh, fdflags, ret)
-                    )
+                    if moved.is_some() {
+                        let at = fd as u32;
+                        super::links::path_open(
+                            &mut c, at, dirflags, &name, oflags, base, inh, fdflags, ret,
+                        )
+                        .await
+                    } else {
+                        delegate!(
+                            c,
+                            path_open,
+                            async (fd, dirflags, path, len, oflags, base, inh, fdflags, ret)
+                        )
+                    }
                 };
                 let code = special::interrupting(open).await?;
                 if code == EINTR {

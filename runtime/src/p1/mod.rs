@@ -1,5 +1,5 @@
 //! WASI preview 1 where wasmbox changes wasmtime-wasi's: the filesystem calls that must refuse
-//! FIFOs and count handles (`fs`), the devices of `/dev` (`dev`), and pre-opened sockets (`net`,
+//! FIFOs and count handles (`fs`), lookups through absolute links (`links`), the devices of `/dev` (`dev`), and pre-opened sockets (`net`,
 //! with their table in `sockets`), over one ABI leaf (`abi`). Each shadows calls of
 //! wasmtime-wasi's preview 1 in the guest's linker; `fd_close`, which all meet, is added once,
 //! here.
@@ -7,6 +7,7 @@
 pub(crate) mod abi;
 mod dev;
 mod fs;
+mod links;
 mod net;
 pub(crate) mod sockets;
 

@@ -180,13 +180,30 @@ fn rootfs_absolute_symlink_does_not_reach_the_host() {
     symlink(h.path("secret.txt"), rootfs.join("secret-link")).unwrap();
     let wb = Wasmbox::new();
     let bundle_arg = b.display().to_string();
+    // Each names the rootfs's file, as in a chroot: not there to read.
     for p in ["/etc/shadow-link", "/secret-link"] {
         let out = wb.run(&["run", "--bundle", &bundle_arg, "cat", p]);
         denied(&out);
         assert!(!out.stdout.contains("root:"), "{out:#?}");
-        let out = wb.run(&["run", "--bundle", &bundle_arg, "write", p, "pwned"]);
-        denied(&out);
     }
+    // A write makes the rootfs's file where its directory is there, and fails where it is not.
+    let out = wb.run(&["run", "--bundle", &bundle_arg, "write", "/secret-link", "x"]);
+    denied(&out);
+    let shadow = std::fs::read_to_string("/etc/shadow").ok();
+    let out = wb.run(&[
+        "run",
+        "--bundle",
+        &bundle_arg,
+        "write",
+        "/etc/shadow-link",
+        "pwned",
+    ]);
+    out.code(0);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/shadow")).unwrap(),
+        "pwned"
+    );
+    assert_eq!(std::fs::read_to_string("/etc/shadow").ok(), shadow);
     h.assert_secret_untouched();
     // The rootfs itself is granted at `/`.
     let out = wb.run(&["run", "--bundle", &bundle_arg, "ls", "/"]);

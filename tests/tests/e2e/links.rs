@@ -2,7 +2,7 @@
 //! symbolic links (`/etc/alternatives/app -> /usr/bin/python3 -> /usr/local/bin/python3.12.wasm`,
 //! one climbing with `..` from the root) in tar entries built by hand: `wasmbox run` of it, the
 //! shim running it from containerd, and the agent compiling it there, all resolve the links inside
-//! the image as a chroot would.
+//! the image as a chroot would. A guest's own opens through such links stay inside its root too.
 
 use std::path::{Path, PathBuf};
 
@@ -99,4 +99,69 @@ fn an_entrypoint_behind_absolute_links_runs_from_wasmbox_the_shim_and_the_agents
         "{}",
         c.log_tail()
     );
+}
+
+/// A rootfs whose files reach each other through absolute links, as distributions' do
+/// (`/etc/ssl/certs -> /usr/share/ca`), one leading into a read-write grant mounted in it, one
+/// climbing with `..` from the root, one naming a file of the host's.
+#[test]
+fn a_guests_own_opens_go_through_absolute_links_inside_its_root() {
+    let t = tempfile::tempdir().unwrap();
+    let (root, data) = (t.path().join("rootfs"), t.path().join("data"));
+    for d in ["usr/share/ca", "etc/ssl", "app", "data"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(root.join("usr/share/ca/cert.pem"), "cert").unwrap();
+    let secret = t.path().join("secret.txt");
+    std::fs::write(&secret, "host secret").unwrap();
+    let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, root.join(at)).unwrap();
+    link("/usr/share/ca/cert.pem", "etc/ssl/cert.pem");
+    link("/usr/share/ca", "etc/ssl/certs");
+    link("/data", "app/data");
+    link("/../../../../usr/share/ca/cert.pem", "app/up");
+    link(secret.to_str().unwrap(), "app/host");
+    let wb = Wasmbox::new();
+    let grants = [
+        format!("{}:/:ro", root.display()),
+        format!("{}:/data", data.display()),
+    ];
+    for g in ["files/files.wasm", "files/files-component.wasm"] {
+        let program = guest(g).display().to_string();
+        let run = |args: &[&str]| {
+            let mut a = vec!["run", "-v", &grants[0], "-v", &grants[1], &program];
+            a.extend_from_slice(args);
+            wb.run(&a)
+        };
+        for (args, expected) in [
+            (&["cat", "/etc/ssl/cert.pem"][..], "cert"),
+            (&["cat", "/etc/ssl/certs/cert.pem"], "cert"),
+            (&["cat", "/app/up"], "cert"),
+            (&["ls", "/etc/ssl/certs"], "cert.pem\n"),
+            (&["stat", "/etc/ssl/certs/cert.pem"], "size=4 type=file\n"),
+            // The link itself, not followed.
+            (&["stat", "/etc/ssl/cert.pem"], "size=22 type=symlink\n"),
+        ] {
+            let out = run(args);
+            assert_eq!(
+                (out.code, out.stdout.as_str()),
+                (0, expected),
+                "{g} {args:?}: {out:#?}"
+            );
+        }
+        // Into the read-write grant through a link in the read-only root: that grant's access.
+        run(&["write", "/app/data/new", g]).code(0);
+        assert_eq!(std::fs::read_to_string(data.join("new")).unwrap(), g);
+        let out = run(&["write", "/etc/ssl/certs/new", "x"]);
+        assert_eq!(out.code, 1, "{g}: the root is read-only: {out:#?}");
+        assert!(!root.join("usr/share/ca/new").exists());
+        // A link naming a host file names the rootfs's, which is not there.
+        let out = run(&["cat", "/app/host"]);
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (1, "error: No such file or directory\n"),
+            "{g}: {out:#?}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret");
 }

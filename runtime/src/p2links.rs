@@ -1,0 +1,188 @@
+//! WASI 0.2 and 0.3 lookups through absolute symbolic links, resolved inside the guest's root as
+//! preview 1's are (`p1::links`, [`crate::resolve::through_absolute_link`]): `open-at`,
+//! `stat-at` and `metadata-hash-at` of such a path are made from a descriptor of the preopen
+//! that holds the place the link leads to (the deepest above it), made for the call, with the
+//! path relative to it; so its access (read-only or not) is that preopen's. A guest not granted
+//! `/` has the lookup refused as before. `open-at` (`p2fs`) and 0.2's `stat-at` (`p2dev`) move
+//! their lookups with [`moved`]; the calls that do nothing else are shadowed here.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use wasmtime::component::{Accessor, Linker, Resource};
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystem, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
+use wasmtime_wasi::p2::bindings::filesystem::types::{self as p2, HostDescriptor as _};
+use wasmtime_wasi::p3::bindings::filesystem::types::{self as p3, HostDescriptorWithStore};
+
+use crate::host::P2Host;
+
+/// A lookup made elsewhere: the preopen's descriptor (in the guest's table until [`done`]) and
+/// the path beneath it.
+pub(crate) struct Moved {
+    rep: u32,
+    pub(crate) path: String,
+}
+
+impl Moved {
+    /// The preopen's descriptor, to look up from.
+    pub(crate) fn fd(&self) -> Resource<Descriptor> {
+        Resource::new_borrow(self.rep)
+    }
+}
+
+/// Where the guest's lookup of `path` from its descriptor `fd` is made instead, when it goes
+/// through an absolute link.
+pub(crate) fn moved(
+    host: &mut P2Host,
+    fd: &Resource<Descriptor>,
+    path: &str,
+    follow: bool,
+) -> Option<Moved> {
+    let start = match host.table.get(fd) {
+        Ok(Descriptor::Dir(d)) => d.dir.clone(),
+        _ => return None,
+    };
+    if !crate::resolve::escapes(start.as_fd(), Path::new(path), follow) {
+        return None;
+    }
+    let preopens = host.filesystem().get_directories().ok()?;
+    let to = (|| {
+        let (root, _) = preopens.iter().find(|(_, g)| g == "/")?;
+        let Ok(Descriptor::Dir(root)) = host.table.get(root) else {
+            return None;
+        };
+        let to = crate::resolve::through_absolute_link(
+            root.dir.as_fd(),
+            start.as_fd(),
+            Path::new(path),
+            follow,
+        )?;
+        let to = to.to_str()?;
+        let (i, rel) = crate::resolve::holding(preopens.iter().map(|(_, g)| g.as_str()), to)?;
+        tracing::debug!(%path, to, "looked up through an absolute link");
+        Some((i, rel.to_string()))
+    })();
+    let mut kept = None;
+    for (i, (d, _)) in preopens.into_iter().enumerate() {
+        match &to {
+            Some((at, rel)) if *at == i => {
+                kept = Some(Moved {
+                    rep: d.rep(),
+                    path: rel.clone(),
+                })
+            }
+            _ => drop(host.table.delete(d)),
+        }
+    }
+    kept
+}
+
+/// Forgets the descriptor [`moved`] made.
+pub(crate) fn done(host: &mut P2Host, m: Moved) {
+    let _ = host.table.delete(Resource::<Descriptor>::new_own(m.rep));
+}
+
+/// Shadows the 0.2 and 0.3 `metadata-hash-at` and 0.3's `stat-at` in `linker`, which already
+/// holds wasmtime-wasi's.
+pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(crate::p2fs::TYPES)?.func_wrap_async(
+        "[method]descriptor.metadata-hash-at",
+        |mut store, (fd, path_flags, path): (Resource<Descriptor>, p2::PathFlags, String)| {
+            Box::new(async move {
+                let host: &mut P2Host = store.data_mut();
+                let follow = path_flags.contains(p2::PathFlags::SYMLINK_FOLLOW);
+                let moved = moved(host, &fd, &path, follow);
+                let (fd, path) = match &moved {
+                    Some(m) => (m.fd(), m.path.clone()),
+                    None => (fd, path),
+                };
+                let r = host
+                    .filesystem()
+                    .metadata_hash_at(fd, path_flags, path)
+                    .await;
+                if let Some(m) = moved {
+                    done(host, m);
+                }
+                match r {
+                    Ok(v) => Ok((Ok(v),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    let mut types3 = linker.instance(crate::p2fs::TYPES3)?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.stat-at",
+        |accessor: &Accessor<P2Host>,
+         (fd, path_flags, path): (Resource<Descriptor>, p3::PathFlags, String)| {
+            Box::pin(async move {
+                let r = at3(accessor, fd, path_flags, path, |fs, fd, flags, path| {
+                    Box::pin(
+                        <WasiFilesystem as HostDescriptorWithStore<P2Host>>::stat_at(
+                            fs, fd, flags, path,
+                        ),
+                    )
+                })
+                .await;
+                match r {
+                    Ok(v) => Ok((Ok(v),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.metadata-hash-at",
+        |accessor: &Accessor<P2Host>,
+         (fd, path_flags, path): (Resource<Descriptor>, p3::PathFlags, String)| {
+            Box::pin(async move {
+                let r = at3(accessor, fd, path_flags, path, |fs, fd, flags, path| {
+                    Box::pin(
+                        <WasiFilesystem as HostDescriptorWithStore<P2Host>>::metadata_hash_at(
+                            fs, fd, flags, path,
+                        ),
+                    )
+                })
+                .await;
+                match r {
+                    Ok(v) => Ok((Ok(v),)),
+                    Err(e) => Ok((Err(e.downcast()?),)),
+                }
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A 0.3 lookup by path, `call`ed from where [`moved`] says when it goes through an absolute
+/// link.
+async fn at3<T>(
+    accessor: &Accessor<P2Host>,
+    fd: Resource<Descriptor>,
+    path_flags: p3::PathFlags,
+    path: String,
+    call: impl for<'a> FnOnce(
+        &'a Accessor<P2Host, WasiFilesystem>,
+        Resource<Descriptor>,
+        p3::PathFlags,
+        String,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = wasmtime_wasi::p3::filesystem::FilesystemResult<T>> + Send + 'a>,
+    >,
+) -> wasmtime_wasi::p3::filesystem::FilesystemResult<T> {
+    let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
+    let moved = accessor.with(|mut access| moved(access.get(), &fd, &path, follow));
+    let (fd, path) = match &moved {
+        Some(m) => (m.fd(), m.path.clone()),
+        None => (fd, path),
+    };
+    let fs = accessor.with_getter::<WasiFilesystem>(<P2Host as WasiFilesystemView>::filesystem);
+    let r = call(&fs, fd, path_flags, path).await;
+    if let Some(m) = moved {
+        accessor.with(|mut access| done(access.get(), m));
+    }
+    r
+}
