@@ -37,12 +37,19 @@ fn layer(files: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
 fn linked(dir: &Path) -> PathBuf {
     let l = Layout::new(dir);
     let wasm = std::fs::read(guest("files/files.wasm")).unwrap();
-    let lower = layer(&[("usr/local/bin/python3.12.wasm", &wasm)], &[]);
+    let lower = layer(
+        &[
+            ("usr/local/bin/python3.12.wasm", &wasm),
+            ("usr/share/ca/cert.pem", b"cert"),
+        ],
+        &[],
+    );
     let upper = layer(
         &[],
         &[
             ("usr/bin/python3", "/usr/local/bin/python3.12.wasm"),
             ("etc/alternatives/app", "/../../../usr/bin/python3"),
+            ("etc/ssl/cert.pem", "/usr/share/ca/cert.pem"),
         ],
     );
     // containerd checks the layers against the config's diff ids (uncompressed: their digests).
@@ -66,7 +73,7 @@ fn linked(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn an_entrypoint_behind_absolute_links_runs_from_wasmbox_the_shim_and_the_agents_cache() {
+fn an_image_with_absolute_links_runs_from_wasmbox_the_shim_and_the_agents_cache() {
     let wb = Wasmbox::new();
     let work = tempfile::tempdir().unwrap();
     let layout = linked(&work.path().join("layout"));
@@ -78,6 +85,10 @@ fn an_entrypoint_behind_absolute_links_runs_from_wasmbox_the_shim_and_the_agents
     let expected = "/etc/alternatives/app\nargs\nlinked\n";
     let out = with_store(&wb, &["run", NAME]);
     assert_eq!((out.code, out.stdout.as_str()), (0, expected), "{out:#?}");
+    // The guest's own open through an absolute link of the image.
+    let cat = ["/etc/alternatives/app", "cat", "/etc/ssl/cert.pem"];
+    let out = with_store(&wb, &["run", NAME, cat[1], cat[2]]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "cert"), "{out:#?}");
     // Through containerd: the agent compiles it (its layers streamed, the links followed in
     // them), and the shim runs it from that cache.
     let archive = work.path().join("linked.tar");
@@ -94,6 +105,8 @@ fn an_entrypoint_behind_absolute_links_runs_from_wasmbox_the_shim_and_the_agents
     agent.wait_for(&format!("compiled {NAME}:/etc/alternatives/app"), 1);
     let out = c.run(&[], NAME, "linked", &[]);
     assert_eq!((out.code, out.stdout.as_str()), (0, expected), "{out:#?}");
+    let out = c.run(&[], NAME, "linked-cat", &cat);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "cert"), "{out:#?}");
     assert!(
         c.log().contains("compiled code from cache"),
         "{}",
