@@ -6,11 +6,10 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use cap_std::fs::Dir;
-use serde_json::Value;
 
 use crate::digest::{BadDigest, Digest};
 use crate::reference::Reference;
-use crate::store::{Descriptor, REF_NAME, Store, StoreError, referenced_digests, walk_graph};
+use crate::store::{Descriptor, REF_NAME, Store, StoreError, walk_graph};
 use crate::unpack::{Budget, UnpackError, unpack_layer};
 
 /// Annotation containerd and buildkit use for the full image name.
@@ -133,22 +132,19 @@ fn import(
             "neither an OCI image layout (no oci-layout file) nor a docker-archive (no manifest.json)",
         ));
     }
-    let index: Value = read_json(dir, "index.json", shown)?;
-    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    let index: crate::store::Index = read_json(dir, "index.json", shown)?;
+    let entries = index.manifests;
     if entries.is_empty() {
         return Err(invalid(shown, "index.json lists no images"));
     }
     one_if_named(shown, name, entries.len())?;
     let mut names = Vec::new();
-    for e in &entries {
-        let target: Descriptor = serde_json::from_value(e.clone())
-            .map_err(|err| invalid(shown, format!("index.json entry: {err}")))?;
+    for target in entries {
         let ref_name = match name {
             Some(n) => n.to_string(),
             None => {
-                let ann = e["annotations"][CONTAINERD_NAME]
-                    .as_str()
-                    .or_else(|| e["annotations"][REF_NAME].as_str())
+                let ann = (target.annotations.get(CONTAINERD_NAME))
+                    .or_else(|| target.annotations.get(REF_NAME))
                     .ok_or_else(|| {
                         invalid(
                             shown,
@@ -180,11 +176,10 @@ fn import_docker_archive(
     shown: &str,
     name: Option<&Reference>,
 ) -> Result<Vec<String>, ArchiveError> {
-    let list = read_json(dir, "manifest.json", shown)?;
-    let entries = list
-        .as_array()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| invalid(shown, "manifest.json lists no images"))?;
+    let entries: Vec<DockerEntry> = read_json(dir, "manifest.json", shown)?;
+    if entries.is_empty() {
+        return Err(invalid(shown, "manifest.json lists no images"));
+    }
     one_if_named(shown, name, entries.len())?;
     let store_file = |rel: &str| -> Result<(Digest, u64, bool), ArchiveError> {
         let rel = crate::unpack::confine_str(rel)
@@ -210,36 +205,34 @@ fn import_docker_archive(
     };
     let mut names = Vec::new();
     for e in entries {
-        let config_rel = e["Config"]
-            .as_str()
-            .ok_or_else(|| invalid(shown, "manifest.json entry without Config"))?;
-        let (cd, cs, _) = store_file(config_rel)?;
+        let (cd, cs, _) = store_file(&e.config)?;
         let mut layers = Vec::new();
-        for l in e["Layers"].as_array().into_iter().flatten() {
-            let rel = l
-                .as_str()
-                .ok_or_else(|| invalid(shown, "manifest.json layer is not a path"))?;
+        for rel in &e.layers {
             let (d, size, gz) = store_file(rel)?;
             let mt = if gz {
                 "application/vnd.oci.image.layer.v1.tar+gzip"
             } else {
                 "application/vnd.oci.image.layer.v1.tar"
             };
-            layers
-                .push(serde_json::json!({"mediaType": mt, "digest": d.to_string(), "size": size}));
+            layers.push(crate::oci::descriptor(mt, &d, size));
         }
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": cs},
-            "layers": layers,
-        }))
-        .expect("manifest serializes");
+        let manifest = oci_spec::image::ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(oci_spec::image::MediaType::ImageManifest)
+            .config(crate::oci::descriptor(
+                "application/vnd.oci.image.config.v1+json",
+                &cd,
+                cs,
+            ))
+            .layers(layers)
+            .build()
+            .expect("a manifest with its config and layers builds");
+        let manifest = crate::oci::to_bytes(&manifest);
         let md = store.put_bytes(&manifest).map_err(store_err(shown))?;
         let ref_name = match name {
             Some(n) => n.to_string(),
             None => {
-                let tag = e["RepoTags"][0].as_str().ok_or_else(|| {
+                let tag = e.repo_tags.first().ok_or_else(|| {
                     invalid(
                         shown,
                         format!("image {md} has no tag; give a name with --tag"),
@@ -267,7 +260,22 @@ fn import_docker_archive(
     Ok(names)
 }
 
-fn read_json(dir: &Dir, rel: &str, shown: &str) -> Result<Value, ArchiveError> {
+/// One image of a docker-archive's `manifest.json`: its config and layer files, and its tags.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Vec<String>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    dir: &Dir,
+    rel: &str,
+    shown: &str,
+) -> Result<T, ArchiveError> {
     let bytes = dir.read(rel).map_err(|source| ArchiveError::Io {
         op: "reading",
         path: format!("{shown}/{rel}"),
@@ -289,23 +297,9 @@ fn copy_tree(store: &Store, dir: &Dir, shown: &str, digest: &str) -> Result<(), 
             source,
         })?;
         store.put_blob(&d, f).map_err(store_err(shown))?;
-        let mut head = [0u8; 1];
-        let is_json = store
-            .open_blob(&d)
-            .ok()
-            .and_then(|mut f| f.read_exact(&mut head).ok())
-            .is_some()
-            && head[0] == b'{';
-        Ok(
-            if is_json
-                && let Ok(v) =
-                    serde_json::from_slice::<Value>(&store.read_blob(&d).unwrap_or_default())
-            {
-                referenced_digests(&v)
-            } else {
-                Vec::new()
-            },
-        )
+        Ok(crate::oci::referenced_digests(
+            &store.read_blob(&d).unwrap_or_default(),
+        ))
     };
     walk_graph(digest, &mut copy, &|reason| invalid(shown, reason))?;
     Ok(())
@@ -366,12 +360,7 @@ pub fn save_as(
             };
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
         add(&mut b, "oci-layout", &mut &layout[..], layout.len() as u64).map_err(werr)?;
-        let index = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [target],
-        }))
-        .expect("index serializes");
+        let index = crate::oci::to_bytes(&crate::store::Index::of(vec![target.clone()]));
         add(&mut b, "index.json", &mut &index[..], index.len() as u64).map_err(werr)?;
         if let Some(list) = docker_list(store, name, &target) {
             add(&mut b, "manifest.json", &mut &list[..], list.len() as u64).map_err(werr)?;
@@ -405,27 +394,36 @@ fn docker_list(store: &Store, name: &str, target: &Descriptor) -> Option<Vec<u8>
         return None;
     }
     let digest: Digest = target.digest.parse().ok()?;
-    let manifest: Value = serde_json::from_slice(&store.read_blob(&digest).ok()?).ok()?;
-    let config = &manifest["config"];
-    if !CONFIGS.contains(&config["mediaType"].as_str()?) {
+    let Ok(crate::oci::Document::Manifest(manifest)) =
+        crate::oci::Document::parse(&store.read_blob(&digest).ok()?)
+    else {
+        return None;
+    };
+    if !CONFIGS.contains(&manifest.config().media_type().to_string().as_str()) {
         return None;
     }
-    let path = |d: &Value| -> Option<String> {
-        let d: Digest = d["digest"].as_str()?.parse().ok()?;
-        Some(format!("blobs/sha256/{}", d.hex()))
+    let path = |d: &oci_spec::image::Descriptor| -> Option<String> {
+        Some(format!(
+            "blobs/sha256/{}",
+            crate::oci::digest(d).ok()?.hex()
+        ))
     };
-    let layers = manifest["layers"]
-        .as_array()?
+    let layers = manifest
+        .layers()
         .iter()
         .map(path)
         .collect::<Option<Vec<_>>>()?;
-    let tags: Vec<&str> = if name.contains('@') {
+    let repo_tags = if name.contains('@') {
         vec![]
     } else {
-        vec![name]
+        vec![name.to_string()]
     };
-    let list = serde_json::json!([{"Config": path(config)?, "RepoTags": tags, "Layers": layers}]);
-    Some(serde_json::to_vec(&list).expect("a list serializes"))
+    let list = [DockerEntry {
+        config: path(manifest.config())?,
+        repo_tags,
+        layers,
+    }];
+    Some(crate::oci::to_bytes(&list))
 }
 
 fn collect(store: &Store, digest: &str, out: &mut Vec<Digest>) -> Result<(), StoreError> {
@@ -437,10 +435,8 @@ fn collect(store: &Store, digest: &str, out: &mut Vec<Digest>) -> Result<(), Sto
     }
     let bytes = store.read_blob(&d)?;
     out.push(d);
-    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-        for child in referenced_digests(&v) {
-            collect(store, &child, out)?;
-        }
+    for child in crate::oci::referenced_digests(&bytes) {
+        collect(store, &child, out)?;
     }
     Ok(())
 }

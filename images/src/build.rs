@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use crate::detect::WASM_CONFIG;
 use crate::digest::Digest;
 use crate::store::{Descriptor, Store, StoreError};
@@ -134,22 +132,12 @@ pub fn compat_of(store: &Store, image: &crate::image::Image) -> Result<Descripto
             image.name
         )));
     };
-    let digest: Digest = digest
-        .parse()
-        .map_err(|e: crate::digest::BadDigest| BuildError::Input(e.to_string()))?;
-    let strings = |key: &str| -> Vec<String> {
-        image.config["config"][key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
-    };
+    let process = image.process();
     let spec = BuildSpec {
-        wasm: store.read_blob(&digest)?,
+        wasm: store.read_blob(digest)?,
         format: Format::Compat,
-        env: strings("Env"),
-        args: strings("Cmd"),
+        env: process.env.to_vec(),
+        args: process.cmd.to_vec(),
         add: Vec::new(),
         platform: None,
     };
@@ -174,60 +162,83 @@ fn put_image(store: &Store, spec: &BuildSpec) -> Result<Descriptor, BuildError> 
         Some((os, arch)) => (os.as_str(), arch.as_str()),
         None => (os, "wasm"),
     };
-    let put_json = |v: &Value| -> Result<(Digest, u64), BuildError> {
-        let b = serde_json::to_vec(v).expect("json serializes");
-        Ok((store.put_bytes(&b)?, b.len() as u64))
+    let put = |bytes: Vec<u8>| -> Result<(Digest, u64), BuildError> {
+        Ok((store.put_bytes(&bytes)?, bytes.len() as u64))
     };
-    let (config, config_type, layer, layer_type, annotations) = match spec.format {
+    let mut process = oci_spec::image::Config::default();
+    process
+        .set_env(Some(spec.env.clone()))
+        .set_cmd(Some(spec.args.clone()));
+    let (config, config_type, layer, layer_type) = match spec.format {
         Format::Artifact => {
             if !spec.add.is_empty() {
                 return Err(BuildError::Input(
                     "--add needs --format compat (an artifact has no filesystem)".into(),
                 ));
             }
-            let layer_digest = Digest::of(&spec.wasm);
-            let mut config = json!({"architecture": "wasm", "os": os, "layerDigests": [layer_digest.to_string()],
-                "config": {"Env": spec.env, "Cmd": spec.args}});
-            if component && let Some((imports, exports)) = component_world(&spec.wasm) {
-                config["component"] = json!({"imports": imports, "exports": exports});
-            }
+            let config = WasmConfig {
+                architecture: "wasm",
+                os,
+                layer_digests: vec![Digest::of(&spec.wasm).to_string()],
+                config: process,
+                component: component
+                    .then(|| component_world(&spec.wasm))
+                    .flatten()
+                    .map(|(imports, exports)| World { imports, exports }),
+            };
             (
-                config,
+                crate::oci::to_bytes(&config),
                 WASM_CONFIG,
                 spec.wasm.clone(),
                 "application/wasm",
-                json!({}),
             )
         }
         Format::Compat => {
             let tar = tar_layer(&spec.wasm, &spec.add)?;
-            let config = json!({"architecture": arch, "os": os,
-                "config": {"Entrypoint": ["/app.wasm"], "Cmd": spec.args, "Env": spec.env},
-                "rootfs": {"type": "layers", "diff_ids": [Digest::of(&tar).to_string()]}});
+            process.set_entrypoint(Some(vec!["/app.wasm".into()]));
+            let mut rootfs = oci_spec::image::RootFs::default();
+            rootfs
+                .set_typ("layers".into())
+                .set_diff_ids(vec![Digest::of(&tar).to_string()]);
+            let mut config = oci_spec::image::ImageConfiguration::default();
+            config
+                .set_architecture(arch.into())
+                .set_os(os.into())
+                .set_config(Some(process))
+                .set_rootfs(rootfs);
             (
-                config,
+                crate::oci::to_bytes(&config),
                 "application/vnd.oci.image.config.v1+json",
                 tar,
                 "application/vnd.oci.image.layer.v1.tar",
-                json!({"module.wasm.image/variant": "compat"}),
             )
         }
     };
     let layer_digest = store.put_bytes(&layer)?;
-    let (cd, cs) = put_json(&config)?;
-    let mut manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": config_type, "digest": cd.to_string(), "size": cs},
-        "layers": [{"mediaType": layer_type, "digest": layer_digest.to_string(), "size": layer.len()}],
-    });
-    if spec.format == Format::Artifact {
-        manifest["artifactType"] = json!(WASM_CONFIG);
-    }
-    if annotations.as_object().is_some_and(|o| !o.is_empty()) {
-        manifest["annotations"] = annotations;
-    }
-    let (md, ms) = put_json(&manifest)?;
+    let (cd, cs) = put(config)?;
+    let mut manifest = oci_spec::image::ImageManifestBuilder::default();
+    manifest = manifest
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::ImageManifest)
+        .config(crate::oci::descriptor(config_type, &cd, cs))
+        .layers(vec![crate::oci::descriptor(
+            layer_type,
+            &layer_digest,
+            layer.len() as u64,
+        )]);
+    manifest = match spec.format {
+        Format::Artifact => manifest.artifact_type(WASM_CONFIG),
+        Format::Compat => manifest.annotations([(
+            "module.wasm.image/variant".to_string(),
+            "compat".to_string(),
+        )]),
+    };
+    let manifest = crate::oci::to_bytes(
+        &manifest
+            .build()
+            .expect("a manifest with its config and layer builds"),
+    );
+    let (md, ms) = put(manifest)?;
     Ok(Descriptor {
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         digest: md.to_string(),
@@ -235,6 +246,26 @@ fn put_image(store: &Store, spec: &BuildSpec) -> Result<Descriptor, BuildError> 
         annotations: Default::default(),
         extra: Default::default(),
     })
+}
+
+/// The config of a CNCF wasm artifact (`application/vnd.wasm.config.v0+json`): its platform,
+/// its layer's digest, the process settings wasmbox adds, and a component's world.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WasmConfig<'a> {
+    architecture: &'a str,
+    os: &'a str,
+    layer_digests: Vec<String>,
+    config: oci_spec::image::Config,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<World>,
+}
+
+/// A component's imports and exports, by interface name.
+#[derive(serde::Serialize)]
+struct World {
+    imports: Vec<String>,
+    exports: Vec<String>,
 }
 
 /// Reads a file named on the command line (the CLI's ambient entry point for build inputs).

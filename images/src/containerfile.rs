@@ -6,8 +6,6 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use crate::build::BuildError;
 use crate::digest::Digest;
 use crate::store::{Descriptor, Store};
@@ -164,78 +162,89 @@ pub fn build(
     platform: Option<(String, String)>,
 ) -> Result<Digest, BuildError> {
     let _keep = store.keep_blobs()?;
-    let (mut layers, mut diff_ids, base_config) = match &plan.base {
-        None => (Vec::new(), Vec::new(), json!({})),
+    let (mut layers, mut diff_ids, mut config) = match &plan.base {
+        None => (Vec::new(), Vec::new(), oci_spec::image::Config::default()),
         Some(r) => {
             let img = crate::image::Image::open(store, r).map_err(|e| {
                 BuildError::Input(format!("FROM {r}: {e} (pull or build it first)"))
             })?;
-            let layers = img.manifest["layers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let diff = img.config["rootfs"]["diff_ids"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            (layers, diff, img.config["config"].clone())
+            (
+                img.manifest.layers().clone(),
+                img.config.rootfs().diff_ids().clone(),
+                img.config.config().clone().unwrap_or_default(),
+            )
         }
     };
     let tar = copy_layer(context, &plan.copies)?;
     let layer_digest = store.put_bytes(&tar)?;
-    layers.push(
-        json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
-        "digest": layer_digest.to_string(), "size": tar.len()}),
-    );
-    diff_ids.push(json!(Digest::of(&tar).to_string()));
-    let mut config = base_config;
-    let mut env: Vec<String> = config["Env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    layers.push(crate::oci::descriptor(
+        "application/vnd.oci.image.layer.v1.tar",
+        &layer_digest,
+        tar.len() as u64,
+    ));
+    diff_ids.push(Digest::of(&tar).to_string());
+    let mut env = config.env().clone().unwrap_or_default();
     for (k, v) in &plan.env {
         env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k));
         env.push(format!("{k}={v}"));
     }
-    config["Env"] = json!(env);
+    config.set_env(Some(env));
     if let Some(e) = &plan.entrypoint {
-        config["Entrypoint"] = json!(e);
+        config.set_entrypoint(Some(e.clone()));
         // As Docker: a new entrypoint drops the base's command.
         if plan.cmd.is_none() {
-            config["Cmd"] = Value::Null;
+            config.set_cmd(None);
         }
     }
     if let Some(c) = &plan.cmd {
-        config["Cmd"] = json!(c);
+        config.set_cmd(Some(c.clone()));
     }
     if let Some(w) = &plan.workdir {
-        config["WorkingDir"] = json!(w);
+        config.set_working_dir(Some(w.clone()));
     }
-    for (k, v) in &plan.labels {
-        config["Labels"][k] = json!(v);
+    let mut labels = config.labels().clone().unwrap_or_default();
+    labels.extend(plan.labels.iter().cloned());
+    if !labels.is_empty() {
+        config.set_labels(Some(labels));
     }
+    let mut ports = config.exposed_ports().clone().unwrap_or_default();
     for p in &plan.expose {
-        config["ExposedPorts"][p] = json!({});
+        if !ports.contains(p) {
+            ports.push(p.clone());
+        }
+    }
+    if !ports.is_empty() {
+        config.set_exposed_ports(Some(ports));
     }
     let (os, arch) = platform.unwrap_or(("wasi".into(), "wasm".into()));
-    let config = json!({"architecture": arch, "os": os, "config": config,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
-    let put_json = |v: &Value| -> Result<(Digest, u64), BuildError> {
-        let b = serde_json::to_vec(v).expect("json serializes");
-        Ok((store.put_bytes(&b)?, b.len() as u64))
+    let mut rootfs = oci_spec::image::RootFs::default();
+    rootfs.set_typ("layers".into()).set_diff_ids(diff_ids);
+    let mut image_config = oci_spec::image::ImageConfiguration::default();
+    image_config
+        .set_architecture(arch.as_str().into())
+        .set_os(os.as_str().into())
+        .set_config(Some(config))
+        .set_rootfs(rootfs);
+    let put = |bytes: Vec<u8>| -> Result<(Digest, u64), BuildError> {
+        Ok((store.put_bytes(&bytes)?, bytes.len() as u64))
     };
-    let (cd, cs) = put_json(&config)?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": cd.to_string(), "size": cs},
-        "layers": layers,
-        "annotations": {"module.wasm.image/variant": "compat"},
-    });
-    let (md, ms) = put_json(&manifest)?;
+    let (cd, cs) = put(crate::oci::to_bytes(&image_config))?;
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::ImageManifest)
+        .config(crate::oci::descriptor(
+            "application/vnd.oci.image.config.v1+json",
+            &cd,
+            cs,
+        ))
+        .layers(layers)
+        .annotations([(
+            "module.wasm.image/variant".to_string(),
+            "compat".to_string(),
+        )])
+        .build()
+        .expect("a manifest with its config and layers builds");
+    let (md, ms) = put(crate::oci::to_bytes(&manifest))?;
     store.set_ref(
         name,
         Descriptor {

@@ -1,7 +1,9 @@
 //! Which images hold wasm, and where the entry is, following the rules in DESIGN.md
 //! ("Which wasm, which entry").
 
-use serde_json::Value;
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+
+use crate::digest::Digest;
 
 /// Config media type of CNCF wasm OCI artifacts.
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
@@ -52,7 +54,7 @@ pub enum Form {
         /// Index in `layers`.
         index: usize,
         /// The layer's digest.
-        digest: String,
+        digest: Digest,
     },
     /// The wasm is a file in the unpacked rootfs, named by the entrypoint.
     Compat,
@@ -70,41 +72,44 @@ pub struct Detection {
 /// What an image offers, as read from its manifest and config.
 pub struct ImageFacts<'a> {
     /// The manifest.
-    pub manifest: &'a Value,
-    /// The config blob, parsed (may be `{}` for artifacts).
-    pub config: &'a Value,
-    /// Platform from the index entry or the config (`os`, `architecture`).
+    pub manifest: &'a ImageManifest,
+    /// The config (empty for an artifact's `{}`: see [`crate::oci::parse_config`]).
+    pub config: &'a ImageConfiguration,
+    /// Platform from the index entry (`os`, `architecture`), else the config's is used.
     pub platform: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> ImageFacts<'a> {
-    fn layers(&self) -> &[Value] {
-        self.manifest["layers"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+    fn layers(&self) -> &'a [Descriptor] {
+        self.manifest.layers()
     }
 
     /// `args[0]` of the image config: the entrypoint's first word, else the cmd's.
     pub fn arg0(&self) -> Option<&'a str> {
-        let c = &self.config["config"];
-        c["Entrypoint"][0].as_str().or_else(|| c["Cmd"][0].as_str())
+        let c = self.config.config().as_ref()?;
+        let first = |v: &'a Option<Vec<String>>| v.as_ref().and_then(|v| v.first());
+        first(c.entrypoint())
+            .or_else(|| first(c.cmd()))
+            .map(String::as_str)
     }
 
-    fn platform(&self) -> Option<(&str, &str)> {
-        self.platform.or_else(|| {
-            Some((
-                self.config["os"].as_str()?,
-                self.config["architecture"].as_str()?,
-            ))
-        })
+    fn platform(&self) -> Option<(String, String)> {
+        match self.platform {
+            Some((os, arch)) => Some((os.to_string(), arch.to_string())),
+            None => crate::oci::config_platform(self.config),
+        }
     }
 
-    fn variant(&self) -> Option<(&'static str, &str)> {
+    fn variant(&self) -> Option<(&'static str, &'a str)> {
+        let labels = self
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().as_ref());
         for key in VARIANT_KEYS {
-            let v = self.manifest["annotations"][key]
-                .as_str()
-                .or_else(|| self.config["config"]["Labels"][key].as_str());
+            let v = (self.manifest.annotations().as_ref())
+                .and_then(|a| a.get(*key))
+                .or_else(|| labels.and_then(|l| l.get(*key)));
             if let Some(v) = v {
                 return Some((key, v));
             }
@@ -115,28 +120,27 @@ impl<'a> ImageFacts<'a> {
     /// Says whether (and how) the image is wasm. `None` means the manifest and config do not say;
     /// the caller may still find the wasm magic at the entrypoint after unpacking.
     pub fn detect(&self) -> Option<Detection> {
-        let config_type = self.manifest["config"]["mediaType"].as_str().unwrap_or("");
-        if config_type == WASM_CONFIG {
-            let digest = self.layers().first()?["digest"].as_str()?.to_string();
+        if self.manifest.config().media_type().to_string() == WASM_CONFIG {
+            let digest = crate::oci::digest(self.layers().first()?).ok()?;
             return Some(Detection {
                 form: Form::Artifact { index: 0, digest },
                 because: format!("config media type {WASM_CONFIG}"),
             });
         }
         for (index, l) in self.layers().iter().enumerate() {
-            let mt = l["mediaType"].as_str().unwrap_or("");
-            if WASM_LAYERS.contains(&mt) {
+            let mt = l.media_type().to_string();
+            if WASM_LAYERS.contains(&mt.as_str()) {
                 return Some(Detection {
                     form: Form::Artifact {
                         index,
-                        digest: l["digest"].as_str()?.to_string(),
+                        digest: crate::oci::digest(l).ok()?,
                     },
                     because: format!("layer {index} has media type {mt}"),
                 });
             }
         }
         if let Some((os, arch)) = self.platform()
-            && WASM_OS.contains(&os)
+            && WASM_OS.contains(&os.as_str())
             && arch == "wasm"
         {
             return Some(Detection {
@@ -161,10 +165,10 @@ impl<'a> ImageFacts<'a> {
             .platform()
             .map(|(o, a)| format!("platform {o}/{a}"))
             .unwrap_or_else(|| "no platform".into());
-        let mut types: Vec<&str> = self
+        let mut types: Vec<String> = self
             .layers()
             .iter()
-            .filter_map(|l| l["mediaType"].as_str())
+            .map(|l| l.media_type().to_string())
             .collect();
         types.dedup();
         let entry = self
@@ -194,7 +198,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn facts<'a>(m: &'a Value, c: &'a Value) -> ImageFacts<'a> {
+    /// A manifest with a config of media type `config` and layers of these media types, each
+    /// of the digest its index names (`layer(i)`), with these annotations.
+    fn manifest(config: &str, layers: &[&str], annotations: serde_json::Value) -> ImageManifest {
+        let layers: Vec<_> = (0..layers.len())
+            .map(|i| json!({"mediaType": layers[i], "digest": layer(i).to_string(), "size": 1}))
+            .collect();
+        serde_json::from_value(json!({"schemaVersion": 2,
+            "config": {"mediaType": config, "digest": Digest::of(b"c").to_string(), "size": 1},
+            "layers": layers, "annotations": annotations}))
+        .unwrap()
+    }
+
+    fn layer(i: usize) -> Digest {
+        Digest::of(&[i as u8])
+    }
+
+    fn config(v: serde_json::Value) -> ImageConfiguration {
+        crate::oci::parse_config(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    fn facts<'a>(m: &'a ImageManifest, c: &'a ImageConfiguration) -> ImageFacts<'a> {
         ImageFacts {
             manifest: m,
             config: c,
@@ -203,16 +227,17 @@ mod tests {
     }
 
     const TAR: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    const IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
     #[test]
     fn wasm_artifact_config() {
-        let m = json!({"config": {"mediaType": WASM_CONFIG}, "layers": [{"mediaType": "application/wasm", "digest": "sha256:aa"}]});
-        let d = facts(&m, &json!({})).detect().unwrap();
+        let m = manifest(WASM_CONFIG, &["application/wasm"], json!({}));
+        let d = facts(&m, &config(json!({}))).detect().unwrap();
         assert_eq!(
             d.form,
             Form::Artifact {
                 index: 0,
-                digest: "sha256:aa".into()
+                digest: layer(0)
             }
         );
     }
@@ -220,14 +245,13 @@ mod tests {
     #[test]
     fn wasm_layer_media_types() {
         for mt in WASM_LAYERS {
-            let m = json!({"config": {"mediaType": "application/vnd.oci.image.config.v1+json"},
-                           "layers": [{"mediaType": TAR, "digest": "sha256:00"}, {"mediaType": mt, "digest": "sha256:bb"}]});
-            let d = facts(&m, &json!({})).detect().unwrap();
+            let m = manifest(IMAGE_CONFIG, &[TAR, mt], json!({}));
+            let d = facts(&m, &config(json!({}))).detect().unwrap();
             assert_eq!(
                 d.form,
                 Form::Artifact {
                     index: 1,
-                    digest: "sha256:bb".into()
+                    digest: layer(1)
                 },
                 "{mt}"
             );
@@ -236,12 +260,12 @@ mod tests {
 
     #[test]
     fn wasm_platforms() {
-        let m = json!({"layers": [{"mediaType": TAR, "digest": "sha256:00"}]});
+        let m = manifest(IMAGE_CONFIG, &[TAR], json!({}));
         for os in WASM_OS {
-            let c = json!({"os": os, "architecture": "wasm"});
+            let c = config(json!({"os": os, "architecture": "wasm"}));
             assert_eq!(facts(&m, &c).detect().unwrap().form, Form::Compat, "{os}");
         }
-        let c = json!({"os": "linux", "architecture": "amd64"});
+        let c = config(json!({"os": "linux", "architecture": "amd64"}));
         assert!(facts(&m, &c).detect().is_none());
         let index_platform = ImageFacts {
             manifest: &m,
@@ -253,8 +277,8 @@ mod tests {
 
     #[test]
     fn variant_annotations_and_smart_forms() {
-        let c_wasm = json!({"config": {"Entrypoint": ["/app.wasm"]}});
-        let c_sh = json!({"config": {"Cmd": ["/bin/sh"]}});
+        let c_wasm = config(json!({"config": {"Entrypoint": ["/app.wasm"]}}));
+        let c_sh = config(json!({"config": {"Cmd": ["/bin/sh"]}}));
         for key in VARIANT_KEYS {
             for (v, on_wasm, on_sh) in [
                 ("compat", true, true),
@@ -263,12 +287,13 @@ mod tests {
                 ("wasm-smart", true, false),
                 ("other", false, false),
             ] {
-                let m = json!({"annotations": {*key: v}, "layers": []});
+                let m = manifest(IMAGE_CONFIG, &[], json!({*key: v}));
                 assert_eq!(facts(&m, &c_wasm).detect().is_some(), on_wasm, "{key}={v}");
                 assert_eq!(facts(&m, &c_sh).detect().is_some(), on_sh, "{key}={v}");
                 // The same as a config label.
-                let m = json!({"layers": []});
-                let c = json!({"config": {"Entrypoint": ["/app.wasm"], "Labels": {*key: v}}});
+                let m = manifest(IMAGE_CONFIG, &[], json!({}));
+                let c =
+                    config(json!({"config": {"Entrypoint": ["/app.wasm"], "Labels": {*key: v}}}));
                 assert_eq!(facts(&m, &c).detect().is_some(), on_wasm, "label {key}={v}");
             }
         }
@@ -276,13 +301,18 @@ mod tests {
 
     #[test]
     fn plain_linux_image_is_described() {
-        let m = json!({"layers": [{"mediaType": TAR}, {"mediaType": TAR}]});
-        let c = json!({"os": "linux", "architecture": "amd64", "config": {"Cmd": ["/bin/sh"]}});
+        let m = manifest(IMAGE_CONFIG, &[TAR, TAR], json!({}));
+        let c =
+            config(json!({"os": "linux", "architecture": "amd64", "config": {"Cmd": ["/bin/sh"]}}));
         let f = facts(&m, &c);
         assert!(f.detect().is_none());
         assert_eq!(
             f.describe(),
             format!("platform linux/amd64, 2 layer(s) ({TAR}), entrypoint /bin/sh")
+        );
+        assert_eq!(
+            facts(&m, &config(json!({}))).describe(),
+            format!("no platform, 2 layer(s) ({TAR}), no entrypoint")
         );
         assert!(is_wasm(b"\0asm\x01\0\0\0"));
         assert!(!is_wasm(b"\x7fELF"));

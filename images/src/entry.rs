@@ -65,11 +65,12 @@ pub fn entry_wasm(
     };
     match &detection.form {
         Form::Artifact { digest, .. } => {
-            let d = parse_digest(image, "wasm layer", digest)?;
-            let blob = blobs.open_blob(&d).map_err(|source| ImageError::Store {
-                image: image.name.clone(),
-                source,
-            })?;
+            let blob = blobs
+                .open_blob(digest)
+                .map_err(|source| ImageError::Store {
+                    image: image.name.clone(),
+                    source,
+                })?;
             Ok(
                 read_wasm(image, blob, max, ARTIFACT_ENTRY)?.map(|bytes| EntryWasm {
                     path: format!("/{ARTIFACT_ENTRY}"),
@@ -236,16 +237,13 @@ impl Union {
 /// The paths (relative to the root) the entrypoint may name: a path as is (relative to the
 /// working directory), a bare name in each directory of the config's `PATH`, as runc looks.
 fn candidates(image: &Image) -> Vec<PathBuf> {
-    let c = &image.config["config"];
     let Some(arg0) = image.arg0() else {
         return Vec::new();
     };
+    let process = image.process();
     // `PATH#export` names an export of the module at PATH.
     let arg0 = arg0.split('#').next().unwrap_or(arg0);
-    let cwd = c["WorkingDir"]
-        .as_str()
-        .filter(|d| !d.is_empty())
-        .unwrap_or("/");
+    let cwd = process.cwd;
     let rel = |p: &str| {
         Path::new(cwd)
             .join(p)
@@ -255,11 +253,10 @@ fn candidates(image: &Image) -> Vec<PathBuf> {
     if arg0.contains('/') {
         return rel(arg0).into_iter().collect();
     }
-    let path = c["Env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str()?.strip_prefix("PATH="))
+    let path = process
+        .env
+        .iter()
+        .filter_map(|v| v.strip_prefix("PATH="))
         .next()
         .unwrap_or(DEFAULT_PATH);
     path.split(':')
@@ -276,16 +273,17 @@ fn confine(p: &Path) -> Option<PathBuf> {
 
 /// The image's layers: digest and compression, bottom first.
 fn layers(image: &Image) -> Result<Vec<(Digest, Option<Compression>)>, ImageError> {
-    image.manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    image
+        .manifest
+        .layers()
+        .iter()
         .map(|l| {
-            let d = parse_digest(image, "layer", l["digest"].as_str().unwrap_or(""))?;
-            let c = l["mediaType"]
-                .as_str()
-                .and_then(Compression::from_media_type);
-            Ok((d, c))
+            let d = crate::oci::digest(l).map_err(|e| ImageError::Malformed {
+                image: image.name.clone(),
+                what: "layer".into(),
+                reason: e.to_string(),
+            })?;
+            Ok((d, Compression::from_media_type(l.media_type().as_ref())))
         })
         .collect()
 }
@@ -312,15 +310,6 @@ fn read_err(image: &Image, digest: &Digest, e: std::io::Error) -> ImageError {
         what: format!("layer {digest}"),
         reason: e.to_string(),
     }
-}
-
-fn parse_digest(image: &Image, what: &str, s: &str) -> Result<Digest, ImageError> {
-    s.parse()
-        .map_err(|e: crate::digest::BadDigest| ImageError::Malformed {
-            image: image.name.clone(),
-            what: what.into(),
-            reason: e.to_string(),
-        })
 }
 
 /// Reads `r` if it is wasm (`None` if it is not), refusing more than `max` bytes.

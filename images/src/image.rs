@@ -4,19 +4,14 @@
 use std::path::Path;
 
 use cap_std::fs::Dir;
-use serde_json::{Value, json};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 
 use crate::blobs::Blobs;
 use crate::detect::{Detection, Form, ImageFacts, is_wasm};
 use crate::digest::Digest;
+use crate::oci::Document;
 use crate::store::{Store, StoreError};
 use crate::unpack::{Budget, Compression, UnpackError, unpack_layer};
-
-/// Manifest media types that are indexes (lists of per-platform manifests).
-const INDEX_TYPES: &[&str] = &[
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
 
 /// Most indexes followed to reach a manifest (an index of indexes is legal; a loop is not).
 const MAX_INDEX_DEPTH: usize = 4;
@@ -96,47 +91,33 @@ pub struct Image {
     /// Digest of the (platform) manifest.
     pub manifest_digest: Digest,
     /// The manifest.
-    pub manifest: Value,
-    /// The config blob.
-    pub config: Value,
+    pub manifest: ImageManifest,
+    /// The config (see [`crate::oci::parse_config`]).
+    pub config: ImageConfiguration,
     /// How it holds wasm, if the manifest and config say.
     pub detection: Option<Detection>,
 }
 
 /// From an index's `manifests`, the entry to run: a `wasi`/`wasip1`/`wasip2` on `wasm` one, else
 /// the host's platform.
-pub fn choose_platform(entries: &[Value]) -> Option<&Value> {
-    let plat = platform_of;
+pub fn choose_platform(entries: &[Descriptor]) -> Option<&Descriptor> {
     let host = host_platform();
+    let is = |m: &&Descriptor, want: &dyn Fn(&str, &str) -> bool| {
+        let (os, arch) = crate::oci::platform(m);
+        want(&os, &arch)
+    };
     entries
         .iter()
         .find(|m| {
-            let (os, arch) = plat(m);
-            crate::detect::WASM_OS.contains(&os.as_str()) && arch == "wasm"
-        })
-        .or_else(|| {
-            entries.iter().find(|m| {
-                let (os, arch) = plat(m);
-                os == host.0 && arch == host.1
+            is(m, &|os, arch| {
+                crate::detect::WASM_OS.contains(&os) && arch == "wasm"
             })
         })
-}
-
-/// The `(os, architecture)` of an index entry.
-fn platform_of(m: &Value) -> (String, String) {
-    (
-        m["platform"]["os"].as_str().unwrap_or("").to_string(),
-        m["platform"]["architecture"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
-    )
-}
-
-/// True for index (manifest list) documents.
-pub fn is_index(v: &Value) -> bool {
-    let mt = v["mediaType"].as_str().unwrap_or("");
-    INDEX_TYPES.contains(&mt) || v["manifests"].is_array() && !v["layers"].is_array()
+        .or_else(|| {
+            entries
+                .iter()
+                .find(|m| is(m, &|os, arch| os == host.0 && arch == host.1))
+        })
 }
 
 fn host_platform() -> (&'static str, &'static str) {
@@ -191,41 +172,39 @@ impl Image {
                 ));
             }
             let bytes = blobs.read_blob(&digest).map_err(serr)?;
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| bad(&format!("manifest {digest}"), e.to_string()))?;
-            if !is_index(&v) {
-                break v;
-            }
-            let entries = v["manifests"].as_array().cloned().unwrap_or_default();
-            let plat = platform_of;
+            let index =
+                match Document::parse(&bytes).map_err(|e| bad(&format!("manifest {digest}"), e))? {
+                    Document::Manifest(m) => break *m,
+                    Document::Index(i) => i,
+                    Document::Artifact(_) => {
+                        return Err(bad(
+                            &format!("manifest {digest}"),
+                            "it is an artifact manifest, which names blobs, not an image".into(),
+                        ));
+                    }
+                };
+            let entries = index.manifests();
             let host = host_platform();
-            let pick = choose_platform(&entries).ok_or_else(|| ImageError::NoPlatform {
+            let pick = choose_platform(entries).ok_or_else(|| ImageError::NoPlatform {
                 image: name.to_string(),
                 host: format!("{}/{}", host.0, host.1),
                 platforms: entries
                     .iter()
                     .map(|m| {
-                        let (o, a) = plat(m);
+                        let (o, a) = crate::oci::platform(m);
                         format!("{o}/{a}")
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-            platform = Some(plat(pick));
-            digest = pick["digest"]
-                .as_str()
-                .unwrap_or("")
-                .parse()
-                .map_err(|e: crate::digest::BadDigest| bad("index entry", e.to_string()))?;
+            platform = Some(crate::oci::platform(pick));
+            digest = crate::oci::digest(pick).map_err(|e| bad("index entry", e.to_string()))?;
         };
-        let config_digest: Digest = manifest["config"]["digest"]
-            .as_str()
-            .unwrap_or("")
-            .parse()
-            .map_err(|e: crate::digest::BadDigest| bad("manifest config", e.to_string()))?;
+        let config_digest = crate::oci::digest(manifest.config())
+            .map_err(|e| bad("manifest config", e.to_string()))?;
         let config_bytes = blobs.read_blob(&config_digest).map_err(serr)?;
-        let config: Value = serde_json::from_slice(&config_bytes)
-            .map_err(|e| bad(&format!("config {config_digest}"), e.to_string()))?;
+        let config = crate::oci::parse_config(&config_bytes)
+            .map_err(|e| bad(&format!("config {config_digest}"), e))?;
         let detection = ImageFacts {
             manifest: &manifest,
             config: &config,
@@ -257,11 +236,26 @@ impl Image {
 
     /// Total bytes of config and layers.
     pub fn size(&self) -> u64 {
-        let layers: u64 = self.manifest["layers"]
-            .as_array()
-            .map(|l| l.iter().filter_map(|x| x["size"].as_u64()).sum())
-            .unwrap_or(0);
-        layers + self.manifest["config"]["size"].as_u64().unwrap_or(0)
+        let layers: u64 = self.manifest.layers().iter().map(Descriptor::size).sum();
+        layers + self.manifest.config().size()
+    }
+
+    /// The config's process settings: entrypoint, cmd, env and working directory, each empty
+    /// when it says none.
+    pub fn process(&self) -> Process<'_> {
+        let c = self.config.config().as_ref();
+        let list = |f: fn(&oci_spec::image::Config) -> &Option<Vec<String>>| {
+            c.and_then(|c| f(c).as_deref()).unwrap_or_default()
+        };
+        Process {
+            entrypoint: list(oci_spec::image::Config::entrypoint),
+            cmd: list(oci_spec::image::Config::cmd),
+            env: list(oci_spec::image::Config::env),
+            cwd: c
+                .and_then(|c| c.working_dir().as_deref())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("/"),
+        }
     }
 
     /// Writes an OCI runtime bundle for this image into `dir` (which must be empty or absent):
@@ -286,65 +280,46 @@ impl Image {
         // Ambient authority, named: the bundle directory the caller chose.
         let root = Dir::open_ambient_dir(dir.join("rootfs"), cap_std::ambient_authority())
             .map_err(io("rootfs"))?;
-        let c = &self.config["config"];
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let process = self.process();
         let (args, readonly) = match &self.detection {
             Some(Detection {
                 form: Form::Artifact { digest, .. },
                 ..
             }) => {
-                let d: Digest = digest.parse().map_err(|e: crate::digest::BadDigest| {
-                    ImageError::Malformed {
+                let mut src = store
+                    .open_blob(digest)
+                    .map_err(|source| ImageError::Store {
                         image: self.name.clone(),
-                        what: "wasm layer".into(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                let mut src = store.open_blob(&d).map_err(|source| ImageError::Store {
-                    image: self.name.clone(),
-                    source,
-                })?;
+                        source,
+                    })?;
                 let mut dst = root.create(ARTIFACT_ENTRY).map_err(io(ARTIFACT_ENTRY))?;
                 std::io::copy(&mut src, &mut dst).map_err(io(ARTIFACT_ENTRY))?;
                 let mut args = vec![format!("/{ARTIFACT_ENTRY}")];
-                args.extend(strings(&c["Cmd"]));
+                args.extend_from_slice(process.cmd);
                 (args, true)
             }
             _ => {
-                for l in self.manifest["layers"].as_array().into_iter().flatten() {
-                    let digest = l["digest"].as_str().unwrap_or("").to_string();
-                    let d: Digest = digest.parse().map_err(|e: crate::digest::BadDigest| {
-                        ImageError::Malformed {
-                            image: self.name.clone(),
-                            what: "layer".into(),
-                            reason: e.to_string(),
-                        }
+                for l in self.manifest.layers() {
+                    let d = crate::oci::digest(l).map_err(|e| ImageError::Malformed {
+                        image: self.name.clone(),
+                        what: "layer".into(),
+                        reason: e.to_string(),
                     })?;
                     let blob = store.open_blob(&d).map_err(|source| ImageError::Store {
                         image: self.name.clone(),
                         source,
                     })?;
-                    let compression = l["mediaType"]
-                        .as_str()
-                        .and_then(Compression::from_media_type);
+                    let compression = Compression::from_media_type(l.media_type().as_ref());
                     unpack_layer(&root, blob, compression, budget).map_err(|source| {
                         ImageError::Unpack {
                             image: self.name.clone(),
-                            layer: digest.clone(),
+                            layer: d.to_string(),
                             source,
                         }
                     })?;
                 }
-                let mut args = strings(&c["Entrypoint"]);
-                args.extend(strings(&c["Cmd"]));
+                let mut args = process.entrypoint.to_vec();
+                args.extend_from_slice(process.cmd);
                 let entry_is_wasm = args.first().is_some_and(|a| {
                     let rel = a.split('#').next().unwrap_or(a).trim_start_matches('/');
                     let mut head = [0u8; 4];
@@ -362,29 +337,34 @@ impl Image {
                 (args, false)
             }
         };
-        let cwd = c["WorkingDir"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("/");
-        let spec = json!({
-            "ociVersion": "1.0.2",
-            "root": {"path": "rootfs", "readonly": readonly},
-            "process": {"cwd": cwd, "args": args, "env": strings(&c["Env"]), "user": {"uid": 0, "gid": 0}},
-            "annotations": {"org.opencontainers.image.ref.name": self.name},
-        });
+        let spec = crate::bundle::spec(&args, process.env, process.cwd, readonly, &self.name);
         std::fs::write(
             dir.join("config.json"),
-            serde_json::to_vec_pretty(&spec).expect("spec serializes"),
+            serde_json::to_vec_pretty(&spec).expect("a spec serializes"),
         )
         .map_err(io("config.json"))?;
         Ok(args.first().cloned().unwrap_or_default())
     }
 }
 
+/// An image config's process settings (see [`Image::process`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process<'a> {
+    /// `Entrypoint`.
+    pub entrypoint: &'a [String],
+    /// `Cmd`.
+    pub cmd: &'a [String],
+    /// `Env`.
+    pub env: &'a [String],
+    /// `WorkingDir`, `/` when it names none.
+    pub cwd: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Descriptor;
+    use serde_json::{Value, json};
 
     const WASM: &[u8] = b"\0asm\x01\0\0\0";
 

@@ -4,11 +4,13 @@
 pub mod archive;
 pub mod blobs;
 pub mod build;
+pub mod bundle;
 pub mod containerfile;
 pub mod detect;
 pub mod digest;
 pub mod entry;
 pub mod image;
+pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod store;

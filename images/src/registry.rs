@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use serde_json::Value;
 
 use crate::digest::{BadDigest, Digest};
-use crate::image::{choose_platform, is_index};
+use crate::image::choose_platform;
+use crate::oci::Document;
 use crate::reference::Reference;
 use crate::store::{Descriptor, Store, StoreError};
 
@@ -117,6 +117,20 @@ fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A docker-style auth file (`config.json`): credentials by registry.
+#[derive(serde::Deserialize)]
+struct AuthFile {
+    #[serde(default)]
+    auths: std::collections::HashMap<String, AuthEntry>,
+}
+
+/// One registry's credentials: `user:password` in base64, or a bearer token.
+#[derive(serde::Deserialize)]
+struct AuthEntry {
+    auth: Option<String>,
+    registrytoken: Option<String>,
+}
+
 /// Credentials for `registry` from a docker-style auth file, anonymous when there are none.
 pub fn auth_for(registry: &str, opts: &RegistryOptions) -> RegistryAuth {
     let file = opts
@@ -125,9 +139,10 @@ pub fn auth_for(registry: &str, opts: &RegistryOptions) -> RegistryAuth {
         .or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from))
         .or_else(|| std::env::var_os("DOCKER_CONFIG").map(|d| PathBuf::from(d).join("config.json")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")));
-    let Some(v) = file
+    let Some(auths) = file
         .and_then(|f| std::fs::read(f).ok())
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|b| serde_json::from_slice::<AuthFile>(&b).ok())
+        .map(|f| f.auths)
     else {
         return RegistryAuth::Anonymous;
     };
@@ -140,17 +155,16 @@ pub fn auth_for(registry: &str, opts: &RegistryOptions) -> RegistryAuth {
     } else {
         vec![registry]
     };
-    for k in keys {
-        let entry = &v["auths"][k];
-        if let Some(b64) = entry["auth"].as_str()
+    for entry in keys.iter().filter_map(|k| auths.get(*k)) {
+        if let Some(b64) = &entry.auth
             && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64)
             && let Ok(s) = String::from_utf8(raw)
             && let Some((u, p)) = s.split_once(':')
         {
             return RegistryAuth::Basic(u.to_string(), p.to_string());
         }
-        if let Some(tok) = entry["registrytoken"].as_str() {
-            return RegistryAuth::Bearer(tok.to_string());
+        if let Some(tok) = &entry.registrytoken {
+            return RegistryAuth::Bearer(tok.clone());
         }
     }
     RegistryAuth::Anonymous
@@ -227,42 +241,48 @@ pub async fn pull(
             "manifest hashes to {top_digest}, not {want}"
         )));
     }
-    let top: Value = serde_json::from_slice(&top_bytes)
+    let top = Document::parse(&top_bytes)
         .map_err(|e| invalid(format!("manifest {top_digest} is malformed: {e}")))?;
-    let top_type = top["mediaType"].as_str().unwrap_or(ACCEPTED[0]).to_string();
-    let (manifest_bytes, manifest_digest) = if is_index(&top) {
-        let entries = top["manifests"].as_array().cloned().unwrap_or_default();
-        let pick = choose_platform(&entries)
-            .ok_or_else(|| invalid("the index has no wasm or host-platform manifest".into()))?;
-        let d = pick["digest"].as_str().unwrap_or("").to_string();
-        let want: Digest = d.parse().map_err(|e: BadDigest| invalid(e.to_string()))?;
-        let (bytes, _) = client
-            .pull_manifest_raw(&oci_ref(r, Some(&d)), &auth, ACCEPTED)
-            .await
-            .map_err(|e| reg(Some(&d), e))?;
-        if Digest::of(&bytes) != want {
+    let top_type = top.media_type().unwrap_or(ACCEPTED[0].to_string());
+    let (manifest, manifest_bytes, manifest_digest) = match top {
+        Document::Index(index) => {
+            let pick = choose_platform(index.manifests())
+                .ok_or_else(|| invalid("the index has no wasm or host-platform manifest".into()))?;
+            let want = crate::oci::digest(pick).map_err(|e| invalid(e.to_string()))?;
+            let d = want.to_string();
+            let (bytes, _) = client
+                .pull_manifest_raw(&oci_ref(r, Some(&d)), &auth, ACCEPTED)
+                .await
+                .map_err(|e| reg(Some(&d), e))?;
+            if Digest::of(&bytes) != want {
+                return Err(invalid(format!(
+                    "manifest {want} does not match its digest"
+                )));
+            }
+            let manifest = match Document::parse(&bytes) {
+                Ok(Document::Manifest(m)) => *m,
+                Ok(Document::Index(_) | Document::Artifact(_)) => {
+                    return Err(invalid(format!("manifest {want} is not an image manifest")));
+                }
+                Err(e) => return Err(invalid(format!("manifest {want} is malformed: {e}"))),
+            };
+            (manifest, bytes.to_vec(), want)
+        }
+        Document::Manifest(m) => (*m, top_bytes.to_vec(), top_digest.clone()),
+        Document::Artifact(_) => {
             return Err(invalid(format!(
-                "manifest {want} does not match its digest"
+                "manifest {top_digest} is an artifact manifest, which names blobs, not an image"
             )));
         }
-        (bytes.to_vec(), want)
-    } else {
-        (top_bytes.to_vec(), top_digest.clone())
     };
-    let manifest: Value = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| invalid(format!("manifest {manifest_digest} is malformed: {e}")))?;
-    let blobs: Vec<(String, u64)> = std::iter::once(&manifest["config"])
-        .chain(manifest["layers"].as_array().into_iter().flatten())
-        .filter_map(|d| {
-            Some((
-                d["digest"].as_str()?.to_string(),
-                d["size"].as_u64().unwrap_or(0),
-            ))
-        })
-        .collect();
-    for (b, size) in &blobs {
-        let d: Digest = b.parse().map_err(|e: BadDigest| invalid(e.to_string()))?;
-        if store.has_blob(&d) {
+    let blobs: Vec<(Digest, u64)> = std::iter::once(manifest.config())
+        .chain(manifest.layers())
+        .map(|d| Ok((crate::oci::digest(d)?, d.size())))
+        .collect::<Result<_, BadDigest>>()
+        .map_err(|e| invalid(e.to_string()))?;
+    for (d, size) in &blobs {
+        let b = &d.to_string();
+        if store.has_blob(d) {
             progress.done(b, "already present");
             continue;
         }
@@ -278,7 +298,7 @@ pub async fn pull(
             .pull_blob(&top_ref, b.as_str(), tracked)
             .await
             .map_err(|e| reg(Some(b), e))?;
-        let n = w.commit(&d).map_err(serr)?;
+        let n = w.commit(d).map_err(serr)?;
         progress.done(b, &format!("{n} bytes"));
     }
     // The manifest (and index) last, so a reference only ever points at complete content.
@@ -335,9 +355,7 @@ pub async fn push(
             return Ok(Vec::new());
         };
         let bytes = store.read_blob(&d).map_err(serr)?;
-        Ok(serde_json::from_slice::<Value>(&bytes)
-            .map(|v| crate::store::referenced_digests(&v))
-            .unwrap_or_default())
+        Ok(crate::oci::referenced_digests(&bytes))
     };
     let order = crate::store::walk_graph(&top.digest, &mut read, &|reason| PullError::Invalid {
         image: image.clone(),
@@ -348,12 +366,8 @@ pub async fn push(
         let Ok(d) = digest.parse::<Digest>() else {
             continue;
         };
-        let doc = serde_json::from_slice::<Value>(&store.read_blob(&d).map_err(serr)?)
-            .ok()
-            .filter(|v| !v["schemaVersion"].is_null());
-        let mt = doc
-            .as_ref()
-            .and_then(|v| v["mediaType"].as_str().map(str::to_string));
+        let doc = Document::sniff(&store.read_blob(&d).map_err(serr)?);
+        let mt = doc.as_ref().and_then(Document::media_type);
         items.push((digest, doc.is_some(), mt));
     }
     for (digest, is_doc, mt) in &items {

@@ -104,15 +104,28 @@ pub struct Descriptor {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// An OCI layout's `index.json`, the store's and an archive's: its descriptors as they were.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Index {
+pub(crate) struct Index {
     #[serde(rename = "schemaVersion")]
     schema_version: u32,
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     media_type: Option<String>,
-    manifests: Vec<Descriptor>,
+    pub(crate) manifests: Vec<Descriptor>,
     #[serde(flatten)]
     extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Index {
+    /// An index of `manifests`.
+    pub(crate) fn of(manifests: Vec<Descriptor>) -> Self {
+        Index {
+            schema_version: 2,
+            media_type: Some("application/vnd.oci.image.index.v1+json".into()),
+            manifests,
+            extra: BTreeMap::new(),
+        }
+    }
 }
 
 /// The store.
@@ -154,12 +167,7 @@ impl Store {
         if !store.exists("index.json") {
             let _lock = store.lock()?;
             if !store.exists("index.json") {
-                store.write_index(&Index {
-                    schema_version: 2,
-                    media_type: Some("application/vnd.oci.image.index.v1+json".into()),
-                    manifests: Vec::new(),
-                    extra: BTreeMap::new(),
-                })?;
+                store.write_index(&Index::of(Vec::new()))?;
             }
         }
         Ok(store)
@@ -378,10 +386,8 @@ impl Store {
                 continue;
             }
             // Manifests and indexes name further blobs; anything else is a leaf.
-            if let Ok(bytes) = self.read_blob(&d)
-                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
-            {
-                queue.extend(referenced_digests(&v));
+            if let Ok(bytes) = self.read_blob(&d) {
+                queue.extend(crate::oci::referenced_digests(&bytes));
             }
         }
         let mut removed = Vec::new();
@@ -498,28 +504,6 @@ impl Drop for BlobWriter<'_> {
             let _ = self.store.dir.remove_file(&self.tmp);
         }
     }
-}
-
-/// The digests an OCI document refers to: its config, layers, manifests, blobs and subject.
-/// Empty for anything that is not a manifest or index.
-pub fn referenced_digests(v: &serde_json::Value) -> Vec<String> {
-    let mut out = Vec::new();
-    if v["schemaVersion"].is_null() {
-        return out;
-    }
-    for key in ["config", "subject"] {
-        if let Some(d) = v[key]["digest"].as_str() {
-            out.push(d.to_string());
-        }
-    }
-    for key in ["layers", "manifests", "blobs"] {
-        for x in v[key].as_array().into_iter().flatten() {
-            if let Some(d) = x["digest"].as_str() {
-                out.push(d.to_string());
-            }
-        }
-    }
-    out
 }
 
 /// Deepest chain of documents (index → index → … → manifest → blob) a walk follows.

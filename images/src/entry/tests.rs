@@ -75,8 +75,12 @@ fn compat(mem: &mut Mem, layers: &[Vec<u8>], config: serde_json::Value) -> Image
     Image {
         name: "test".into(),
         manifest_digest: Digest::of(b"m"),
-        manifest: json!({"layers": layers}),
-        config: json!({ "config": config }),
+        manifest: serde_json::from_value(json!({"schemaVersion": 2, "layers": layers,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": Digest::of(b"c").to_string(), "size": 1}}))
+        .unwrap(),
+        config: crate::oci::parse_config(json!({ "config": config }).to_string().as_bytes())
+            .unwrap(),
         detection: None,
     }
 }
@@ -95,7 +99,7 @@ fn an_artifacts_wasm_layer_is_its_entry() {
     image.detection = Some(crate::detect::Detection {
         form: Form::Artifact {
             index: 0,
-            digest: d.to_string(),
+            digest: d,
         },
         because: "test".into(),
     });

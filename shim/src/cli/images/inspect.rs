@@ -36,14 +36,20 @@ impl InspectCommand {
             Some(Form::Compat) => format!("compat, {}", compat_workload(&store, &img)?),
             _ => kind(&store, &img),
         };
+        // The manifest and config as the image holds them, every field kept (a wasm
+        // artifact's config has its own, which the image spec's type leaves out).
+        let as_held = |digest: &wasmbox_images::Digest| -> Result<serde_json::Value> {
+            Ok(serde_json::from_slice(&store.read_blob(digest)?)?)
+        };
+        let config_digest = wasmbox_images::oci::digest(img.manifest.config())?;
         let out = serde_json::json!({
             "reference": img.name,
             "digest": img.manifest_digest.to_string(),
             "kind": kind,
             "detectedBecause": img.detection.as_ref().map(|d| d.because.clone()),
             "entry": entry(&img),
-            "manifest": img.manifest,
-            "config": img.config,
+            "manifest": as_held(&img.manifest_digest)?,
+            "config": as_held(&config_digest)?,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         Ok(0)

@@ -37,7 +37,7 @@ pub(super) fn workload(bytes: &[u8]) -> String {
 pub(super) fn kind(store: &Store, img: &Image) -> String {
     match img.detection.as_ref().map(|d| &d.form) {
         Some(Form::Artifact { digest, .. }) => {
-            let blob = digest.parse().ok().and_then(|d| store.read_blob(&d).ok());
+            let blob = store.read_blob(digest).ok();
             match blob {
                 Some(b) => format!("artifact, {}", workload(&b)),
                 None => "artifact".into(),
@@ -60,7 +60,7 @@ pub(super) fn compat_workload(store: &Store, img: &Image) -> Result<String> {
 pub(super) fn entry(img: &Image) -> serde_json::Value {
     match img.detection.as_ref().map(|d| &d.form) {
         Some(Form::Artifact { index, digest }) => {
-            serde_json::json!({"layer": index, "digest": digest, "path": format!("/{}", wasmbox_images::image::ARTIFACT_ENTRY)})
+            serde_json::json!({"layer": index, "digest": digest.to_string(), "path": format!("/{}", wasmbox_images::image::ARTIFACT_ENTRY)})
         }
         _ => serde_json::json!({"path": img.arg0()}),
     }
