@@ -304,10 +304,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                 let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
                 // Through an absolute link, from the preopen holding where it leads.
                 let moved = crate::p2links::moved(host, &fd, &path, follow);
-                let (fd, path) = match &moved {
-                    Some(m) => (m.fd(), m.path.clone()),
-                    None => (fd, path),
-                };
+                let (fd, path) = crate::p2links::target(&moved, fd, path);
                 let is_device = match host.table.get(&fd) {
                     Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => {
                         crate::devices::beneath(&*d.dir, path.as_bytes(), follow).is_some()

@@ -32,8 +32,8 @@ enum Refused {
 }
 
 /// Checks an open of `path` beneath directory descriptor `fd` before it starts (`moved` when it
-/// was moved through an absolute link), and says which device of `/dev` it opens, if any. The same check for both WASI versions, which share the
-/// descriptor type.
+/// was moved through an absolute link), and says which device of `/dev` it opens, if any. The
+/// same check for both WASI versions, which share the descriptor type.
 fn check(
     host: &mut P2Host,
     fd: &Resource<Descriptor>,
@@ -179,10 +179,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                 let exclusive = open_flags.contains(OpenFlags::CREATE | OpenFlags::EXCLUSIVE);
                 let moved =
                     crate::p2links::moved(store.data_mut(), &fd, &path, follow && !exclusive);
-                let (fd, path) = match &moved {
-                    Some(m) => (m.fd(), m.path.clone()),
-                    None => (fd, path),
-                };
+                let (fd, path) = crate::p2links::target(&moved, fd, path);
                 let opened = open_at2(
                     store.data_mut(),
                     fd,
@@ -214,10 +211,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                 let moved = accessor.with(|mut access| {
                     crate::p2links::moved(access.get(), &fd, &path, follow && !exclusive)
                 });
-                let (fd, path) = match &moved {
-                    Some(m) => (m.fd(), m.path.clone()),
-                    None => (fd, path),
-                };
+                let (fd, path) = crate::p2links::target(&moved, fd, path);
                 let opened = open_at3(
                     accessor,
                     fd,

@@ -78,6 +78,19 @@ pub(crate) fn moved(
     kept
 }
 
+/// Where a lookup of `path` from `fd` is made: from `moved`'s preopen if it was moved, else as
+/// asked.
+pub(crate) fn target(
+    moved: &Option<Moved>,
+    fd: Resource<Descriptor>,
+    path: String,
+) -> (Resource<Descriptor>, String) {
+    match moved {
+        Some(m) => (m.fd(), m.path.clone()),
+        None => (fd, path),
+    }
+}
+
 /// Forgets the descriptor [`moved`] made.
 pub(crate) fn done(host: &mut P2Host, m: Moved) {
     let _ = host.table.delete(Resource::<Descriptor>::new_own(m.rep));
@@ -94,10 +107,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                 let host: &mut P2Host = store.data_mut();
                 let follow = path_flags.contains(p2::PathFlags::SYMLINK_FOLLOW);
                 let moved = moved(host, &fd, &path, follow);
-                let (fd, path) = match &moved {
-                    Some(m) => (m.fd(), m.path.clone()),
-                    None => (fd, path),
-                };
+                let (fd, path) = target(&moved, fd, path);
                 let r = host
                     .filesystem()
                     .metadata_hash_at(fd, path_flags, path)
@@ -175,10 +185,7 @@ async fn at3<T>(
 ) -> wasmtime_wasi::p3::filesystem::FilesystemResult<T> {
     let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
     let moved = accessor.with(|mut access| moved(access.get(), &fd, &path, follow));
-    let (fd, path) = match &moved {
-        Some(m) => (m.fd(), m.path.clone()),
-        None => (fd, path),
-    };
+    let (fd, path) = target(&moved, fd, path);
     let fs = accessor.with_getter::<WasiFilesystem>(<P2Host as WasiFilesystemView>::filesystem);
     let r = call(&fs, fd, path_flags, path).await;
     if let Some(m) = moved {
