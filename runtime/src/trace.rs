@@ -21,6 +21,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// wasmbox's tracer of [`PROVIDER`], made once (a tracer per span would be an allocation each).
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// The variables that turn tracing on.
 const ENDPOINTS: [&str; 2] = [
@@ -55,6 +57,8 @@ pub fn init() -> Result<bool, String> {
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build();
+    use opentelemetry::trace::TracerProvider as _;
+    let _ = TRACER.set(provider.tracer("wasmbox"));
     let _ = PROVIDER.set(provider);
     Ok(true)
 }
@@ -66,9 +70,8 @@ pub fn shutdown() {
     }
 }
 
-fn tracer() -> Option<SdkTracer> {
-    use opentelemetry::trace::TracerProvider as _;
-    PROVIDER.get().map(|p| p.tracer("wasmbox"))
+fn tracer() -> Option<&'static SdkTracer> {
+    TRACER.get()
 }
 
 /// An operation's span (loading, the shim's create or start): ended when dropped, marked as an
@@ -88,7 +91,7 @@ impl Operation {
                         .map(|(k, v)| KeyValue::new(*k, v.clone()))
                         .collect::<Vec<_>>(),
                 )
-                .start(&t);
+                .start(t);
             Context::current().with_span(span)
         }))
     }
@@ -148,7 +151,12 @@ impl ServerSpan {
         port: u16,
     ) -> Option<Self> {
         let tracer = tracer()?;
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
+        // A request without a `traceparent` starts a trace: nothing to extract.
+        let parent = if req.headers().contains_key("traceparent") {
+            TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()))
+        } else {
+            Context::new()
+        };
         let method = known_method(req.method());
         let mut attributes = vec![
             KeyValue::new("http.request.method", method),
@@ -184,7 +192,7 @@ impl ServerSpan {
             .span_builder(span_name(method))
             .with_kind(SpanKind::Server)
             .with_attributes(attributes)
-            .start_with_context(&tracer, &parent);
+            .start_with_context(tracer, &parent);
         Some(Self(parent.with_span(span)))
     }
 
@@ -240,7 +248,7 @@ impl ClientSpan {
             .span_builder(span_name(known))
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
-            .start_with_context(&tracer, parent);
+            .start_with_context(tracer, parent);
         let cx = parent.with_span(span);
         TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
         Some(Self(cx))
