@@ -11,6 +11,7 @@ use std::path::Path;
 
 use wasmtime::component::{Accessor, Linker, Resource};
 use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystem, WasiFilesystemView};
+use wasmtime_wasi::p2::FsResult;
 use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
 use wasmtime_wasi::p2::bindings::filesystem::types::{self as p2, HostDescriptor as _};
 use wasmtime_wasi::p3::bindings::filesystem::types::{self as p3, HostDescriptorWithStore};
@@ -96,29 +97,187 @@ pub(crate) fn done(host: &mut P2Host, m: Moved) {
     let _ = host.table.delete(Resource::<Descriptor>::new_own(m.rep));
 }
 
-/// Shadows the 0.2 and 0.3 `metadata-hash-at` and 0.3's `stat-at` in `linker`, which already
-/// holds wasmtime-wasi's.
+/// A 0.2 call by path: each `(descriptor, path, follow)` of `paths` moved where [`moved`] says,
+/// `call`ed with them, the descriptors it made forgotten after.
+async fn at2<T, const N: usize>(
+    host: &mut P2Host,
+    paths: [(Resource<Descriptor>, String, bool); N],
+    call: impl for<'a> FnOnce(
+        &'a mut P2Host,
+        [(Resource<Descriptor>, String); N],
+    ) -> std::pin::Pin<Box<dyn Future<Output = FsResult<T>> + Send + 'a>>,
+) -> wasmtime::Result<(Result<T, p2::ErrorCode>,)> {
+    let mut made = Vec::new();
+    let paths = paths.map(|(fd, path, follow)| {
+        let m = moved(host, &fd, &path, follow);
+        let at = target(&m, fd, path);
+        made.extend(m);
+        at
+    });
+    let r = call(host, paths).await;
+    for m in made {
+        done(host, m);
+    }
+    match r {
+        Ok(v) => Ok((Ok(v),)),
+        Err(e) => Ok((Err(e.downcast()?),)),
+    }
+}
+
+/// Shadows in `linker`, which already holds wasmtime-wasi's 0.2 and 0.3: 0.2's calls by path
+/// but `open-at` and `stat-at`, and 0.3's `stat-at` and `metadata-hash-at`.
 pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()> {
+    use p2::PathFlags as F;
     linker.allow_shadowing(true);
-    linker.instance(crate::p2fs::TYPES)?.func_wrap_async(
+    let mut types = linker.instance(crate::p2fs::TYPES)?;
+    let follows = |flags: F| flags.contains(F::SYMLINK_FOLLOW);
+    types.func_wrap_async(
         "[method]descriptor.metadata-hash-at",
-        |mut store, (fd, path_flags, path): (Resource<Descriptor>, p2::PathFlags, String)| {
+        move |mut store, (fd, flags, path): (Resource<Descriptor>, F, String)| {
             Box::new(async move {
-                let host: &mut P2Host = store.data_mut();
-                let follow = path_flags.contains(p2::PathFlags::SYMLINK_FOLLOW);
-                let moved = moved(host, &fd, &path, follow);
-                let (fd, path) = target(&moved, fd, path);
-                let r = host
-                    .filesystem()
-                    .metadata_hash_at(fd, path_flags, path)
-                    .await;
-                if let Some(m) = moved {
-                    done(host, m);
-                }
-                match r {
-                    Ok(v) => Ok((Ok(v),)),
-                    Err(e) => Ok((Err(e.downcast()?),)),
-                }
+                at2(
+                    store.data_mut(),
+                    [(fd, path, follows(flags))],
+                    move |h, [(fd, path)]| {
+                        Box::pin(
+                            async move { h.filesystem().metadata_hash_at(fd, flags, path).await },
+                        )
+                    },
+                )
+                .await
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.set-times-at",
+        move |mut store,
+              (fd, flags, path, atim, mtim): (
+            Resource<Descriptor>,
+            F,
+            String,
+            p2::NewTimestamp,
+            p2::NewTimestamp,
+        )| {
+            Box::new(async move {
+                at2(
+                    store.data_mut(),
+                    [(fd, path, follows(flags))],
+                    move |h, [(fd, path)]| {
+                        Box::pin(async move {
+                            h.filesystem()
+                                .set_times_at(fd, flags, path, atim, mtim)
+                                .await
+                        })
+                    },
+                )
+                .await
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.create-directory-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
+                    Box::pin(async move { h.filesystem().create_directory_at(fd, path).await })
+                })
+                .await
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.remove-directory-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
+                    Box::pin(async move { h.filesystem().remove_directory_at(fd, path).await })
+                })
+                .await
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.unlink-file-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
+                    Box::pin(async move { h.filesystem().unlink_file_at(fd, path).await })
+                })
+                .await
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.readlink-at",
+        |mut store, (fd, path): (Resource<Descriptor>, String)| {
+            Box::new(async move {
+                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
+                    Box::pin(async move { h.filesystem().readlink_at(fd, path).await })
+                })
+                .await
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.symlink-at",
+        // The link's content is kept as given; only where it is made moves.
+        |mut store, (fd, target, path): (Resource<Descriptor>, String, String)| {
+            Box::new(async move {
+                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
+                    Box::pin(async move { h.filesystem().symlink_at(fd, target, path).await })
+                })
+                .await
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.rename-at",
+        |mut store,
+         (fd, path, to_fd, to_path): (
+            Resource<Descriptor>,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            let paths = [(fd, path, false), (to_fd, to_path, false)];
+            Box::new(async move {
+                at2(
+                    store.data_mut(),
+                    paths,
+                    |h, [(fd, path), (to_fd, to_path)]| {
+                        Box::pin(
+                            async move { h.filesystem().rename_at(fd, path, to_fd, to_path).await },
+                        )
+                    },
+                )
+                .await
+            })
+        },
+    )?;
+    types.func_wrap_async(
+        "[method]descriptor.link-at",
+        move |mut store,
+              (fd, flags, path, to_fd, to_path): (
+            Resource<Descriptor>,
+            F,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            let paths = [(fd, path, follows(flags)), (to_fd, to_path, false)];
+            Box::new(async move {
+                at2(
+                    store.data_mut(),
+                    paths,
+                    move |h, [(fd, path), (to_fd, to_path)]| {
+                        Box::pin(async move {
+                            h.filesystem()
+                                .link_at(fd, flags, path, to_fd, to_path)
+                                .await
+                        })
+                    },
+                )
+                .await
             })
         },
     )?;

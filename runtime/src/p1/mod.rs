@@ -20,6 +20,7 @@ use crate::host::P1Host;
 pub(crate) fn add_to_linker(l: &mut Linker<P1Host>, sockets: bool) -> wasmtime::Result<()> {
     fs::add_to_linker(l)?;
     dev::add_to_linker(l)?;
+    links::add_to_linker(l)?;
     if sockets {
         net::add_to_linker(l)?;
     }

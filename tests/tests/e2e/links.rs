@@ -162,9 +162,59 @@ fn a_guests_own_opens_go_through_absolute_links_inside_its_root() {
                 "{g} {args:?}: {out:#?}"
             );
         }
-        // Into the read-write grant through a link in the read-only root: that grant's access.
+        // Into the read-write grant through a link in the read-only root: that grant's access,
+        // for every call by path.
         run(&["write", "/app/data/new", g]).code(0);
         assert_eq!(std::fs::read_to_string(data.join("new")).unwrap(), g);
+        for (args, expected) in [
+            (&["mkdir", "/app/data/d"][..], "ok\n"),
+            (&["touch", "/app/data/d/f"], "ok\n"),
+            (&["mv", "/app/data/d/f", "/app/data/d/g"], "ok\n"),
+            (&["link", "/app/data/d/g", "/app/data/d/h"], "ok\n"),
+            // `..` from the grant's directory climbs in the root, as in a chroot.
+            (
+                &["symlink", "../../usr/share/ca/cert.pem", "/app/data/d/l"],
+                "ok\n",
+            ),
+            (
+                &["readlink", "/app/data/d/l"],
+                "../../usr/share/ca/cert.pem\n",
+            ),
+            (&["cat", "/app/data/d/l"], "cert"),
+            (&["ls", "/app/data/d"], "g\nh\nl\n"),
+        ] {
+            let out = run(args);
+            assert_eq!(
+                (out.code, out.stdout.as_str()),
+                (0, expected),
+                "{g} {args:?}: {out:#?}"
+            );
+        }
+        let d = data.join("d");
+        assert!(std::fs::metadata(d.join("h")).unwrap().is_file());
+        assert_eq!(
+            std::fs::read_link(d.join("l")).unwrap(),
+            Path::new("../../usr/share/ca/cert.pem")
+        );
+        // A guest makes no absolute link (wasmtime-wasi's rule, kept).
+        let out = run(&["symlink", "/etc/ssl/cert.pem", "/app/data/d/abs"]);
+        assert_eq!(out.code, 1, "{g}: {out:#?}");
+        for args in [
+            &["rm", "/app/data/d/g"][..],
+            &["rm", "/app/data/d/h"],
+            &["rm", "/app/data/d/l"],
+            &["rmdir", "/app/data/d"],
+        ] {
+            let out = run(args);
+            assert_eq!(
+                (out.code, out.stdout.as_str()),
+                (0, "ok\n"),
+                "{g} {args:?}: {out:#?}"
+            );
+        }
+        assert!(!d.exists());
+        let out = run(&["mkdir", "/etc/ssl/certs/d"]);
+        assert_eq!(out.code, 1, "{g}: the root is read-only: {out:#?}");
         let out = run(&["write", "/etc/ssl/certs/new", "x"]);
         assert_eq!(out.code, 1, "{g}: the root is read-only: {out:#?}");
         assert!(!root.join("usr/share/ca/new").exists());
