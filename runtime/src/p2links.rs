@@ -124,8 +124,8 @@ async fn at2<T, const N: usize>(
     }
 }
 
-/// Shadows in `linker`, which already holds wasmtime-wasi's 0.2 and 0.3: 0.2's calls by path
-/// but `open-at` and `stat-at`, and 0.3's `stat-at` and `metadata-hash-at`.
+/// Shadows in `linker`, which already holds wasmtime-wasi's 0.2 and 0.3, the calls by path but
+/// `open-at` (`p2fs`) and 0.2's `stat-at` (`p2dev`).
 pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()> {
     use p2::PathFlags as F;
     linker.allow_shadowing(true);
@@ -281,74 +281,173 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
             })
         },
     )?;
+    use p3::PathFlags as F3;
     let mut types3 = linker.instance(crate::p2fs::TYPES3)?;
+    let follows3 = |flags: F3| flags.contains(F3::SYMLINK_FOLLOW);
+    /// wasmtime-wasi's 0.3 call `$method`.
+    macro_rules! with_store {
+        ($method:ident) => {
+            <WasiFilesystem as HostDescriptorWithStore<P2Host>>::$method
+        };
+    }
     types3.func_wrap_concurrent(
         "[method]descriptor.stat-at",
-        |accessor: &Accessor<P2Host>,
-         (fd, path_flags, path): (Resource<Descriptor>, p3::PathFlags, String)| {
-            Box::pin(async move {
-                let r = at3(accessor, fd, path_flags, path, |fs, fd, flags, path| {
-                    Box::pin(
-                        <WasiFilesystem as HostDescriptorWithStore<P2Host>>::stat_at(
-                            fs, fd, flags, path,
-                        ),
-                    )
-                })
-                .await;
-                match r {
-                    Ok(v) => Ok((Ok(v),)),
-                    Err(e) => Ok((Err(e.downcast()?),)),
-                }
-            })
+        move |accessor: &Accessor<P2Host>,
+              (fd, flags, path): (Resource<Descriptor>, F3, String)| {
+            Box::pin(at3(
+                accessor,
+                [(fd, path, follows3(flags))],
+                move |fs, [(fd, path)]| Box::pin(with_store!(stat_at)(fs, fd, flags, path)),
+            ))
         },
     )?;
     types3.func_wrap_concurrent(
         "[method]descriptor.metadata-hash-at",
+        move |accessor: &Accessor<P2Host>,
+              (fd, flags, path): (Resource<Descriptor>, F3, String)| {
+            Box::pin(at3(
+                accessor,
+                [(fd, path, follows3(flags))],
+                move |fs, [(fd, path)]| {
+                    Box::pin(with_store!(metadata_hash_at)(fs, fd, flags, path))
+                },
+            ))
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.set-times-at",
+        move |accessor: &Accessor<P2Host>,
+              (fd, flags, path, atim, mtim): (
+            Resource<Descriptor>,
+            F3,
+            String,
+            p3::NewTimestamp,
+            p3::NewTimestamp,
+        )| {
+            Box::pin(at3(
+                accessor,
+                [(fd, path, follows3(flags))],
+                move |fs, [(fd, path)]| {
+                    Box::pin(with_store!(set_times_at)(fs, fd, flags, path, atim, mtim))
+                },
+            ))
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.create-directory-at",
+        |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
+            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
+                Box::pin(with_store!(create_directory_at)(fs, fd, path))
+            }))
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.remove-directory-at",
+        |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
+            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
+                Box::pin(with_store!(remove_directory_at)(fs, fd, path))
+            }))
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.unlink-file-at",
+        |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
+            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
+                Box::pin(with_store!(unlink_file_at)(fs, fd, path))
+            }))
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.readlink-at",
+        |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
+            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
+                Box::pin(with_store!(readlink_at)(fs, fd, path))
+            }))
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.symlink-at",
+        // The link's content is kept as given; only where it is made moves.
         |accessor: &Accessor<P2Host>,
-         (fd, path_flags, path): (Resource<Descriptor>, p3::PathFlags, String)| {
-            Box::pin(async move {
-                let r = at3(accessor, fd, path_flags, path, |fs, fd, flags, path| {
-                    Box::pin(
-                        <WasiFilesystem as HostDescriptorWithStore<P2Host>>::metadata_hash_at(
-                            fs, fd, flags, path,
-                        ),
-                    )
-                })
-                .await;
-                match r {
-                    Ok(v) => Ok((Ok(v),)),
-                    Err(e) => Ok((Err(e.downcast()?),)),
-                }
-            })
+         (fd, target, path): (Resource<Descriptor>, String, String)| {
+            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
+                Box::pin(with_store!(symlink_at)(fs, fd, target, path))
+            }))
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.rename-at",
+        |accessor: &Accessor<P2Host>,
+         (fd, path, to_fd, to_path): (
+            Resource<Descriptor>,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            let paths = [(fd, path, false), (to_fd, to_path, false)];
+            Box::pin(at3(
+                accessor,
+                paths,
+                |fs, [(fd, path), (to_fd, to_path)]| {
+                    Box::pin(with_store!(rename_at)(fs, fd, path, to_fd, to_path))
+                },
+            ))
+        },
+    )?;
+    types3.func_wrap_concurrent(
+        "[method]descriptor.link-at",
+        move |accessor: &Accessor<P2Host>,
+              (fd, flags, path, to_fd, to_path): (
+            Resource<Descriptor>,
+            F3,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| {
+            let paths = [(fd, path, follows3(flags)), (to_fd, to_path, false)];
+            Box::pin(at3(
+                accessor,
+                paths,
+                move |fs, [(fd, path), (to_fd, to_path)]| {
+                    Box::pin(with_store!(link_at)(fs, fd, flags, path, to_fd, to_path))
+                },
+            ))
         },
     )?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-/// A 0.3 lookup by path, `call`ed from where [`moved`] says when it goes through an absolute
-/// link.
-async fn at3<T>(
+/// A 0.3 call by path: each `(descriptor, path, follow)` of `paths` moved where [`moved`] says,
+/// `call`ed with them, the descriptors it made forgotten after.
+async fn at3<T, const N: usize>(
     accessor: &Accessor<P2Host>,
-    fd: Resource<Descriptor>,
-    path_flags: p3::PathFlags,
-    path: String,
+    paths: [(Resource<Descriptor>, String, bool); N],
     call: impl for<'a> FnOnce(
         &'a Accessor<P2Host, WasiFilesystem>,
-        Resource<Descriptor>,
-        p3::PathFlags,
-        String,
+        [(Resource<Descriptor>, String); N],
     ) -> std::pin::Pin<
         Box<dyn Future<Output = wasmtime_wasi::p3::filesystem::FilesystemResult<T>> + Send + 'a>,
     >,
-) -> wasmtime_wasi::p3::filesystem::FilesystemResult<T> {
-    let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
-    let moved = accessor.with(|mut access| moved(access.get(), &fd, &path, follow));
-    let (fd, path) = target(&moved, fd, path);
+) -> wasmtime::Result<(Result<T, p3::ErrorCode>,)> {
+    let mut made = Vec::new();
+    let paths = accessor.with(|mut access| {
+        paths.map(|(fd, path, follow)| {
+            let m = moved(access.get(), &fd, &path, follow);
+            let at = target(&m, fd, path);
+            made.extend(m);
+            at
+        })
+    });
     let fs = accessor.with_getter::<WasiFilesystem>(<P2Host as WasiFilesystemView>::filesystem);
-    let r = call(&fs, fd, path_flags, path).await;
-    if let Some(m) = moved {
-        accessor.with(|mut access| done(access.get(), m));
+    let r = call(&fs, paths).await;
+    accessor.with(|mut access| {
+        for m in made {
+            done(access.get(), m);
+        }
+    });
+    match r {
+        Ok(v) => Ok((Ok(v),)),
+        Err(e) => Ok((Err(e.downcast()?),)),
     }
-    r
 }
