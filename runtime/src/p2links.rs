@@ -131,6 +131,22 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
     linker.allow_shadowing(true);
     let mut types = linker.instance(crate::p2fs::TYPES)?;
     let follows = |flags: F| flags.contains(F::SYMLINK_FOLLOW);
+    // A call by one path that follows no last link and takes nothing else.
+    macro_rules! one_path2 {
+        ($name:literal, $method:ident) => {
+            types.func_wrap_async(
+                concat!("[method]descriptor.", $name),
+                |mut store, (fd, path): (Resource<Descriptor>, String)| {
+                    Box::new(async move {
+                        at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
+                            Box::pin(async move { h.filesystem().$method(fd, path).await })
+                        })
+                        .await
+                    })
+                },
+            )?;
+        };
+    }
     types.func_wrap_async(
         "[method]descriptor.metadata-hash-at",
         move |mut store, (fd, flags, path): (Resource<Descriptor>, F, String)| {
@@ -174,50 +190,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
             })
         },
     )?;
-    types.func_wrap_async(
-        "[method]descriptor.create-directory-at",
-        |mut store, (fd, path): (Resource<Descriptor>, String)| {
-            Box::new(async move {
-                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
-                    Box::pin(async move { h.filesystem().create_directory_at(fd, path).await })
-                })
-                .await
-            })
-        },
-    )?;
-    types.func_wrap_async(
-        "[method]descriptor.remove-directory-at",
-        |mut store, (fd, path): (Resource<Descriptor>, String)| {
-            Box::new(async move {
-                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
-                    Box::pin(async move { h.filesystem().remove_directory_at(fd, path).await })
-                })
-                .await
-            })
-        },
-    )?;
-    types.func_wrap_async(
-        "[method]descriptor.unlink-file-at",
-        |mut store, (fd, path): (Resource<Descriptor>, String)| {
-            Box::new(async move {
-                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
-                    Box::pin(async move { h.filesystem().unlink_file_at(fd, path).await })
-                })
-                .await
-            })
-        },
-    )?;
-    types.func_wrap_async(
-        "[method]descriptor.readlink-at",
-        |mut store, (fd, path): (Resource<Descriptor>, String)| {
-            Box::new(async move {
-                at2(store.data_mut(), [(fd, path, false)], |h, [(fd, path)]| {
-                    Box::pin(async move { h.filesystem().readlink_at(fd, path).await })
-                })
-                .await
-            })
-        },
-    )?;
+    one_path2!("create-directory-at", create_directory_at);
+    one_path2!("remove-directory-at", remove_directory_at);
+    one_path2!("unlink-file-at", unlink_file_at);
+    one_path2!("readlink-at", readlink_at);
     types.func_wrap_async(
         "[method]descriptor.symlink-at",
         // The link's content is kept as given; only where it is made moves.
@@ -290,6 +266,19 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
             <WasiFilesystem as HostDescriptorWithStore<P2Host>>::$method
         };
     }
+    // A call by one path that follows no last link and takes nothing else.
+    macro_rules! one_path3 {
+        ($name:literal, $method:ident) => {
+            types3.func_wrap_concurrent(
+                concat!("[method]descriptor.", $name),
+                |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
+                    Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
+                        Box::pin(with_store!($method)(fs, fd, path))
+                    }))
+                },
+            )?;
+        };
+    }
     types3.func_wrap_concurrent(
         "[method]descriptor.stat-at",
         move |accessor: &Accessor<P2Host>,
@@ -333,38 +322,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
             ))
         },
     )?;
-    types3.func_wrap_concurrent(
-        "[method]descriptor.create-directory-at",
-        |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
-            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
-                Box::pin(with_store!(create_directory_at)(fs, fd, path))
-            }))
-        },
-    )?;
-    types3.func_wrap_concurrent(
-        "[method]descriptor.remove-directory-at",
-        |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
-            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
-                Box::pin(with_store!(remove_directory_at)(fs, fd, path))
-            }))
-        },
-    )?;
-    types3.func_wrap_concurrent(
-        "[method]descriptor.unlink-file-at",
-        |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
-            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
-                Box::pin(with_store!(unlink_file_at)(fs, fd, path))
-            }))
-        },
-    )?;
-    types3.func_wrap_concurrent(
-        "[method]descriptor.readlink-at",
-        |accessor: &Accessor<P2Host>, (fd, path): (Resource<Descriptor>, String)| {
-            Box::pin(at3(accessor, [(fd, path, false)], |fs, [(fd, path)]| {
-                Box::pin(with_store!(readlink_at)(fs, fd, path))
-            }))
-        },
-    )?;
+    one_path3!("create-directory-at", create_directory_at);
+    one_path3!("remove-directory-at", remove_directory_at);
+    one_path3!("unlink-file-at", unlink_file_at);
+    one_path3!("readlink-at", readlink_at);
     types3.func_wrap_concurrent(
         "[method]descriptor.symlink-at",
         // The link's content is kept as given; only where it is made moves.

@@ -185,6 +185,18 @@ fn paths(
     Ok(Ok(any.then_some(out)))
 }
 
+/// The moved path arguments of a call to `$func`; or, when none moved, the call handed on to
+/// wasmtime-wasi as it came; or the errno of a path out of the guest's memory.
+macro_rules! moved_or_delegate {
+    ($c:ident, $paths:expr, $func:ident, ($($arg:expr),*)) => {
+        match paths(&mut $c, $paths)? {
+            Err(e) => return Ok(e),
+            Ok(None) => return delegate!($c, $func, async ($($arg),*)),
+            Ok(Some(moved)) => moved,
+        }
+    };
+}
+
 /// Most bytes of a link's target read back through a moved `path_readlink` (Linux's limit on a
 /// target is 4095).
 const MOST_LINK: usize = 64 << 10;
@@ -201,12 +213,12 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 $name,
                 |mut c: Caller<'_, P1Host>, (fd, path, len): (i32, i32, i32)| {
                     Box::new(async move {
-                        let Some(moved) = (match paths(&mut c, &[(fd, path, len, false)])? {
-                            Ok(m) => m,
-                            Err(e) => return Ok(e),
-                        }) else {
-                            return delegate!(c, $func, async (fd, path, len));
-                        };
+                        let moved = moved_or_delegate!(
+                            c,
+                            &[(fd, path, len, false)],
+                            $func,
+                            (fd, path, len)
+                        );
                         let mut s = Scratch::default();
                         let (p, n) = s.put(&moved[0].1, 1);
                         in_scratch!(c, s, $func, (moved[0].0, p, n))
@@ -224,12 +236,12 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, P1Host>,
          (fd, path, len, buf, buf_len, ret): (i32, i32, i32, i32, i32, i32)| {
             Box::new(async move {
-                let Some(moved) = (match paths(&mut c, &[(fd, path, len, false)])? {
-                    Ok(m) => m,
-                    Err(e) => return Ok(e),
-                }) else {
-                    return delegate!(c, path_readlink, async (fd, path, len, buf, buf_len, ret));
-                };
+                let moved = moved_or_delegate!(
+                    c,
+                    &[(fd, path, len, false)],
+                    path_readlink,
+                    (fd, path, len, buf, buf_len, ret)
+                );
                 let mem = memory(&mut c)?;
                 if Mem(mem.data_mut(&mut c))
                     .slice(buf as u32, buf_len as u32)
@@ -266,17 +278,23 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
     l.func_wrap_async(
         MODULE,
         "path_filestat_set_times",
-        |mut c: Caller<'_, P1Host>, (fd, flags, path, len, atim, mtim, fst): (i32, i32, i32, i32, i64, i64, i32)| {
+        |mut c: Caller<'_, P1Host>,
+         (fd, flags, path, len, atim, mtim, fst): (i32, i32, i32, i32, i64, i64, i32)| {
             Box::new(async move {
-                let Some(moved) = (match paths(&mut c, &[(fd, path, len, flags & 1 != 0)])? {
-                    Ok(m) => m,
-                    Err(e) => return Ok(e),
-                }) else {
-                    return delegate!(c, path_filestat_set_times, async (fd, flags, path, len, atim, mtim, fst));
-                };
+                let moved = moved_or_delegate!(
+                    c,
+                    &[(fd, path, len, flags & 1 != 0)],
+                    path_filestat_set_times,
+                    (fd, flags, path, len, atim, mtim, fst)
+                );
                 let mut s = Scratch::default();
                 let (p, n) = s.put(&moved[0].1, 1);
-                in_scratch!(c, s, path_filestat_set_times, (moved[0].0, flags, p, n, atim, mtim, fst))
+                in_scratch!(
+                    c,
+                    s,
+                    path_filestat_set_times,
+                    (moved[0].0, flags, p, n, atim, mtim, fst)
+                )
             })
         },
     )?;
@@ -287,12 +305,12 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
          (fd, path, len, to_fd, to_path, to_len): (i32, i32, i32, i32, i32, i32)| {
             Box::new(async move {
                 let args = [(fd, path, len, false), (to_fd, to_path, to_len, false)];
-                let Some(moved) = (match paths(&mut c, &args)? {
-                    Ok(m) => m,
-                    Err(e) => return Ok(e),
-                }) else {
-                    return delegate!(c, path_rename, async (fd, path, len, to_fd, to_path, to_len));
-                };
+                let moved = moved_or_delegate!(
+                    c,
+                    &args,
+                    path_rename,
+                    (fd, path, len, to_fd, to_path, to_len)
+                );
                 let mut s = Scratch::default();
                 let (p, n) = s.put(&moved[0].1, 1);
                 let (tp, tn) = s.put(&moved[1].1, 1);
@@ -306,12 +324,7 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, P1Host>, (fd, flags, path, len, to_fd, to_path, to_len): (i32, i32, i32, i32, i32, i32, i32)| {
             Box::new(async move {
                 let args = [(fd, path, len, flags & 1 != 0), (to_fd, to_path, to_len, false)];
-                let Some(moved) = (match paths(&mut c, &args)? {
-                    Ok(m) => m,
-                    Err(e) => return Ok(e),
-                }) else {
-                    return delegate!(c, path_link, async (fd, flags, path, len, to_fd, to_path, to_len));
-                };
+                let moved = moved_or_delegate!(c, &args, path_link, (fd, flags, path, len, to_fd, to_path, to_len));
                 let mut s = Scratch::default();
                 let (p, n) = s.put(&moved[0].1, 1);
                 let (tp, tn) = s.put(&moved[1].1, 1);
@@ -326,12 +339,12 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
          (target, target_len, fd, path, len): (i32, i32, i32, i32, i32)| {
             Box::new(async move {
                 // The link's target is its content, kept as given; only where it is made moves.
-                let Some(moved) = (match paths(&mut c, &[(fd, path, len, false)])? {
-                    Ok(m) => m,
-                    Err(e) => return Ok(e),
-                }) else {
-                    return delegate!(c, path_symlink, async (target, target_len, fd, path, len));
-                };
+                let moved = moved_or_delegate!(
+                    c,
+                    &[(fd, path, len, false)],
+                    path_symlink,
+                    (target, target_len, fd, path, len)
+                );
                 let target = match guest_path(&mut c, target, target_len)? {
                     Ok(t) => t,
                     Err(e) => return Ok(e),
