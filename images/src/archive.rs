@@ -216,17 +216,8 @@ fn import_docker_archive(
             };
             layers.push(crate::oci::descriptor(mt, &d, size));
         }
-        let manifest = oci_spec::image::ImageManifestBuilder::default()
-            .schema_version(2u32)
-            .media_type(oci_spec::image::MediaType::ImageManifest)
-            .config(crate::oci::descriptor(
-                "application/vnd.oci.image.config.v1+json",
-                &cd,
-                cs,
-            ))
-            .layers(layers)
-            .build()
-            .expect("a manifest with its config and layers builds");
+        let config = crate::oci::descriptor("application/vnd.oci.image.config.v1+json", &cd, cs);
+        let manifest = crate::oci::manifest(config, layers);
         let manifest = crate::oci::to_bytes(&manifest);
         let md = store.put_bytes(&manifest).map_err(store_err(shown))?;
         let ref_name = match name {

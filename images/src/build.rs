@@ -216,28 +216,20 @@ fn put_image(store: &Store, spec: &BuildSpec) -> Result<Descriptor, BuildError> 
     };
     let layer_digest = store.put_bytes(&layer)?;
     let (cd, cs) = put(config)?;
-    let mut manifest = oci_spec::image::ImageManifestBuilder::default();
-    manifest = manifest
-        .schema_version(2u32)
-        .media_type(oci_spec::image::MediaType::ImageManifest)
-        .config(crate::oci::descriptor(config_type, &cd, cs))
-        .layers(vec![crate::oci::descriptor(
-            layer_type,
-            &layer_digest,
-            layer.len() as u64,
-        )]);
-    manifest = match spec.format {
-        Format::Artifact => manifest.artifact_type(WASM_CONFIG),
-        Format::Compat => manifest.annotations([(
-            "module.wasm.image/variant".to_string(),
-            "compat".to_string(),
-        )]),
+    let layer = crate::oci::descriptor(layer_type, &layer_digest, layer.len() as u64);
+    let mut manifest =
+        crate::oci::manifest(crate::oci::descriptor(config_type, &cd, cs), vec![layer]);
+    match spec.format {
+        Format::Artifact => manifest.set_artifact_type(Some(WASM_CONFIG.into())),
+        Format::Compat => manifest.set_annotations(Some(
+            [(
+                "module.wasm.image/variant".to_string(),
+                "compat".to_string(),
+            )]
+            .into(),
+        )),
     };
-    let manifest = crate::oci::to_bytes(
-        &manifest
-            .build()
-            .expect("a manifest with its config and layer builds"),
-    );
+    let manifest = crate::oci::to_bytes(&manifest);
     let (md, ms) = put(manifest)?;
     Ok(Descriptor {
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),

@@ -229,21 +229,15 @@ pub fn build(
         Ok((store.put_bytes(&bytes)?, bytes.len() as u64))
     };
     let (cd, cs) = put(crate::oci::to_bytes(&image_config))?;
-    let manifest = oci_spec::image::ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(oci_spec::image::MediaType::ImageManifest)
-        .config(crate::oci::descriptor(
-            "application/vnd.oci.image.config.v1+json",
-            &cd,
-            cs,
-        ))
-        .layers(layers)
-        .annotations([(
+    let config = crate::oci::descriptor("application/vnd.oci.image.config.v1+json", &cd, cs);
+    let mut manifest = crate::oci::manifest(config, layers);
+    manifest.set_annotations(Some(
+        [(
             "module.wasm.image/variant".to_string(),
             "compat".to_string(),
-        )])
-        .build()
-        .expect("a manifest with its config and layers builds");
+        )]
+        .into(),
+    ));
     let (md, ms) = put(crate::oci::to_bytes(&manifest))?;
     store.set_ref(
         name,

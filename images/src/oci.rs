@@ -128,6 +128,17 @@ pub fn to_bytes<T: serde::Serialize>(doc: &T) -> Vec<u8> {
     serde_json::to_vec(&sorted).expect("a JSON value serializes")
 }
 
+/// An OCI image manifest of `config` and `layers`.
+pub fn manifest(config: Descriptor, layers: Vec<Descriptor>) -> ImageManifest {
+    oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::ImageManifest)
+        .config(config)
+        .layers(layers)
+        .build()
+        .expect("a manifest with its config and layers builds")
+}
+
 /// A descriptor of `size` bytes of `media_type` at `digest`.
 pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
     let digest: oci_spec::image::Digest = digest
