@@ -134,6 +134,7 @@ fn a_guests_own_opens_go_through_absolute_links_inside_its_root() {
     link("/data", "app/data");
     link("/../../../../usr/share/ca/cert.pem", "app/up");
     link(secret.to_str().unwrap(), "app/host");
+    link("/dev/null", "app/null");
     let wb = Wasmbox::new();
     let grants = [
         format!("{}:/:ro", root.display()),
@@ -142,7 +143,7 @@ fn a_guests_own_opens_go_through_absolute_links_inside_its_root() {
     for g in ["files/files.wasm", "files/files-component.wasm"] {
         let program = guest(g).display().to_string();
         let run = |args: &[&str]| {
-            let mut a = vec!["run", "-v", &grants[0], "-v", &grants[1], &program];
+            let mut a = vec!["run", "--dev", "-v", &grants[0], "-v", &grants[1], &program];
             a.extend_from_slice(args);
             wb.run(&a)
         };
@@ -150,6 +151,9 @@ fn a_guests_own_opens_go_through_absolute_links_inside_its_root() {
             (&["cat", "/etc/ssl/cert.pem"][..], "cert"),
             (&["cat", "/etc/ssl/certs/cert.pem"], "cert"),
             (&["cat", "/app/up"], "cert"),
+            // A device wasmbox answers, reached through a link.
+            (&["write", "/app/null", "x"], "ok\n"),
+            (&["cat", "/app/null"], ""),
             (&["ls", "/etc/ssl/certs"], "cert.pem\n"),
             (&["stat", "/etc/ssl/certs/cert.pem"], "size=4 type=file\n"),
             // The link itself, not followed.
