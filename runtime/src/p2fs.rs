@@ -31,27 +31,59 @@ enum Refused {
     Special,
 }
 
-/// Checks an open of `path` beneath directory descriptor `fd` before it starts (`moved` when it
-/// was moved through an absolute link), and says which device of `/dev` it opens, if any. The
-/// same check for both WASI versions, which share the descriptor type.
-fn check(
+/// What `path` beneath the guest's directory descriptor `fd` is, looked up as
+/// [`special::find`] does; `None` when `fd` is no directory (wasmtime-wasi says why).
+fn find(
+    host: &P2Host,
+    fd: &Resource<Descriptor>,
+    path: &str,
+    follow: bool,
+) -> Option<rustix::io::Result<rustix::fd::OwnedFd>> {
+    match host.table.get(fd) {
+        Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => {
+            Some(special::find(&*d.dir, path.as_bytes(), follow))
+        }
+        _ => None,
+    }
+}
+
+/// Where an open of `path` beneath `fd` is made: moved through an absolute link if it leaves
+/// `fd`'s directory through one ([`crate::p2links::moved`], with `follow_last` for its last
+/// link); and what it names there (for [`check`]).
+fn open_target(
     host: &mut P2Host,
     fd: &Resource<Descriptor>,
     path: &str,
     follow: bool,
+    follow_last: bool,
+) -> (Option<crate::p2links::Moved>, Option<rustix::fd::OwnedFd>) {
+    match find(host, fd, path, follow) {
+        Some(Err(rustix::io::Errno::XDEV)) => {
+            match crate::p2links::moved(host, fd, path, follow_last) {
+                Some(m) => {
+                    let found = find(host, &m.fd(), &m.path, follow).and_then(Result::ok);
+                    (Some(m), found)
+                }
+                None => (None, None),
+            }
+        }
+        found => (None, found.and_then(Result::ok)),
+    }
+}
+
+/// Checks an open before it starts, `target` being what it names (`moved` when it was moved
+/// through an absolute link), and says which device of `/dev` it opens, if any. The same check
+/// for both WASI versions, which share the descriptor type.
+fn check(
+    host: &mut P2Host,
+    target: Option<rustix::fd::OwnedFd>,
+    path: &str,
     moved: bool,
 ) -> Result<Option<crate::devices::Device>, Refused> {
     // A moved lookup's preopen descriptor is in the table for the call.
     if host.at_handle_limit(1 + usize::from(moved)) {
         return Err(Refused::Limit);
     }
-    let target = match host.table.get(fd) {
-        Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => {
-            special::lookup(&*d.dir, path.as_bytes(), follow)
-        }
-        // Not a directory: wasmtime-wasi says why.
-        _ => None,
-    };
     if target.as_ref().is_some_and(special::is_fifo_or_socket_fd) {
         tracing::debug!(%path, "FIFO or socket file not opened");
         return Err(Refused::Special);
@@ -86,10 +118,9 @@ async fn open_at2(
     host: &mut P2Host,
     fd: Resource<Descriptor>,
     (path_flags, path, open_flags, flags): (PathFlags, String, OpenFlags, DescriptorFlags),
-    moved: bool,
+    (found, moved): (Option<rustix::fd::OwnedFd>, bool),
 ) -> wasmtime::Result<(Result<Resource<Descriptor>, ErrorCode>,)> {
-    let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-    let (open_flags, flags) = match check(host, &fd, &path, follow, moved) {
+    let (open_flags, flags) = match check(host, found, &path, moved) {
         Ok(None) => (open_flags, flags),
         // A device of /dev opens its placeholder read-only; `p2dev` answers for it.
         Ok(Some(_)) => match crate::p2dev::open_flags(open_flags, flags) {
@@ -124,10 +155,9 @@ async fn open_at3(
         p3::OpenFlags,
         p3::DescriptorFlags,
     ),
-    moved: bool,
+    (found, moved): (Option<rustix::fd::OwnedFd>, bool),
 ) -> wasmtime::Result<(Result<Resource<Descriptor>, p3::ErrorCode>,)> {
-    let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
-    match accessor.with(|mut access| check(access.get(), &fd, &path, follow, moved)) {
+    match accessor.with(|mut access| check(access.get(), found, &path, moved)) {
         Ok(_) => {}
         Err(Refused::Limit) => return Ok((Err(p3::ErrorCode::InsufficientMemory),)),
         Err(Refused::Special) => return Ok((Err(p3::ErrorCode::Access),)),
@@ -173,18 +203,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
         )| {
             Box::new(async move {
                 let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-                // A path through an absolute link is opened from the preopen holding where it
-                // leads (`p2links`); a new file's last link is not followed, as the kernel's
-                // `O_CREAT | O_EXCL` does not.
+                // A path leaving its directory through an absolute link is opened from the
+                // preopen holding where it leads (`p2links`); a new file's last link is not
+                // followed, as the kernel's `O_CREAT | O_EXCL` does not.
                 let exclusive = open_flags.contains(OpenFlags::CREATE | OpenFlags::EXCLUSIVE);
-                let moved =
-                    crate::p2links::moved(store.data_mut(), &fd, &path, follow && !exclusive);
+                let (moved, found) =
+                    open_target(store.data_mut(), &fd, &path, follow, follow && !exclusive);
                 let (fd, path) = crate::p2links::target(&moved, fd, path);
                 let opened = open_at2(
                     store.data_mut(),
                     fd,
                     (path_flags, path, open_flags, flags),
-                    moved.is_some(),
+                    (found, moved.is_some()),
                 )
                 .await;
                 if let Some(m) = moved {
@@ -208,15 +238,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<P2Host>) -> wasmtime::Result<()>
                 let follow = path_flags.contains(p3::PathFlags::SYMLINK_FOLLOW);
                 let exclusive =
                     open_flags.contains(p3::OpenFlags::CREATE | p3::OpenFlags::EXCLUSIVE);
-                let moved = accessor.with(|mut access| {
-                    crate::p2links::moved(access.get(), &fd, &path, follow && !exclusive)
+                let (moved, found) = accessor.with(|mut access| {
+                    open_target(access.get(), &fd, &path, follow, follow && !exclusive)
                 });
                 let (fd, path) = crate::p2links::target(&moved, fd, path);
                 let opened = open_at3(
                     accessor,
                     fd,
                     (path_flags, path, open_flags, flags),
-                    moved.is_some(),
+                    (found, moved.is_some()),
                 )
                 .await;
                 if let Some(m) = moved {

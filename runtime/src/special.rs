@@ -42,7 +42,17 @@ pub(crate) fn is_fifo_or_socket_fd(fd: impl AsFd) -> bool {
 /// a guest's path is: never above `dir`, no magic links, the last component followed only when
 /// `follow`.
 pub(crate) fn lookup(dir: impl AsFd, name: &[u8], follow: bool) -> Option<rustix::fd::OwnedFd> {
-    lookup_as(dir, name, follow, OFlags::empty())
+    find(dir, name, follow).ok()
+}
+
+/// [`lookup`], saying why it found nothing: `EXDEV` is a path that leaves `dir` (through `..` or
+/// an absolute link), which only the guest's root may resolve (`resolve::through_absolute_link`).
+pub(crate) fn find(
+    dir: impl AsFd,
+    name: &[u8],
+    follow: bool,
+) -> rustix::io::Result<rustix::fd::OwnedFd> {
+    find_as(dir, name, follow, OFlags::empty())
 }
 
 /// [`lookup`] with more open flags (`O_DIRECTORY` to find only a directory).
@@ -52,6 +62,15 @@ pub(crate) fn lookup_as(
     follow: bool,
     extra: OFlags,
 ) -> Option<rustix::fd::OwnedFd> {
+    find_as(dir, name, follow, extra).ok()
+}
+
+fn find_as(
+    dir: impl AsFd,
+    name: &[u8],
+    follow: bool,
+    extra: OFlags,
+) -> rustix::io::Result<rustix::fd::OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
     let mut flags = OFlags::PATH | OFlags::CLOEXEC | extra;
@@ -65,7 +84,6 @@ pub(crate) fn lookup_as(
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
     )
-    .ok()
 }
 
 /// Whether `name` beneath the directory `dir` is a FIFO or a socket file, looked up without

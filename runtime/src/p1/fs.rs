@@ -54,18 +54,25 @@ pub(crate) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                     Ok(b) => b.to_vec(),
                     Err(e) => return Ok(e),
                 };
-                // A path through an absolute link is opened from the directory that holds where
-                // it leads (`links`). A new file's last link is not followed, as the kernel's
-                // `O_CREAT | O_EXCL` does not.
+                let dir = c.data().dirs.get(&(fd as u32)).cloned();
+                let found = dir.as_ref().map(|d| special::find(&**d, &name, follow));
+                // A path that leaves its directory may go through an absolute link: it is opened
+                // from the directory that holds where it leads (`links`). A new file's last link
+                // is not followed, as the kernel's `O_CREAT | O_EXCL` does not.
                 let exclusive = oflags & (OFLAGS_CREAT | OFLAGS_EXCL) == OFLAGS_CREAT | OFLAGS_EXCL;
-                let moved = super::links::moved(c.data(), fd as u32, &name, follow && !exclusive);
-                let (fd, dir, name) = match &moved {
-                    Some((to, dir, rel)) => (*to as i32, Some(dir.clone()), rel.clone()),
-                    None => (fd, c.data().dirs.get(&(fd as u32)).cloned(), name),
+                let moved = match found {
+                    Some(Err(rustix::io::Errno::XDEV)) => {
+                        super::links::moved(c.data(), fd as u32, &name, follow && !exclusive)
+                    }
+                    _ => None,
                 };
-                let target = dir
-                    .as_ref()
-                    .and_then(|d| special::lookup(&**d, &name, follow));
+                let (fd, dir, name, target) = match &moved {
+                    Some((to, dir, rel)) => {
+                        let target = special::lookup(&**dir, rel, follow);
+                        (*to as i32, Some(dir.clone()), rel.clone(), target)
+                    }
+                    None => (fd, dir, name, found.and_then(Result::ok)),
+                };
                 if target.as_ref().is_some_and(special::is_fifo_or_socket_fd) {
                     tracing::debug!(path = %String::from_utf8_lossy(&name), "FIFO or socket file not opened");
                     return Ok(EACCES);
