@@ -81,8 +81,17 @@ pub(crate) fn memory(caller: &mut Caller<'_, P1Host>) -> wasmtime::Result<wasmti
     }
 }
 
-/// Delegates a call to wasmtime-wasi's implementation, as its own linker glue would.
+/// Delegates a call to wasmtime-wasi's implementation, as its own linker glue would; with
+/// `in BUF`, a buffer of the host's stands in for the guest's memory (the call's pointers are
+/// offsets in it).
 macro_rules! delegate {
+    ($caller:ident, $func:ident, async ($($arg:expr),*) in $buf:expr) => {{
+        let fuel = wasmtime::AsContextMut::as_context_mut(&mut $caller).hostcall_fuel();
+        let ctx = &mut $caller.data_mut().wasi;
+        wasmtime_wasi::p1::wasi_snapshot_preview1::WasiSnapshotPreview1::set_hostcall_fuel(ctx, fuel);
+        let mut gm = ::wiggle::GuestMemory::Unshared($buf);
+        wasmtime_wasi::p1::wasi_snapshot_preview1::$func(ctx, &mut gm, $($arg),*).await
+    }};
     ($caller:ident, $func:ident, async ($($arg:expr),*)) => {{
         let fuel = wasmtime::AsContextMut::as_context_mut(&mut $caller).hostcall_fuel();
         let mem = $crate::p1::abi::memory(&mut $caller)?;

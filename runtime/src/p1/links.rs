@@ -4,7 +4,7 @@
 //! here) is made from the directory the guest holds that holds the place the link leads to (the
 //! deepest of its preopens above it), with the path relative to that directory, so its access
 //! (read-only or not) is that directory's. The moved path is handed to wasmtime-wasi in a buffer
-//! of the host's standing in for the guest's memory ([`Scratch`]). A guest not granted `/`, or
+//! of the host's standing in for the guest's memory ([`Scratch`], handed on by `abi::delegate`). A guest not granted `/`, or
 //! that closed that directory's descriptor, has the lookup refused as before.
 
 use std::ffi::OsStr;
@@ -14,7 +14,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wasmtime::{Caller, Linker};
-use wasmtime_wasi::p1::wasi_snapshot_preview1 as wasi;
 
 use super::abi::{EFAULT, MODULE, Mem, SUCCESS, delegate, memory};
 use crate::host::P1Host;
@@ -71,17 +70,6 @@ impl Scratch {
     }
 }
 
-/// Calls wasmtime-wasi's `$func` with `$scratch` as the guest's memory.
-macro_rules! in_scratch {
-    ($c:ident, $scratch:ident, $func:ident, ($($arg:expr),*)) => {{
-        let fuel = wasmtime::AsContextMut::as_context_mut(&mut $c).hostcall_fuel();
-        let ctx = &mut $c.data_mut().wasi;
-        wasi::WasiSnapshotPreview1::set_hostcall_fuel(ctx, fuel);
-        let mut gm = wiggle::GuestMemory::Unshared(&mut $scratch.0);
-        wasi::$func(ctx, &mut gm, $($arg),*).await
-    }};
-}
-
 /// wasmtime-wasi's `path_open` of `name` (the host's bytes, not the guest's) from the guest's
 /// directory `fd`, the new descriptor written at `ret` in the guest's memory.
 #[allow(clippy::too_many_arguments)]
@@ -103,12 +91,7 @@ pub(super) async fn path_open(
     let mut s = Scratch::default();
     let (p, n) = s.put(name, 1);
     let at = s.room(4, 4);
-    let code = in_scratch!(
-        c,
-        s,
-        path_open,
-        (fd as i32, dirflags, p, n, oflags, base, inh, fdflags, at)
-    )?;
+    let code = delegate!(c, path_open, async (fd as i32, dirflags, p, n, oflags, base, inh, fdflags, at) in &mut s.0)?;
     if code == SUCCESS {
         let _ = Mem(mem.data_mut(&mut *c)).put(ret as u32, s.at(at, 4));
     }
@@ -137,7 +120,7 @@ pub(super) async fn path_filestat_get(
     let mut s = Scratch::default();
     let (p, n) = s.put(name, 1);
     let at = s.room(FILESTAT, 8);
-    let code = in_scratch!(c, s, path_filestat_get, (fd as i32, flags, p, n, at))?;
+    let code = delegate!(c, path_filestat_get, async (fd as i32, flags, p, n, at) in &mut s.0)?;
     if code == SUCCESS {
         let _ = Mem(mem.data_mut(&mut *c)).put(ret as u32, s.at(at, FILESTAT));
     }
@@ -221,7 +204,7 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                         );
                         let mut s = Scratch::default();
                         let (p, n) = s.put(&moved[0].1, 1);
-                        in_scratch!(c, s, $func, (moved[0].0, p, n))
+                        delegate!(c, $func, async (moved[0].0, p, n) in &mut s.0)
                     })
                 },
             )?;
@@ -255,12 +238,7 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 let (p, n) = s.put(&moved[0].1, 1);
                 let out = s.room(room, 1);
                 let got = s.room(4, 4);
-                let code = in_scratch!(
-                    c,
-                    s,
-                    path_readlink,
-                    (moved[0].0, p, n, out, room as i32, got)
-                )?;
+                let code = delegate!(c, path_readlink, async (moved[0].0, p, n, out, room as i32, got) in &mut s.0)?;
                 if code == SUCCESS {
                     let n = u32::from_le_bytes(s.at(got, 4).try_into().expect("4 bytes"));
                     let mut m = Mem(mem.data_mut(&mut c));
@@ -289,12 +267,7 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 );
                 let mut s = Scratch::default();
                 let (p, n) = s.put(&moved[0].1, 1);
-                in_scratch!(
-                    c,
-                    s,
-                    path_filestat_set_times,
-                    (moved[0].0, flags, p, n, atim, mtim, fst)
-                )
+                delegate!(c, path_filestat_set_times, async (moved[0].0, flags, p, n, atim, mtim, fst) in &mut s.0)
             })
         },
     )?;
@@ -314,7 +287,7 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 let mut s = Scratch::default();
                 let (p, n) = s.put(&moved[0].1, 1);
                 let (tp, tn) = s.put(&moved[1].1, 1);
-                in_scratch!(c, s, path_rename, (moved[0].0, p, n, moved[1].0, tp, tn))
+                delegate!(c, path_rename, async (moved[0].0, p, n, moved[1].0, tp, tn) in &mut s.0)
             })
         },
     )?;
@@ -328,7 +301,7 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 let mut s = Scratch::default();
                 let (p, n) = s.put(&moved[0].1, 1);
                 let (tp, tn) = s.put(&moved[1].1, 1);
-                in_scratch!(c, s, path_link, (moved[0].0, flags, p, n, moved[1].0, tp, tn))
+                delegate!(c, path_link, async (moved[0].0, flags, p, n, moved[1].0, tp, tn) in &mut s.0)
             })
         },
     )?;
@@ -352,7 +325,7 @@ pub(super) fn add_to_linker(l: &mut Linker<P1Host>) -> wasmtime::Result<()> {
                 let mut s = Scratch::default();
                 let (tp, tn) = s.put(&target, 1);
                 let (p, n) = s.put(&moved[0].1, 1);
-                in_scratch!(c, s, path_symlink, (tp, tn, moved[0].0, p, n))
+                delegate!(c, path_symlink, async (tp, tn, moved[0].0, p, n) in &mut s.0)
             })
         },
     )?;
