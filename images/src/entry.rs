@@ -67,10 +67,7 @@ pub fn entry_wasm(
         Form::Artifact { digest, .. } => {
             let blob = blobs
                 .open_blob(digest)
-                .map_err(|source| ImageError::Store {
-                    image: image.name.clone(),
-                    source,
-                })?;
+                .map_err(ImageError::store(&image.name))?;
             Ok(
                 read_wasm(image, blob, max, ARTIFACT_ENTRY)?.map(|bytes| EntryWasm {
                     path: format!("/{ARTIFACT_ENTRY}"),
@@ -296,10 +293,7 @@ fn open_layer<'a>(
 ) -> Result<tar::Archive<Box<dyn Read + 'a>>, ImageError> {
     let blob = blobs
         .open_blob(digest)
-        .map_err(|source| ImageError::Store {
-            image: image.name.clone(),
-            source,
-        })?;
+        .map_err(ImageError::store(&image.name))?;
     let tar = decompress(blob, compression).map_err(|e| read_err(image, digest, e))?;
     Ok(tar::Archive::new(tar))
 }

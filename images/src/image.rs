@@ -83,6 +83,16 @@ pub enum ImageError {
     },
 }
 
+impl ImageError {
+    /// A store operation on `image` that failed, for `map_err`.
+    pub(crate) fn store(image: &str) -> impl FnOnce(StoreError) -> ImageError + '_ {
+        move |source| ImageError::Store {
+            image: image.to_string(),
+            source,
+        }
+    }
+}
+
 /// An image read from the store.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -133,10 +143,7 @@ impl Image {
     /// Opens `name` (a canonical reference in the store). For an index, picks the `wasi/wasm`,
     /// `wasip1/wasm` or `wasip2/wasm` manifest, else the host's platform.
     pub fn open(store: &Store, name: &str) -> Result<Image, ImageError> {
-        let desc = store.resolve(name).map_err(|source| ImageError::Store {
-            image: name.to_string(),
-            source,
-        })?;
+        let desc = store.resolve(name).map_err(ImageError::store(name))?;
         let digest: Digest =
             desc.digest
                 .parse()
@@ -288,10 +295,7 @@ impl Image {
             }) => {
                 let mut src = store
                     .open_blob(digest)
-                    .map_err(|source| ImageError::Store {
-                        image: self.name.clone(),
-                        source,
-                    })?;
+                    .map_err(ImageError::store(&self.name))?;
                 let mut dst = root.create(ARTIFACT_ENTRY).map_err(io(ARTIFACT_ENTRY))?;
                 std::io::copy(&mut src, &mut dst).map_err(io(ARTIFACT_ENTRY))?;
                 let mut args = vec![format!("/{ARTIFACT_ENTRY}")];
@@ -305,10 +309,7 @@ impl Image {
                         what: "layer".into(),
                         reason: e.to_string(),
                     })?;
-                    let blob = store.open_blob(&d).map_err(|source| ImageError::Store {
-                        image: self.name.clone(),
-                        source,
-                    })?;
+                    let blob = store.open_blob(&d).map_err(ImageError::store(&self.name))?;
                     let compression = Compression::from_media_type(l.media_type().as_ref());
                     unpack_layer(&root, blob, compression, budget).map_err(|source| {
                         ImageError::Unpack {
