@@ -140,16 +140,16 @@ impl Metrics {
             .lock()
             .expect("metrics lock")
             .push((labels.clone(), sampled));
-        let hot = Arc::new(Hot {
+        let hot = Hot {
             in_flight: self.families.in_flight.get_or_create_owned(&labels),
             duration: self.families.duration.get_or_create_owned(&labels),
             requests: Default::default(),
-        });
-        Observer {
+        };
+        Observer(Arc::new(Observed {
             labels,
             families: self.families.clone(),
             hot,
-        }
+        }))
     }
 }
 
@@ -260,13 +260,16 @@ impl Limit {
     }
 }
 
-/// One server's counters, labelled as its.
+/// One server's counters, labelled as its: a handle each request and each outgoing-request
+/// hook holds, so cloning it is one reference count, not its labels and families.
 #[derive(Clone)]
-pub(crate) struct Observer {
+pub(crate) struct Observer(Arc<Observed>);
+
+struct Observed {
     labels: Labels,
     families: Families,
     /// What every request touches, looked up once: nothing is allocated or hashed per request.
-    hot: Arc<Hot>,
+    hot: Hot,
 }
 
 /// A server's per-request series, each resolved in its family once.
@@ -288,14 +291,14 @@ impl Drop for InFlight {
 
 impl Observer {
     fn with(&self, more: &[(&str, &str)]) -> Labels {
-        let mut l = self.labels.clone();
+        let mut l = self.0.labels.clone();
         l.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         l
     }
 
     /// A request has arrived.
     pub(crate) fn arrived(&self) -> InFlight {
-        let g = self.hot.in_flight.clone();
+        let g = self.0.hot.in_flight.clone();
         g.inc();
         InFlight(g)
     }
@@ -307,31 +310,31 @@ impl Observer {
             .position(|k| *k == method)
             .unwrap_or(METHODS.len());
         let class = (usize::from(status / 100)).clamp(1, 5) - 1;
-        self.hot.requests[m][class]
+        self.0.hot.requests[m][class]
             .get_or_init(|| {
                 let labels = self.with(&[
                     ("method", METHODS.get(m).copied().unwrap_or("other")),
                     ("status", CLASSES[class]),
                 ]);
-                self.families.requests.get_or_create_owned(&labels)
+                self.0.families.requests.get_or_create_owned(&labels)
             })
             .inc();
-        self.hot.duration.observe(took.as_secs_f64());
+        self.0.hot.duration.observe(took.as_secs_f64());
     }
 
     pub(crate) fn trapped(&self) {
-        self.families.traps.get_or_create(&self.labels).inc();
+        self.0.families.traps.get_or_create(&self.0.labels).inc();
     }
 
     pub(crate) fn limit(&self, limit: Limit) {
         let labels = self.with(&[("limit", limit.name())]);
-        self.families.limit_hits.get_or_create(&labels).inc();
+        self.0.families.limit_hits.get_or_create(&labels).inc();
     }
 
     /// An outgoing request: `allowed`, `denied` (no grant) or `limited` (connection caps).
     pub(crate) fn outgoing(&self, outcome: &'static str) {
         let labels = self.with(&[("outcome", outcome)]);
-        self.families.outgoing.get_or_create(&labels).inc();
+        self.0.families.outgoing.get_or_create(&labels).inc();
     }
 
     /// The served component was loaded from `from` in `took`.
@@ -341,13 +344,15 @@ impl Observer {
             crate::LoadedFrom::Compiled => "compiled",
             crate::LoadedFrom::Memory => "memory",
         };
-        self.families
+        self.0
+            .families
             .loads
             .get_or_create(&self.with(&[("from", name)]))
             .inc();
-        self.families
+        self.0
+            .families
             .compile_seconds
-            .get_or_create(&self.labels)
+            .get_or_create(&self.0.labels)
             .inc_by(took.as_secs_f64());
     }
 }
