@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
 """HTTP serving benchmark: `wasmbox serve` against `wasmtime serve` on the same components.
 
-For each component and each connection count, `wrk` loads each server for DURATION seconds;
-the servers are interleaved run by run and which goes first rotates every round, so drift on
-the machine hits all alike. For the component named by `--variants-of`, three more servers run
-in the same rounds: wasmbox with metrics on and every request traced to a local OTLP sink
-(`obs`; the sink is a process of its own: the native server's `--sink` mode, which reads
-each export and keeps nothing), wasmbox over HTTPS with keep-alive (`https`, a
-certificate made with openssl), and a native hyper server answering the same bytes (`native`,
-`--native`), the physical limit; a variant's ratio to plain wasmbox is the median of the
-ratios of runs made in the same round. For a WASI 0.3 service, `wasmtime serve` also runs
-with one instance per request (`wasmtime-fresh`, `--max-instance-reuse-count 1`, its default
-for 0.2), which is how wasmbox serves every request. Each server runs as its own process on
-loopback, started once per component, warmed up with one unrecorded wrk run at the most
-connections, and kept for all its runs. Reported per point: the median over the rounds of
-requests per second and of the 99th percentile latency, for both, and their ratios; and
-wasmbox's resident memory idle (before the first run) and under load (the most seen while wrk
-ran).
+For each component and each connection count, `wrk` loads each server for DURATION seconds; the
+servers are interleaved run by run, in an order drawn afresh each round, so drift on the
+machine hits all alike. For the component named by `--variants-of`, more servers run in the
+same rounds: a second plain wasmbox (`again`), whose ratio to the first is the noise floor of
+every ratio printed; wasmbox with metrics on and every request traced to a local OTLP sink
+(`obs`; the sink is a process of its own: the native server's `--sink` mode, which reads each
+export and keeps nothing), wasmbox over HTTPS with keep-alive (`https`, a certificate made with
+openssl), and a native hyper server answering the same bytes (`native`, `--native`), the
+physical limit; a variant's ratio to plain wasmbox is the median of the ratios of runs made in
+the same round, plain being the mean of its two servers' runs. For a WASI 0.3 service,
+`wasmtime serve` also runs with one instance per request (`wasmtime-fresh`,
+`--max-instance-reuse-count 1`, its default for 0.2), which is how wasmbox serves every
+request. Each server runs as its own process on loopback, started afresh for every round (two
+processes of one server, alike in all but their addresses, can measure 10 % apart for as long
+as they live; new processes each round turn that into spread the medians absorb instead of a
+bias they keep), warmed up with one unrecorded wrk run at the most connections, and kept for
+that round's runs. Reported per point: the median over the rounds of requests per second and of
+the 99th percentile latency, for both, and their ratios; and wasmbox's resident memory idle
+(before its first round's first run) and under load (the most seen while wrk ran). For `again`,
+`obs` and `https` also the CPU time per request, against plain's: the server process's, all its
+threads (the exporter's included), and for `obs` the sink's, from `/proc` before and after each
+run; a cost that does not hang on how the scheduler shares two cores among wrk and the servers.
 
 Standard library only. Usually started by bench/http.sh, which builds what it needs first:
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import socket
 import ssl
@@ -127,8 +134,29 @@ def parse_wrk(out: str) -> tuple[float, float, int]:
     return float(rps.group(1)), float(p99.group(1)) * UNITS[p99.group(2)], errors
 
 
-def run_wrk(server: Server, conns: int, duration: int) -> tuple[float, float, int, int]:
-    """One wrk run; also the most RSS the server had while it ran."""
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time process `pid` has used, all its threads together."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    rps: float
+    p99: float
+    errors: int
+    peak_rss: int
+    cpu_us: float
+    """CPU microseconds per request of the server and of the processes working for it."""
+
+
+def run_wrk(server: Server, conns: int, duration: int, helpers: tuple[int, ...] = ()) -> Run:
+    """One wrk run; also the most RSS the server had while it ran, and the CPU time it and its
+    `helpers` (pids: the OTLP sink for a traced server) used per request."""
+    assert server.proc is not None
+    pids = (server.proc.pid, *helpers)
+    cpu0 = sum(cpu_seconds(p) for p in pids)
     peak = [0]
     done = threading.Event()
 
@@ -159,8 +187,11 @@ def run_wrk(server: Server, conns: int, duration: int) -> tuple[float, float, in
     finally:
         done.set()
         t.join()
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
     rps, p99, errors = parse_wrk(out)
-    return rps, p99, errors, peak[0]
+    total = re.search(r"(\d+) requests in", out)
+    requests = int(total.group(1)) if total else 0
+    return Run(rps, p99, errors, peak[0], cpu * 1e6 / max(requests, 1))
 
 
 @dataclass
@@ -168,6 +199,7 @@ class Point:
     rps: dict[str, list[float]] = field(default_factory=dict)
     p99: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    cpu_us: dict[str, list[float]] = field(default_factory=dict)
     peak_rss: int = 0
 
 
@@ -208,6 +240,25 @@ def paired(pt: Point, base: str, other: str) -> float:
     return statistics.median(o / b for b, o in zip(pt.rps[base], pt.rps[other]))
 
 
+def plain(pt: Point, of: str = "rps") -> list[float]:
+    """Plain wasmbox's req/s (or CPU per request) in each round: the mean of its two servers'
+    where `again` ran (each variant is then measured against two samples of plain, not one),
+    else the one's."""
+    figures = getattr(pt, of)
+    if "again" not in figures:
+        return figures["wasmbox"]
+    return [(a + b) / 2 for a, b in zip(figures["wasmbox"], figures["again"])]
+
+
+def against_plain(pt: Point, variant: str, of: str = "rps") -> float:
+    """`variant`'s req/s (or CPU per request) over plain wasmbox's (`native`'s req/s: plain's
+    over its), paired by round."""
+    pairs = zip(plain(pt, of), getattr(pt, of)[variant])
+    if variant == "native":
+        return statistics.median(b / v for b, v in pairs)
+    return statistics.median(v / b for b, v in pairs)
+
+
 def certificate(directory: str) -> tuple[str, str]:
     """A self-signed P-256 certificate for 127.0.0.1, and its key."""
     cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
@@ -222,8 +273,13 @@ def certificate(directory: str) -> tuple[str, str]:
 
 def variants(args: argparse.Namespace, path: str, sink: int, tls: tuple[str, str]) -> dict[str, Server]:
     """The extra servers run beside wasmbox and wasmtime for `--variants-of`."""
-    p = [free_port() for _ in range(3)]
+    p = [free_port() for _ in range(4)]
     out = {
+        "again": Server(
+            "again",
+            [args.wasmbox, "serve", "--addr", f"127.0.0.1:{p[3]}", path],
+            p[3],
+        ),
         "obs": Server(
             "obs",
             [args.wasmbox, "serve", "--addr", f"127.0.0.1:{p[0]}",
@@ -243,6 +299,35 @@ def variants(args: argparse.Namespace, path: str, sink: int, tls: tuple[str, str
     if args.native:
         out["native"] = Server("native", [args.native, f"127.0.0.1:{p[2]}"], p[2])
     return out
+
+
+def lineup(args: argparse.Namespace, name: str, path: str, sink: int,
+           tls: tuple[str, str]) -> dict[str, Server]:
+    """The servers of one round for component `name`, each on a port of its own."""
+    p1, p2, p3_fresh = free_port(), free_port(), free_port()
+    p3_flags = ["-Wcomponent-model-async", "-Sp3,http"] if name in args.p3 else []
+    servers = {
+        "wasmbox": Server(
+            "wasmbox",
+            [args.wasmbox, "serve", "--addr", f"127.0.0.1:{p1}", path],
+            p1,
+        ),
+        "wasmtime": Server(
+            "wasmtime",
+            [args.wasmtime, "serve", "--addr", f"127.0.0.1:{p2}", "-Scli", *p3_flags, path],
+            p2,
+        ),
+    }
+    if name in args.p3:
+        servers["wasmtime-fresh"] = Server(
+            "wasmtime-fresh",
+            [args.wasmtime, "serve", "--addr", f"127.0.0.1:{p3_fresh}", "-Scli",
+             *p3_flags, "--max-instance-reuse-count", "1", path],
+            p3_fresh,
+        )
+    if name == args.variants_of:
+        servers.update(variants(args, path, sink, tls))
+    return servers
 
 
 def main() -> int:
@@ -273,49 +358,34 @@ def main() -> int:
     sink = None
     try:
         sink, sink_port = start_sink(args.native)
+        tls = certificate(workdir)
         for comp in args.component:
             name, path = comp.split("=", 1)
-            p1, p2, p3_fresh = free_port(), free_port(), free_port()
-            p3_flags = ["-Wcomponent-model-async", "-Sp3,http"] if name in args.p3 else []
-            servers = {
-                "wasmbox": Server(
-                    "wasmbox",
-                    [args.wasmbox, "serve", "--addr", f"127.0.0.1:{p1}", path],
-                    p1,
-                ),
-                "wasmtime": Server(
-                    "wasmtime",
-                    [args.wasmtime, "serve", "--addr", f"127.0.0.1:{p2}", "-Scli", *p3_flags, path],
-                    p2,
-                ),
-            }
-            if name in args.p3:
-                servers["wasmtime-fresh"] = Server(
-                    "wasmtime-fresh",
-                    [args.wasmtime, "serve", "--addr", f"127.0.0.1:{p3_fresh}", "-Scli",
-                     *p3_flags, "--max-instance-reuse-count", "1", path],
-                    p3_fresh,
-                )
-            if name == args.variants_of:
-                servers.update(variants(args, path, sink_port, certificate(workdir)))
-            for s in servers.values():
-                s.start()
-            for s in servers.values():
-                run_wrk(s, max(conns), 2)
-            idle[name] = servers["wasmbox"].rss_kib()
-            try:
-                for r in range(args.rounds):
+            for r in range(args.rounds):
+                servers = lineup(args, name, path, sink_port, tls)
+                try:
+                    # A fresh order each round, for starting and for running: a server's
+                    # place (which one it follows) otherwise stays with it, and so does
+                    # whatever that place does to its figures.
+                    shuffle = random.Random(r)
+                    for s in shuffle.sample(list(servers.values()), len(servers)):
+                        s.start()
+                    for s in servers.values():
+                        run_wrk(s, max(conns), 2)
+                    idle.setdefault(name, servers["wasmbox"].rss_kib())
                     for c in conns:
                         point = results.setdefault((name, c), Point())
                         names = list(servers)
-                        order = names[r % len(names):] + names[: r % len(names)]
+                        order = shuffle.sample(names, len(names))
                         for tool in order:
-                            rps, p99, errors, peak = run_wrk(servers[tool], c, args.duration)
-                            point.rps.setdefault(tool, []).append(rps)
-                            point.p99.setdefault(tool, []).append(p99)
-                            point.errors[tool] = point.errors.get(tool, 0) + errors
+                            helpers = (sink.pid,) if tool == "obs" else ()
+                            run = run_wrk(servers[tool], c, args.duration, helpers)
+                            point.rps.setdefault(tool, []).append(run.rps)
+                            point.p99.setdefault(tool, []).append(run.p99)
+                            point.cpu_us.setdefault(tool, []).append(run.cpu_us)
+                            point.errors[tool] = point.errors.get(tool, 0) + run.errors
                             if tool == "wasmbox":
-                                point.peak_rss = max(point.peak_rss, peak)
+                                point.peak_rss = max(point.peak_rss, run.peak_rss)
                         print(
                             f"round {r + 1} {name} c={c}: "
                             + "; ".join(
@@ -324,9 +394,9 @@ def main() -> int:
                             ),
                             flush=True,
                         )
-            finally:
-                for s in servers.values():
-                    s.stop()
+                finally:
+                    for s in servers.values():
+                        s.stop()
     except BenchError as e:
         print(f"http.py: {e}", file=sys.stderr)
         return 1
@@ -368,7 +438,9 @@ def main() -> int:
                   f"{statistics.median(pt.rps['wasmtime-fresh']):.0f} req/s, ratio {ratio:.2f}")
     if args.variants_of:
         print()
-        goals = {"obs": (0.95, "metrics on and every request traced, against both off: cost <= 5%"),
+        goals = {"again": (None, "a second wasmbox, the same as the first: how far apart two alike "
+                             "servers measure (1.00 would be no noise)"),
+                 "obs": (0.95, "metrics on and every request traced, against both off: cost <= 5%"),
                  "https": (0.80, "HTTPS against plain HTTP, keep-alive: >= 0.8x"),
                  "native": (None, "wasmbox against a native hyper hello (the distance the sandbox costs)")}
         for variant, (goal, what) in goals.items():
@@ -378,15 +450,23 @@ def main() -> int:
                 if pt is None or variant not in pt.rps:
                     continue
                 other = statistics.median(pt.rps[variant])
-                ratio = (paired(pt, variant, "wasmbox") if variant == "native"
-                         else paired(pt, "wasmbox", variant))
+                ratio = (paired(pt, "wasmbox", "again") if variant == "again"
+                         else against_plain(pt, variant))
                 ratios.append((c, ratio, other))
             if not ratios:
                 continue
             print(f"{what}:")
             for c, ratio, other in ratios:
                 verdict = "" if goal is None else ("" if ratio >= goal else "  (goal not met)")
-                print(f"  c={c}: {variant} {other:.0f} req/s, ratio {ratio:.2f}{verdict}")
+                cpu = ""
+                if variant in ("again", "obs", "https"):
+                    pt = results[(args.variants_of, c)]
+                    of_plain = (statistics.median(
+                        a / w for w, a in zip(pt.cpu_us["wasmbox"], pt.cpu_us["again"]))
+                        if variant == "again" else against_plain(pt, variant, "cpu_us"))
+                    cpu = (f"; CPU per request {statistics.median(pt.cpu_us[variant]):.0f} us, "
+                           f"{of_plain:.2f}x plain's")
+                print(f"  c={c}: {variant} {other:.0f} req/s, ratio {ratio:.2f}{cpu}{verdict}")
     return 0
 
 
