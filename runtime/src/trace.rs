@@ -8,17 +8,16 @@
 //! With neither variable set, [`init`] starts nothing and every span below is `None`: no thread,
 //! no buffer, no header parsed.
 
-use std::io::{Read as _, Write as _};
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use bytes::Bytes;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpError};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+mod client;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 /// wasmbox's tracer of [`PROVIDER`], made once (a tracer per span would be an allocation each).
@@ -44,7 +43,7 @@ pub fn init() -> Result<bool, String> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_http_client(PlainHttp)
+        .with_http_client(client::PlainHttp::default())
         .build()
         .map_err(|e| format!("the OTLP trace exporter: {e}"))?;
     let mut resource = opentelemetry_sdk::Resource::builder();
@@ -274,67 +273,6 @@ impl ClientSpan {
             }
         }
         span.end();
-    }
-}
-
-/// The exporter's HTTP client: one HTTP/1.1 POST per batch over a plain TCP connection, from the
-/// batch processor's own thread, within a deadline. OTLP/HTTP collectors listen on `http://`
-/// (an `https://` endpoint is refused with a clear error).
-#[derive(Debug)]
-struct PlainHttp;
-
-/// How long one export may take.
-const EXPORT_DEADLINE: Duration = Duration::from_secs(10);
-/// The most of a collector's answer read.
-const ANSWER_MOST: u64 = 64 << 10;
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for PlainHttp {
-    async fn send_bytes(
-        &self,
-        request: http::Request<Bytes>,
-    ) -> Result<http::Response<Bytes>, HttpError> {
-        let uri = request.uri().clone();
-        if uri.scheme_str() != Some("http") {
-            return Err(
-                format!("OTLP endpoint {uri}: only http:// endpoints are supported").into(),
-            );
-        }
-        let host = uri.host().ok_or("an OTLP endpoint without a host")?;
-        let port = uri.port_u16().unwrap_or(80);
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
-            .next()
-            .ok_or("the OTLP endpoint's host has no address")?;
-        let mut tcp = std::net::TcpStream::connect_timeout(&addr, EXPORT_DEADLINE)?;
-        tcp.set_read_timeout(Some(EXPORT_DEADLINE))?;
-        tcp.set_write_timeout(Some(EXPORT_DEADLINE))?;
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut head = format!(
-            "{} {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-length: {}\r\nconnection: close\r\n",
-            request.method(),
-            request.body().len()
-        );
-        for (k, v) in request.headers() {
-            if let Ok(v) = v.to_str() {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-        }
-        head.push_str("\r\n");
-        tcp.write_all(head.as_bytes())?;
-        tcp.write_all(request.body())?;
-        let mut answer = Vec::new();
-        (&mut tcp).take(ANSWER_MOST).read_to_end(&mut answer)?;
-        let status = std::str::from_utf8(&answer)
-            .ok()
-            .and_then(|a| a.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or("the OTLP collector's answer has no status line")?;
-        let body = answer
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|at| Bytes::copy_from_slice(&answer[at + 4..]))
-            .unwrap_or_default();
-        Ok(http::Response::builder().status(status).body(body)?)
     }
 }
 
