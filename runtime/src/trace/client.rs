@@ -5,10 +5,10 @@
 //! new one. OTLP/HTTP collectors listen on `http://` (an `https://` endpoint is refused with a
 //! clear error).
 
-use std::io::{Read as _, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::TcpStream;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use opentelemetry_http::HttpError;
@@ -18,10 +18,21 @@ const EXPORT_DEADLINE: Duration = Duration::from_secs(10);
 /// The most of a collector's answer read: its head and its body.
 const ANSWER_MOST: usize = 64 << 10;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct PlainHttp {
     /// The connection the last export left open, and the endpoint it reaches.
     idle: Mutex<Option<(String, u16, TcpStream)>>,
+    /// How long one export may take: connecting, sending, and reading the whole answer.
+    deadline: Duration,
+}
+
+impl Default for PlainHttp {
+    fn default() -> Self {
+        Self {
+            idle: Mutex::default(),
+            deadline: EXPORT_DEADLINE,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -61,7 +72,7 @@ impl PlainHttp {
         let port = uri.port_u16().unwrap_or(80);
         let idle = self.idle.lock().expect("idle connection lock").take();
         if let Some((_, _, tcp)) = idle.filter(|(h, p, _)| h == host && *p == port) {
-            match exchange(tcp, request, host, port) {
+            match exchange(tcp, request, host, port, self.deadline) {
                 Ok(answer) => return Ok(self.keep(answer, host, port)),
                 // Closed while idle: the collector never saw this export.
                 Err(Failed {
@@ -70,8 +81,8 @@ impl PlainHttp {
                 Err(f) => return Err(f.why),
             }
         }
-        let tcp = connect(host, port)?;
-        let answer = exchange(tcp, request, host, port).map_err(|f| f.why)?;
+        let tcp = connect(host, port, self.deadline)?;
+        let answer = exchange(tcp, request, host, port, self.deadline).map_err(|f| f.why)?;
         Ok(self.keep(answer, host, port))
     }
 
@@ -89,13 +100,12 @@ impl PlainHttp {
     }
 }
 
-fn connect(host: &str, port: u16) -> Result<TcpStream, HttpError> {
+fn connect(host: &str, port: u16, deadline: Duration) -> Result<TcpStream, HttpError> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?
         .next()
         .ok_or("the OTLP endpoint's host has no address")?;
-    let tcp = TcpStream::connect_timeout(&addr, EXPORT_DEADLINE)?;
-    tcp.set_read_timeout(Some(EXPORT_DEADLINE))?;
-    tcp.set_write_timeout(Some(EXPORT_DEADLINE))?;
+    let tcp = TcpStream::connect_timeout(&addr, deadline)?;
+    tcp.set_write_timeout(Some(deadline))?;
     tcp.set_nodelay(true)?;
     Ok(tcp)
 }
@@ -107,6 +117,7 @@ fn exchange(
     request: &http::Request<Bytes>,
     host: &str,
     port: u16,
+    deadline: Duration,
 ) -> Result<(http::Response<Bytes>, Option<TcpStream>), Failed> {
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut head = format!(
@@ -129,6 +140,7 @@ fn exchange(
     let mut answer = Answer {
         tcp,
         buf: Vec::new(),
+        until: Instant::now() + deadline,
     };
     let head_end = loop {
         if let Some(at) = answer.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -195,19 +207,38 @@ fn exchange(
 struct Answer {
     tcp: TcpStream,
     buf: Vec<u8>,
+    /// When the whole answer must have arrived (a collector answering a byte at a time within
+    /// each read's timeout would otherwise hold the exporter).
+    until: Instant,
 }
 
 impl Answer {
     /// Reads what has arrived; 0 at the end of the stream. Refuses an answer past
-    /// [`ANSWER_MOST`].
+    /// [`ANSWER_MOST`] or its deadline.
     fn more(&mut self) -> std::io::Result<usize> {
+        let late = || {
+            std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the OTLP collector did not answer within the export's deadline",
+            )
+        };
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(late());
+        }
+        self.tcp.set_read_timeout(Some(left))?;
         if self.buf.len() >= ANSWER_MOST {
             return Err(std::io::Error::other(format!(
                 "the OTLP collector's answer is longer than {ANSWER_MOST} bytes"
             )));
         }
         let mut chunk = [0u8; 4096];
-        let n = self.tcp.read(&mut chunk)?;
+        let n = match self.tcp.read(&mut chunk) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(late());
+            }
+            read => read?,
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
@@ -420,6 +451,31 @@ mod tests {
         assert_eq!(export(&client, port, "one"), Ok((400, Bytes::from("bad"))));
         let err = export(&client, port, "two").unwrap_err();
         assert!(err.contains("longer than 65536 bytes"), "{err}");
+        served.join().unwrap();
+    }
+
+    #[test]
+    fn a_collector_that_answers_too_slowly_fails_the_export_at_its_deadline() {
+        // Begins an answer, then sends nothing more (it keeps the connection open).
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let served = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(tcp.try_clone().unwrap());
+            request(&mut r).expect("a request");
+            (&tcp).write_all(b"HTTP/1.1 2").unwrap();
+            let _ = wait.recv();
+        });
+        let client = PlainHttp {
+            deadline: Duration::from_millis(300),
+            ..PlainHttp::default()
+        };
+        let start = Instant::now();
+        let err = export(&client, port, "one").unwrap_err();
+        assert!(err.contains("did not answer within"), "{err}");
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        drop(done);
         served.join().unwrap();
     }
 
