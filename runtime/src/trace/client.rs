@@ -277,7 +277,9 @@ impl Answer {
             let line = self.line(at)?;
             let size = line.split(';').next().unwrap_or_default().trim();
             let size = usize::from_str_radix(size, 16)
-                .map_err(|_| "the OTLP collector's answer has a bad chunk size")?;
+                .ok()
+                .filter(|n| *n <= ANSWER_MOST)
+                .ok_or("the OTLP collector's answer has a bad or overlong chunk size")?;
             at += line.len() + 2;
             if size == 0 {
                 // Trailers, if any, up to an empty line.
@@ -437,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_is_the_collectors_status_and_an_overlong_answer_an_error() {
+    fn a_refusal_is_the_collectors_status_and_an_overlong_answer_or_chunk_an_error() {
         let refused = "HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\n\r\nbad";
         let long: &'static str = Box::leak(
             format!(
@@ -446,11 +448,15 @@ mod tests {
             )
             .into_boxed_str(),
         );
-        let (port, served) = collector(vec![Some(refused), Some(long), None]);
+        let huge_chunk =
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nok\r\n";
+        let (port, served) = collector(vec![Some(refused), Some(long), None, Some(huge_chunk)]);
         let client = PlainHttp::default();
         assert_eq!(export(&client, port, "one"), Ok((400, Bytes::from("bad"))));
         let err = export(&client, port, "two").unwrap_err();
         assert!(err.contains("longer than 65536 bytes"), "{err}");
+        let err = export(&client, port, "three").unwrap_err();
+        assert!(err.contains("overlong chunk size"), "{err}");
         served.join().unwrap();
     }
 
