@@ -17,6 +17,7 @@ use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
+mod background;
 mod client;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
@@ -53,7 +54,7 @@ pub fn init() -> Result<bool, String> {
         resource = resource.with_service_name("wasmbox");
     }
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(background::Background::new(exporter))
         .with_resource(resource.build())
         .build();
     use opentelemetry::trace::TracerProvider as _;

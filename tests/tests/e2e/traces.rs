@@ -71,6 +71,27 @@ fn threads(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// The scheduling policy of `pid`'s thread whose name starts with `name` (field 41 of its
+/// `stat`: 0 normal, 3 batch).
+fn policy(pid: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(name))
+        })
+        .find_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // Fields from the third on follow the name's closing parenthesis.
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(38)?
+                .parse()
+                .ok()
+        })
+}
+
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT: &str = "b7ad6b7169203331";
 
@@ -138,6 +159,9 @@ fn a_trace_crosses_the_guest_from_the_incoming_request_to_the_outgoing_one() {
         v["kind"] == 2 && v["trace"] != TRACE && v["attributes"]["url.path"] == "/"
     });
     assert_eq!(root["parent"], "", "{root:#}");
+    // Having exported, the exporter's thread runs as batch work; the serving threads do not.
+    assert_eq!(policy(s.child.id(), "OpenTelemetry"), Some(3));
+    assert_eq!(policy(s.child.id(), "wasmbox-guest"), Some(0));
 }
 
 #[test]
