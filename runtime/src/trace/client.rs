@@ -5,7 +5,7 @@
 //! new one. OTLP/HTTP collectors listen on `http://` (an `https://` endpoint is refused with a
 //! clear error).
 
-use std::io::{ErrorKind, Read as _, Write as _};
+use std::io::{ErrorKind, IoSlice, Read as _, Write as _};
 use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -135,44 +135,39 @@ fn exchange(
         why: e.into(),
         answered: false,
     };
-    tcp.write_all(head.as_bytes()).map_err(unanswered)?;
-    tcp.write_all(request.body()).map_err(unanswered)?;
+    // Head and body in one write where the socket takes them: one segment, one wake-up of the
+    // collector.
+    let mut parts = [IoSlice::new(head.as_bytes()), IoSlice::new(request.body())];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match tcp.write_vectored(parts) {
+            Ok(0) => return Err(unanswered(ErrorKind::WriteZero.into())),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(unanswered(e)),
+        }
+    }
     let mut answer = Answer {
         tcp,
         buf: Vec::new(),
         until: Instant::now() + deadline,
+        begun: false,
     };
-    let head_end = loop {
-        if let Some(at) = answer.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
+    // The final answer's head, past any interim (1xx) ones.
+    let (head_end, http11, status) = loop {
+        let head_end = answer.head()?;
+        let (http11, status) = status_line(&answer.buf[..head_end])?;
+        if (100..200).contains(&status) && status != 101 {
+            answer.buf.drain(..head_end);
+            continue;
         }
-        match answer.more() {
-            Ok(0) if answer.buf.is_empty() => {
-                return Err(Failed {
-                    why: "the OTLP collector closed the connection without answering".into(),
-                    answered: false,
-                });
-            }
-            Ok(0) => return Err("the OTLP collector's answer ends within its head".into()),
-            Ok(_) => {}
-            Err(e) if answer.buf.is_empty() => return Err(unanswered(e)),
-            Err(e) => return Err(e.into()),
-        }
+        break (head_end, http11, status);
     };
     let head = std::str::from_utf8(&answer.buf[..head_end])
         .map_err(|_| "the OTLP collector's answer has a head that is not text")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut words = status_line.split_whitespace();
-    let version = words.next().unwrap_or_default();
-    let status = words
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| version.starts_with("HTTP/1."))
-        .ok_or("the OTLP collector's answer has no status line")?;
-    let mut reusable = version == "HTTP/1.1";
+    let mut reusable = http11;
     let (mut length, mut chunked) = (None, false);
-    for line in lines {
+    for line in head.split("\r\n").skip(1) {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
@@ -203,10 +198,26 @@ fn exchange(
     Ok((response, reusable.then_some(answer.tcp)))
 }
 
+/// Whether the head `head` is HTTP/1.1 (else 1.0), and its status.
+fn status_line(head: &[u8]) -> Result<(bool, u16), Failed> {
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = std::str::from_utf8(line).unwrap_or_default();
+    let mut words = line.split_whitespace();
+    let version = words.next().unwrap_or_default();
+    let status = words
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| version.starts_with("HTTP/1."))
+        .ok_or("the OTLP collector's answer has no status line")?;
+    Ok((version == "HTTP/1.1", status))
+}
+
 /// A collector's answer as it is read: everything read so far in `buf`.
 struct Answer {
     tcp: TcpStream,
     buf: Vec<u8>,
+    /// Whether any of it has arrived (interim heads included).
+    begun: bool,
     /// When the whole answer must have arrived (a collector answering a byte at a time within
     /// each read's timeout would otherwise hold the exporter).
     until: Instant,
@@ -240,7 +251,34 @@ impl Answer {
             read => read?,
         };
         self.buf.extend_from_slice(&chunk[..n]);
+        self.begun |= n > 0;
         Ok(n)
+    }
+
+    /// Reads until `buf` holds a whole head; its end. The error says whether the collector had
+    /// begun to answer.
+    fn head(&mut self) -> Result<usize, Failed> {
+        loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Ok(at + 4);
+            }
+            match self.more() {
+                Ok(0) if !self.begun => {
+                    return Err(Failed {
+                        why: "the OTLP collector closed the connection without answering".into(),
+                        answered: false,
+                    });
+                }
+                Ok(0) => return Err("the OTLP collector's answer ends within its head".into()),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Failed {
+                        why: e.into(),
+                        answered: self.begun,
+                    });
+                }
+            }
+        }
     }
 
     /// Reads until `buf` holds `n` bytes past `at`.
@@ -304,7 +342,9 @@ impl Answer {
                 .windows(2)
                 .position(|w| w == b"\r\n")
             {
-                return Ok(String::from_utf8_lossy(&self.buf[at..at + end]).into_owned());
+                return String::from_utf8(self.buf[at..at + end].to_vec()).map_err(|_| {
+                    "the OTLP collector's answer has a chunk line that is not text".into()
+                });
             }
             if self.more()? == 0 {
                 return Err("the OTLP collector's answer ends within a chunk".into());
@@ -434,6 +474,18 @@ mod tests {
         let client = PlainHttp::default();
         for body in ["one", "two"] {
             assert_eq!(export(&client, port, body), Ok((200, Bytes::from("ok!!!"))));
+        }
+        assert_eq!(served.join().unwrap().0, 1);
+    }
+
+    #[test]
+    fn interim_answers_are_passed_over() {
+        let interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\n";
+        let answer: &'static str = Box::leak(format!("{interim}{OK}").into_boxed_str());
+        let (port, served) = collector(vec![Some(answer), Some(OK)]);
+        let client = PlainHttp::default();
+        for body in ["one", "two"] {
+            assert_eq!(export(&client, port, body), Ok((200, Bytes::from("ok"))));
         }
         assert_eq!(served.join().unwrap().0, 1);
     }
