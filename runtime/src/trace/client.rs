@@ -467,27 +467,28 @@ mod tests {
         assert_eq!(bodies, [b"one".to_vec(), b"two".to_vec()]);
     }
 
+    /// Two exports a collector answers with `answer` each: both succeed with body `want`, over
+    /// one connection.
+    fn two_exports_on_one_connection(answer: &'static str, want: &'static str) {
+        let (port, served) = collector(vec![Some(answer), Some(answer)]);
+        let client = PlainHttp::default();
+        for body in ["one", "two"] {
+            assert_eq!(export(&client, port, body), Ok((200, Bytes::from(want))));
+        }
+        assert_eq!(served.join().unwrap().0, 1);
+    }
+
     #[test]
     fn chunked_answers_are_read_to_their_end_and_the_connection_kept() {
         let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n3;x=y\r\n!!!\r\n0\r\nt: 1\r\n\r\n";
-        let (port, served) = collector(vec![Some(chunked), Some(chunked)]);
-        let client = PlainHttp::default();
-        for body in ["one", "two"] {
-            assert_eq!(export(&client, port, body), Ok((200, Bytes::from("ok!!!"))));
-        }
-        assert_eq!(served.join().unwrap().0, 1);
+        two_exports_on_one_connection(chunked, "ok!!!");
     }
 
     #[test]
     fn interim_answers_are_passed_over() {
         let interim = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\n";
         let answer: &'static str = Box::leak(format!("{interim}{OK}").into_boxed_str());
-        let (port, served) = collector(vec![Some(answer), Some(OK)]);
-        let client = PlainHttp::default();
-        for body in ["one", "two"] {
-            assert_eq!(export(&client, port, body), Ok((200, Bytes::from("ok"))));
-        }
-        assert_eq!(served.join().unwrap().0, 1);
+        two_exports_on_one_connection(answer, "ok");
     }
 
     #[test]
