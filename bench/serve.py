@@ -235,9 +235,11 @@ def start_sink(native: str | None) -> tuple[subprocess.Popen, int]:
             time.sleep(0.05)
 
 
-def paired(pt: Point, base: str, other: str) -> float:
-    """`other`'s req/s over `base`'s: the median of the ratios of the runs of one round."""
-    return statistics.median(o / b for b, o in zip(pt.rps[base], pt.rps[other]))
+def paired(pt: Point, base: str, other: str, of: str = "rps") -> float:
+    """`other`'s req/s (or CPU per request) over `base`'s: the median of the ratios of the runs
+    of one round."""
+    figures = getattr(pt, of)
+    return statistics.median(o / b for b, o in zip(figures[base], figures[other]))
 
 
 def plain(pt: Point, of: str = "rps") -> list[float]:
@@ -461,9 +463,8 @@ def main() -> int:
                 cpu = ""
                 if variant in ("again", "obs", "https"):
                     pt = results[(args.variants_of, c)]
-                    of_plain = (statistics.median(
-                        a / w for w, a in zip(pt.cpu_us["wasmbox"], pt.cpu_us["again"]))
-                        if variant == "again" else against_plain(pt, variant, "cpu_us"))
+                    of_plain = (paired(pt, "wasmbox", "again", "cpu_us") if variant == "again"
+                                else against_plain(pt, variant, "cpu_us"))
                     cpu = (f"; CPU per request {statistics.median(pt.cpu_us[variant]):.0f} us, "
                            f"{of_plain:.2f}x plain's")
                 print(f"  c={c}: {variant} {other:.0f} req/s, ratio {ratio:.2f}{cpu}{verdict}")

@@ -22,7 +22,7 @@ const ANSWER_MOST: usize = 64 << 10;
 pub(super) struct PlainHttp {
     /// The connection the last export left open, and the endpoint it reaches.
     idle: Mutex<Option<(String, u16, TcpStream)>>,
-    /// How long one export may take: connecting, sending, and reading the whole answer.
+    /// How long one export may take: to connect, for each write, and to read the whole answer.
     deadline: Duration,
 }
 
@@ -198,6 +198,11 @@ fn exchange(
     Ok((response, reusable.then_some(answer.tcp)))
 }
 
+/// Why an answer past [`ANSWER_MOST`] is refused.
+fn overlong() -> String {
+    format!("the OTLP collector's answer is longer than {ANSWER_MOST} bytes")
+}
+
 /// Whether the head `head` is HTTP/1.1 (else 1.0), and its status.
 fn status_line(head: &[u8]) -> Result<(bool, u16), Failed> {
     let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
@@ -239,9 +244,7 @@ impl Answer {
         }
         self.tcp.set_read_timeout(Some(left))?;
         if self.buf.len() >= ANSWER_MOST {
-            return Err(std::io::Error::other(format!(
-                "the OTLP collector's answer is longer than {ANSWER_MOST} bytes"
-            )));
+            return Err(std::io::Error::other(overlong()));
         }
         let mut chunk = [0u8; 4096];
         let n = match self.tcp.read(&mut chunk) {
@@ -294,9 +297,7 @@ impl Answer {
     /// A body of `n` bytes starting at `at`.
     fn exactly(&mut self, at: usize, n: usize) -> Result<Bytes, Failed> {
         if n > ANSWER_MOST {
-            return Err(
-                format!("the OTLP collector's answer is longer than {ANSWER_MOST} bytes").into(),
-            );
+            return Err(overlong().into());
         }
         self.fill(at, n)?;
         Ok(Bytes::copy_from_slice(&self.buf[at..at + n]))
